@@ -1,0 +1,77 @@
+"""Command line: parse, dispatch, map errors to the contract's exit codes. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from . import __version__
+from .errors import IpcJanitorError, PolicyError, PolicyErrors, UsageError
+from .model import IpcKind
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOPERM, EXIT_POLICY = 0, 1, 64, 77, 78
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ipcjanitor",
+        description="Remove System V IPC objects that a policy says a service owns and that "
+        "nobody provably uses; keep and explain everything else.",
+    )
+    p.add_argument("--version", action="version", version=f"ipcjanitor {__version__}")
+    p.add_argument("--policy", metavar="PATH", help="policy file or directory (replaces the search path)")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="also print policy warnings and sources")
+    loud.add_argument("-q", "--quiet", action="store_true", help="print only the summary line and errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def scoped(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--json", action="store_true", help="print one JSON document")
+        cmd.add_argument("--owner", action="append", metavar="NAME", help="only this owner's objects")
+        cmd.add_argument("--kind", action="append", choices=[k.value for k in IpcKind],
+                         help="only this kind")  # fmt: skip
+
+    scoped(sub.add_parser("scan", help="dry run: every object, its verdict and reason"))
+    c = sub.add_parser("clean", help="remove the stale objects the policy owns")
+    scoped(c)
+    c.add_argument("--dry-run", action="store_true", help="print what scan prints; remove nothing")
+    c.add_argument("--metrics", metavar="FILE", help="write Prometheus textfile metrics")
+    pol = sub.add_parser("policy", help="policy tools")
+    pol_sub = pol.add_subparsers(dest="policy_command", metavar="check", parser_class=_Parser)
+    chk = pol_sub.add_parser("check", help="validate and print the resolved owners")
+    chk.add_argument("path", nargs="?", help="policy file or directory (default: the search path)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_usage(sys.stderr)
+        return EXIT_USAGE
+    from . import commands  # the command bodies; keeps `--help` and usage errors cheap
+
+    try:
+        return commands.dispatch(args)
+    except (PolicyErrors, PolicyError) as exc:
+        print(f"ipcjanitor: policy error, nothing was removed:\n{_indent(str(exc))}", file=sys.stderr)
+        return EXIT_POLICY
+    except UsageError as exc:
+        print(f"ipcjanitor: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except IpcJanitorError as exc:
+        print(f"ipcjanitor: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

@@ -1,0 +1,100 @@
+"""The body of each subcommand: load policy, survey, act, print. Returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import report
+from .errors import UsageError
+from .janitor import Scope, survey
+from .journal import Journal
+from .lock import acquire
+from .model import Decision, IpcKind, Verdict
+from .policy import Policy, describe, load_policy
+from .remove import remove_stale
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "scan":
+        return cmd_scan(args)
+    if args.command == "clean":
+        return cmd_clean(args)
+    if args.command == "policy":
+        return cmd_policy_check(args)
+    raise UsageError(f"unknown command {args.command!r}")
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    policy = load_policy(args.policy)
+    for warning in policy.warnings:
+        print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
+    if args.verbose:
+        print(f"ipcjanitor: policy from {', '.join(policy.sources)}", file=sys.stderr)
+    return policy
+
+
+def _scope(args: argparse.Namespace, policy: Policy) -> Scope:
+    owners = None
+    if args.owner:
+        unknown = [n for n in args.owner if policy.owner(n) is None]
+        if unknown:
+            names = ", ".join(o.name for o in policy.owners) or "none"
+            raise UsageError(f"no owner named {', '.join(unknown)} in the policy (owners: {names})")
+        owners = frozenset(args.owner)
+    kinds = frozenset(IpcKind(k) for k in args.kind) if args.kind else frozenset(IpcKind)
+    return Scope(kinds=kinds, owners=owners)
+
+
+def _print(args: argparse.Namespace, decisions: Sequence[Decision], notes: Sequence[str] = ()) -> None:
+    if args.json:
+        print(report.document(decisions, {"notes": list(notes)}))
+        return
+    if not args.quiet:
+        if decisions:
+            print(report.table(decisions))
+        for note in notes:
+            print(f"note: {note}")
+    print(report.summary_line(decisions))
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    policy = _policy(args)
+    decisions, _ = survey(policy, _scope(args, policy))
+    _print(args, decisions)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    policy = _policy(args)
+    scope = _scope(args, policy)
+    if args.dry_run:
+        return cmd_scan(args)
+    held = acquire()
+    try:
+        decisions, _ = survey(policy, scope)
+        journal = Journal()
+        done = []
+        for d in remove_stale(decisions):
+            if d.verdict in (Verdict.REMOVED, Verdict.FAILED, Verdict.CHANGED):
+                journal.decision(d)
+            done.append(d)
+        journal.close()
+    finally:
+        held.release()
+    notes = [n for n in (held.note(),) if n]
+    _print(args, done, notes)
+    return 1 if report.failed(done) else 0
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    if args.policy_command != "check":
+        raise UsageError("usage: ipcjanitor policy check [PATH]")
+    policy = load_policy(args.path or args.policy)
+    for warning in policy.warnings:
+        print(f"warning: {warning}")
+    for line in describe(policy):
+        print(line)
+    print("policy OK")
+    return 0

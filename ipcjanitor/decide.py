@@ -1,0 +1,185 @@
+"""PURE: objects + process facts + policy + now -> one verdict and reason per object.
+
+The rules run in the contract's order, and the first that applies gives the verdict:
+ownership, the owner is alive, the object shows life, idle time, queued data, proof of death.
+Nothing here reads a clock, a file or the kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .model import (
+    Decision,
+    HostFacts,
+    IpcKind,
+    IpcObject,
+    Presence,
+    UnitState,
+    Verdict,
+)
+from .policy import Owner, Policy, format_duration
+
+# Object times are whole seconds and a process's start time is boot time (whole seconds)
+# plus ticks: a process is "younger than the object" only when it started more than this
+# after the object's newest timestamp. Closer than that, it is taken to be the same process.
+PID_REUSE_MARGIN = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _PidView:
+    """One distinct pid of an object, with every role it plays there and what became of it."""
+
+    pid: int
+    roles: tuple[str, ...]
+    fate: str  # "alive", "dead", "unknown"
+    detail: str
+
+    def describe(self) -> str:
+        return f"{_roles(self.roles)} pid {self.pid} {self.detail}"
+
+
+def _roles(roles: tuple[str, ...]) -> str:
+    sems = [r.rsplit(" ", 1)[1] for r in roles if r.startswith("last semop on sem ")]
+    other = [r for r in roles if not r.startswith("last semop on sem ")]
+    if sems:
+        other.append(("last semop on sem " if len(sems) == 1 else "last semop on sems ") + ",".join(sems))
+    return "/".join(other)
+
+
+def _pid_views(obj: IpcObject, facts: HostFacts) -> tuple[list[_PidView], list[str]]:
+    """Distinct recorded pids with their fate, and the reasons a zero pid cannot be trusted."""
+    by_pid: dict[int, list[str]] = {}
+    doubts: list[str] = []
+    for rec in obj.pids:
+        if rec.pid > 0:
+            by_pid.setdefault(rec.pid, []).append(rec.role)
+        elif rec.role == "creator":
+            doubts.append("creator pid reads 0: the creator is outside our pid namespace")
+        elif facts.hidden_pids is not None:
+            doubts.append(f"{rec.role} pid reads 0, which may hide a pid ({facts.hidden_pids})")
+    views = [_fate(pid, tuple(roles), obj, facts) for pid, roles in by_pid.items()]
+    return views, doubts
+
+
+def _fate(pid: int, roles: tuple[str, ...], obj: IpcObject, facts: HostFacts) -> _PidView:
+    note = facts.pid_notes.get(pid)
+    info = facts.processes.get(pid)
+    if info is None:
+        return _PidView(pid, roles, "unknown", "was not looked up")
+    if info.presence is Presence.ABSENT:
+        return _PidView(pid, roles, "dead", note or "exited")
+    if info.presence is Presence.ZOMBIE:
+        return _PidView(pid, roles, "dead", note or "exited (zombie, not yet reaped)")
+    if info.presence is Presence.HIDDEN or info.start_time is None:
+        return _PidView(pid, roles, "unknown", f"cannot be inspected ({info.detail})")
+    younger_by = info.start_time - obj.last_activity
+    if younger_by > PID_REUSE_MARGIN:
+        return _PidView(
+            pid, roles, "dead",
+            f"exited (the pid now belongs to a process started {format_duration(younger_by)} "
+            "after the object's last activity)",
+        )  # fmt: skip
+    return _PidView(pid, roles, "alive", "is alive")
+
+
+def _unowned_reason(obj: IpcObject, policy: Policy) -> str:
+    if obj.key == 0:
+        return f"IPC_PRIVATE; no owner claims private objects of uid {obj.uid}"
+    claimant = policy.owner_of(obj, check_uid=False)
+    if claimant is not None:
+        return (
+            f"key is {claimant.name}'s, but uid {obj.uid}/cuid {obj.cuid} is not "
+            f"{claimant.name}'s uid {claimant.uid}"
+        )
+    return "no owner claims this key"
+
+
+def decide_one(
+    obj: IpcObject, owner: Owner | None, facts: HostFacts, grace: int, now: float
+) -> Decision:
+    def verdict(v: Verdict, reason: str) -> Decision:
+        return Decision(obj, owner.name if owner else None, v, reason)
+
+    if owner is None:  # 1. ownership (the caller explains why)
+        return Decision(obj, None, Verdict.UNOWNED, "")
+    unit_state = facts.units.get(owner.unit) if owner.unit else None
+    if unit_state is UnitState.RUNNING:  # 2. the owner is alive
+        return verdict(
+            Verdict.IN_USE, f"{owner.unit} is running: it may attach by key again at any moment"
+        )
+    views, doubts = _pid_views(obj, facts)
+    life = []  # 3. the object shows life
+    if obj.nattch:
+        life.append(f"{obj.nattch} attached")
+    if obj.ncnt or obj.zcnt:
+        life.append(f"{obj.ncnt + obj.zcnt} waiting in semop")
+    life += [v.describe() for v in views if v.fate == "alive"]
+    if life:
+        return verdict(Verdict.IN_USE, "; ".join(life))
+    idle = now - obj.last_activity
+    if idle < grace:  # 4. idle time
+        return verdict(
+            Verdict.YOUNG,
+            f"last active {format_duration(max(idle, 0))} ago, min_age {format_duration(grace)}",
+        )
+    if obj.kind is IpcKind.MSG and obj.qnum and owner.keep_queued_messages:  # 5. data
+        return verdict(
+            Verdict.HOLDS_DATA,
+            f"{obj.qnum} message(s), {obj.qbytes} bytes still queued (keep_queued_messages)",
+        )
+    # 6. proof of death
+    if obj.unreadable:
+        return verdict(Verdict.UNKNOWN, obj.unreadable)
+    unknown = [v.describe() for v in views if v.fate == "unknown"] + doubts
+    if unit_state is UnitState.UNKNOWN:
+        unknown.append(f"cannot tell whether {owner.unit} is running ({facts.hidden_pids})")
+    if unknown:
+        return verdict(Verdict.UNKNOWN, "; ".join(unknown))
+    tail = _tail(obj, idle)
+    if views:
+        return verdict(Verdict.STALE, "; ".join([v.describe() for v in views] + tail))
+    if unit_state is UnitState.STOPPED:
+        return verdict(
+            Verdict.STALE, "; ".join([f"records no pid; {owner.unit} is not running", *tail])
+        )
+    return verdict(
+        Verdict.UNKNOWN,
+        "records no pid, and its owner has no unit whose stop would prove it unused",
+    )
+
+
+def _tail(obj: IpcObject, idle: float) -> list[str]:
+    tail = ["nothing attached"] if obj.kind is IpcKind.SHM else []
+    tail.append(f"idle {format_duration(idle)}" if obj.last_activity else "never used")
+    return tail
+
+
+Claim = tuple[IpcObject, Owner | None]
+
+
+def claims(objects: Iterable[IpcObject], policy: Policy) -> list[Claim]:
+    """Each object with the owner that claims it (step 1, done once per run)."""
+    return [(obj, policy.owner_of(obj)) for obj in objects]
+
+
+def decide(claimed: Iterable[Claim], facts: HostFacts, policy: Policy, now: float) -> list[Decision]:
+    """A verdict for every object, in the order given."""
+    out = []
+    for obj, owner in claimed:
+        if owner is None:
+            out.append(Decision(obj, None, Verdict.UNOWNED, _unowned_reason(obj, policy)))
+        else:
+            out.append(decide_one(obj, owner, facts, policy.grace(owner), now))
+    return out
+
+
+def pids_to_probe(claimed: Iterable[Claim]) -> set[int]:
+    """The pids worth a look: those recorded by owned objects."""
+    return {rec.pid for obj, owner in claimed if owner for rec in obj.pids if rec.pid > 0}
+
+
+def units_to_probe(claimed: Iterable[Claim]) -> set[str]:
+    return {owner.unit for _, owner in claimed if owner is not None and owner.unit}
+

@@ -1,0 +1,44 @@
+"""One run: read the tables, look at the process table once, decide, and (clean) remove."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .decide import claims, decide, pids_to_probe, units_to_probe
+from .model import Decision, HostFacts, IpcKind
+from .policy import Owner, Policy
+from .procfs import read_objects
+from .processes import gather
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which objects a run looks at."""
+
+    kinds: frozenset[IpcKind] = frozenset(IpcKind)
+    owners: frozenset[str] | None = None  # None: all objects, owned or not
+
+    def admits(self, owner: Owner | None) -> bool:
+        return self.owners is None or (owner is not None and owner.name in self.owners)
+
+
+def survey(
+    policy: Policy,
+    scope: Scope = Scope(),
+    procfs: Path = Path("/proc"),
+    facts_hook: Callable[[HostFacts], HostFacts] | None = None,
+) -> tuple[list[Decision], HostFacts]:
+    """Every object in scope with its verdict and reason. Touches nothing."""
+    claimed = [c for c in claims(read_objects(procfs, scope.kinds), policy) if scope.admits(c[1])]
+    facts = gather(pids_to_probe(claimed), units_to_probe(claimed), procfs)
+    if facts_hook is not None:
+        facts = facts_hook(facts)
+    decisions = decide(claimed, facts, policy, time.time())
+    return sorted(decisions, key=_order), facts
+
+
+def _order(d: Decision) -> tuple[int, int]:
+    return (d.obj.kind.number, d.obj.id)

@@ -1,0 +1,80 @@
+"""Structured records of removals: native journal protocol under systemd, text otherwise."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from .model import Decision
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+# `systemd-id128 new`: one id for "ipcjanitor removed an object" records
+MESSAGE_ID_REMOVED = "3b1f8f6a4d2c4e7f9a0b5c6d7e8f9012"
+MESSAGE_ID_KEPT = "5c2e7b9d1a3f4b6c8d0e2f4a6b8c0d1e"
+PRIORITY = {"err": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
+
+
+def encode(fields: Sequence[tuple[str, object]]) -> bytes:
+    """The journal's native datagram: KEY=VALUE lines, values with newlines length-prefixed."""
+    out = bytearray()
+    for key, value in fields:
+        k, v = key.encode("ascii"), str(value).encode()
+        if b"\n" in v:
+            out += k + b"\n" + len(v).to_bytes(8, "little") + v + b"\n"
+        else:
+            out += k + b"=" + v + b"\n"
+    return bytes(out)
+
+
+def under_systemd() -> bool:
+    """True when systemd started us and the journal socket is there (JOURNAL_STREAM or INVOCATION_ID)."""
+    started = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+    return started and os.path.exists(JOURNAL_SOCKET)
+
+
+class Journal:
+    """Where a run's records go: the journal under systemd, stderr lines otherwise."""
+
+    def __init__(self, unit: str | None = None, to_journal: bool | None = None) -> None:
+        self.unit = unit
+        self.to_journal = under_systemd() if to_journal is None else to_journal
+        self._sock: socket.socket | None = None
+
+    def send(self, message: str, priority: str, fields: Sequence[tuple[str, object]] = ()) -> None:
+        if self.to_journal:
+            record = [("MESSAGE", message), ("PRIORITY", PRIORITY[priority]),
+                      ("SYSLOG_IDENTIFIER", "ipcjanitor"), *fields]  # fmt: skip
+            try:
+                if self._sock is None:
+                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sock.sendto(encode(record), JOURNAL_SOCKET)
+                return
+            except OSError:
+                pass  # fall through to stderr: a record is never lost silently
+        print(f"ipcjanitor: {message}", file=sys.stderr)
+
+    def decision(self, d: Decision) -> None:
+        """One record per removal (or failed/changed removal) with the contract's fields."""
+        o = d.obj
+        fields: list[tuple[str, object]] = [
+            ("MESSAGE_ID", MESSAGE_ID_REMOVED),
+            ("IPCJANITOR_KIND", o.kind.value),
+            ("IPCJANITOR_KEY", f"0x{o.key:08x}"),
+            ("IPCJANITOR_ID", o.id),
+            ("IPCJANITOR_OWNER", d.owner or ""),
+            ("IPCJANITOR_VERDICT", d.verdict.value),
+            ("IPCJANITOR_REASON", d.reason),
+            ("IPCJANITOR_PIDS", " ".join(str(r.pid) for r in o.pids if r.pid)),
+            ("IPCJANITOR_UID", o.uid),
+        ]
+        if self.unit:
+            fields.append(("IPCJANITOR_UNIT", self.unit))
+        prio = "err" if d.verdict.value == "failed" else "notice"
+        text = f"{d.verdict.value} {o.label} of {d.owner}: {d.reason}"
+        self.send(text, prio, fields)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()

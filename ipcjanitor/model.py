@@ -1,0 +1,140 @@
+"""The facts ipcjanitor reads and the verdicts it reaches, as frozen values."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+Pid = int
+IpcId = int
+Key = int  # unsigned 32-bit, as ipcs prints it
+Seconds = int  # epoch seconds; 0 means "never" in the kernel's tables
+
+
+class IpcKind(enum.Enum):
+    """The three System V IPC kinds, in the order the C extension numbers them."""
+
+    SHM = "shm"
+    SEM = "sem"
+    MSG = "msg"
+
+    @property
+    def number(self) -> int:
+        return _KIND_NUMBERS[self]
+
+    @property
+    def noun(self) -> str:
+        return _KIND_NOUNS[self]
+
+
+_KIND_NUMBERS = {IpcKind.SHM: 0, IpcKind.SEM: 1, IpcKind.MSG: 2}
+_KIND_NOUNS = {
+    IpcKind.SHM: "shared memory segment",
+    IpcKind.SEM: "semaphore set",
+    IpcKind.MSG: "message queue",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PidRecord:
+    """One pid an object records, with what the kernel says it did."""
+
+    role: str  # "creator", "last shmat/shmdt", "last semop on sem 2", "last sender", ...
+    pid: Pid  # 0: none recorded, or hidden from our pid namespace
+
+
+@dataclass(frozen=True, slots=True)
+class IpcObject:
+    """One shm segment, semaphore set or message queue, as read from the kernel."""
+
+    kind: IpcKind
+    id: IpcId
+    key: Key
+    uid: int
+    gid: int
+    cuid: int
+    cgid: int
+    mode: int  # permission bits as /proc/sysvipc prints them (octal there)
+    # shm: size in bytes; sem: number of semaphores; msg: messages queued
+    size: int = 0
+    nsems: int = 0
+    qnum: int = 0
+    qbytes: int = 0
+    nattch: int | None = None  # shm only
+    ncnt: int = 0  # sem: processes waiting for an increase, summed over semaphores
+    zcnt: int = 0  # sem: processes waiting for zero, summed over semaphores
+    pids: tuple[PidRecord, ...] = ()
+    # Every timestamp the kernel keeps for this kind, by name (atime, dtime, ctime, otime, ...)
+    times: tuple[tuple[str, Seconds], ...] = ()
+    # Why some facts could not be read (e.g. semctl GETPID denied); None when all were read
+    unreadable: str | None = None
+
+    @property
+    def ctime(self) -> Seconds:
+        return dict(self.times).get("ctime", 0)
+
+    @property
+    def last_activity(self) -> Seconds:
+        """The newest of the object's own timestamps: what idle time counts from."""
+        return max((t for _, t in self.times), default=0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind.value} {self.id} (key 0x{self.key:08x})"
+
+
+class Presence(enum.Enum):
+    """What /proc says about one pid."""
+
+    ABSENT = "absent"  # no process has it
+    PRESENT = "present"  # a process has it; its start time is known
+    ZOMBIE = "zombie"  # exited, waiting to be reaped: it can never touch an object again
+    HIDDEN = "hidden"  # a process has it but we may not read it (hidepid, EACCES)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    presence: Presence
+    start_time: float | None = None  # epoch seconds, from boot time + start ticks
+    detail: str = ""  # why HIDDEN
+
+
+class UnitState(enum.Enum):
+    RUNNING = "running"  # at least one process other than ipcjanitor is in its cgroup
+    STOPPED = "stopped"  # no process in it, and we can see every process
+    UNKNOWN = "unknown"  # we cannot see every process
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What the process table says, gathered once per run for the pids and units asked."""
+
+    processes: Mapping[Pid, ProcessInfo] = field(default_factory=dict)
+    units: Mapping[str, UnitState] = field(default_factory=dict)
+    # None when a zero pid means "none recorded"; otherwise why it may be a hidden pid
+    hidden_pids: str | None = None
+    # Extra words systemd gave about a unit's last run, by pid (the hook's ExecMainPID)
+    pid_notes: Mapping[Pid, str] = field(default_factory=dict)
+
+
+class Verdict(enum.Enum):
+    UNOWNED = "unowned"
+    YOUNG = "young"
+    IN_USE = "in-use"
+    HOLDS_DATA = "holds-data"
+    UNKNOWN = "unknown"
+    STALE = "stale"
+    REMOVED = "removed"
+    CHANGED = "changed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One object, the owner that claims it (if any), its verdict and why."""
+
+    obj: IpcObject
+    owner: str | None
+    verdict: Verdict
+    reason: str

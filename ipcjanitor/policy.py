@@ -1,0 +1,528 @@
+"""The TOML policy: which service owns which keys, validated before anything is touched."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import pwd
+import re
+import stat
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import PolicyError, PolicyErrors
+from .model import IpcKind, IpcObject
+
+SEARCH_PATH = (
+    Path("/usr/lib/ipcjanitor/policy.d"),
+    Path("/etc/ipcjanitor/policy.toml"),
+    Path("/etc/ipcjanitor/policy.d"),
+)
+DEFAULT_MIN_AGE = 600  # "10m": an idle object is left alone for ten minutes
+MAX_POLICY_BYTES = 4 * 1024 * 1024
+_TOP_FIELDS = {"min_age", "owners"}
+_OWNER_FIELDS = {
+    "unit", "keys", "ftok", "kinds", "uid", "private", "min_age", "keep_queued_messages",
+}  # fmt: skip
+_UNIT_SUFFIXES = (".service", ".scope", ".socket", ".slice", ".timer", ".mount", ".swap")
+_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_OWNER_NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """One owning service: the keys it claims and how careful to be with them."""
+
+    name: str
+    key_ranges: tuple[tuple[int, int], ...] = ()  # inclusive; ftok keys as (k, k)
+    kinds: frozenset[IpcKind] = frozenset(IpcKind)
+    unit: str | None = None
+    uid: int | None = None
+    private: bool = False
+    min_age: int | None = None  # None: the policy's global min_age
+    keep_queued_messages: bool = True
+    source: str = "<embedded>"
+
+    def matches_unit(self, unit: str) -> bool:
+        return self.unit is not None and unit_matches(self.unit, unit)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The resolved policy: owners by name, and a fast key -> owner index."""
+
+    owners: tuple[Owner, ...] = ()
+    min_age: int = DEFAULT_MIN_AGE
+    sources: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    _index: dict[IpcKind, tuple[list[int], list[tuple[int, Owner]]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    _private: dict[tuple[IpcKind, int], Owner] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for kind in IpcKind:
+            spans = sorted(
+                (low, high, o) for o in self.owners if kind in o.kinds for low, high in o.key_ranges
+            )
+            self._index[kind] = ([s[0] for s in spans], [(s[1], s[2]) for s in spans])
+            for o in self.owners:
+                if o.private and o.uid is not None and kind in o.kinds:
+                    self._private[(kind, o.uid)] = o
+
+    def owner_of(self, obj: IpcObject, check_uid: bool = True) -> Owner | None:
+        """The owner claiming this object, or None: key (or IPC_PRIVATE + uid), kind and uid."""
+        if obj.key == 0:
+            owner = self._private.get((obj.kind, obj.uid))
+            return owner if owner is not None and obj.cuid == owner.uid else None
+        lows, spans = self._index[obj.kind]
+        i = bisect.bisect_right(lows, obj.key) - 1
+        if i < 0 or spans[i][0] < obj.key:
+            return None
+        owner = spans[i][1]
+        if check_uid and owner.uid is not None and (obj.uid != owner.uid or obj.cuid != owner.uid):
+            return None
+        return owner
+
+    def grace(self, owner: Owner) -> int:
+        """The owner's min_age, or the global one when it sets none."""
+        return self.min_age if owner.min_age is None else owner.min_age
+
+    def owner(self, name: str) -> Owner | None:
+        return next((o for o in self.owners if o.name == name), None)
+
+    def owners_for_unit(self, unit: str) -> tuple[Owner, ...]:
+        return tuple(o for o in self.owners if o.matches_unit(unit))
+
+
+EMBEDDED_DEFAULT = Policy(sources=("<embedded default: no owners>",))
+
+
+def unit_matches(pattern: str, unit: str) -> bool:
+    """`worker@.service` matches every instance `worker@X.service`; other names match exactly."""
+    if "@." in pattern:
+        prefix, suffix = pattern.split("@.", 1)
+        return unit.startswith(prefix + "@") and unit.endswith("." + suffix)
+    return pattern == unit
+
+
+def ftok(path: str | os.PathLike[str], proj: int) -> int:
+    """The key ftok(3) and PHP's ftok() compute: proj, st_dev and st_ino bits, unsigned."""
+    st = os.stat(path)
+    return ((proj & 0xFF) << 24) | ((st.st_dev & 0xFF) << 16) | (st.st_ino & 0xFFFF)
+
+
+def parse_duration(value: object) -> int:
+    """Seconds from "90s", "10m", "1h30m", "2d", "1w" or a non-negative integer of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a string like \"10m\" or a number of seconds")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a duration is a string like \"10m\" or a number of seconds")
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    parts = _DURATION.findall(text)
+    if not parts or _DURATION.sub("", text).strip():
+        raise ValueError(f"{value!r} is not a duration: use e.g. \"90s\", \"10m\", \"1h30m\", \"2d\"")
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def format_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 2 * 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m" if s % 3600 >= 60 else f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def parse_key(text: str) -> int:
+    t = text.strip().lower()
+    value = int(t, 16) if t.startswith("0x") else int(t, 10)
+    if value < 0 or value > 0xFFFFFFFF:
+        raise ValueError(f"key {text} is outside 0..0xffffffff (keys are 32 bits)")
+    return value
+
+
+def parse_key_spec(spec: object) -> tuple[int, int]:
+    """"0x61040000-0x6104ffff", "0x62000001", "1000" or 1000 -> inclusive (low, high)."""
+    if isinstance(spec, bool):
+        raise ValueError("a key is a number or a string like \"0x61040000\"")
+    if isinstance(spec, int):
+        low = high = parse_key(str(spec))
+    elif isinstance(spec, str):
+        ends = spec.split("-")
+        if len(ends) > 2 or not all(e.strip() for e in ends):
+            raise ValueError(f"{spec!r} is neither a key nor a range LOW-HIGH")
+        try:
+            low, high = parse_key(ends[0]), parse_key(ends[-1])
+        except ValueError as exc:
+            if "outside" in str(exc):
+                raise
+            raise ValueError(f"{spec!r} is not a key: use hex (0x6104e88b) or decimal") from None
+        if low > high:
+            raise ValueError(f"range {spec!r} is reversed: write it low-high")
+    else:
+        raise ValueError("a key is a number or a string like \"0x61040000\"")
+    if low == 0:
+        raise ValueError(
+            "key 0 is IPC_PRIVATE and cannot be claimed by key: set private = true and uid"
+        )
+    return low, high
+
+
+def resolve_uid(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("uid is a user name or a number")
+    if isinstance(value, int):
+        if not 0 <= value < 2**32 - 1:
+            raise ValueError(f"uid {value} is out of range")
+        return value
+    if isinstance(value, str):
+        if value.isdigit():
+            return int(value)
+        try:
+            return pwd.getpwnam(value).pw_uid
+        except KeyError:
+            raise ValueError(f"no user named {value!r} on this host") from None
+    raise ValueError("uid is a user name or a number")
+
+
+class _LineFinder:
+    """Best-effort source lines for semantic errors: TOML parsers keep no positions."""
+
+    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def find(self, table: str | None, key: str | None = None) -> int | None:
+        current: str | None = None
+        for no, line in enumerate(self.lines, start=1):
+            m = self._HEADER.match(line)
+            if m:
+                current = re.sub(r"\s*\.\s*", ".", m.group(1)).replace('"', "").replace("'", "")
+                if key is None and current == table:
+                    return no
+                continue
+            if key is not None and current == table and re.match(
+                rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line
+            ):
+                return no
+        return None
+
+
+def _parse_owner(
+    name: str, table: object, where: Path, lines: _LineFinder, errors: list[PolicyError],
+    warnings: list[str],
+) -> Owner | None:  # fmt: skip
+    section = f"owners.{name}"
+    head = lines.find(section)
+
+    def err(problem: str, key: str | None = None) -> None:
+        line = lines.find(section, key) if key else head
+        errors.append(PolicyError(where, line or head, f"[{section}] {problem}"))
+
+    if not _OWNER_NAME.match(name):
+        err("owner names use letters, digits, '_', '-', '.', '@'")
+    if not isinstance(table, Mapping):
+        err("must be a table")
+        return None
+    for unknown in sorted(set(table) - _OWNER_FIELDS):
+        err(f"unknown field {unknown!r}; fields are {', '.join(sorted(_OWNER_FIELDS))}", unknown)
+    before = len(errors)
+    ranges: list[tuple[int, int]] = []
+    keys = table.get("keys", [])
+    if not isinstance(keys, list):
+        err("keys must be a list, e.g. keys = [\"0x61040000-0x6104ffff\"]", "keys")
+        keys = []
+    for spec in keys:
+        try:
+            ranges.append(parse_key_spec(spec))
+        except ValueError as exc:
+            err(f"keys: {exc}", "keys")
+    ftoks = table.get("ftok", [])
+    if not isinstance(ftoks, list):
+        err("ftok must be a list of { path = ..., proj = ... } tables", "ftok")
+        ftoks = []
+    for entry in ftoks:
+        key = _ftok_entry(entry, lambda p: err(f"ftok: {p}", "ftok"), warnings, where, section)
+        if key is not None:
+            ranges.append((key, key))
+    kinds: frozenset[IpcKind] = frozenset(IpcKind)
+    if "kinds" in table:
+        raw = table["kinds"]
+        valid = {k.value for k in IpcKind}
+        if not isinstance(raw, list) or not raw or not all(k in valid for k in raw):
+            err("kinds must be a non-empty list of \"shm\", \"sem\", \"msg\"", "kinds")
+        else:
+            kinds = frozenset(IpcKind(k) for k in raw)
+    unit = table.get("unit")
+    if unit is not None:
+        if not isinstance(unit, str) or not unit or "/" in unit or unit != unit.strip():
+            err("unit must be a unit name like \"billing-worker.service\"", "unit")
+            unit = None
+        elif not unit.endswith(_UNIT_SUFFIXES):
+            err(f"unit {unit!r} has no unit type suffix: did you mean \"{unit}.service\"?", "unit")
+    uid: int | None = None
+    if "uid" in table:
+        try:
+            uid = resolve_uid(table["uid"])
+        except ValueError as exc:
+            err(f"uid: {exc}", "uid")
+    private = table.get("private", False)
+    if not isinstance(private, bool):
+        err("private must be true or false", "private")
+        private = False
+    if private and "uid" not in table:
+        err("private = true needs uid: IPC_PRIVATE objects are claimed by their uid", "private")
+    min_age: int | None = None
+    if "min_age" in table:
+        try:
+            min_age = parse_duration(table["min_age"])
+        except ValueError as exc:
+            err(f"min_age: {exc}", "min_age")
+    keep = table.get("keep_queued_messages", True)
+    if not isinstance(keep, bool):
+        err("keep_queued_messages must be true or false", "keep_queued_messages")
+        keep = True
+    if not ranges and not private and len(errors) == before and not ftoks:
+        err("claims nothing: give keys, ftok, or private = true with uid")
+    if len(errors) != before:
+        return None
+    return Owner(
+        name=name, key_ranges=tuple(ranges), kinds=kinds, unit=unit, uid=uid,
+        private=bool(private), min_age=min_age, keep_queued_messages=keep,
+        source=f"{where}:{head}" if head else str(where),
+    )  # fmt: skip
+
+
+def _ftok_entry(
+    entry: object, err: Any, warnings: list[str], where: Path, section: str
+) -> int | None:
+    if not isinstance(entry, Mapping) or set(entry) - {"path", "proj"} or "path" not in entry:
+        err("each entry is { path = \"/srv/app/file\", proj = \"a\" }")
+        return None
+    path, proj = entry["path"], entry.get("proj", 1)
+    if isinstance(proj, str) and len(proj.encode()) == 1:
+        proj = ord(proj)
+    if isinstance(proj, bool) or not isinstance(proj, int) or not 0 < proj <= 255:
+        err(f"proj {entry.get('proj')!r} must be one character (like PHP's ftok) or 1..255")
+        return None
+    if not isinstance(path, str) or not path.startswith("/"):
+        err(f"path {path!r} must be an absolute path")
+        return None
+    try:
+        key = ftok(path, proj)
+    except OSError as exc:
+        warnings.append(
+            f"{where}: [{section}] ftok path {path} cannot be read ({exc.strerror}): "
+            "that ftok entry is skipped"
+        )
+        return None
+    return key
+
+
+def parse_policy_text(text: str, where: Path) -> tuple[dict[str, Owner], int | None, list[str]]:
+    """Pure-ish (ftok stats files): one policy file -> owners, its min_age if set, warnings."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"at line (\d+)", str(exc))
+        problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise PolicyError(where, int(m.group(1)) if m else None, f"not valid TOML: {problem}")
+    lines = _LineFinder(text)
+    errors: list[PolicyError] = []
+    warnings: list[str] = []
+    for unknown in sorted(set(data) - _TOP_FIELDS):
+        line = lines.find(None, unknown) or lines.find(unknown)
+        errors.append(
+            PolicyError(where, line, f"unknown field {unknown!r}; top-level fields are "
+                        "min_age and [owners.NAME] tables")
+        )  # fmt: skip
+    min_age: int | None = None
+    if "min_age" in data:
+        try:
+            min_age = parse_duration(data["min_age"])
+        except ValueError as exc:
+            errors.append(PolicyError(where, lines.find(None, "min_age"), f"min_age: {exc}"))
+    owners: dict[str, Owner] = {}
+    raw_owners = data.get("owners", {})
+    if not isinstance(raw_owners, Mapping):
+        errors.append(PolicyError(where, lines.find(None, "owners"), "owners must be tables"))
+        raw_owners = {}
+    for name, table in raw_owners.items():
+        owner = _parse_owner(name, table, where, lines, errors, warnings)
+        if owner is not None:
+            owners[name] = owner
+    if errors:
+        raise PolicyErrors(errors)
+    return owners, min_age, warnings
+
+
+def find_policy_files(explicit: str | None) -> list[Path]:
+    """The files to read, in order: --policy/IPCJANITOR_POLICY, else the search path."""
+    if explicit:
+        path = Path(explicit)
+        if path.is_dir():
+            return sorted(path.glob("*.toml"), key=lambda p: p.name)
+        if not path.exists():
+            raise PolicyError(path, None, "no such policy file or directory")
+        return [path]
+    files: list[Path] = []
+    for entry in SEARCH_PATH:
+        if entry.suffix == ".toml":
+            if entry.exists():
+                files.append(entry)
+        elif entry.is_dir():
+            files.extend(sorted(entry.glob("*.toml"), key=lambda p: p.name))
+    return files
+
+
+def _check_not_writable_by_others(path: Path, is_dir_scan: bool) -> None:
+    """Like sshd's StrictModes: refuse what a non-root user could have written or swapped."""
+    real = path.resolve()
+    chain = [real, *real.parents]
+    for i, p in enumerate(chain):
+        st = p.stat()
+        what = "file" if i == 0 and not is_dir_scan else "directory"
+        if st.st_uid != 0:
+            raise PolicyError(
+                path, None, f"{what} {p} is owned by uid {st.st_uid}, not root; as root "
+                f"ipcjanitor only reads policy that only root can change (chown root {p})"
+            )  # fmt: skip
+        loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        # an ancestor that is sticky (like /tmp) cannot have our entries swapped out
+        sticky_ok = i > 0 and st.st_mode & stat.S_ISVTX and not (is_dir_scan and i == 0)
+        if loose and not sticky_ok:
+            raise PolicyError(
+                path, None, f"{what} {p} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); as root ipcjanitor refuses it (chmod go-w {p})"
+            )  # fmt: skip
+
+
+def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None) -> Policy:
+    """Read, check and merge the policy; raise PolicyErrors naming every problem."""
+    if explicit is None:
+        explicit = os.environ.get("IPCJANITOR_POLICY") or None
+    if strict_modes is None:
+        strict_modes = os.geteuid() == 0
+    files = find_policy_files(explicit)
+    if not files:
+        if explicit:
+            return Policy(sources=(f"{explicit} (no *.toml files)",))
+        return EMBEDDED_DEFAULT
+    errors: list[PolicyError] = []
+    owners: dict[str, Owner] = {}
+    min_age = DEFAULT_MIN_AGE
+    warnings: list[str] = []
+    if strict_modes and explicit and Path(explicit).is_dir():
+        _collect(errors, lambda: _check_not_writable_by_others(Path(explicit), True))
+    for path in files:
+        try:
+            if strict_modes:
+                _check_not_writable_by_others(path, False)
+            text = _read_policy_file(path)
+            file_owners, file_min_age, file_warnings = parse_policy_text(text, path)
+        except PolicyErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        except PolicyError as exc:
+            errors.append(exc)
+            continue
+        if file_min_age is not None:
+            min_age = file_min_age
+        owners.update(file_owners)  # a later file's owner of the same name replaces it
+        warnings.extend(file_warnings)
+    if not errors:
+        errors.extend(check_overlaps(list(owners.values())))
+    if errors:
+        raise PolicyErrors(errors)
+    return Policy(
+        owners=tuple(owners.values()), min_age=min_age, sources=tuple(str(f) for f in files),
+        warnings=tuple(warnings),
+    )  # fmt: skip
+
+
+def _collect(errors: list[PolicyError], check: Any) -> None:
+    try:
+        check()
+    except PolicyError as exc:
+        errors.append(exc)
+
+
+def _read_policy_file(path: Path) -> str:
+    try:
+        if path.stat().st_size > MAX_POLICY_BYTES:
+            raise PolicyError(path, None, f"larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy")
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(path, None, f"not UTF-8 text (byte {exc.start}): is this a policy?")
+    except OSError as exc:
+        raise PolicyError(path, None, f"cannot read: {exc.strerror}") from None
+
+
+def check_overlaps(owners: Sequence[Owner]) -> list[PolicyError]:
+    """Two owners may not claim one key of one kind (or IPC_PRIVATE of one uid)."""
+    errors: list[PolicyError] = []
+    for kind in IpcKind:
+        spans = sorted(
+            (low, high, o) for o in owners if kind in o.kinds for low, high in o.key_ranges
+        )
+        reach: tuple[int, Owner] | None = None  # the furthest-reaching span so far
+        for low, high, o in spans:
+            if reach is not None and low <= reach[0] and reach[1].name != o.name:
+                errors.append(_overlap_error(o, reach[1], kind, f"key 0x{low:08x}"))
+            if reach is None or high > reach[0]:
+                reach = (high, o)
+        private: dict[int, Owner] = {}
+        for o in owners:
+            if o.private and o.uid is not None and kind in o.kinds:
+                if o.uid in private:
+                    errors.append(_overlap_error(o, private[o.uid], kind, f"IPC_PRIVATE of uid {o.uid}"))
+                private[o.uid] = o
+    return errors
+
+
+def _overlap_error(a: Owner, b: Owner, kind: IpcKind, what: str) -> PolicyError:
+    path, _, line = a.source.rpartition(":")
+    return PolicyError(
+        path or a.source, int(line) if line.isdigit() else None,
+        f"owners {b.name!r} ({b.source}) and {a.name!r} both claim {kind.value} {what}: "
+        "give each key to one owner",
+    )  # fmt: skip
+
+
+def describe(policy: Policy) -> Iterable[str]:
+    """Human lines for `policy check`."""
+    yield f"policy from: {', '.join(policy.sources) or '<embedded default>'}"
+    yield f"global min_age: {format_duration(policy.min_age)}"
+    if not policy.owners:
+        yield "no owners: every object is unowned and nothing will be removed"
+    for o in policy.owners:
+        keys = ", ".join(
+            f"0x{lo:08x}" if lo == hi else f"0x{lo:08x}-0x{hi:08x}" for lo, hi in o.key_ranges
+        )
+        yield f"[{o.name}]  ({o.source})"
+        yield f"  unit:  {o.unit or '-'}"
+        yield f"  keys:  {keys or '-'}"
+        yield f"  kinds: {', '.join(k.value for k in IpcKind if k in o.kinds)}"
+        yield f"  uid:   {o.uid if o.uid is not None else 'any'}{'  + IPC_PRIVATE' if o.private else ''}"
+        yield f"  min_age: {format_duration(policy.grace(o))}   keep_queued_messages: {str(o.keep_queued_messages).lower()}"

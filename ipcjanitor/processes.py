@@ -1,0 +1,212 @@
+"""What the process table says: start times of recorded pids, units with processes, blindness.
+
+Every OS error about a process is translated here, and nowhere else, into a Presence.
+Reads only the pids objects record (cost grows with distinct pids, not with the table), and
+walks /proc/*/cgroup once only when some owner is bound to a unit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+
+from .errors import NotPermittedError
+from .model import HostFacts, Pid, Presence, ProcessInfo, UnitState
+from .policy import unit_matches
+
+INIT_IPC_NS_INODE = 0xEFFFFFFF  # PROC_IPC_INIT_INO in include/linux/proc_ns.h
+CAP_SYS_PTRACE = 19
+
+
+@cache
+def _clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def boot_time(procfs: Path) -> float:
+    for line in (procfs / "stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise NotPermittedError(f"{procfs}/stat has no btime line: cannot date processes")
+
+
+def parse_stat(text: str, btime: float) -> tuple[str, float]:
+    """(state, start time in epoch seconds) from the text of /proc/PID/stat."""
+    rest = text[text.rindex(")") + 2 :].split()
+    # fields after "pid (comm) ": state is field 3, starttime field 22 (proc(5))
+    return rest[0], btime + int(rest[19]) / _clock_ticks()
+
+
+def _exists(pid: Pid) -> bool | None:
+    """kill(pid, 0): True exists, False gone, None cannot tell."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # EPERM: a process exists that we may not signal
+    except OSError:
+        return None
+    return True
+
+
+def probe(pid: Pid, procfs: Path, btime: float) -> ProcessInfo:
+    """One pid: absent, zombie, hidden, or present with its start time."""
+    try:
+        state, start = parse_stat((procfs / str(pid) / "stat").read_text(), btime)
+    except FileNotFoundError:
+        # hidepid=invisible hides /proc/PID entirely; kill(0) still tells existence
+        exists = _exists(pid) if procfs == Path("/proc") else False
+        if exists is False:
+            return ProcessInfo(Presence.ABSENT)
+        return ProcessInfo(Presence.HIDDEN, detail=f"pid {pid} exists but /proc/{pid} is hidden")
+    except ProcessLookupError:
+        return ProcessInfo(Presence.ABSENT)
+    except (PermissionError, OSError, ValueError, IndexError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "unparsable"
+        return ProcessInfo(Presence.HIDDEN, detail=f"/proc/{pid}/stat: {why}")
+    if state in ("Z", "X"):
+        try:
+            if len(os.listdir(procfs / str(pid) / "task")) <= 1:
+                return ProcessInfo(Presence.ZOMBIE, start)
+        except OSError:
+            pass
+        # a zombie thread-group leader whose other threads still run is alive
+    return ProcessInfo(Presence.PRESENT, start)
+
+
+def _mount_options(procfs: Path) -> list[str]:
+    target = str(procfs.resolve())
+    options: list[str] = []
+    try:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            if left.split()[4] == target:
+                options = right.split()[2].split(",")  # the last such mount is on top
+    except (OSError, IndexError):
+        pass
+    return options
+
+
+def _has_cap(bit: int) -> bool:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> bit & 1)
+    except OSError:
+        pass
+    return False
+
+
+def _nspid_depth() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return len(line.split()) - 1
+    except OSError:
+        pass
+    return 1
+
+
+def blindness(procfs: Path = Path("/proc")) -> str | None:
+    """Why we may not see every process that can use our IPC namespace, or None."""
+    if not (procfs / "self").exists() and procfs == Path("/proc"):
+        raise NotPermittedError(
+            "/proc is not mounted (or shows no processes): ipcjanitor cannot see the process "
+            "table, so it cannot prove any object unused; nothing was removed"
+        )
+    for opt in _mount_options(procfs):
+        if opt.startswith("hidepid=") and opt.split("=", 1)[1] not in ("0", "off"):
+            if os.geteuid() != 0 or not _has_cap(CAP_SYS_PTRACE):
+                return f"/proc is mounted with {opt}: other users' processes may be invisible"
+    if _nspid_depth() > 1:
+        try:
+            own = os.readlink("/proc/self/ns/ipc")
+        except OSError:
+            return "cannot read /proc/self/ns/ipc while running in a nested pid namespace"
+        if own == f"ipc:[{INIT_IPC_NS_INODE}]":
+            return (
+                "ipcjanitor runs in a nested pid namespace but uses the host's IPC namespace: "
+                "processes outside its pid namespace are invisible and read as pid 0"
+            )
+        try:
+            init_ipc = os.readlink(procfs / "1" / "ns" / "ipc")
+        except OSError:
+            init_ipc = None
+        if init_ipc != own:
+            return (
+                "ipcjanitor runs in a nested pid namespace whose init does not share its IPC "
+                "namespace: processes outside it are invisible and read as pid 0"
+            )
+    return None
+
+
+def own_pids() -> frozenset[Pid]:
+    return frozenset({os.getpid()})
+
+
+def running_units(
+    patterns: Iterable[str], procfs: Path, exclude: frozenset[Pid]
+) -> dict[str, bool]:
+    """For each unit pattern: does any process (but `exclude`) sit in a cgroup of that unit?"""
+    pending = set(patterns)
+    found: dict[str, bool] = dict.fromkeys(pending, False)
+    if not pending:
+        return found
+    for entry in os.scandir(procfs):
+        if not entry.name.isdigit() or int(entry.name) in exclude:
+            continue
+        try:
+            text = Path(entry.path, "cgroup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            parts = line.split(":", 2)
+            if len(parts) != 3:
+                continue
+            for component in parts[2].split("/"):
+                if "." not in component:
+                    continue
+                for pattern in [p for p in pending if unit_matches(p, component)]:
+                    found[pattern] = True
+                    pending.discard(pattern)
+        if not pending:
+            break
+    return found
+
+
+def unit_of_pid(pid: Pid, procfs: Path = Path("/proc")) -> str | None:
+    """The systemd unit a process belongs to, from its cgroup path (the innermost unit)."""
+    try:
+        text = (procfs / str(pid) / "cgroup").read_text()
+    except OSError:
+        return None
+    best: str | None = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3 or parts[1] not in ("", "name=systemd"):
+            continue
+        for component in parts[2].split("/"):
+            if component.endswith((".service", ".scope")):
+                best = component
+    return best
+
+
+def gather(
+    pids: Iterable[Pid],
+    unit_patterns: Iterable[str] = (),
+    procfs: Path = Path("/proc"),
+    exclude: frozenset[Pid] | None = None,
+) -> HostFacts:
+    """One look at the process table for the pids and units a decision needs."""
+    hidden = blindness(procfs)
+    btime = boot_time(procfs)
+    processes = {pid: probe(pid, procfs, btime) for pid in set(pids) if pid > 0}
+    running = running_units(unit_patterns, procfs, own_pids() if exclude is None else exclude)
+    units = {
+        u: UnitState.RUNNING if up else (UnitState.UNKNOWN if hidden else UnitState.STOPPED)
+        for u, up in running.items()
+    }
+    return HostFacts(processes=processes, units=units, hidden_pids=hidden)

@@ -1,0 +1,70 @@
+"""The only module that removes anything: re-check each stale object by id, then IPC_RMID.
+
+One failure never stops the rest (like systemd's clean-ipc.c); each outcome is a Decision.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterable, Iterator
+
+from . import _sysvipc
+from .model import Decision, IpcKind, IpcObject, Verdict
+from .procfs import VANISHED, stat_object
+
+Restat = Callable[[IpcKind, int], IpcObject | None]
+
+
+def what_changed(before: IpcObject, after: IpcObject) -> str | None:
+    """Why the object re-read just before removal is not the one judged stale, or None."""
+    if after.key != before.key or after.ctime != before.ctime:
+        return (
+            f"key/ctime changed since the scan (0x{before.key:08x}/{before.ctime} -> "
+            f"0x{after.key:08x}/{after.ctime}): the id was reused"
+        )
+    for name in ("nattch", "ncnt", "zcnt", "qnum"):
+        if getattr(after, name) != getattr(before, name):
+            return f"{name} changed since the scan ({getattr(before, name)} -> {getattr(after, name)})"
+    if after.pids != before.pids:
+        return "its recorded pids changed since the scan: someone used it"
+    if after.last_activity != before.last_activity:
+        return "it was used since the scan"
+    return None
+
+
+def remove_one(d: Decision, restat: Restat = stat_object) -> Decision:
+    """Re-read one stale object by id and remove it only if nothing moved."""
+
+    def outcome(v: Verdict, reason: str) -> Decision:
+        return Decision(d.obj, d.owner, v, reason)
+
+    try:
+        now = restat(d.obj.kind, d.obj.id)
+    except OSError as exc:
+        return outcome(Verdict.FAILED, f"re-check refused: {_errno(exc)}; {d.reason}")
+    if now is None:
+        return outcome(Verdict.CHANGED, "vanished before removal (someone else removed it)")
+    change = what_changed(d.obj, now)
+    if change:
+        return outcome(Verdict.CHANGED, change)
+    try:
+        _sysvipc.rmid(d.obj.kind.number, d.obj.id)
+    except OSError as exc:
+        if exc.errno in VANISHED:
+            return outcome(Verdict.CHANGED, "vanished before removal (someone else removed it)")
+        return outcome(Verdict.FAILED, f"IPC_RMID refused: {_errno(exc)}; {d.reason}")
+    return outcome(Verdict.REMOVED, d.reason)
+
+
+def _errno(exc: OSError) -> str:
+    code = exc.errno or 0
+    return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
+
+
+def remove_stale(
+    decisions: Iterable[Decision], restat: Restat = stat_object
+) -> Iterator[Decision]:
+    """Every decision back, stale ones replaced by what removing them did."""
+    for d in decisions:
+        yield remove_one(d, restat) if d.verdict is Verdict.STALE else d

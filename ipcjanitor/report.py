@@ -1,0 +1,92 @@
+"""Render decisions: an ipcs-like table with owner, verdict and reason, or one JSON document."""
+
+from __future__ import annotations
+
+import json
+import pwd
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from .model import Decision, IpcKind, IpcObject, Verdict
+
+_COLUMNS = ("KIND", "KEY", "ID", "OWNER", "USER", "PERMS", "SIZE", "NATTCH", "VERDICT", "REASON")
+
+
+@cache
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def size_cell(o: IpcObject) -> str:
+    if o.kind is IpcKind.SHM:
+        return str(o.size)
+    if o.kind is IpcKind.SEM:
+        return f"{o.nsems} sem{'s' if o.nsems != 1 else ''}"
+    return f"{o.qnum} msg{'s' if o.qnum != 1 else ''}"
+
+
+def table(decisions: Sequence[Decision]) -> str:
+    rows = [
+        (d.obj.kind.value, f"0x{d.obj.key:08x}", str(d.obj.id), d.owner or "-",
+         user_name(d.obj.uid), f"{d.obj.mode & 0o777:o}", size_cell(d.obj),
+         str(d.obj.nattch) if d.obj.nattch is not None else "-", d.verdict.value, d.reason)
+        for d in decisions
+    ]  # fmt: skip
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(_COLUMNS[:-1])]
+    lines = []
+    for r in [_COLUMNS, *rows]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    return "\n".join(lines)
+
+
+def summary_line(decisions: Sequence[Decision]) -> str:
+    counts = Counter(d.verdict for d in decisions)
+    parts = [f"{counts[v]} {v.value}" for v in Verdict if counts[v]]
+    n = len(decisions)
+    return f"{n} object{'s' if n != 1 else ''}" + (": " + ", ".join(parts) if parts else "")
+
+
+def _iso(t: int) -> str | None:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+
+
+def object_json(d: Decision) -> dict[str, Any]:
+    o = d.obj
+    out: dict[str, Any] = {
+        "kind": o.kind.value, "key": f"0x{o.key:08x}", "id": o.id, "owner": d.owner,
+        "uid": o.uid, "gid": o.gid, "cuid": o.cuid, "cgid": o.cgid, "perms": f"{o.mode & 0o777:04o}",
+    }  # fmt: skip
+    pids = {r.role: r.pid for r in o.pids}
+    if o.kind is IpcKind.SHM:
+        out |= {"size": o.size, "nattch": o.nattch, "cpid": pids["creator"],
+                "lpid": pids["last shmat/shmdt"]}  # fmt: skip
+    elif o.kind is IpcKind.SEM:
+        out |= {"nsems": o.nsems, "nattch": None, "pids": [r.pid for r in o.pids],
+                "ncnt": o.ncnt, "zcnt": o.zcnt}  # fmt: skip
+    else:
+        out |= {"qnum": o.qnum, "cbytes": o.qbytes, "nattch": None,
+                "lspid": pids["last sender"], "lrpid": pids["last receiver"]}  # fmt: skip
+    out["times"] = {name: _iso(t) for name, t in o.times}
+    out["verdict"] = d.verdict.value
+    out["reason"] = d.reason
+    return out
+
+
+def document(decisions: Sequence[Decision], extra: dict[str, Any] | None = None) -> str:
+    counts = Counter(d.verdict.value for d in decisions)
+    summary: dict[str, Any] = {
+        "total": len(decisions),
+        "by_verdict": {v.value: counts.get(v.value, 0) for v in Verdict},
+        **(extra or {}),
+    }
+    return json.dumps({"objects": [object_json(d) for d in decisions], "summary": summary}, indent=2)
+
+
+def failed(decisions: Iterable[Decision]) -> bool:
+    return any(d.verdict is Verdict.FAILED for d in decisions)
