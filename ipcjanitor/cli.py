@@ -27,17 +27,26 @@ def build_parser() -> argparse.ArgumentParser:
         "nobody provably uses; keep and explain everything else.",
     )
     p.add_argument("--version", action="version", version=f"ipcjanitor {__version__}")
-    p.add_argument("--policy", metavar="PATH", help="policy file or directory (replaces the search path)")
+    p.add_argument(
+        "--policy", metavar="PATH", help="policy file or directory (replaces the search path)"
+    )
     loud = p.add_mutually_exclusive_group()
-    loud.add_argument("-v", "--verbose", action="store_true", help="also print policy warnings and sources")
-    loud.add_argument("-q", "--quiet", action="store_true", help="print only the summary line and errors")
+    loud.add_argument(
+        "-v", "--verbose", action="store_true", help="also print policy warnings and sources"
+    )
+    loud.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the summary line and errors"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def scoped(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--json", action="store_true", help="print one JSON document")
-        cmd.add_argument("--owner", action="append", metavar="NAME", help="only this owner's objects")
-        cmd.add_argument("--kind", action="append", choices=[k.value for k in IpcKind],
-                         help="only this kind")  # fmt: skip
+        cmd.add_argument(
+            "--owner", action="append", metavar="NAME", help="only this owner's objects"
+        )
+        cmd.add_argument(
+            "--kind", action="append", choices=[k.value for k in IpcKind], help="only this kind"
+        )
 
     scoped(sub.add_parser("scan", help="dry run: every object, its verdict and reason"))
     c = sub.add_parser("clean", help="remove the stale objects the policy owns")
@@ -56,12 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_usage(sys.stderr)
         return EXIT_USAGE
-    from . import commands  # the command bodies; keeps `--help` and usage errors cheap
+    from . import commands  # noqa: PLC0415  (lazy: `--help` and usage errors stay cheap)
 
     try:
         return commands.dispatch(args)
     except (PolicyErrors, PolicyError) as exc:
-        print(f"ipcjanitor: policy error, nothing was removed:\n{_indent(str(exc))}", file=sys.stderr)
+        print(
+            f"ipcjanitor: policy error, nothing was removed:\n{_indent(str(exc))}", file=sys.stderr
+        )
         return EXIT_POLICY
     except UsageError as exc:
         print(f"ipcjanitor: {exc}", file=sys.stderr)

@@ -47,7 +47,9 @@ def _scope(args: argparse.Namespace, policy: Policy) -> Scope:
     return Scope(kinds=kinds, owners=owners)
 
 
-def _print(args: argparse.Namespace, decisions: Sequence[Decision], notes: Sequence[str] = ()) -> None:
+def _print(
+    args: argparse.Namespace, decisions: Sequence[Decision], notes: Sequence[str] = ()
+) -> None:
     if args.json:
         print(report.document(decisions, {"notes": list(notes)}))
         return

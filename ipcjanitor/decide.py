@@ -44,7 +44,9 @@ def _roles(roles: tuple[str, ...]) -> str:
     sems = [r.rsplit(" ", 1)[1] for r in roles if r.startswith("last semop on sem ")]
     other = [r for r in roles if not r.startswith("last semop on sem ")]
     if sems:
-        other.append(("last semop on sem " if len(sems) == 1 else "last semop on sems ") + ",".join(sems))
+        other.append(
+            ("last semop on sem " if len(sems) == 1 else "last semop on sems ") + ",".join(sems)
+        )
     return "/".join(other)
 
 
@@ -77,10 +79,12 @@ def _fate(pid: int, roles: tuple[str, ...], obj: IpcObject, facts: HostFacts) ->
     younger_by = info.start_time - obj.last_activity
     if younger_by > PID_REUSE_MARGIN:
         return _PidView(
-            pid, roles, "dead",
+            pid,
+            roles,
+            "dead",
             f"exited (the pid now belongs to a process started {format_duration(younger_by)} "
             "after the object's last activity)",
-        )  # fmt: skip
+        )
     return _PidView(pid, roles, "alive", "is alive")
 
 
@@ -164,7 +168,9 @@ def claims(objects: Iterable[IpcObject], policy: Policy) -> list[Claim]:
     return [(obj, policy.owner_of(obj)) for obj in objects]
 
 
-def decide(claimed: Iterable[Claim], facts: HostFacts, policy: Policy, now: float) -> list[Decision]:
+def decide(
+    claimed: Iterable[Claim], facts: HostFacts, policy: Policy, now: float
+) -> list[Decision]:
     """A verdict for every object, in the order given."""
     out = []
     for obj, owner in claimed:
@@ -182,4 +188,3 @@ def pids_to_probe(claimed: Iterable[Claim]) -> set[int]:
 
 def units_to_probe(claimed: Iterable[Claim]) -> set[str]:
     return {owner.unit for _, owner in claimed if owner is not None and owner.unit}
-

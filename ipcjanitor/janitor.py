@@ -10,8 +10,8 @@ from pathlib import Path
 from .decide import claims, decide, pids_to_probe, units_to_probe
 from .model import Decision, HostFacts, IpcKind
 from .policy import Owner, Policy
-from .procfs import read_objects
 from .processes import gather
+from .procfs import read_objects
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def encode(fields: Sequence[tuple[str, object]]) -> bytes:
 
 
 def under_systemd() -> bool:
-    """True when systemd started us and the journal socket is there (JOURNAL_STREAM or INVOCATION_ID)."""
+    """True when systemd started us (JOURNAL_STREAM or INVOCATION_ID) and its socket is there."""
     started = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
     return started and os.path.exists(JOURNAL_SOCKET)
 
@@ -44,8 +44,12 @@ class Journal:
 
     def send(self, message: str, priority: str, fields: Sequence[tuple[str, object]] = ()) -> None:
         if self.to_journal:
-            record = [("MESSAGE", message), ("PRIORITY", PRIORITY[priority]),
-                      ("SYSLOG_IDENTIFIER", "ipcjanitor"), *fields]  # fmt: skip
+            record = [
+                ("MESSAGE", message),
+                ("PRIORITY", PRIORITY[priority]),
+                ("SYSLOG_IDENTIFIER", "ipcjanitor"),
+                *fields,
+            ]
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -7,16 +7,11 @@ import os
 import pwd
 import re
 import stat
-import sys
+import tomllib  # Python >= 3.11, which pystemd requires too: the tomli fallback never applies
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from .errors import PolicyError, PolicyErrors
 from .model import IpcKind, IpcObject
@@ -30,8 +25,15 @@ DEFAULT_MIN_AGE = 600  # "10m": an idle object is left alone for ten minutes
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 _TOP_FIELDS = {"min_age", "owners"}
 _OWNER_FIELDS = {
-    "unit", "keys", "ftok", "kinds", "uid", "private", "min_age", "keep_queued_messages",
-}  # fmt: skip
+    "unit",
+    "keys",
+    "ftok",
+    "kinds",
+    "uid",
+    "private",
+    "min_age",
+    "keep_queued_messages",
+}
 _UNIT_SUFFIXES = (".service", ".scope", ".socket", ".slice", ".timer", ".mount", ".swap")
 _DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -126,30 +128,32 @@ def ftok(path: str | os.PathLike[str], proj: int) -> int:
 def parse_duration(value: object) -> int:
     """Seconds from "90s", "10m", "1h30m", "2d", "1w" or a non-negative integer of seconds."""
     if isinstance(value, bool):
-        raise ValueError("a duration is a string like \"10m\" or a number of seconds")
+        raise ValueError('a duration is a string like "10m" or a number of seconds')
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return value
     if not isinstance(value, str):
-        raise ValueError("a duration is a string like \"10m\" or a number of seconds")
+        raise ValueError('a duration is a string like "10m" or a number of seconds')
     text = value.strip()
     if text.isdigit():
         return int(text)
     parts = _DURATION.findall(text)
     if not parts or _DURATION.sub("", text).strip():
-        raise ValueError(f"{value!r} is not a duration: use e.g. \"90s\", \"10m\", \"1h30m\", \"2d\"")
+        raise ValueError(f'{value!r} is not a duration: use e.g. "90s", "10m", "1h30m", "2d"')
     return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 
 def format_duration(seconds: float) -> str:
+    """Short human form: 45s, 12m, 3h, 3h05m, 4d."""
     s = int(seconds)
     if s < 120:
         return f"{s}s"
-    if s < 7200:
+    if s < 3600:
         return f"{s // 60}m"
     if s < 2 * 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m" if s % 3600 >= 60 else f"{s // 3600}h"
+        h, m = divmod(s // 60, 60)
+        return f"{h}h{m:02d}m" if m else f"{h}h"
     return f"{s // 86400}d"
 
 
@@ -162,9 +166,9 @@ def parse_key(text: str) -> int:
 
 
 def parse_key_spec(spec: object) -> tuple[int, int]:
-    """"0x61040000-0x6104ffff", "0x62000001", "1000" or 1000 -> inclusive (low, high)."""
+    """ "0x61040000-0x6104ffff", "0x62000001", "1000" or 1000 -> inclusive (low, high)."""
     if isinstance(spec, bool):
-        raise ValueError("a key is a number or a string like \"0x61040000\"")
+        raise ValueError('a key is a number or a string like "0x61040000"')
     if isinstance(spec, int):
         low = high = parse_key(str(spec))
     elif isinstance(spec, str):
@@ -180,7 +184,7 @@ def parse_key_spec(spec: object) -> tuple[int, int]:
         if low > high:
             raise ValueError(f"range {spec!r} is reversed: write it low-high")
     else:
-        raise ValueError("a key is a number or a string like \"0x61040000\"")
+        raise ValueError('a key is a number or a string like "0x61040000"')
     if low == 0:
         raise ValueError(
             "key 0 is IPC_PRIVATE and cannot be claimed by key: set private = true and uid"
@@ -222,122 +226,133 @@ class _LineFinder:
                 if key is None and current == table:
                     return no
                 continue
-            if key is not None and current == table and re.match(
-                rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line
+            if (
+                key is not None
+                and current == table
+                and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line)
             ):
                 return no
         return None
 
 
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list, e.g. {what}")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _keys(value: object) -> list[tuple[int, int]]:
+    return [parse_key_spec(spec) for spec in _list(value, 'keys = ["0x61040000-0x6104ffff"]')]
+
+
+def _kinds(value: object) -> frozenset[IpcKind]:
+    valid = {k.value for k in IpcKind}
+    if not isinstance(value, list) or not value or not all(k in valid for k in value):
+        raise ValueError('must be a non-empty list of "shm", "sem", "msg"')
+    return frozenset(IpcKind(k) for k in value)
+
+
+def _unit(value: object) -> str:
+    if not isinstance(value, str) or not value or "/" in value or value != value.strip():
+        raise ValueError('must be a unit name like "billing-worker.service"')
+    if not value.endswith(_UNIT_SUFFIXES):
+        raise ValueError(f'{value!r} has no unit type suffix: did you mean "{value}.service"?')
+    return value
+
+
+def _ftok_key(entry: object) -> int:
+    """One { path, proj } entry -> its key; raises _Skipped when the path cannot be read."""
+    if not isinstance(entry, Mapping) or set(entry) - {"path", "proj"} or "path" not in entry:
+        raise ValueError('each entry is { path = "/srv/app/file", proj = "a" }')
+    path, proj = entry["path"], entry.get("proj", 1)
+    if isinstance(proj, str) and len(proj.encode()) == 1:
+        proj = ord(proj)
+    if isinstance(proj, bool) or not isinstance(proj, int) or not 0 < proj <= 255:
+        raise ValueError(f"proj {entry.get('proj')!r} must be one character (as in PHP) or 1..255")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"path {path!r} must be an absolute path")
+    try:
+        return ftok(path, proj)
+    except OSError as exc:
+        raise _Skipped(f"ftok path {path} cannot be read ({exc.strerror})") from None
+
+
+class _Skipped(Exception):
+    """A policy entry that is warned about and left out, not an error."""
+
+
+_FIELD_PARSERS: dict[str, Any] = {
+    "unit": _unit,
+    "keys": _keys,
+    "kinds": _kinds,
+    "uid": resolve_uid,
+    "private": _bool,
+    "min_age": parse_duration,
+    "keep_queued_messages": _bool,
+}
+
+
 def _parse_owner(
-    name: str, table: object, where: Path, lines: _LineFinder, errors: list[PolicyError],
-    warnings: list[str],
-) -> Owner | None:  # fmt: skip
+    name: str, table: object, where: Path, lines: _LineFinder, warnings: list[str]
+) -> tuple[Owner | None, list[PolicyError]]:
     section = f"owners.{name}"
     head = lines.find(section)
+    errors: list[PolicyError] = []
 
     def err(problem: str, key: str | None = None) -> None:
-        line = lines.find(section, key) if key else head
-        errors.append(PolicyError(where, line or head, f"[{section}] {problem}"))
+        line = (lines.find(section, key) if key else None) or head
+        errors.append(PolicyError(where, line, f"[{section}] {problem}"))
 
     if not _OWNER_NAME.match(name):
         err("owner names use letters, digits, '_', '-', '.', '@'")
     if not isinstance(table, Mapping):
         err("must be a table")
-        return None
+        return None, errors
     for unknown in sorted(set(table) - _OWNER_FIELDS):
         err(f"unknown field {unknown!r}; fields are {', '.join(sorted(_OWNER_FIELDS))}", unknown)
-    before = len(errors)
-    ranges: list[tuple[int, int]] = []
-    keys = table.get("keys", [])
-    if not isinstance(keys, list):
-        err("keys must be a list, e.g. keys = [\"0x61040000-0x6104ffff\"]", "keys")
-        keys = []
-    for spec in keys:
-        try:
-            ranges.append(parse_key_spec(spec))
-        except ValueError as exc:
-            err(f"keys: {exc}", "keys")
+    values: dict[str, Any] = {}
+    for key, parse in _FIELD_PARSERS.items():
+        if key in table:
+            try:
+                values[key] = parse(table[key])
+            except ValueError as exc:
+                err(f"{key}: {exc}", key)
+    ranges = list(values.get("keys", []))
     ftoks = table.get("ftok", [])
-    if not isinstance(ftoks, list):
-        err("ftok must be a list of { path = ..., proj = ... } tables", "ftok")
-        ftoks = []
-    for entry in ftoks:
-        key = _ftok_entry(entry, lambda p: err(f"ftok: {p}", "ftok"), warnings, where, section)
-        if key is not None:
-            ranges.append((key, key))
-    kinds: frozenset[IpcKind] = frozenset(IpcKind)
-    if "kinds" in table:
-        raw = table["kinds"]
-        valid = {k.value for k in IpcKind}
-        if not isinstance(raw, list) or not raw or not all(k in valid for k in raw):
-            err("kinds must be a non-empty list of \"shm\", \"sem\", \"msg\"", "kinds")
-        else:
-            kinds = frozenset(IpcKind(k) for k in raw)
-    unit = table.get("unit")
-    if unit is not None:
-        if not isinstance(unit, str) or not unit or "/" in unit or unit != unit.strip():
-            err("unit must be a unit name like \"billing-worker.service\"", "unit")
-            unit = None
-        elif not unit.endswith(_UNIT_SUFFIXES):
-            err(f"unit {unit!r} has no unit type suffix: did you mean \"{unit}.service\"?", "unit")
-    uid: int | None = None
-    if "uid" in table:
-        try:
-            uid = resolve_uid(table["uid"])
-        except ValueError as exc:
-            err(f"uid: {exc}", "uid")
-    private = table.get("private", False)
-    if not isinstance(private, bool):
-        err("private must be true or false", "private")
-        private = False
-    if private and "uid" not in table:
-        err("private = true needs uid: IPC_PRIVATE objects are claimed by their uid", "private")
-    min_age: int | None = None
-    if "min_age" in table:
-        try:
-            min_age = parse_duration(table["min_age"])
-        except ValueError as exc:
-            err(f"min_age: {exc}", "min_age")
-    keep = table.get("keep_queued_messages", True)
-    if not isinstance(keep, bool):
-        err("keep_queued_messages must be true or false", "keep_queued_messages")
-        keep = True
-    if not ranges and not private and len(errors) == before and not ftoks:
-        err("claims nothing: give keys, ftok, or private = true with uid")
-    if len(errors) != before:
-        return None
-    return Owner(
-        name=name, key_ranges=tuple(ranges), kinds=kinds, unit=unit, uid=uid,
-        private=bool(private), min_age=min_age, keep_queued_messages=keep,
-        source=f"{where}:{head}" if head else str(where),
-    )  # fmt: skip
-
-
-def _ftok_entry(
-    entry: object, err: Any, warnings: list[str], where: Path, section: str
-) -> int | None:
-    if not isinstance(entry, Mapping) or set(entry) - {"path", "proj"} or "path" not in entry:
-        err("each entry is { path = \"/srv/app/file\", proj = \"a\" }")
-        return None
-    path, proj = entry["path"], entry.get("proj", 1)
-    if isinstance(proj, str) and len(proj.encode()) == 1:
-        proj = ord(proj)
-    if isinstance(proj, bool) or not isinstance(proj, int) or not 0 < proj <= 255:
-        err(f"proj {entry.get('proj')!r} must be one character (like PHP's ftok) or 1..255")
-        return None
-    if not isinstance(path, str) or not path.startswith("/"):
-        err(f"path {path!r} must be an absolute path")
-        return None
     try:
-        key = ftok(path, proj)
-    except OSError as exc:
-        warnings.append(
-            f"{where}: [{section}] ftok path {path} cannot be read ({exc.strerror}): "
-            "that ftok entry is skipped"
-        )
-        return None
-    return key
+        for entry in _list(ftoks, 'ftok = [{ path = "/srv/app/file", proj = "a" }]'):
+            try:
+                ftok_key = _ftok_key(entry)
+            except _Skipped as skip:
+                warnings.append(f"{where}: [{section}] {skip}: that ftok entry is skipped")
+                continue
+            ranges.append((ftok_key, ftok_key))
+    except ValueError as exc:
+        err(f"ftok: {exc}", "ftok")
+    if values.get("private") and "uid" not in table:
+        err("private = true needs uid: IPC_PRIVATE objects are claimed by their uid", "private")
+    if not ranges and not values.get("private") and not errors and not ftoks:
+        err("claims nothing: give keys, ftok, or private = true with uid")
+    if errors:
+        return None, errors
+    owner = Owner(
+        name=name,
+        key_ranges=tuple(ranges),
+        kinds=values.get("kinds", frozenset(IpcKind)),
+        unit=values.get("unit"),
+        uid=values.get("uid"),
+        private=values.get("private", False),
+        min_age=values.get("min_age"),
+        keep_queued_messages=values.get("keep_queued_messages", True),
+        source=f"{where}:{head}" if head else str(where),
+    )
+    return owner, errors
 
 
 def parse_policy_text(text: str, where: Path) -> tuple[dict[str, Owner], int | None, list[str]]:
@@ -347,16 +362,20 @@ def parse_policy_text(text: str, where: Path) -> tuple[dict[str, Owner], int | N
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"at line (\d+)", str(exc))
         problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise PolicyError(where, int(m.group(1)) if m else None, f"not valid TOML: {problem}")
+        line = int(m.group(1)) if m else None
+        raise PolicyError(where, line, f"not valid TOML: {problem}") from None
     lines = _LineFinder(text)
     errors: list[PolicyError] = []
     warnings: list[str] = []
     for unknown in sorted(set(data) - _TOP_FIELDS):
         line = lines.find(None, unknown) or lines.find(unknown)
         errors.append(
-            PolicyError(where, line, f"unknown field {unknown!r}; top-level fields are "
-                        "min_age and [owners.NAME] tables")
-        )  # fmt: skip
+            PolicyError(
+                where,
+                line,
+                f"unknown field {unknown!r}; top-level fields are min_age and [owners.NAME] tables",
+            )
+        )
     min_age: int | None = None
     if "min_age" in data:
         try:
@@ -369,7 +388,8 @@ def parse_policy_text(text: str, where: Path) -> tuple[dict[str, Owner], int | N
         errors.append(PolicyError(where, lines.find(None, "owners"), "owners must be tables"))
         raw_owners = {}
     for name, table in raw_owners.items():
-        owner = _parse_owner(name, table, where, lines, errors, warnings)
+        owner, owner_errors = _parse_owner(name, table, where, lines, warnings)
+        errors.extend(owner_errors)
         if owner is not None:
             owners[name] = owner
     if errors:
@@ -405,17 +425,21 @@ def _check_not_writable_by_others(path: Path, is_dir_scan: bool) -> None:
         what = "file" if i == 0 and not is_dir_scan else "directory"
         if st.st_uid != 0:
             raise PolicyError(
-                path, None, f"{what} {p} is owned by uid {st.st_uid}, not root; as root "
-                f"ipcjanitor only reads policy that only root can change (chown root {p})"
-            )  # fmt: skip
+                path,
+                None,
+                f"{what} {p} is owned by uid {st.st_uid}, not root; as root "
+                f"ipcjanitor only reads policy that only root can change (chown root {p})",
+            )
         loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         # an ancestor that is sticky (like /tmp) cannot have our entries swapped out
         sticky_ok = i > 0 and st.st_mode & stat.S_ISVTX and not (is_dir_scan and i == 0)
         if loose and not sticky_ok:
             raise PolicyError(
-                path, None, f"{what} {p} is writable by group or others (mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); as root ipcjanitor refuses it (chmod go-w {p})"
-            )  # fmt: skip
+                path,
+                None,
+                f"{what} {p} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); as root ipcjanitor refuses it (chmod go-w {p})",
+            )
 
 
 def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None) -> Policy:
@@ -456,9 +480,11 @@ def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None
     if errors:
         raise PolicyErrors(errors)
     return Policy(
-        owners=tuple(owners.values()), min_age=min_age, sources=tuple(str(f) for f in files),
+        owners=tuple(owners.values()),
+        min_age=min_age,
+        sources=tuple(str(f) for f in files),
         warnings=tuple(warnings),
-    )  # fmt: skip
+    )
 
 
 def _collect(errors: list[PolicyError], check: Any) -> None:
@@ -471,10 +497,14 @@ def _collect(errors: list[PolicyError], check: Any) -> None:
 def _read_policy_file(path: Path) -> str:
     try:
         if path.stat().st_size > MAX_POLICY_BYTES:
-            raise PolicyError(path, None, f"larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy")
+            raise PolicyError(
+                path, None, f"larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy"
+            )
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError(path, None, f"not UTF-8 text (byte {exc.start}): is this a policy?")
+        raise PolicyError(
+            path, None, f"not UTF-8 text (byte {exc.start}): is this a policy?"
+        ) from None
     except OSError as exc:
         raise PolicyError(path, None, f"cannot read: {exc.strerror}") from None
 
@@ -496,7 +526,9 @@ def check_overlaps(owners: Sequence[Owner]) -> list[PolicyError]:
         for o in owners:
             if o.private and o.uid is not None and kind in o.kinds:
                 if o.uid in private:
-                    errors.append(_overlap_error(o, private[o.uid], kind, f"IPC_PRIVATE of uid {o.uid}"))
+                    errors.append(
+                        _overlap_error(o, private[o.uid], kind, f"IPC_PRIVATE of uid {o.uid}")
+                    )
                 private[o.uid] = o
     return errors
 
@@ -504,10 +536,11 @@ def check_overlaps(owners: Sequence[Owner]) -> list[PolicyError]:
 def _overlap_error(a: Owner, b: Owner, kind: IpcKind, what: str) -> PolicyError:
     path, _, line = a.source.rpartition(":")
     return PolicyError(
-        path or a.source, int(line) if line.isdigit() else None,
+        path or a.source,
+        int(line) if line.isdigit() else None,
         f"owners {b.name!r} ({b.source}) and {a.name!r} both claim {kind.value} {what}: "
         "give each key to one owner",
-    )  # fmt: skip
+    )
 
 
 def describe(policy: Policy) -> Iterable[str]:
@@ -524,5 +557,7 @@ def describe(policy: Policy) -> Iterable[str]:
         yield f"  unit:  {o.unit or '-'}"
         yield f"  keys:  {keys or '-'}"
         yield f"  kinds: {', '.join(k.value for k in IpcKind if k in o.kinds)}"
-        yield f"  uid:   {o.uid if o.uid is not None else 'any'}{'  + IPC_PRIVATE' if o.private else ''}"
-        yield f"  min_age: {format_duration(policy.grace(o))}   keep_queued_messages: {str(o.keep_queued_messages).lower()}"
+        uid = "any" if o.uid is None else str(o.uid)
+        yield f"  uid:   {uid}{'  + IPC_PRIVATE' if o.private else ''}"
+        keep = str(o.keep_queued_messages).lower()
+        yield f"  min_age: {format_duration(policy.grace(o))}   keep_queued_messages: {keep}"

@@ -118,9 +118,9 @@ def blindness(procfs: Path = Path("/proc")) -> str | None:
             "table, so it cannot prove any object unused; nothing was removed"
         )
     for opt in _mount_options(procfs):
-        if opt.startswith("hidepid=") and opt.split("=", 1)[1] not in ("0", "off"):
-            if os.geteuid() != 0 or not _has_cap(CAP_SYS_PTRACE):
-                return f"/proc is mounted with {opt}: other users' processes may be invisible"
+        hides = opt.startswith("hidepid=") and opt.split("=", 1)[1] not in ("0", "off")
+        if hides and (os.geteuid() != 0 or not _has_cap(CAP_SYS_PTRACE)):
+            return f"/proc is mounted with {opt}: other users' processes may be invisible"
     if _nspid_depth() > 1:
         try:
             own = os.readlink("/proc/self/ns/ipc")

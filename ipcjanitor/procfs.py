@@ -13,13 +13,40 @@ from .model import IpcKind, IpcObject, PidRecord
 TABLE_FILES = {IpcKind.SHM: "shm", IpcKind.SEM: "sem", IpcKind.MSG: "msg"}
 _ID_COLUMN = {IpcKind.SHM: "shmid", IpcKind.SEM: "semid", IpcKind.MSG: "msqid"}
 _COLUMNS = {
-    IpcKind.SHM: ("key", "shmid", "perms", "size", "cpid", "lpid", "nattch", "uid", "gid",
-                  "cuid", "cgid", "atime", "dtime", "ctime"),
-    IpcKind.SEM: ("key", "semid", "perms", "nsems", "uid", "gid", "cuid", "cgid", "otime",
-                  "ctime"),
-    IpcKind.MSG: ("key", "msqid", "perms", "cbytes", "qnum", "lspid", "lrpid", "uid", "gid",
-                  "cuid", "cgid", "stime", "rtime", "ctime"),
-}  # fmt: skip
+    IpcKind.SHM: (
+        "key",
+        "shmid",
+        "perms",
+        "size",
+        "cpid",
+        "lpid",
+        "nattch",
+        "uid",
+        "gid",
+        "cuid",
+        "cgid",
+        "atime",
+        "dtime",
+        "ctime",
+    ),
+    IpcKind.SEM: ("key", "semid", "perms", "nsems", "uid", "gid", "cuid", "cgid", "otime", "ctime"),
+    IpcKind.MSG: (
+        "key",
+        "msqid",
+        "perms",
+        "cbytes",
+        "qnum",
+        "lspid",
+        "lrpid",
+        "uid",
+        "gid",
+        "cuid",
+        "cgid",
+        "stime",
+        "rtime",
+        "ctime",
+    ),
+}
 # The field order of the C extension's *_stat tuples (see _sysvipc.pyi), id first.
 _IDS = ("id", "key", "uid", "gid", "cuid", "cgid", "mode")
 _SHM_STAT = (*_IDS, "size", "atime", "dtime", "ctime", "cpid", "lpid", "nattch")
@@ -31,12 +58,19 @@ VANISHED = frozenset({errno.EINVAL, errno.EIDRM})
 
 def shm_object(f: Mapping[str, int]) -> IpcObject:
     return IpcObject(
-        kind=IpcKind.SHM, id=f["id"], key=f["key"] & 0xFFFFFFFF,
-        uid=f["uid"], gid=f["gid"], cuid=f["cuid"], cgid=f["cgid"], mode=f["mode"],
-        size=f["size"], nattch=f["nattch"],
+        kind=IpcKind.SHM,
+        id=f["id"],
+        key=f["key"] & 0xFFFFFFFF,
+        uid=f["uid"],
+        gid=f["gid"],
+        cuid=f["cuid"],
+        cgid=f["cgid"],
+        mode=f["mode"],
+        size=f["size"],
+        nattch=f["nattch"],
         pids=(PidRecord("creator", f["cpid"]), PidRecord("last shmat/shmdt", f["lpid"])),
         times=(("atime", f["atime"]), ("dtime", f["dtime"]), ("ctime", f["ctime"])),
-    )  # fmt: skip
+    )
 
 
 def sem_object(
@@ -47,23 +81,38 @@ def sem_object(
     unreadable: str | None = None,
 ) -> IpcObject:
     return IpcObject(
-        kind=IpcKind.SEM, id=f["id"], key=f["key"] & 0xFFFFFFFF,
-        uid=f["uid"], gid=f["gid"], cuid=f["cuid"], cgid=f["cgid"], mode=f["mode"],
-        nsems=f["nsems"], ncnt=sum(ncnts), zcnt=sum(zcnts),
+        kind=IpcKind.SEM,
+        id=f["id"],
+        key=f["key"] & 0xFFFFFFFF,
+        uid=f["uid"],
+        gid=f["gid"],
+        cuid=f["cuid"],
+        cgid=f["cgid"],
+        mode=f["mode"],
+        nsems=f["nsems"],
+        ncnt=sum(ncnts),
+        zcnt=sum(zcnts),
         pids=tuple(PidRecord(f"last semop on sem {i}", p) for i, p in enumerate(sempids)),
         times=(("otime", f["otime"]), ("ctime", f["ctime"])),
         unreadable=unreadable,
-    )  # fmt: skip
+    )
 
 
 def msg_object(f: Mapping[str, int]) -> IpcObject:
     return IpcObject(
-        kind=IpcKind.MSG, id=f["id"], key=f["key"] & 0xFFFFFFFF,
-        uid=f["uid"], gid=f["gid"], cuid=f["cuid"], cgid=f["cgid"], mode=f["mode"],
-        qnum=f["qnum"], qbytes=f["cbytes"],
+        kind=IpcKind.MSG,
+        id=f["id"],
+        key=f["key"] & 0xFFFFFFFF,
+        uid=f["uid"],
+        gid=f["gid"],
+        cuid=f["cuid"],
+        cgid=f["cgid"],
+        mode=f["mode"],
+        qnum=f["qnum"],
+        qbytes=f["cbytes"],
         pids=(PidRecord("last sender", f["lspid"]), PidRecord("last receiver", f["lrpid"])),
         times=(("stime", f["stime"]), ("rtime", f["rtime"]), ("ctime", f["ctime"])),
-    )  # fmt: skip
+    )
 
 
 def parse_rows(kind: IpcKind, text: str, source: str = "") -> Iterator[dict[str, int]]:
@@ -148,7 +197,9 @@ def stat_object(kind: IpcKind, ipc_id: int) -> IpcObject | None:
     """Re-read one object by id through the kernel; None when it is gone. Raises OSError."""
     try:
         if kind is IpcKind.SHM:
-            return shm_object(dict(zip(_SHM_STAT, (ipc_id, *_sysvipc.shm_stat(ipc_id)), strict=True)))
+            return shm_object(
+                dict(zip(_SHM_STAT, (ipc_id, *_sysvipc.shm_stat(ipc_id)), strict=True))
+            )
         if kind is IpcKind.SEM:
             *fields, sempids, ncnts, zcnts = _sysvipc.sem_stat(ipc_id)
             row = dict(zip(_SEM_STAT, (ipc_id, *fields), strict=True))

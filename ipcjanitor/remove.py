@@ -25,7 +25,9 @@ def what_changed(before: IpcObject, after: IpcObject) -> str | None:
         )
     for name in ("nattch", "ncnt", "zcnt", "qnum"):
         if getattr(after, name) != getattr(before, name):
-            return f"{name} changed since the scan ({getattr(before, name)} -> {getattr(after, name)})"
+            return (
+                f"{name} changed since the scan ({getattr(before, name)} -> {getattr(after, name)})"
+            )
     if after.pids != before.pids:
         return "its recorded pids changed since the scan: someone used it"
     if after.last_activity != before.last_activity:
@@ -62,9 +64,7 @@ def _errno(exc: OSError) -> str:
     return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
 
 
-def remove_stale(
-    decisions: Iterable[Decision], restat: Restat = stat_object
-) -> Iterator[Decision]:
+def remove_stale(decisions: Iterable[Decision], restat: Restat = stat_object) -> Iterator[Decision]:
     """Every decision back, stale ones replaced by what removing them did."""
     for d in decisions:
         yield remove_one(d, restat) if d.verdict is Verdict.STALE else d

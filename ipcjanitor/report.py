@@ -33,15 +33,26 @@ def size_cell(o: IpcObject) -> str:
 
 def table(decisions: Sequence[Decision]) -> str:
     rows = [
-        (d.obj.kind.value, f"0x{d.obj.key:08x}", str(d.obj.id), d.owner or "-",
-         user_name(d.obj.uid), f"{d.obj.mode & 0o777:o}", size_cell(d.obj),
-         str(d.obj.nattch) if d.obj.nattch is not None else "-", d.verdict.value, d.reason)
+        (
+            d.obj.kind.value,
+            f"0x{d.obj.key:08x}",
+            str(d.obj.id),
+            d.owner or "-",
+            user_name(d.obj.uid),
+            f"{d.obj.mode & 0o777:o}",
+            size_cell(d.obj),
+            str(d.obj.nattch) if d.obj.nattch is not None else "-",
+            d.verdict.value,
+            d.reason,
+        )
         for d in decisions
-    ]  # fmt: skip
+    ]
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(_COLUMNS[:-1])]
     lines = []
     for r in [_COLUMNS, *rows]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+        lines.append(
+            "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        )
     return "\n".join(lines)
 
 
@@ -59,19 +70,40 @@ def _iso(t: int) -> str | None:
 def object_json(d: Decision) -> dict[str, Any]:
     o = d.obj
     out: dict[str, Any] = {
-        "kind": o.kind.value, "key": f"0x{o.key:08x}", "id": o.id, "owner": d.owner,
-        "uid": o.uid, "gid": o.gid, "cuid": o.cuid, "cgid": o.cgid, "perms": f"{o.mode & 0o777:04o}",
-    }  # fmt: skip
+        "kind": o.kind.value,
+        "key": f"0x{o.key:08x}",
+        "id": o.id,
+        "owner": d.owner,
+        "uid": o.uid,
+        "gid": o.gid,
+        "cuid": o.cuid,
+        "cgid": o.cgid,
+        "perms": f"{o.mode & 0o777:04o}",
+    }
     pids = {r.role: r.pid for r in o.pids}
     if o.kind is IpcKind.SHM:
-        out |= {"size": o.size, "nattch": o.nattch, "cpid": pids["creator"],
-                "lpid": pids["last shmat/shmdt"]}  # fmt: skip
+        out |= {
+            "size": o.size,
+            "nattch": o.nattch,
+            "cpid": pids["creator"],
+            "lpid": pids["last shmat/shmdt"],
+        }
     elif o.kind is IpcKind.SEM:
-        out |= {"nsems": o.nsems, "nattch": None, "pids": [r.pid for r in o.pids],
-                "ncnt": o.ncnt, "zcnt": o.zcnt}  # fmt: skip
+        out |= {
+            "nsems": o.nsems,
+            "nattch": None,
+            "pids": [r.pid for r in o.pids],
+            "ncnt": o.ncnt,
+            "zcnt": o.zcnt,
+        }
     else:
-        out |= {"qnum": o.qnum, "cbytes": o.qbytes, "nattch": None,
-                "lspid": pids["last sender"], "lrpid": pids["last receiver"]}  # fmt: skip
+        out |= {
+            "qnum": o.qnum,
+            "cbytes": o.qbytes,
+            "nattch": None,
+            "lspid": pids["last sender"],
+            "lrpid": pids["last receiver"],
+        }
     out["times"] = {name: _iso(t) for name, t in o.times}
     out["verdict"] = d.verdict.value
     out["reason"] = d.reason
@@ -85,7 +117,9 @@ def document(decisions: Sequence[Decision], extra: dict[str, Any] | None = None)
         "by_verdict": {v.value: counts.get(v.value, 0) for v in Verdict},
         **(extra or {}),
     }
-    return json.dumps({"objects": [object_json(d) for d in decisions], "summary": summary}, indent=2)
+    return json.dumps(
+        {"objects": [object_json(d) for d in decisions], "summary": summary}, indent=2
+    )
 
 
 def failed(decisions: Iterable[Decision]) -> bool:

@@ -1,0 +1,41 @@
+"""Run a scenario inside fresh IPC and pid namespaces and bring its JSON result back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+def can_unshare() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--ipc", "--pid", "--fork", "--mount-proc", "true"], check=False)
+    return probe.returncode == 0
+
+
+needs_namespaces = pytest.mark.skipif(not can_unshare(), reason="needs root and unshare --ipc --pid")
+
+
+def in_namespace(scenario: str, policy: str, tmp: Path, *extra: str, pid_ns: bool = True) -> Any:
+    """Run scenarios.py SCENARIO in new namespaces; return the JSON it prints last."""
+    policy_file = tmp / "policy.toml"
+    policy_file.write_text(policy)
+    ns = ["--ipc", "--pid", "--fork", "--mount-proc"] if pid_ns else ["--ipc"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), IPCJANITOR_LOCK_DIR=str(tmp))
+    proc = subprocess.run(
+        ["unshare", *ns, sys.executable, str(HERE / "scenarios.py"), scenario, str(policy_file), *extra],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"scenario {scenario} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

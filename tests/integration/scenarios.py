@@ -1,0 +1,263 @@
+"""Scenarios run INSIDE `unshare --ipc [--pid --fork --mount-proc]` by harness.py.
+
+Each builds real objects with real processes, SIGKILLs what should die, runs the real
+ipcjanitor command, and prints {"runs": [...]} as its last line of output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.integration import sysv
+
+POLICY = ""
+SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {}
+
+
+def scenario(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def janitor(*args: str, policy: str | None = None, user: str | None = None) -> dict[str, Any]:
+    policy = policy or POLICY
+    env = dict(os.environ)
+    if user:  # a place that user can read the policy from and lock in
+        scratch = Path(tempfile.mkdtemp())
+        scratch.chmod(0o1777)
+        policy = shutil.copy(policy, scratch / "policy.toml")
+        env["IPCJANITOR_LOCK_DIR"] = str(scratch)
+    cmd = [sys.executable, "-m", "ipcjanitor", "--policy", str(policy), *args]
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    out: dict[str, Any] = {"rc": proc.returncode, "stderr": proc.stderr}
+    if "--json" in args and proc.stdout.strip().startswith("{"):
+        out["doc"] = json.loads(proc.stdout)
+    else:
+        out["stdout"] = proc.stdout
+    return out
+
+
+def verdicts(run: dict[str, Any]) -> dict[str, list[str]]:
+    """key -> [verdict, reason] of a JSON run."""
+    return {o["key"]: [o["verdict"], o["reason"]] for o in run["doc"]["objects"]}
+
+
+def ipcs_keys() -> list[str]:
+    keys = []
+    for table in ("shm", "sem", "msg"):
+        lines = Path(f"/proc/sysvipc/{table}").read_text().splitlines()[1:]
+        keys += [f"0x{int(line.split()[0]) & 0xFFFFFFFF:08x}" for line in lines]
+    return sorted(keys)
+
+
+@scenario
+def killed_creators() -> dict[str, Any]:
+    """Each kind made by a process that is then SIGKILLed; one key outside the policy."""
+
+    def make() -> None:
+        shm = sysv.shmget(0x10000001)
+        sysv.shmat(shm)
+        sem = sysv.semget(0x10000002, 2)
+        sysv.semop(sem, 0, 1)
+        sysv.semop(sem, 1, 1)
+        q = sysv.msgget(0x10000003)
+        sysv.msgsnd(q)
+        sysv.msgget(0x10000004)  # a queue that records no pid
+        sysv.shmat(sysv.shmget(0x20000001))  # outside the policy
+
+    pid = sysv.spawn(make)
+    sysv.kill9(pid)
+    scan = janitor("scan", "--json")
+    clean = janitor("clean", "--json")
+    return {"pid": pid, "scan": verdicts(scan), "clean": verdicts(clean), "clean_rc": clean["rc"],
+            "left": ipcs_keys(), "scan_doc": scan["doc"], "clean_stderr": clean["stderr"]}
+
+
+@scenario
+def signs_of_life() -> dict[str, Any]:
+    """Attached segment with a dead creator; a semaphore with a blocked waiter; a live creator."""
+
+    def make_shm() -> None:
+        sysv.shmget(0x10000011)
+
+    creator = sysv.spawn(make_shm)
+    shmid = sysv.shmget(0x10000011)
+    attacher = sysv.spawn(lambda: sysv.shmat(shmid))
+    sysv.kill9(creator)
+
+    def make_sem() -> None:
+        sem = sysv.semget(0x10000012)
+        sysv.semop(sem, 0, 1)
+        sysv.semop(sem, 0, -1)
+
+    sem_creator = sysv.spawn(make_sem)
+    semid = sysv.semget(0x10000012)
+    waiter = sysv.spawn(lambda: sysv.semop(semid, 0, -1), block=True)
+    sysv.wait_for(lambda: sysv.ncnt(semid) > 0)
+    sysv.kill9(sem_creator)
+    live = sysv.spawn(lambda: sysv.shmget(0x10000013))  # alive, nothing attached
+    run = janitor("clean", "--json")
+    for pid in (attacher, waiter, live):
+        sysv.kill9(pid)
+    return {"clean": verdicts(run), "left": ipcs_keys()}
+
+
+@scenario
+def young_and_data() -> dict[str, Any]:
+    """min_age keeps a just-used object; a queue holding a message is kept."""
+
+    def make() -> None:
+        sysv.shmat(sysv.shmget(0x10000021))
+        sysv.msgsnd(sysv.msgget(0x30000001))
+
+    sysv.kill9(sysv.spawn(make))
+    run = janitor("clean", "--json")
+    return {"clean": verdicts(run), "left": ipcs_keys()}
+
+
+@scenario
+def private_by_uid() -> dict[str, Any]:
+    """IPC_PRIVATE segments of uid 4242 (claimed) and uid 4343 (not), creators killed."""
+
+    def make(uid: int) -> Callable[[], None]:
+        def body() -> None:
+            os.setgid(uid)
+            os.setuid(uid)
+            sysv.shmat(sysv.shmget(0))
+
+        return body
+
+    for uid in (4242, 4343):
+        sysv.kill9(sysv.spawn(make(uid)))
+    run = janitor("clean", "--json")
+    objs = [(o["uid"], o["verdict"], o["reason"]) for o in run["doc"]["objects"]]
+    return {"objects": objs, "left_uids": [int(line.split()[7]) for line in
+            Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]}
+
+
+@scenario
+def pid_reuse() -> dict[str, Any]:
+    """The creator's pid is handed to a younger process through ns_last_pid."""
+
+    def make() -> None:
+        sysv.shmat(sysv.shmget(0x10000031))
+
+    creator = sysv.spawn(make)
+    sysv.kill9(creator)
+    time.sleep(3.5)  # the impostor must start clearly after the object's last activity
+    Path("/proc/sys/kernel/ns_last_pid").write_text(str(creator - 1))
+    impostor = sysv.spawn(lambda: None)
+    scan = janitor("scan", "--json")
+    # control: the same pid, still the real creator, is alive
+    creator2 = sysv.spawn(lambda: sysv.shmget(0x10000032))
+    scan2 = janitor("scan", "--json")
+    for pid in (impostor, creator2):
+        sysv.kill9(pid)
+    return {"creator": creator, "impostor": impostor, "scan": verdicts(scan), "control": verdicts(scan2)}
+
+
+@scenario
+def changed_between() -> dict[str, Any]:
+    """Between the scan and the removal: one object is removed and recreated, one is attached."""
+    sys.path.insert(0, str(Path(__file__).parents[2]))
+    from ipcjanitor import policy as policy_mod
+    from ipcjanitor.janitor import survey
+    from ipcjanitor.remove import remove_stale
+
+    def make() -> None:
+        sysv.shmat(sysv.shmget(0x10000041))
+        sysv.shmat(sysv.shmget(0x10000042))
+
+    sysv.kill9(sysv.spawn(make))
+    decisions, _ = survey(policy_mod.load_policy(POLICY))
+    before = {f"0x{d.obj.key:08x}": d.verdict.value for d in decisions}
+    old = next(d.obj.id for d in decisions if d.obj.key == 0x10000041)
+    sysv.libc.shmctl(old, 0, None)  # IPC_RMID, then the same key again
+    sysv.shmget(0x10000041)
+    shmid = sysv.shmget(0x10000042)
+    user = sysv.spawn(lambda: sysv.shmat(shmid))
+    after = {f"0x{d.obj.key:08x}": [d.verdict.value, d.reason] for d in remove_stale(decisions)}
+    sysv.kill9(user)
+    return {"before": before, "after": after, "left": ipcs_keys()}
+
+
+@scenario
+def unit_stand_in() -> dict[str, Any]:
+    """A service-like tree in a cgroup named like a unit; short-lived children attach and exit."""
+    base = Path(os.environ["IJ_CGROUP"])
+    unit_dir = base / "billing.service"
+    unit_dir.mkdir()
+    try:
+        def service() -> None:
+            (unit_dir / "cgroup.procs").write_text(str(os.getpid()))
+            for key in (0x10000051, 0x10000052):
+                sysv.run_and_exit(lambda k=key: sysv.shmat(sysv.shmget(k)))
+            sysv.run_and_exit(lambda: sysv.semget(0x10000053))  # never operated on
+
+        main = sysv.spawn(service)
+        running = janitor("scan", "--json")
+        sysv.kill9(main)
+        stopped = janitor("clean", "--json")
+    finally:
+        unit_dir.rmdir()
+    return {"running": verdicts(running), "stopped": verdicts(stopped), "left": ipcs_keys()}
+
+
+@scenario
+def unprivileged() -> dict[str, Any]:
+    """A run as nobody over root's objects: IPC_RMID refused, reported failed, exit 1."""
+
+    def make() -> None:
+        sysv.shmat(sysv.shmget(0x10000061, mode=0o644))
+        sysv.shmat(sysv.shmget(0x10000062, mode=0o644))
+
+    sysv.kill9(sysv.spawn(make))
+    run = janitor("clean", "--json", user="65534")
+    return {"rc": run["rc"], "clean": verdicts(run), "left": ipcs_keys(), "stderr": run["stderr"]}
+
+
+@scenario
+def hidden_creator() -> dict[str, Any]:
+    """The creator lives outside ipcjanitor's pid namespace: its pid reads 0, so unknown."""
+
+    def make() -> None:
+        sysv.shmget(0x10000071)  # alive, nothing attached, but invisible from inside
+
+    outsider = sysv.spawn(make)
+    proc = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "ipcjanitor",
+         "--policy", POLICY, "clean", "--json"],
+        capture_output=True, text=True, check=False,
+    )
+    sysv.kill9(outsider)
+    return {"rc": proc.returncode, "clean": verdicts({"doc": json.loads(proc.stdout)}),
+            "left": ipcs_keys(), "stderr": proc.stderr}
+
+
+@scenario
+def bad_policy() -> dict[str, Any]:
+    """A policy error: exit 78, and the stale object is still there."""
+
+    def make() -> None:
+        sysv.shmat(sysv.shmget(0x10000081))
+
+    sysv.kill9(sysv.spawn(make))
+    run = janitor("clean")
+    return {"rc": run["rc"], "stderr": run["stderr"], "left": ipcs_keys()}
+
+
+if __name__ == "__main__":
+    POLICY = sys.argv[2]
+    result = SCENARIOS[sys.argv[1]]()
+    print(json.dumps(result))
