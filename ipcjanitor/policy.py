@@ -361,18 +361,17 @@ def parse_policy_text(text: str, where: Path) -> tuple[dict[str, Owner], int | N
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"at line (\d+)", str(exc))
-        problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        line = int(m.group(1)) if m else None
+        problem = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
+        line = int(m.group(1)) if m else max(1, len(text.splitlines()))
         raise PolicyError(where, line, f"not valid TOML: {problem}") from None
     lines = _LineFinder(text)
     errors: list[PolicyError] = []
     warnings: list[str] = []
     for unknown in sorted(set(data) - _TOP_FIELDS):
-        line = lines.find(None, unknown) or lines.find(unknown)
         errors.append(
             PolicyError(
                 where,
-                line,
+                lines.find(None, unknown) or lines.find(unknown),
                 f"unknown field {unknown!r}; top-level fields are min_age and [owners.NAME] tables",
             )
         )
@@ -511,7 +510,12 @@ def _read_policy_file(path: Path) -> str:
 
 def check_overlaps(owners: Sequence[Owner]) -> list[PolicyError]:
     """Two owners may not claim one key of one kind (or IPC_PRIVATE of one uid)."""
-    errors: list[PolicyError] = []
+    clashes: dict[tuple[str, str], tuple[Owner, Owner, str, list[str]]] = {}
+
+    def clash(a: Owner, b: Owner, what: str, kind: IpcKind) -> None:
+        entry = clashes.setdefault((a.name, b.name), (a, b, what, []))
+        entry[3].append(kind.value)
+
     for kind in IpcKind:
         spans = sorted(
             (low, high, o) for o in owners if kind in o.kinds for low, high in o.key_ranges
@@ -519,26 +523,24 @@ def check_overlaps(owners: Sequence[Owner]) -> list[PolicyError]:
         reach: tuple[int, Owner] | None = None  # the furthest-reaching span so far
         for low, high, o in spans:
             if reach is not None and low <= reach[0] and reach[1].name != o.name:
-                errors.append(_overlap_error(o, reach[1], kind, f"key 0x{low:08x}"))
+                clash(o, reach[1], f"key 0x{low:08x}", kind)
             if reach is None or high > reach[0]:
                 reach = (high, o)
         private: dict[int, Owner] = {}
         for o in owners:
             if o.private and o.uid is not None and kind in o.kinds:
                 if o.uid in private:
-                    errors.append(
-                        _overlap_error(o, private[o.uid], kind, f"IPC_PRIVATE of uid {o.uid}")
-                    )
+                    clash(o, private[o.uid], f"IPC_PRIVATE of uid {o.uid}", kind)
                 private[o.uid] = o
-    return errors
+    return [_overlap_error(a, b, "/".join(kinds), what) for a, b, what, kinds in clashes.values()]
 
 
-def _overlap_error(a: Owner, b: Owner, kind: IpcKind, what: str) -> PolicyError:
+def _overlap_error(a: Owner, b: Owner, kinds: str, what: str) -> PolicyError:
     path, _, line = a.source.rpartition(":")
     return PolicyError(
         path or a.source,
         int(line) if line.isdigit() else None,
-        f"owners {b.name!r} ({b.source}) and {a.name!r} both claim {kind.value} {what}: "
+        f"owners {b.name!r} ({b.source}) and {a.name!r} both claim {kinds} {what}: "
         "give each key to one owner",
     )
 

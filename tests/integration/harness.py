@@ -19,11 +19,15 @@ ROOT = HERE.parent.parent
 def can_unshare() -> bool:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(["unshare", "--ipc", "--pid", "--fork", "--mount-proc", "true"], check=False)
+    probe = subprocess.run(
+        ["unshare", "--ipc", "--pid", "--fork", "--mount-proc", "true"], check=False
+    )
     return probe.returncode == 0
 
 
-needs_namespaces = pytest.mark.skipif(not can_unshare(), reason="needs root and unshare --ipc --pid")
+needs_namespaces = pytest.mark.skipif(
+    not can_unshare(), reason="needs root and unshare --ipc --pid"
+)
 
 
 def in_namespace(scenario: str, policy: str, tmp: Path, *extra: str, pid_ns: bool = True) -> Any:
@@ -33,9 +37,23 @@ def in_namespace(scenario: str, policy: str, tmp: Path, *extra: str, pid_ns: boo
     ns = ["--ipc", "--pid", "--fork", "--mount-proc"] if pid_ns else ["--ipc"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), IPCJANITOR_LOCK_DIR=str(tmp))
     proc = subprocess.run(
-        ["unshare", *ns, sys.executable, str(HERE / "scenarios.py"), scenario, str(policy_file), *extra],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        [
+            "unshare",
+            *ns,
+            sys.executable,
+            str(HERE / "scenarios.py"),
+            scenario,
+            str(policy_file),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     if proc.returncode != 0:
-        raise AssertionError(f"scenario {scenario} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"scenario {scenario} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])

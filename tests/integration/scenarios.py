@@ -6,6 +6,7 @@ ipcjanitor command, and prints {"runs": [...]} as its last line of output.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -29,12 +30,12 @@ def scenario(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
 
 
 def janitor(*args: str, policy: str | None = None, user: str | None = None) -> dict[str, Any]:
-    policy = policy or POLICY
+    policy = str(policy or POLICY)
     env = dict(os.environ)
     if user:  # a place that user can read the policy from and lock in
         scratch = Path(tempfile.mkdtemp())
         scratch.chmod(0o1777)
-        policy = shutil.copy(policy, scratch / "policy.toml")
+        policy = str(shutil.copy(policy, scratch / "policy.toml"))
         env["IPCJANITOR_LOCK_DIR"] = str(scratch)
     cmd = [sys.executable, "-m", "ipcjanitor", "--policy", str(policy), *args]
     if user:
@@ -80,8 +81,15 @@ def killed_creators() -> dict[str, Any]:
     sysv.kill9(pid)
     scan = janitor("scan", "--json")
     clean = janitor("clean", "--json")
-    return {"pid": pid, "scan": verdicts(scan), "clean": verdicts(clean), "clean_rc": clean["rc"],
-            "left": ipcs_keys(), "scan_doc": scan["doc"], "clean_stderr": clean["stderr"]}
+    return {
+        "pid": pid,
+        "scan": verdicts(scan),
+        "clean": verdicts(clean),
+        "clean_rc": clean["rc"],
+        "left": ipcs_keys(),
+        "scan_doc": scan["doc"],
+        "clean_stderr": clean["stderr"],
+    }
 
 
 @scenario
@@ -142,8 +150,12 @@ def private_by_uid() -> dict[str, Any]:
         sysv.kill9(sysv.spawn(make(uid)))
     run = janitor("clean", "--json")
     objs = [(o["uid"], o["verdict"], o["reason"]) for o in run["doc"]["objects"]]
-    return {"objects": objs, "left_uids": [int(line.split()[7]) for line in
-            Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]}
+    return {
+        "objects": objs,
+        "left_uids": [
+            int(line.split()[7]) for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+        ],
+    }
 
 
 @scenario
@@ -164,7 +176,12 @@ def pid_reuse() -> dict[str, Any]:
     scan2 = janitor("scan", "--json")
     for pid in (impostor, creator2):
         sysv.kill9(pid)
-    return {"creator": creator, "impostor": impostor, "scan": verdicts(scan), "control": verdicts(scan2)}
+    return {
+        "creator": creator,
+        "impostor": impostor,
+        "scan": verdicts(scan),
+        "control": verdicts(scan2),
+    }
 
 
 @scenario
@@ -192,6 +209,10 @@ def changed_between() -> dict[str, Any]:
     return {"before": before, "after": after, "left": ipcs_keys()}
 
 
+def attach_by_key(key: int) -> None:
+    sysv.shmat(sysv.shmget(key))
+
+
 @scenario
 def unit_stand_in() -> dict[str, Any]:
     """A service-like tree in a cgroup named like a unit; short-lived children attach and exit."""
@@ -199,10 +220,11 @@ def unit_stand_in() -> dict[str, Any]:
     unit_dir = base / "billing.service"
     unit_dir.mkdir()
     try:
+
         def service() -> None:
             (unit_dir / "cgroup.procs").write_text(str(os.getpid()))
             for key in (0x10000051, 0x10000052):
-                sysv.run_and_exit(lambda k=key: sysv.shmat(sysv.shmget(k)))
+                sysv.run_and_exit(functools.partial(attach_by_key, key))
             sysv.run_and_exit(lambda: sysv.semget(0x10000053))  # never operated on
 
         main = sysv.spawn(service)
@@ -236,13 +258,30 @@ def hidden_creator() -> dict[str, Any]:
 
     outsider = sysv.spawn(make)
     proc = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "ipcjanitor",
-         "--policy", POLICY, "clean", "--json"],
-        capture_output=True, text=True, check=False,
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            sys.executable,
+            "-m",
+            "ipcjanitor",
+            "--policy",
+            POLICY,
+            "clean",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     sysv.kill9(outsider)
-    return {"rc": proc.returncode, "clean": verdicts({"doc": json.loads(proc.stdout)}),
-            "left": ipcs_keys(), "stderr": proc.stderr}
+    return {
+        "rc": proc.returncode,
+        "clean": verdicts({"doc": json.loads(proc.stdout)}),
+        "left": ipcs_keys(),
+        "stderr": proc.stderr,
+    }
 
 
 @scenario

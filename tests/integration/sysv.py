@@ -20,7 +20,11 @@ GETNCNT, SETVAL = 14, 16
 
 
 class SemBuf(ctypes.Structure):
-    _fields_ = [("sem_num", ctypes.c_ushort), ("sem_op", ctypes.c_short), ("sem_flg", ctypes.c_short)]
+    _fields_ = [
+        ("sem_num", ctypes.c_ushort),
+        ("sem_op", ctypes.c_short),
+        ("sem_flg", ctypes.c_short),
+    ]
 
 
 def _check(rc: int, what: str) -> int:
@@ -31,7 +35,10 @@ def _check(rc: int, what: str) -> int:
 
 
 def shmget(key: int, size: int = 4096, mode: int = 0o600) -> int:
-    return _check(libc.shmget(ctypes.c_int32(key if key < 2**31 else key - 2**32), size, IPC_CREAT | mode), "shmget")
+    return _check(
+        libc.shmget(ctypes.c_int32(key if key < 2**31 else key - 2**32), size, IPC_CREAT | mode),
+        "shmget",
+    )
 
 
 def shmat(shmid: int) -> int:
@@ -42,7 +49,10 @@ def shmat(shmid: int) -> int:
 
 
 def semget(key: int, nsems: int = 1, mode: int = 0o600) -> int:
-    return _check(libc.semget(ctypes.c_int32(key if key < 2**31 else key - 2**32), nsems, IPC_CREAT | mode), "semget")
+    return _check(
+        libc.semget(ctypes.c_int32(key if key < 2**31 else key - 2**32), nsems, IPC_CREAT | mode),
+        "semget",
+    )
 
 
 def semop(semid: int, num: int, op: int, flags: int = 0) -> None:
@@ -55,7 +65,9 @@ def semctl(semid: int, num: int, cmd: int, val: int = 0) -> int:
 
 
 def msgget(key: int, mode: int = 0o600) -> int:
-    return _check(libc.msgget(ctypes.c_int32(key if key < 2**31 else key - 2**32), IPC_CREAT | mode), "msgget")
+    return _check(
+        libc.msgget(ctypes.c_int32(key if key < 2**31 else key - 2**32), IPC_CREAT | mode), "msgget"
+    )
 
 
 def msgsnd(msqid: int, text: bytes = b"hello") -> None:

@@ -1,0 +1,309 @@
+"""Policy parsing and validation: data-driven tables, ftok against C, property tests."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipcjanitor.errors import PolicyError, PolicyErrors
+from ipcjanitor.model import IpcKind, IpcObject
+from ipcjanitor.policy import (
+    EMBEDDED_DEFAULT,
+    Owner,
+    Policy,
+    format_duration,
+    ftok,
+    load_policy,
+    parse_duration,
+    parse_key_spec,
+    unit_matches,
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def load(path: Path) -> Policy:
+    return load_policy(str(path), strict_modes=False)
+
+
+def obj(key: int, kind: IpcKind = IpcKind.SHM, uid: int = 0, cuid: int | None = None) -> IpcObject:
+    return IpcObject(kind, 1, key, uid, 0, uid if cuid is None else cuid, 0, 0o600)
+
+
+GOOD = """
+min_age = "15m"
+[owners.billing]
+unit = "billing-worker.service"
+keys = ["0x61040000-0x6104ffff", "0x62000001", 1234]
+kinds = ["shm", "sem"]
+uid = 0
+min_age = "0s"
+keep_queued_messages = false
+
+[owners.legacy]
+keys = ["100-200"]
+"""
+
+
+def test_a_full_policy_resolves(tmp_path: Path) -> None:
+    p = load(write(tmp_path / "p.toml", GOOD))
+    billing, legacy = p.owner("billing"), p.owner("legacy")
+    assert billing and legacy
+    assert billing.key_ranges == ((0x61040000, 0x6104FFFF), (0x62000001, 0x62000001), (1234, 1234))
+    assert billing.kinds == {IpcKind.SHM, IpcKind.SEM}
+    assert billing.unit == "billing-worker.service" and billing.uid == 0
+    assert p.grace(billing) == 0 and p.grace(legacy) == 15 * 60
+    assert billing.keep_queued_messages is False and legacy.keep_queued_messages is True
+    assert p.owner_of(obj(0x6104E88B)) is billing
+    assert p.owner_of(obj(0x6104E88B, IpcKind.MSG)) is None  # kinds
+    assert p.owner_of(obj(0x6104E88B, uid=33)) is None  # uid AND cuid must match
+    assert p.owner_of(obj(0x6104E88B, cuid=33)) is None
+    assert p.owner_of(obj(150, IpcKind.MSG, uid=33)) is legacy
+    assert p.owner_of(obj(201)) is None and p.owner_of(obj(0)) is None
+    assert billing.source.endswith("p.toml:3")
+
+
+@pytest.mark.parametrize(
+    ("snippet", "line", "fragment"),
+    [
+        ("min_age = ", 1, "not valid TOML"),
+        ("[owners.a]\nkeys = ['0x10']\ncolour = 'red'\n", 3, "unknown field 'colour'"),
+        ("speed = 1\n", 1, "unknown field 'speed'"),
+        ("[owners.a]\nkeys = ['0xzz']\n", 2, "is not a key"),
+        ("[owners.a]\nkeys = ['0x20-0x10']\n", 2, "reversed"),
+        ("[owners.a]\nkeys = [0]\n", 2, "key 0 is IPC_PRIVATE"),
+        ("[owners.a]\nkeys = ['0-0x10']\n", 2, "key 0 is IPC_PRIVATE"),
+        ("[owners.a]\nkeys = ['0x100000000']\n", 2, "32 bits"),
+        ("[owners.a]\nkeys = [-5]\n", 2, "outside"),
+        ("[owners.a]\nkeys = ['1-2-3']\n", 2, "neither a key nor a range"),
+        ("[owners.a]\nkeys = '0x10'\n", 2, "must be a list"),
+        ("[owners.a]\nkeys = [true]\n", 2, "a key is a number"),
+        ("[owners.a]\nkeys = ['0x10']\nprivate = true\n", 3, "needs uid"),
+        ("[owners.a]\nkeys = ['0x10']\nkinds = ['shm', 'pipe']\n", 3, "kinds"),
+        ("[owners.a]\nkeys = ['0x10']\nkinds = []\n", 3, "kinds"),
+        ("[owners.a]\nkeys = ['0x10']\nmin_age = '10 parsecs'\n", 3, "not a duration"),
+        ("[owners.a]\nkeys = ['0x10']\nmin_age = -1\n", 3, "negative"),
+        ("[owners.a]\nkeys = ['0x10']\nuid = 'no-such-user-here'\n", 3, "no user named"),
+        ("[owners.a]\nkeys = ['0x10']\nunit = 'billing'\n", 3, 'did you mean "billing.service"'),
+        ("[owners.a]\nkeys = ['0x10']\nunit = 'a/b.service'\n", 3, "unit name"),
+        ("[owners.a]\nkeys = ['0x10']\nprivate = 'yes'\n", 3, "true or false"),
+        ("[owners.a]\nkeys = ['0x10']\nkeep_queued_messages = 1\n", 3, "true or false"),
+        ("[owners.a]\nunit = 'a.service'\n", 1, "claims nothing"),
+        (
+            "[owners.a]\nkeys = ['0x10']\nftok = [{ path = '/etc/hostname', proj = 'ab' }]\n",
+            3,
+            "proj",
+        ),
+        ("[owners.a]\nkeys = ['0x10']\nftok = [{ file = '/etc/hostname' }]\n", 3, "path ="),
+        ("[owners.a]\nkeys = ['0x10']\nftok = [{ path = 'rel/x', proj = 'a' }]\n", 3, "absolute"),
+        (
+            "[owners.a]\nkeys = ['0x10-0x20']\n[owners.b]\nkeys = ['0x20']\n",
+            3,
+            "both claim shm/sem/msg key 0x00000020",
+        ),
+        ("[owners.'a b']\nkeys = ['0x10']\n", 1, "owner names"),
+        ("owners = 3\n", 1, "owners must be tables"),
+    ],
+)
+def test_each_policy_error_names_file_line_and_problem(
+    tmp_path: Path, snippet: str, line: int, fragment: str
+) -> None:
+    path = write(tmp_path / "bad.toml", snippet)
+    with pytest.raises((PolicyErrors, PolicyError)) as info:
+        load(path)
+    text = str(info.value)
+    assert f"{path}:{line}:" in text, text
+    assert fragment in text, text
+
+
+def test_every_error_is_reported_together(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.toml", "[owners.a]\nkeys = ['0x20-0x10']\nunit = 'x'\n")
+    with pytest.raises(PolicyErrors) as info:
+        load(path)
+    assert len(info.value.errors) == 2
+
+
+def test_overlap_needs_a_shared_kind(tmp_path: Path) -> None:
+    text = "[owners.a]\nkeys = ['0x10-0x20']\nkinds = ['shm']\n[owners.b]\nkeys = ['0x15']\nkinds = ['sem']\n"
+    p = load(write(tmp_path / "p.toml", text))
+    assert p.owner_of(obj(0x15, IpcKind.SEM)) is p.owner("b")
+    assert p.owner_of(obj(0x15, IpcKind.SHM)) is p.owner("a")
+
+
+def test_two_private_owners_of_one_uid_overlap(tmp_path: Path) -> None:
+    text = "[owners.a]\nuid = 5\nprivate = true\n[owners.b]\nuid = 5\nprivate = true\n"
+    with pytest.raises(PolicyErrors, match="IPC_PRIVATE of uid 5"):
+        load(write(tmp_path / "p.toml", text))
+
+
+def test_private_claims_key_zero_of_that_uid(tmp_path: Path) -> None:
+    p = load(write(tmp_path / "p.toml", "[owners.a]\nuid = 5\nprivate = true\n"))
+    assert p.owner_of(obj(0, uid=5)) is p.owner("a")
+    assert p.owner_of(obj(0, uid=6)) is None
+    assert p.owner_of(obj(0, uid=5, cuid=0)) is None
+
+
+def test_ftok_matches_c_ftok(tmp_path: Path) -> None:
+    libc = ctypes.CDLL(None)
+    libc.ftok.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    libc.ftok.restype = ctypes.c_int32
+    files = [tmp_path / "artisan", Path("/etc/hostname"), Path("/"), Path("/usr/bin/env")]
+    files[0].write_text("<?php")
+    for f in files:
+        for proj in (1, ord("a"), ord("Z"), 255):
+            assert ftok(f, proj) == libc.ftok(str(f).encode(), proj) & 0xFFFFFFFF, (f, proj)
+
+
+def test_ftok_entries_in_policy_and_missing_paths_warn(tmp_path: Path) -> None:
+    app = write(tmp_path / "srv" / "artisan", "<?php")
+    text = f"""
+[owners.php]
+ftok = [{{ path = "{app}", proj = "a" }}, {{ path = "/nonexistent/x", proj = "b" }}]
+"""
+    p = load(write(tmp_path / "p.toml", text))
+    owner = p.owner("php")
+    assert owner and owner.key_ranges == ((ftok(app, ord("a")),) * 2,)
+    assert len(p.warnings) == 1 and "/nonexistent/x" in p.warnings[0] and "skipped" in p.warnings[0]
+
+
+def test_search_order_and_override_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vendor, etc_file, etc_d = tmp_path / "usr.d", tmp_path / "policy.toml", tmp_path / "etc.d"
+    write(
+        vendor / "10-app.toml", "[owners.app]\nkeys = ['0x10']\n[owners.other]\nkeys = ['0x99']\n"
+    )
+    write(etc_file, "min_age = '1h'\n[owners.app]\nkeys = ['0x20']\n")
+    write(etc_d / "50-app.toml", "[owners.app]\nkeys = ['0x30']\nmin_age = '5m'\n")
+    monkeypatch.setattr("ipcjanitor.policy.SEARCH_PATH", (vendor, etc_file, etc_d))
+    monkeypatch.delenv("IPCJANITOR_POLICY", raising=False)
+    p = load_policy(strict_modes=False)
+    app = p.owner("app")
+    assert app and app.key_ranges == ((0x30, 0x30),) and p.grace(app) == 300
+    other = p.owner("other")
+    assert other and p.grace(other) == 3600
+    assert len(p.sources) == 3
+
+
+def test_env_and_directory_replace_the_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "d" / "a.toml", "[owners.a]\nkeys = ['0x10']\n")
+    write(tmp_path / "d" / "b.toml", "[owners.b]\nkeys = ['0x11']\n")
+    write(tmp_path / "d" / "ignored.conf", "garbage")
+    monkeypatch.setenv("IPCJANITOR_POLICY", str(tmp_path / "d"))
+    p = load_policy(strict_modes=False)
+    assert [o.name for o in p.owners] == ["a", "b"]
+
+
+def test_no_policy_files_means_the_embedded_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("ipcjanitor.policy.SEARCH_PATH", (tmp_path / "none.d",))
+    monkeypatch.delenv("IPCJANITOR_POLICY", raising=False)
+    assert load_policy(strict_modes=False) is EMBEDDED_DEFAULT
+    assert EMBEDDED_DEFAULT.owner_of(obj(0x10)) is None
+
+
+def test_a_missing_explicit_policy_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="no such policy"):
+        load(tmp_path / "nope.toml")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root to chown")
+def test_strict_modes_refuse_what_others_can_write(tmp_path: Path) -> None:
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o755)
+    path = write(safe / "p.toml", "[owners.a]\nkeys = ['0x10']\n")
+    assert load_policy(str(path), strict_modes=True).owner("a")
+    path.chmod(0o666)
+    with pytest.raises(PolicyErrors, match="writable by group or others"):
+        load_policy(str(path), strict_modes=True)
+    path.chmod(0o644)
+    os.chown(path, 1000, 1000)
+    with pytest.raises(PolicyErrors, match="owned by uid 1000"):
+        load_policy(str(path), strict_modes=True)
+    os.chown(path, 0, 0)
+    safe.chmod(0o777)
+    with pytest.raises(PolicyErrors, match="writable by group or others"):
+        load_policy(str(safe), strict_modes=True)
+
+
+def test_binary_and_huge_files_are_policy_errors(tmp_path: Path) -> None:
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(PolicyErrors, match="not UTF-8"):
+        load(binary)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("0s", 0),
+        ("0", 0),
+        ("90s", 90),
+        ("10m", 600),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1w", 604800),
+        (45, 45),
+    ],
+)
+def test_durations(text: object, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "10", "5x", "1h 2", True, 1.5, "-3m"])
+def test_bad_durations(text: object) -> None:
+    if text == "10":
+        assert parse_duration(text) == 10
+        return
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@given(st.integers(min_value=0, max_value=10**7))
+def test_format_duration_round_trips_within_its_precision(seconds: int) -> None:
+    back = parse_duration(format_duration(seconds))
+    assert back <= seconds < back + 86400
+
+
+def test_unit_templates() -> None:
+    assert unit_matches("worker@.service", "worker@3.service")
+    assert unit_matches("worker@.service", "worker@a-b.service")
+    assert not unit_matches("worker@.service", "worker.service")
+    assert not unit_matches("worker@.service", "worker@3.socket")
+    assert unit_matches("a.service", "a.service") and not unit_matches("a.service", "b.service")
+
+
+keys32 = st.integers(min_value=1, max_value=0xFFFFFFFF)
+
+
+@given(keys32, keys32, st.booleans())
+def test_key_specs_round_trip(a: int, b: int, hexa: bool) -> None:
+    low, high = min(a, b), max(a, b)
+    fmt = (lambda k: f"0x{k:x}") if hexa else str
+    assert parse_key_spec(f"{fmt(low)}-{fmt(high)}") == (low, high)
+    assert parse_key_spec(fmt(low)) == (low, low)
+
+
+@given(st.lists(st.tuples(keys32, st.integers(min_value=0, max_value=1000)), max_size=12), keys32)
+def test_owner_of_agrees_with_brute_force(spans: list[tuple[int, int]], key: int) -> None:
+    owners: list[Owner] = []
+    taken: list[tuple[int, int]] = []
+    for i, (low, width) in enumerate(spans):
+        high = min(low + width, 0xFFFFFFFF)
+        if any(low <= h and lo <= high for lo, h in taken):
+            continue  # the loader rejects overlaps; build only valid policies
+        taken.append((low, high))
+        owners.append(Owner(name=f"o{i}", key_ranges=((low, high),)))
+    p = Policy(owners=tuple(owners))
+    expected = next((o for o in owners if o.key_ranges[0][0] <= key <= o.key_ranges[0][1]), None)
+    assert p.owner_of(obj(key)) is expected

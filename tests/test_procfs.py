@@ -1,0 +1,97 @@
+"""The /proc/sysvipc parser: captured tables, columns by header name, malformed input."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipcjanitor.errors import ProcfsFormatError
+from ipcjanitor.model import IpcKind
+from ipcjanitor.procfs import parse_table
+
+SHM = """       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
+ -74491771          0   644                  4096  1892  1900      1    33    33    33    33 1795337441 1795337442 1795337440                     0                     0
+         0      32769  1600                 65536    12     0      0  4242  4242  4242  4242          0          0 1795337000                     0                     0
+"""
+SEM = """       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime
+-764189753          0   600          3     0     0     0     0          0 1795337440
+"""
+MSG = """       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid      stime      rtime      ctime
+1627711627          7   660          40          2   501   502     0     0     0     0 1795337450 1795337451 1795337440
+"""
+
+
+def test_shm_table() -> None:
+    a, b = parse_table(IpcKind.SHM, SHM)
+    assert a.key == 0xFB8F5885 and a.id == 0 and a.mode == 0o644 and a.size == 4096
+    assert [(r.role, r.pid) for r in a.pids] == [("creator", 1892), ("last shmat/shmdt", 1900)]
+    assert a.nattch == 1 and (a.uid, a.cuid) == (33, 33)
+    assert a.ctime == 1795337440 and a.last_activity == 1795337442
+    assert b.key == 0 and b.id == 32769 and b.mode == 0o1600 and b.last_activity == 1795337000
+
+
+def test_sem_and_msg_tables() -> None:
+    (sem,) = parse_table(IpcKind.SEM, SEM)
+    assert sem.key == 0xD27363C7 and sem.nsems == 3 and sem.pids == () and sem.nattch is None
+    (msg,) = parse_table(IpcKind.MSG, MSG)
+    assert msg.key == 0x6104E88B and msg.qnum == 2 and msg.qbytes == 40
+    assert [r.pid for r in msg.pids] == [501, 502] and msg.last_activity == 1795337451
+
+
+def test_columns_are_found_by_name_not_position() -> None:
+    lines = MSG.splitlines()
+    header, row = lines[0].split(), lines[1].split()
+    order = list(reversed(range(len(header))))
+    text = " ".join(header[i] for i in order) + "\n" + " ".join(row[i] for i in order) + "\n"
+    assert parse_table(IpcKind.MSG, text) == parse_table(IpcKind.MSG, MSG)
+
+
+def test_extra_new_columns_are_ignored() -> None:
+    lines = SEM.splitlines()
+    text = lines[0] + "  future\n" + lines[1] + "  7\n"
+    assert parse_table(IpcKind.SEM, text) == parse_table(IpcKind.SEM, SEM)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("key semid perms\n1 2 3\n", "header lacks"),
+        (SEM + "12 3\n", "3: 2 fields"),
+        (SEM.replace(" 600 ", " 6x0 "), "not a number"),
+    ],
+)
+def test_malformed_tables_say_where(text: str, fragment: str) -> None:
+    with pytest.raises(ProcfsFormatError, match=fragment):
+        parse_table(IpcKind.SEM, text)
+
+
+def test_empty_table() -> None:
+    assert parse_table(IpcKind.SHM, "") == []
+    assert parse_table(IpcKind.SHM, SHM.splitlines()[0] + "\n") == []
+
+
+ints = st.integers(min_value=0, max_value=2**31 - 1)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(-(2**31), 2**31 - 1), ints, st.integers(0, 0o7777), ints, ints),
+        max_size=20,
+    )
+)
+def test_rendered_rows_parse_back(rows: list[tuple[int, int, int, int, int]]) -> None:
+    header = "key msqid perms cbytes qnum lspid lrpid uid gid cuid cgid stime rtime ctime"
+    lines = [header] + [f"{k} {i} {m:o} {c} {q} 1 2 3 4 5 6 7 8 9" for k, i, m, c, q in rows]
+    parsed = parse_table(IpcKind.MSG, "\n".join(lines))
+    assert [(o.key, o.id, o.mode, o.qbytes, o.qnum) for o in parsed] == [
+        (k & 0xFFFFFFFF, i, m, c, q) for k, i, m, c, q in rows
+    ]
+
+
+@given(st.text(max_size=300))
+def test_garbage_never_escapes_as_anything_but_a_format_error(text: str) -> None:
+    with contextlib.suppress(ProcfsFormatError):
+        parse_table(IpcKind.SHM, text)
