@@ -52,7 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("clean", help="remove the stale objects the policy owns")
     scoped(c)
     c.add_argument("--dry-run", action="store_true", help="print what scan prints; remove nothing")
-    c.add_argument("--metrics", metavar="FILE", help="write Prometheus textfile metrics")
     pol = sub.add_parser("policy", help="policy tools")
     pol_sub = pol.add_subparsers(dest="policy_command", metavar="check", parser_class=_Parser)
     chk = pol_sub.add_parser("check", help="validate and print the resolved owners")

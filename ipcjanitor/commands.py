@@ -72,7 +72,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
     policy = _policy(args)
     scope = _scope(args, policy)
     if args.dry_run:
-        return cmd_scan(args)
+        decisions, _ = survey(policy, scope)
+        _print(args, decisions)
+        return 0
     held = acquire()
     try:
         decisions, _ = survey(policy, scope)
