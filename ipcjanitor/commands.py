@@ -23,6 +23,14 @@ def dispatch(args: argparse.Namespace) -> int:
         return cmd_clean(args)
     if args.command == "policy":
         return cmd_policy_check(args)
+    if args.command == "hook":
+        from .hook import cmd_hook  # noqa: PLC0415
+
+        return cmd_hook(args)
+    if args.command == "install-hook":
+        from .hook import cmd_install_hook  # noqa: PLC0415
+
+        return cmd_install_hook(args)
     raise UsageError(f"unknown command {args.command!r}")
 
 

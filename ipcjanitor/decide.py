@@ -66,7 +66,7 @@ def _pid_views(obj: IpcObject, facts: HostFacts) -> tuple[list[_PidView], list[s
 
 
 def _fate(pid: int, roles: tuple[str, ...], obj: IpcObject, facts: HostFacts) -> _PidView:
-    note = facts.pid_notes.get(pid)
+    note = _note(pid, obj, facts)
     info = facts.processes.get(pid)
     if info is None:
         return _PidView(pid, roles, "unknown", "was not looked up")
@@ -86,6 +86,14 @@ def _fate(pid: int, roles: tuple[str, ...], obj: IpcObject, facts: HostFacts) ->
             "after the object's last activity)",
         )
     return _PidView(pid, roles, "alive", "is alive")
+
+
+def _note(pid: int, obj: IpcObject, facts: HostFacts) -> str | None:
+    """systemd's word on a pid, if it speaks of the process that acted on this object."""
+    start, note = facts.pid_notes.get(pid, (None, ""))
+    if not note or (start is not None and start - obj.last_activity > PID_REUSE_MARGIN):
+        return None
+    return note
 
 
 def _unowned_reason(obj: IpcObject, policy: Policy) -> str:

@@ -114,8 +114,8 @@ class HostFacts:
     units: Mapping[str, UnitState] = field(default_factory=dict)
     # None when a zero pid means "none recorded"; otherwise why it may be a hidden pid
     hidden_pids: str | None = None
-    # Extra words systemd gave about a unit's last run, by pid (the hook's ExecMainPID)
-    pid_notes: Mapping[Pid, str] = field(default_factory=dict)
+    # What systemd said about a pid (the hook's ExecMainPID): its start time, if known, and a note
+    pid_notes: Mapping[Pid, tuple[float | None, str]] = field(default_factory=dict)
 
 
 class Verdict(enum.Enum):

@@ -1,0 +1,164 @@
+"""`hook` (run by ExecStopPost= after every stop) and `install-hook` (writes that drop-in)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import report
+from .errors import NotPermittedError, PolicyError, PolicyErrors, UsageError
+from .janitor import Scope, survey
+from .journal import Journal
+from .lock import acquire
+from .model import HostFacts, Verdict
+from .policy import format_duration, load_policy
+from .remove import remove_stale
+from .systemd import StopInfo, daemon_reload, unit_run
+
+DROPIN_NAME = "ipcjanitor.conf"
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    unit: str = args.unit
+    journal = Journal(unit=unit)
+    try:
+        policy = load_policy(args.policy)
+    except (PolicyErrors, PolicyError) as exc:
+        journal.send(f"policy error, nothing was removed after {unit} stopped: {exc}", "err")
+        raise
+    owners = policy.owners_for_unit(unit)
+    if not owners:  # the quick path: no owner is bound to this unit, no D-Bus round trip
+        print(f"no policy owner is bound to {unit}: nothing to do")
+        return 0
+    stop = StopInfo.from_env()
+    run, no_bus = unit_run(unit)
+    notes = [f"{unit} stopped: {stop.describe()}"]
+    if run is not None:
+        how = stop.how()
+        notes.append(
+            f"systemd: main pid {run.main_pid}, {len(run.remaining)} process(es) in "
+            f"{run.control_group or 'its cgroup'}"
+        )
+
+        def add_main_pid(facts: HostFacts) -> HostFacts:
+            if not run.main_pid:
+                return facts
+            text = f"was {unit}'s main process" + (f", {how}" if how else ", now gone")
+            notes_by_pid = {**facts.pid_notes, run.main_pid: (run.main_start, text)}
+            return HostFacts(facts.processes, facts.units, facts.hidden_pids, notes_by_pid)
+
+        facts_hook = add_main_pid
+    else:
+        notes.append(f"deciding from the policy and /proc alone: {no_bus}")
+        facts_hook = None
+    held = acquire()
+    try:
+        scope = Scope(owners=frozenset(o.name for o in owners))
+        decisions, _ = survey(policy, scope, facts_hook=facts_hook)
+        done = []
+        for d in remove_stale(decisions):
+            if d.verdict in (Verdict.REMOVED, Verdict.FAILED, Verdict.CHANGED):
+                journal.decision(d)
+            done.append(d)
+    finally:
+        held.release()
+        journal.close()
+    if note := held.note():
+        notes.append(note)
+    if args.json:
+        print(report.document(done, {"unit": unit, "notes": notes}))
+    else:
+        if done and not args.quiet:
+            print(report.table(done))
+        for n in notes:
+            print(f"note: {n}")
+        print(report.summary_line(done))
+    return 1 if report.failed(done) else 0
+
+
+def hook_command(policy: str | None) -> str:
+    """The command line that runs this very ipcjanitor as a hook."""
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) == "ipcjanitor" and os.path.isabs(argv0):
+        exe = argv0
+    elif os.path.basename(argv0) == "ipcjanitor":
+        exe = os.path.abspath(argv0)
+    else:  # python -m ipcjanitor
+        exe = f"{sys.executable} -m ipcjanitor"
+    pol = f" --policy={os.path.abspath(policy)}" if policy else ""
+    return f"{exe}{pol} hook --unit=%n"
+
+
+def dropin_text(command: str) -> str:
+    return (
+        "# Written by `ipcjanitor install-hook`; remove with `ipcjanitor install-hook --remove`.\n"
+        "# After every stop of this service (SIGKILL included), remove the System V IPC objects\n"
+        "# its ipcjanitor policy owner left that are provably unused.\n"
+        "# '+': full privileges even with User=; '-': a janitor failure never fails the service.\n"
+        "[Service]\n"
+        f"ExecStopPost=-+{command}\n"
+    )
+
+
+def cmd_install_hook(args: argparse.Namespace) -> int:
+    unit: str = args.unit
+    if not unit.endswith(".service") or "/" in unit:
+        raise UsageError(f"{unit!r} is not a service: ExecStopPost= hooks go on .service units")
+    base = Path("/run/systemd/system" if args.runtime else "/etc/systemd/system")
+    path = base / f"{unit}.d" / DROPIN_NAME
+    if args.remove:
+        if not path.exists():
+            print(f"{path} does not exist: nothing to remove")
+            return 0
+        with _as_root(path):
+            path.unlink()
+        with_reload = _reload()
+        print(f"removed {path}{with_reload}")
+        return 0
+    policy_path = args.policy or os.environ.get("IPCJANITOR_POLICY") or None
+    policy = load_policy(policy_path)
+    owners = policy.owners_for_unit(unit)
+    if not owners:
+        raise PolicyError(
+            None, None, f"no policy owner is bound to {unit}: add unit = \"{unit}\" to the "
+            "owner's table (e.g. in /etc/ipcjanitor/policy.d/NAME.toml), check it with "
+            "`ipcjanitor policy check`, then run install-hook again",
+        )  # fmt: skip
+    for o in owners:
+        if policy.grace(o):
+            print(
+                f"warning: owner {o.name} has min_age {format_duration(policy.grace(o))}: the "
+                "hook keeps objects used that recently; set min_age = \"0s\" on the owner to "
+                "clean right after a kill", file=sys.stderr,
+            )  # fmt: skip
+    text = dropin_text(hook_command(policy_path))
+    if path.exists() and path.read_text() == text:
+        print(f"{path} is already installed: nothing changed")
+        return 0
+    with _as_root(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"wrote {path}{_reload()}")
+    return 0
+
+
+@contextmanager
+def _as_root(what: Path) -> Iterator[None]:
+    try:
+        yield
+    except PermissionError as exc:
+        raise NotPermittedError(f"{what}: {exc.strerror}; run install-hook as root") from None
+
+
+def _reload() -> str:
+    why = daemon_reload()
+    if why is None:
+        return "; systemd reloaded"
+    print(
+        f"warning: could not reload systemd: {why}; run `systemctl daemon-reload`", file=sys.stderr
+    )
+    return ""
