@@ -1,0 +1,248 @@
+"""End to end under a real systemd (PID 1 of private namespaces), real D-Bus, real journald."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from .container import ROOT, Container, available
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(available() is not None, reason=str(available())),
+]
+
+VENV_BIN = ROOT / ".venv" / "bin"
+
+LEAKY = """\
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+key = 0x61040000 | (os.getpid() & 0xFFFF)
+shm = libc.shmget(key, 4096, 0o1600)
+assert shm >= 0 and libc.shmat(shm, None, 0) not in (None, ctypes.c_void_p(-1).value)
+sem = libc.semget(key, 2, 0o1600)
+op = (ctypes.c_short * 3)(0, 1, 0)
+assert sem >= 0 and libc.semop(sem, op, 1) == 0
+print("ready", key, flush=True)
+while True:
+    time.sleep(60)
+"""
+
+POLICY = """\
+[owners.leaky]
+unit = "leaky.service"
+keys = ["0x61040000-0x6104ffff"]
+min_age = "0s"
+
+[owners.orphans]
+keys = ["0x70000000-0x7000ffff"]
+min_age = "0s"
+"""
+
+
+@pytest.fixture
+def box() -> Iterator[Container]:
+    c = Container()
+    try:
+        c.start()
+        c.run(f"ln -s {VENV_BIN / 'ipcjanitor'} /usr/bin/ipcjanitor")
+        c.write("/etc/ipcjanitor/policy.d/test.toml", POLICY)
+        c.write("/usr/local/bin/leaky", LEAKY, 0o755)
+        c.write(
+            "/etc/systemd/system/leaky.service",
+            "[Service]\nExecStart=/usr/bin/python3 /usr/local/bin/leaky\n",
+        )
+        for unit in ("ipcjanitor.service", "ipcjanitor.timer"):
+            c.write(f"/etc/systemd/system/{unit}", (ROOT / "units" / unit).read_text())
+        if str(ROOT).startswith(("/root", "/home", "/run/user")):  # ProtectHome= would hide it
+            c.write(
+                "/etc/systemd/system/ipcjanitor.service.d/test.conf",
+                "[Service]\nProtectHome=read-only\n",
+            )
+        c.run("systemctl daemon-reload")
+        yield c
+    finally:
+        c.stop()
+
+
+def journal(c: Container, *match: str) -> list[dict[str, object]]:
+    out = c.run(f"journalctl --no-pager -o json {' '.join(match)}").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def sysvipc_keys(c: Container, table: str) -> list[int]:
+    lines = c.run(f"cat /proc/sysvipc/{table}").stdout.splitlines()[1:]
+    return [int(line.split()[0]) & 0xFFFFFFFF for line in lines]
+
+
+def test_install_hook_writes_an_idempotent_drop_in(box: Container) -> None:
+    first = box.run("ipcjanitor install-hook leaky.service")
+    assert (
+        "wrote /etc/systemd/system/leaky.service.d/ipcjanitor.conf; systemd reloaded"
+        in first.stdout
+    )
+    text = box.run("cat /etc/systemd/system/leaky.service.d/ipcjanitor.conf").stdout
+    assert "ExecStopPost=-+/usr/bin/ipcjanitor hook --unit=%n\n" in text
+    assert (
+        "already installed: nothing changed"
+        in box.run("ipcjanitor install-hook leaky.service").stdout
+    )
+    # systemd took the drop-in: ExecStopPost is now part of the unit
+    shown = box.run("systemctl show -p ExecStopPost leaky.service").stdout
+    assert "/usr/bin/ipcjanitor" in shown and "hook" in shown
+    refused = box.run("ipcjanitor install-hook nobody.service", check=False)
+    assert refused.returncode == 78 and 'add unit = "nobody.service"' in refused.stderr
+    box.run("ipcjanitor install-hook --runtime leaky.service")
+    assert (
+        box.run(
+            "test -f /run/systemd/system/leaky.service.d/ipcjanitor.conf", check=False
+        ).returncode
+        == 0
+    )
+    removed = box.run("ipcjanitor install-hook --remove leaky.service").stdout
+    assert removed.startswith("removed /etc/systemd/system/leaky.service.d/ipcjanitor.conf")
+
+
+def test_hook_removes_what_a_sigkilled_service_left(box: Container) -> None:
+    box.run("ipcjanitor install-hook leaky.service")
+    box.run("systemctl start leaky.service")
+    box.wait_until("grep -q . /proc/sysvipc/shm && test $(wc -l < /proc/sysvipc/sem) -ge 2")
+    main_pid = int(box.run("systemctl show -p MainPID --value leaky.service").stdout)
+    key = 0x61040000 | (main_pid & 0xFFFF)
+    assert sysvipc_keys(box, "shm") == [key] and sysvipc_keys(box, "sem") == [key]
+    box.run("systemctl kill -s KILL leaky.service")
+    box.wait_until("test $(systemctl show -p ActiveState --value leaky.service) = failed")
+    assert sysvipc_keys(box, "shm") == [] and sysvipc_keys(box, "sem") == []
+    assert box.run("systemctl show -p Result --value leaky.service").stdout.strip() == "signal"
+    records = journal(box, "IPCJANITOR_UNIT=leaky.service")
+    assert sorted(str(r["IPCJANITOR_KIND"]) for r in records) == ["sem", "shm"]
+    for r in records:
+        assert r["IPCJANITOR_VERDICT"] == "removed"
+        assert r["IPCJANITOR_KEY"] == f"0x{key:08x}"
+        assert r["IPCJANITOR_OWNER"] == "leaky"
+        assert r["MESSAGE_ID"] == "3b1f8f6a4d2c4e7f9a0b5c6d7e8f9012"
+        assert f"pid {main_pid} was leaky.service's main process, killed by SIGKILL" in str(
+            r["IPCJANITOR_REASON"]
+        )
+        assert str(main_pid) in str(r["IPCJANITOR_PIDS"])
+
+
+def test_a_clean_stop_with_a_broken_policy_stays_clean_and_logs_loudly(box: Container) -> None:
+    box.run("ipcjanitor install-hook leaky.service")
+    box.run("systemctl start leaky.service")
+    box.wait_until("grep -q . /proc/sysvipc/shm")
+    box.write("/etc/ipcjanitor/policy.d/zz-broken.toml", "[owners.x]\nkeys = ['0x20-0x10']\n")
+    box.run("systemctl stop leaky.service")
+    assert (
+        box.run("systemctl show -p ActiveState --value leaky.service").stdout.strip() == "inactive"
+    )
+    errors = journal(box, "-u", "leaky.service", "-p", "err")
+    assert any("policy error, nothing was removed" in str(r["MESSAGE"]) for r in errors)
+    assert len(sysvipc_keys(box, "shm")) == 1  # a policy error removes nothing
+
+
+def test_hook_without_a_bus_still_cleans_from_the_policy(box: Container) -> None:
+    box.run("systemctl start leaky.service")
+    box.wait_until("grep -q . /proc/sysvipc/shm")
+    box.run("systemctl kill -s KILL leaky.service")
+    box.wait_until("test $(systemctl show -p ActiveState --value leaky.service) = failed")
+    out = box.run(
+        "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent ipcjanitor hook --unit leaky.service --json"
+    ).stdout
+    doc = json.loads(out)
+    assert [o["verdict"] for o in doc["objects"]] == ["removed", "removed"]
+    assert any("from the policy and /proc alone" in n for n in doc["summary"]["notes"])
+
+
+def test_the_oneshot_service_cleans_a_stale_owner_without_unit(box: Container) -> None:
+    box.run(
+        "python3 -c 'import ctypes, os; libc = ctypes.CDLL(None); libc.shmat.restype = ctypes.c_void_p;"
+        " libc.shmat(libc.shmget(0x70000001, 4096, 0o1600), None, 0); os.kill(os.getpid(), 9)'",
+        check=False,
+    )
+    assert sysvipc_keys(box, "shm") == [0x70000001]
+    box.run("systemctl start ipcjanitor.service")
+    assert sysvipc_keys(box, "shm") == []
+    assert (
+        box.run("systemctl show -p Result --value ipcjanitor.service").stdout.strip() == "success"
+    )
+    (record,) = journal(box, "_SYSTEMD_UNIT=ipcjanitor.service", "IPCJANITOR_VERDICT=removed")
+    assert record["IPCJANITOR_OWNER"] == "orphans" and record["IPCJANITOR_KEY"] == "0x70000001"
+
+
+def test_the_timer_is_enabled_and_the_units_verify(box: Container) -> None:
+    box.run("systemctl enable --now ipcjanitor.timer")
+    assert "ipcjanitor.timer" in box.run("systemctl list-timers --all --no-legend").stdout
+    assert box.run("systemctl is-enabled ipcjanitor.timer").stdout.strip() == "enabled"
+    verify = box.run(
+        "systemd-analyze verify --man=no /etc/systemd/system/ipcjanitor.service "
+        "/etc/systemd/system/ipcjanitor.timer 2>&1"
+    )
+    assert verify.stdout.strip() == ""
+
+
+PHP_WORKER = """<?php
+// The first incident: a worker with per-process keys, never cleaning up on SIGKILL.
+$key = 0x61050000 | (getmypid() & 0xffff);
+$shm = shm_attach($key, 1024, 0600);
+if ($shm === false) { fwrite(STDERR, "worker: shm_attach failed\\n"); exit(3); }
+$sem = sem_get($key, 1, 0600);
+sem_acquire($sem);
+shm_put_var($shm, 1, "hello from " . getmypid());
+sem_release($sem);
+file_put_contents("/run/php-worker.ok", getmypid() . "\\n", FILE_APPEND);
+while (true) { sleep(60); }
+"""
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="needs php-cli (apt-get install php-cli)")
+def test_php_incident_table_fills_without_hook_and_never_with_it(box: Container) -> None:
+    box.write("/srv/php/worker.php", PHP_WORKER)
+    box.write(
+        "/etc/systemd/system/php-worker.service",
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/usr/bin/php /srv/php/worker.php\n",
+    )
+    box.write(
+        "/etc/ipcjanitor/policy.d/php.toml",
+        '[owners.php]\nunit = "php-worker.service"\nkeys = ["0x61050000-0x6105ffff"]\nmin_age = "0s"\n',
+    )
+    box.run("systemctl daemon-reload && sysctl -q -w kernel.shmmni=6")
+
+    def one_life() -> bool:
+        """Start the worker, let it attach, SIGKILL it. False when it could not start."""
+        before = box.run("cat /run/php-worker.ok 2>/dev/null | wc -l").stdout.strip()
+        box.run("systemctl start php-worker.service", check=False)  # fails once the table is full
+        box.wait_until(
+            f"test $(cat /run/php-worker.ok 2>/dev/null | wc -l) -gt {before} || "
+            "test $(systemctl show -p ActiveState --value php-worker.service) = failed"
+        )
+        ok = (
+            box.run("systemctl show -p ActiveState --value php-worker.service").stdout.strip()
+            == "active"
+        )
+        if ok:
+            box.run("systemctl kill -s KILL php-worker.service")
+        box.wait_until("test $(systemctl show -p ActiveState --value php-worker.service) = failed")
+        return ok
+
+    lives = [one_life() for _ in range(8)]
+    worked = lives.index(False)  # every SIGKILL leaked a segment until the table (6) was full
+    assert worked >= 3 and lives[worked:] == [False] * (8 - worked), lives
+    # the worker's own words, from its stdout stream in the journal
+    box.wait_until(
+        "journalctl --no-pager | grep 'shm_attach(): Failed for key 0x6105' | grep -q 'No space left on device'"
+    )
+    leaked = [k for k in sysvipc_keys(box, "shm") if k >> 16 == 0x6105]
+    assert len(leaked) == worked == 6
+
+    box.run("ipcjanitor clean")  # what the timer would do: the unit is stopped, all are stale
+    assert sysvipc_keys(box, "shm") == [] and sysvipc_keys(box, "sem") == []
+    box.run("ipcjanitor install-hook php-worker.service")
+    assert all(one_life() for _ in range(10))
+    assert sysvipc_keys(box, "shm") == [] and sysvipc_keys(box, "sem") == []
+    removed = journal(box, "IPCJANITOR_UNIT=php-worker.service", "IPCJANITOR_VERDICT=removed")
+    assert len(removed) == 20  # a segment and a semaphore set after each of the 10 kills
