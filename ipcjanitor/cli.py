@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ih.add_argument("unit", metavar="UNIT", help='a service, or a template like "worker@.service"')
     ih.add_argument("--runtime", action="store_true", help="under /run (gone at reboot)")
     ih.add_argument("--remove", action="store_true", help="remove the drop-in instead")
+    doc = sub.add_parser("doctor", help="IPC table use vs limits; processes stuck on pipes")
+    doc.add_argument("--json", action="store_true", help="print one JSON document")
     pol = sub.add_parser("policy", help="policy tools")
     pol_sub = pol.add_subparsers(dest="policy_command", metavar="check", parser_class=_Parser)
     chk = pol_sub.add_parser("check", help="validate and print the resolved owners")

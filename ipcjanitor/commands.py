@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 from . import report
-from .errors import UsageError
+from .errors import PolicyError, PolicyErrors, UsageError
 from .janitor import Scope, survey
 from .journal import Journal
 from .lock import acquire
 from .model import Decision, IpcKind, Verdict
 from .policy import Policy, describe, load_policy
+from .procfs import read_objects
 from .remove import remove_stale
 
 
@@ -23,6 +25,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return cmd_clean(args)
     if args.command == "policy":
         return cmd_policy_check(args)
+    if args.command == "doctor":
+        return cmd_doctor(args)
     if args.command == "hook":
         from .hook import cmd_hook  # noqa: PLC0415
 
@@ -110,3 +114,27 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         print(line)
     print("policy OK")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor  # noqa: PLC0415
+
+    objects = read_objects()
+    notes: list[str] = []
+    stale: dict[IpcKind, int] | None = None
+    hooks: list[dict[str, str]] = []
+    try:
+        policy = load_policy(args.policy)
+        decisions, _ = survey(policy)
+        stale = dict(Counter(d.obj.kind for d in decisions if d.verdict is Verdict.STALE))
+        hooks = doctor.missing_hooks(policy)
+    except (PolicyErrors, PolicyError) as exc:
+        notes.append(f"policy error, stale counts unknown: {exc}")
+    result = doctor.Report(
+        doctor.limit_rows(objects, doctor.read_limits(), stale),
+        doctor.find_stuck_pipes(),
+        hooks,
+        notes,
+    )
+    print(result.json() if args.json else result.text())
+    return 0 if result.healthy else 1

@@ -1,0 +1,294 @@
+"""`doctor`: the early warnings of both incidents.
+
+1. An IPC table close to full: the next shmget()/shm_attach() is close to ENOSPC.
+2. A process blocked writing to a pipe that no other process can ever drain (the supervisord
+   leak: it holds both ends of its own stdout pipe).
+3. Owners bound to a unit with no ipcjanitor hook installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .model import IpcKind, IpcObject
+from .policy import Policy
+from .processes import unit_of_pid
+
+THRESHOLD = 0.90
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# write(2) and writev(2) by machine (asm/unistd.h); wchan is the first witness, this the second
+_WRITE_SYSCALLS = {"x86_64": (1, 20), "aarch64": (64, 66), "ppc64le": (4, 146), "s390x": (4, 146)}
+UNIT_DIRS = (
+    Path("/etc/systemd/system"),
+    Path("/run/systemd/system"),
+    Path("/usr/lib/systemd/system"),
+    Path("/lib/systemd/system"),
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    shmmni: int
+    shmall: int  # pages
+    semmni: int
+    semmns: int
+    msgmni: int
+
+
+@dataclass(frozen=True)
+class LimitRow:
+    kind: str
+    measure: str  # "objects", "pages", "semaphores"
+    limit: str  # the sysctl that bounds it
+    used: int
+    max: int
+    stale: int | None  # of the objects counted, how many `clean` would free now
+    problem: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "problem", self.max > 0 and self.used >= THRESHOLD * self.max)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.used / self.max if self.max else 0.0
+
+
+def read_limits(procfs: Path = Path("/proc")) -> Limits:
+    k = procfs / "sys" / "kernel"
+    sem = (k / "sem").read_text().split()  # SEMMSL SEMMNS SEMOPM SEMMNI
+    return Limits(
+        shmmni=int((k / "shmmni").read_text()),
+        shmall=int((k / "shmall").read_text()),
+        semmni=int(sem[3]),
+        semmns=int(sem[1]),
+        msgmni=int((k / "msgmni").read_text()),
+    )
+
+
+def limit_rows(
+    objects: Sequence[IpcObject], limits: Limits, stale: dict[IpcKind, int] | None
+) -> list[LimitRow]:
+    """PURE: each table's use against its limits."""
+    by_kind = Counter(o.kind for o in objects)
+    pages = sum(-(-o.size // PAGE_SIZE) for o in objects if o.kind is IpcKind.SHM)
+    sems = sum(o.nsems for o in objects if o.kind is IpcKind.SEM)
+
+    def st(kind: IpcKind) -> int | None:
+        return None if stale is None else stale.get(kind, 0)
+
+    shm, sem, msg = IpcKind.SHM, IpcKind.SEM, IpcKind.MSG
+    return [
+        LimitRow("shm", "objects", "kernel.shmmni", by_kind[shm], limits.shmmni, st(shm)),
+        LimitRow("shm", "pages", "kernel.shmall", pages, limits.shmall, st(shm)),
+        LimitRow("sem", "objects", "kernel.sem semmni", by_kind[sem], limits.semmni, st(sem)),
+        LimitRow("sem", "semaphores", "kernel.sem semmns", sems, limits.semmns, st(sem)),
+        LimitRow("msg", "objects", "kernel.msgmni", by_kind[msg], limits.msgmni, st(msg)),
+    ]
+
+
+@dataclass(frozen=True)
+class StuckPipe:
+    pid: int
+    command: str
+    fds: list[int]  # this process's fds on the pipe: the one it is blocked on first
+    read_fds: list[int]  # of those, the read ends it holds itself
+    inode: int
+    unit: str | None
+    orphaned: bool
+    holds_read_end: bool  # the supervisord leak: only it could drain its own pipe
+    wchan: str
+
+
+def _pipe_ends(procfs: Path) -> dict[int, list[tuple[int, int, bool]]]:
+    """pipe inode -> [(pid, fd, is_read_end)] over every process we can read."""
+    ends: dict[int, list[tuple[int, int, bool]]] = {}
+    for entry in os.scandir(procfs):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            fds = os.listdir(f"{entry.path}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{entry.path}/fd/{fd}")
+                if not target.startswith("pipe:["):
+                    continue
+                flags = _fd_flags(Path(entry.path, "fdinfo", fd).read_text())
+            except OSError:
+                continue
+            readable = flags & 0o3 in (os.O_RDONLY, os.O_RDWR)
+            ends.setdefault(int(target[6:-1]), []).append((pid, int(fd), readable))
+    return ends
+
+
+def _fd_flags(fdinfo: str) -> int:
+    for line in fdinfo.splitlines():
+        if line.startswith("flags:"):
+            return int(line.split()[1], 8)
+    return 0
+
+
+def _blocked_write_fd(pid: int, procfs: Path) -> tuple[int, str] | None:
+    """(fd, wchan) when the process sleeps in a pipe write, else None."""
+    try:
+        wchan = (procfs / str(pid) / "wchan").read_text().strip()
+        syscall = (procfs / str(pid) / "syscall").read_text().split()
+    except OSError:
+        return None
+    if "pipe_write" not in wchan and "pipe_wait" not in wchan:
+        return None
+    writes = _WRITE_SYSCALLS.get(platform.machine(), ())
+    if not syscall or not syscall[0].isdigit() or int(syscall[0]) not in writes:
+        return None
+    return int(syscall[1], 16), wchan
+
+
+def _is_orphan(pid: int, procfs: Path) -> bool:
+    """Parent is init, or a subreaper such as a systemd user manager."""
+    try:
+        stat = (procfs / str(pid) / "stat").read_text()
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid <= 1:
+            return True
+        parent = (procfs / str(ppid) / "comm").read_text().strip()
+    except (OSError, ValueError, IndexError):
+        return False
+    return parent == "systemd"
+
+
+def find_stuck_pipes(procfs: Path = Path("/proc")) -> list[StuckPipe]:
+    """Processes blocked writing to a pipe whose read end no other process holds."""
+    blocked: dict[int, tuple[int, str]] = {}
+    for entry in os.scandir(procfs):
+        if entry.name.isdigit() and (hit := _blocked_write_fd(int(entry.name), procfs)):
+            blocked[int(entry.name)] = hit
+    if not blocked:
+        return []
+    ends = _pipe_ends(procfs)
+    found = []
+    for pid, (fd, wchan) in sorted(blocked.items()):
+        try:
+            target = os.readlink(procfs / str(pid) / "fd" / str(fd))
+        except OSError:
+            continue
+        if not target.startswith("pipe:["):
+            continue
+        inode = int(target[6:-1])
+        holders = ends.get(inode, [])
+        if any(p != pid and readable for p, _, readable in holders):
+            continue  # someone else can drain it: healthy, if slow
+        own = [(f, readable) for p, f, readable in holders if p == pid]
+        try:
+            command = (procfs / str(pid) / "comm").read_text().strip()
+        except OSError:
+            command = "?"
+        found.append(
+            StuckPipe(
+                pid=pid, command=command,
+                fds=[fd, *sorted(f for f, _ in own if f != fd)],
+                read_fds=sorted(f for f, readable in own if readable),
+                inode=inode, unit=unit_of_pid(pid, procfs), orphaned=_is_orphan(pid, procfs),
+                holds_read_end=any(readable for _, readable in own), wchan=wchan,
+            )
+        )  # fmt: skip
+    return found
+
+
+def hook_installed(unit: str, dirs: Iterable[Path] = UNIT_DIRS) -> bool:
+    for d in dirs:
+        dropins = d / f"{unit}.d"
+        if not dropins.is_dir():
+            continue
+        for conf in dropins.glob("*.conf"):
+            try:
+                text = conf.read_text()
+            except OSError:
+                continue
+            if "ipcjanitor" in text and " hook" in text and "ExecStopPost=" in text:
+                return True
+    return False
+
+
+def missing_hooks(policy: Policy, dirs: Iterable[Path] = UNIT_DIRS) -> list[dict[str, str]]:
+    dirs = list(dirs)
+    return [
+        {"owner": o.name, "unit": o.unit, "fix": f"ipcjanitor install-hook {o.unit}"}
+        for o in policy.owners
+        if o.unit and o.unit.endswith(".service") and not hook_installed(o.unit, dirs)
+    ]
+
+
+@dataclass(frozen=True)
+class Report:
+    limits: list[LimitRow]
+    stuck_pipes: list[StuckPipe]
+    hooks_missing: list[dict[str, str]]
+    notes: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return not any(r.problem for r in self.limits) and not self.stuck_pipes
+
+    def json(self) -> str:
+        limits = [asdict(r) | {"percent": round(r.percent, 1)} for r in self.limits]
+        doc = {
+            "limits": limits,
+            "stuck_pipes": [asdict(s) for s in self.stuck_pipes],
+            "hooks_missing": self.hooks_missing,
+            "notes": self.notes,
+            "healthy": self.healthy,
+        }
+        return json.dumps(doc, indent=2)
+
+    def text(self) -> str:
+        rows = [("KIND", "MEASURE", "USED", "MAX", "USE%", "STALE", "LIMIT")]
+        for r in self.limits:
+            stale = "-" if r.stale is None else str(r.stale)
+            flag = "  <- PROBLEM: close to No space left on device" if r.problem else ""
+            rows.append(
+                (
+                    r.kind,
+                    r.measure,
+                    str(r.used),
+                    str(r.max),
+                    f"{r.percent:.1f}%",
+                    stale,
+                    r.limit + flag,
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(6)]
+
+        def cell(i: int, text: str) -> str:
+            return text.rjust(widths[i]) if 2 <= i <= 5 else text.ljust(widths[i])
+
+        lines = ["  ".join(cell(i, row[i]) for i in range(6)) + "  " + row[6] for row in rows]
+        lines.append("")
+        if not self.stuck_pipes:
+            lines.append("stuck pipes: none")
+        for s in self.stuck_pipes:
+            fds = ",".join(map(str, s.fds))
+            who = (
+                f"holds the read end itself (fd {','.join(map(str, s.read_fds))})"
+                if s.holds_read_end
+                else "no process holds the read end"
+            )
+            orphan = ", ORPHANED" if s.orphaned else ""
+            lines.append(
+                f"STUCK PIPE: pid {s.pid} ({s.command}) blocked writing fd {fds} pipe:[{s.inode}], "
+                f"unit {s.unit or '-'}{orphan}; {who}"
+            )
+        for h in self.hooks_missing:
+            lines.append(
+                f"hint: owner {h['owner']}: {h['unit']} has no ipcjanitor hook: {h['fix']}"
+            )
+        lines.extend(f"note: {n}" for n in self.notes)
+        lines.append("healthy" if self.healthy else "PROBLEMS FOUND")
+        return "\n".join(lines)
