@@ -58,10 +58,11 @@ def box() -> Iterator[Container]:
         )
         for unit in ("ipcjanitor.service", "ipcjanitor.timer"):
             c.write(f"/etc/systemd/system/{unit}", (ROOT / "units" / unit).read_text())
-        if str(ROOT).startswith(("/root", "/home", "/run/user")):  # ProtectHome= would hide it
+        if str(ROOT).startswith(("/root/", "/home/", "/tmp/", "/var/tmp/")):
+            # a checkout (not an install under /usr) that ProtectHome=/PrivateTmp= would hide
             c.write(
-                "/etc/systemd/system/ipcjanitor.service.d/test.conf",
-                "[Service]\nProtectHome=read-only\n",
+                "/etc/systemd/system/ipcjanitor.service.d/checkout.conf",
+                "[Service]\nProtectHome=read-only\nPrivateTmp=no\n",
             )
         c.run("systemctl daemon-reload")
         yield c
