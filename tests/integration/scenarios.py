@@ -296,6 +296,67 @@ def bad_policy() -> dict[str, Any]:
     return {"rc": run["rc"], "stderr": run["stderr"], "left": ipcs_keys()}
 
 
+@scenario
+def table_nearly_full() -> dict[str, Any]:
+    """kernel.shmmni lowered to 25 and 24 segments leaked by a SIGKILLed worker: 96 %."""
+    Path("/proc/sys/kernel/shmmni").write_text("25")
+
+    def make() -> None:
+        for i in range(24):
+            sysv.shmat(sysv.shmget(0x10000100 + i))
+
+    sysv.kill9(sysv.spawn(make))
+    full = janitor("doctor", "--json")
+    janitor("clean")
+    after = janitor("doctor", "--json")
+    return {
+        "full_rc": full["rc"],
+        "full": full["doc"],
+        "after_rc": after["rc"],
+        "after": after["doc"],
+    }
+
+
+def _stuck_writer() -> None:
+    """The supervisord leak: stdout is a pipe whose read end only this process holds."""
+    r, w = os.pipe()
+    os.dup2(w, 1)
+    os.close(w)
+    chunk = b"x" * 4096
+    while True:
+        os.write(1, chunk)  # blocks for good once the pipe buffer is full
+    os.close(r)  # never reached: r stays open, held by nobody else
+
+
+@scenario
+def stuck_pipes() -> dict[str, Any]:
+    """An orphaned writer stuck on its own pipe; two busy but healthy pipelines."""
+    middle = os.fork()
+    if middle == 0:  # double fork: the writer's parent exits, so it is orphaned
+        if os.fork() == 0:
+            _stuck_writer()
+        os._exit(0)
+    os.waitpid(middle, 0)
+    healthy = [
+        subprocess.Popen(["sh", "-c", "yes | head -c 100000000 > /dev/null"]),
+        subprocess.Popen(["sh", "-c", "yes | sleep 60"]),  # writer blocked, reader alive: fine
+    ]
+    time.sleep(1.0)
+    blocked = [
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit() and "pipe_write" in Path(f"/proc/{p}/wchan").read_text()
+    ]
+    run = janitor("doctor", "--json")
+    for p in healthy:
+        p.kill()
+        p.wait()
+    stuck = run["doc"]["stuck_pipes"]
+    for s in stuck:
+        os.kill(s["pid"], 9)
+    return {"rc": run["rc"], "stuck": stuck, "blocked_writers": len(blocked)}
+
+
 if __name__ == "__main__":
     POLICY = sys.argv[2]
     result = SCENARIOS[sys.argv[1]]()
