@@ -25,8 +25,8 @@ setup-test: setup
 	sh packaging/apt-install.sh $(APT_TEST)
 
 lint: setup
-	$(VENV)/bin/ruff check ipcjanitor tests
-	$(VENV)/bin/ruff format --check ipcjanitor tests
+	$(VENV)/bin/ruff check ipcjanitor tests bench
+	$(VENV)/bin/ruff format --check ipcjanitor tests bench
 	$(VENV)/bin/mypy
 
 # Unit and property tests only: seconds, no root needed.

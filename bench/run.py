@@ -1,0 +1,184 @@
+"""Benchmarks: ipcjanitor clean against `ipcrm --all` and the `ipcs | awk | xargs ipcrm` recipe.
+
+Run by `make bench`. Re-executes itself inside `unshare --ipc --pid --fork --mount-proc`, so it
+never touches the host's IPC namespace. Prints times (best of several) and ratios.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+libc = ctypes.CDLL(None, use_errno=True)
+IPC_CREAT = 0o1000
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+POLICY = 'min_age = "0s"\n[owners.bench]\nkeys = ["0x10000000-0x1fffffff"]\n'
+
+
+class SemBuf(ctypes.Structure):
+    _fields_ = [("num", ctypes.c_ushort), ("op", ctypes.c_short), ("flg", ctypes.c_short)]
+
+
+def make_objects(n_shm: int, n_sem: int, base: int = 0x10000000) -> None:
+    """In this process: n_shm segments and n_sem one-semaphore sets, each operated on once."""
+    op = SemBuf(0, 1, 0)
+    for i in range(n_shm):
+        if libc.shmget(base + i, 1, IPC_CREAT | 0o600) < 0:
+            raise OSError(ctypes.get_errno(), f"shmget #{i}")
+    for i in range(n_sem):
+        sem = libc.semget(base + 0x1000000 + i, 1, IPC_CREAT | 0o600)
+        if sem < 0 or libc.semop(sem, ctypes.byref(op), 1) < 0:
+            raise OSError(ctypes.get_errno(), f"semget/semop #{i}")
+
+
+def in_dead_child(fn, *args) -> int:  # type: ignore[no-untyped-def]
+    """Run fn in a child, then SIGKILL it: its objects outlive it. Returns its pid."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fn(*args)
+            os.write(w, b"k")
+            signal.pause()
+        finally:
+            os._exit(1)
+    os.close(w)
+    assert os.read(r, 1) == b"k"
+    os.close(r)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def populate(n_shm: int, n_sem: int, creators: int = 1) -> None:
+    per = max(1, (n_shm + n_sem) // creators)
+    done_shm = done_sem = 0
+    for c in range(creators):
+        s = min(n_shm - done_shm, per if c < creators - 1 else n_shm - done_shm)
+        m = min(n_sem - done_sem, max(0, per - s) if c < creators - 1 else n_sem - done_sem)
+        base = 0x10000000 + done_shm
+
+        def both(s: int = s, m: int = m, base: int = base, sem_off: int = done_sem) -> None:
+            op = SemBuf(0, 1, 0)
+            for i in range(s):
+                assert libc.shmget(base + i, 1, IPC_CREAT | 0o600) >= 0
+            for i in range(m):
+                sem = libc.semget(0x11000000 + sem_off + i, 1, IPC_CREAT | 0o600)
+                assert sem >= 0 and libc.semop(sem, ctypes.byref(op), 1) == 0
+
+        in_dead_child(both)
+        done_shm += s
+        done_sem += m
+
+
+def count() -> int:
+    return sum(
+        len(Path(f"/proc/sysvipc/{t}").read_text().splitlines()) - 1 for t in ("shm", "sem", "msg")
+    )
+
+
+def timed(cmd: list[str] | str, shell: bool = False) -> float:
+    t = time.perf_counter()
+    subprocess.run(
+        cmd, shell=shell, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return time.perf_counter() - t
+
+
+def best(setup, cmd, shell: bool = False) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(REPEATS):
+        setup()
+        times.append(timed(cmd, shell))
+        assert count() == 0, f"{cmd} left {count()} objects"
+    return min(times)
+
+
+def janitor_cmd(policy: Path) -> list[str]:
+    return [PY, "-m", "ipcjanitor", "--policy", str(policy), "-q", "clean"]
+
+
+def main_inside() -> None:
+    Path("/proc/sys/kernel/shmmni").write_text("32768")
+    Path("/proc/sys/kernel/sem").write_text("250 1024000000 500 32768")
+    tmp = Path(tempfile.mkdtemp())
+    policy = tmp / "policy.toml"
+    policy.write_text(POLICY)
+    os.environ["IPCJANITOR_LOCK_DIR"] = str(tmp)
+    print(f"machine: {os.cpu_count()} cpus, {os.uname().release}, python {sys.version.split()[0]}")
+    print(
+        f"best of {REPEATS}; every ipcjanitor run makes every check (proof of death, re-read by id)\n"
+    )
+
+    n = int(os.environ.get("BENCH_OBJECTS", "64000"))
+    half = n // 2
+    jan = best(lambda: populate(half, half), janitor_cmd(policy))
+    floor = best(lambda: populate(half, half), ["sh", "-c", "ipcrm --all=shm; ipcrm --all=sem"])
+    small = 2000
+    recipe = best(
+        lambda: populate(small // 2, small // 2),
+        "ipcs -m | awk '/^0x/ {print $2}' | xargs -n1 ipcrm -m; "
+        "ipcs -s | awk '/^0x/ {print $2}' | xargs -n1 ipcrm -s",
+        shell=True,
+    )
+    print(f"{n} objects ({half} shm + {half} sem sets, one dead creator):")
+    print(f"  ipcjanitor clean           {jan:8.3f} s   {jan / n * 1e6:7.2f} us/object")
+    print(f"  ipcrm --all=shm; --all=sem {floor:8.3f} s   {floor / n * 1e6:7.2f} us/object")
+    print(
+        f"  ipcs | awk | xargs ipcrm   {recipe / small * n:8.3f} s   {recipe / small * 1e6:7.2f} us/object"
+        f"   (measured on {small}, scaled)"
+    )
+    print(
+        f"  ratio ipcjanitor / ipcrm --all: {jan / floor:.2f}x   recipe / ipcjanitor: {recipe / small * n / jan:.1f}x\n"
+    )
+
+    creators = int(os.environ.get("BENCH_CREATORS", "2000"))
+    distinct = best(lambda: populate(half, half, creators), janitor_cmd(policy))
+    print(
+        f"{n} objects from {creators} distinct dead creators: ipcjanitor clean {distinct:.3f} s "
+        f"({distinct / jan:.2f}x the one-creator run)"
+    )
+    sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(2000)]
+    try:
+        crowded = best(lambda: populate(half, half, creators), janitor_cmd(policy))
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+    print(
+        f"  same, with 2000 more live processes in the table: {crowded:.3f} s ({crowded / distinct:.2f}x)\n"
+    )
+
+    print("scaling (shm + sem, half each):")
+    for size in (1000, 4000, 16000, 64000):
+        if size > n:
+            break
+        t = best(lambda size=size: populate(size // 2, size // 2), janitor_cmd(policy))
+        print(f"  {size:6d} objects  {t:7.3f} s  {t / size * 1e6:6.2f} us/object")
+
+    hook = [PY, "-m", "ipcjanitor", "--policy", str(policy), "hook", "--unit", "x.service"]
+    bare = [PY, "-c", "pass"]
+    th = min(timed(hook) for _ in range(10))
+    tp = min(timed(bare) for _ in range(10))
+    print(
+        f"\nhook with nothing to do: {th * 1000:.1f} ms; python -c pass: {tp * 1000:.1f} ms; ratio {th / tp:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    if os.environ.get("IPCJANITOR_BENCH_INSIDE") != "1":
+        env = dict(os.environ, IPCJANITOR_BENCH_INSIDE="1", PYTHONPATH=str(ROOT))
+        sys.exit(
+            subprocess.run(
+                ["unshare", "--ipc", "--pid", "--fork", "--mount-proc", PY, __file__], env=env
+            ).returncode
+        )
+    main_inside()
