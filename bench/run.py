@@ -27,18 +27,6 @@ class SemBuf(ctypes.Structure):
     _fields_ = [("num", ctypes.c_ushort), ("op", ctypes.c_short), ("flg", ctypes.c_short)]
 
 
-def make_objects(n_shm: int, n_sem: int, base: int = 0x10000000) -> None:
-    """In this process: n_shm segments and n_sem one-semaphore sets, each operated on once."""
-    op = SemBuf(0, 1, 0)
-    for i in range(n_shm):
-        if libc.shmget(base + i, 1, IPC_CREAT | 0o600) < 0:
-            raise OSError(ctypes.get_errno(), f"shmget #{i}")
-    for i in range(n_sem):
-        sem = libc.semget(base + 0x1000000 + i, 1, IPC_CREAT | 0o600)
-        if sem < 0 or libc.semop(sem, ctypes.byref(op), 1) < 0:
-            raise OSError(ctypes.get_errno(), f"semget/semop #{i}")
-
-
 def in_dead_child(fn, *args) -> int:  # type: ignore[no-untyped-def]
     """Run fn in a child, then SIGKILL it: its objects outlive it. Returns its pid."""
     r, w = os.pipe()
