@@ -166,7 +166,9 @@ if __name__ == "__main__":
         env = dict(os.environ, IPCJANITOR_BENCH_INSIDE="1", PYTHONPATH=str(ROOT))
         sys.exit(
             subprocess.run(
-                ["unshare", "--ipc", "--pid", "--fork", "--mount-proc", PY, __file__], env=env
+                ["unshare", "--ipc", "--pid", "--fork", "--mount-proc", PY, __file__],
+                env=env,
+                check=False,
             ).returncode
         )
     main_inside()
