@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml setup.py ipcjanitor/_sysvipc.c
 	sh packaging/apt-install.sh $(APT_RUN)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
 setup-test: setup

@@ -73,9 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_usage(sys.stderr)
         return EXIT_USAGE
-    from . import commands  # noqa: PLC0415  (lazy: `--help` and usage errors stay cheap)
-
     try:
+        if args.command == "hook":  # in every service's stop path: import only what it needs
+            from .hook import cmd_hook  # noqa: PLC0415
+
+            return cmd_hook(args)
+        from . import commands  # noqa: PLC0415  (lazy: `--help` and usage errors stay cheap)
+
         return commands.dispatch(args)
     except (PolicyErrors, PolicyError) as exc:
         print(

@@ -27,10 +27,6 @@ def dispatch(args: argparse.Namespace) -> int:
         return cmd_policy_check(args)
     if args.command == "doctor":
         return cmd_doctor(args)
-    if args.command == "hook":
-        from .hook import cmd_hook  # noqa: PLC0415
-
-        return cmd_hook(args)
     if args.command == "install-hook":
         from .hook import cmd_install_hook  # noqa: PLC0415
 

@@ -9,31 +9,44 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import report
 from .errors import NotPermittedError, PolicyError, PolicyErrors, UsageError
-from .janitor import Scope, survey
-from .journal import Journal
-from .lock import acquire
-from .model import HostFacts, Verdict
-from .policy import format_duration, load_policy
-from .remove import remove_stale
-from .systemd import StopInfo, daemon_reload, unit_run
+from .policy import Owner, Policy, format_duration, load_policy
 
 DROPIN_NAME = "ipcjanitor.conf"
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
+    """After every stop of a service: it runs in its stop path, so the no-owner case is cheap."""
     unit: str = args.unit
-    journal = Journal(unit=unit)
     try:
         policy = load_policy(args.policy)
     except (PolicyErrors, PolicyError) as exc:
-        journal.send(f"policy error, nothing was removed after {unit} stopped: {exc}", "err")
+        from .journal import Journal  # noqa: PLC0415
+
+        Journal(unit=unit).send(
+            f"policy error, nothing was removed after {unit} stopped: {exc}", "err"
+        )
         raise
     owners = policy.owners_for_unit(unit)
-    if not owners:  # the quick path: no owner is bound to this unit, no D-Bus round trip
+    if not owners:  # the quick path: nothing more to import, no D-Bus round trip
         print(f"no policy owner is bound to {unit}: nothing to do")
         return 0
+    return _clean_owners_of(unit, owners, policy, args)
+
+
+def _clean_owners_of(
+    unit: str, owners: tuple[Owner, ...], policy: Policy, args: argparse.Namespace
+) -> int:
+    # Imported here, not at the top: the hook's no-owner path must start fast (bench/).
+    from . import report  # noqa: PLC0415
+    from .janitor import Scope, survey  # noqa: PLC0415
+    from .journal import Journal  # noqa: PLC0415
+    from .lock import acquire  # noqa: PLC0415
+    from .model import HostFacts, Verdict  # noqa: PLC0415
+    from .remove import remove_stale  # noqa: PLC0415
+    from .systemd import StopInfo, unit_run  # noqa: PLC0415
+
+    journal = Journal(unit=unit)
     stop = StopInfo.from_env()
     run, no_bus = unit_run(unit)
     notes = [f"{unit} stopped: {stop.describe()}"]
@@ -155,6 +168,8 @@ def _as_root(what: Path) -> Iterator[None]:
 
 
 def _reload() -> str:
+    from .systemd import daemon_reload  # noqa: PLC0415
+
     why = daemon_reload()
     if why is None:
         return "; systemd reloaded"
