@@ -62,6 +62,11 @@ class Journal:
     def decision(self, d: Decision) -> None:
         """One record per removal (or failed/changed removal) with the contract's fields."""
         o = d.obj
+        prio = "err" if d.verdict.value == "failed" else "notice"
+        text = f"{d.verdict.value} {o.label} of {d.owner}: {d.reason}"
+        if not self.to_journal:
+            print(f"ipcjanitor: {text}", file=sys.stderr)
+            return
         fields: list[tuple[str, object]] = [
             ("MESSAGE_ID", MESSAGE_ID_REMOVED),
             ("IPCJANITOR_KIND", o.kind.value),
@@ -75,8 +80,6 @@ class Journal:
         ]
         if self.unit:
             fields.append(("IPCJANITOR_UNIT", self.unit))
-        prio = "err" if d.verdict.value == "failed" else "notice"
-        text = f"{d.verdict.value} {o.label} of {d.owner}: {d.reason}"
         self.send(text, prio, fields)
 
     def close(self) -> None:

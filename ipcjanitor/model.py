@@ -69,15 +69,19 @@ class IpcObject:
     times: tuple[tuple[str, Seconds], ...] = ()
     # Why some facts could not be read (e.g. semctl GETPID denied); None when all were read
     unreadable: str | None = None
+    # The newest of the object's own timestamps: what idle time counts from (derived)
+    last_activity: Seconds = field(init=False, default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "last_activity", max((t for _, t in self.times), default=0))
 
     @property
     def ctime(self) -> Seconds:
         return dict(self.times).get("ctime", 0)
 
-    @property
-    def last_activity(self) -> Seconds:
-        """The newest of the object's own timestamps: what idle time counts from."""
-        return max((t for _, t in self.times), default=0)
+    def facts(self) -> tuple[object, ...]:
+        """Everything a re-check compares: identity and every liveness fact."""
+        return (self.key, self.times, self.nattch, self.ncnt, self.zcnt, self.qnum, self.pids)
 
     @property
     def label(self) -> str:
