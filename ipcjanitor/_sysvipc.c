@@ -1,17 +1,19 @@
 /*
- * The System V IPC calls ipcjanitor makes: IPC_STAT by id (with every
- * semaphore's GETPID/GETNCNT/GETZCNT) and IPC_RMID.
+ * The System V IPC calls ipcjanitor makes: listing every object (*_STAT_ANY), IPC_STAT by
+ * id (with every semaphore's GETPID/GETNCNT/GETZCNT) and IPC_RMID.
  *
  * Why C and not ctypes: struct shmid_ds/semid_ds/msqid_ds differ between
- * architectures, and the compiler gets them right from <sys/*.h>; one call per
+ * architectures, and the compiler gets them right from the system headers; one call per
  * object also keeps the per-object cost near the kernel's own (see bench/).
  * Every failure raises OSError with the kernel's errno; the Python side decides
  * what an errno means.
  */
+#define _GNU_SOURCE /* SHM_STAT_ANY, SEM_STAT_ANY, MSG_STAT_ANY, struct shm_info */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
@@ -26,63 +28,182 @@ union semun_arg {
 /* key_t is signed; keys are reported as the unsigned 32-bit value ipcs prints. */
 #define KEY(k) ((unsigned long)(unsigned int)(k))
 
-static PyObject *shm_stat(PyObject *self, PyObject *arg) {
-    int id = (int)PyLong_AsLong(arg);
-    if (id == -1 && PyErr_Occurred()) return NULL;
-    struct shmid_ds ds;
-    if (shmctl(id, IPC_STAT, &ds) < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    return Py_BuildValue("(kIIIIInLLLiik)", KEY(ds.shm_perm.__key), ds.shm_perm.uid,
-                         ds.shm_perm.gid, ds.shm_perm.cuid, ds.shm_perm.cgid,
-                         (unsigned int)ds.shm_perm.mode, (Py_ssize_t)ds.shm_segsz,
-                         (long long)ds.shm_atime, (long long)ds.shm_dtime,
-                         (long long)ds.shm_ctime, (int)ds.shm_cpid, (int)ds.shm_lpid,
-                         (unsigned long)ds.shm_nattch);
+static PyObject *shm_tuple(const struct shmid_ds *ds) {
+    return Py_BuildValue("(kIIIIInLLLiik)", KEY(ds->shm_perm.__key), ds->shm_perm.uid,
+                         ds->shm_perm.gid, ds->shm_perm.cuid, ds->shm_perm.cgid,
+                         (unsigned int)ds->shm_perm.mode, (Py_ssize_t)ds->shm_segsz,
+                         (long long)ds->shm_atime, (long long)ds->shm_dtime,
+                         (long long)ds->shm_ctime, (int)ds->shm_cpid, (int)ds->shm_lpid,
+                         (unsigned long)ds->shm_nattch);
 }
 
-static PyObject *sem_stat(PyObject *self, PyObject *arg) {
-    int id = (int)PyLong_AsLong(arg);
-    if (id == -1 && PyErr_Occurred()) return NULL;
-    struct semid_ds ds;
-    union semun_arg su;
-    su.buf = &ds;
-    if (semctl(id, 0, IPC_STAT, su) < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    Py_ssize_t n = (Py_ssize_t)ds.sem_nsems;
-    PyObject *pids = PyTuple_New(n), *ncnt = PyTuple_New(n), *zcnt = PyTuple_New(n);
-    if (!pids || !ncnt || !zcnt) goto fail;
+/* Each semaphore's GETPID, GETNCNT, GETZCNT as three tuples; NULL with errno set on failure. */
+static int sem_details(int id, Py_ssize_t n, PyObject **pids, PyObject **ncnt, PyObject **zcnt) {
+    *pids = PyTuple_New(n);
+    *ncnt = PyTuple_New(n);
+    *zcnt = PyTuple_New(n);
+    if (!*pids || !*ncnt || !*zcnt) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
         int p = semctl(id, (int)i, GETPID);
         int nc = p < 0 ? -1 : semctl(id, (int)i, GETNCNT);
         int zc = nc < 0 ? -1 : semctl(id, (int)i, GETZCNT);
-        if (zc < 0) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            goto fail;
-        }
-        PyTuple_SET_ITEM(pids, i, PyLong_FromLong(p));
-        PyTuple_SET_ITEM(ncnt, i, PyLong_FromLong(nc));
-        PyTuple_SET_ITEM(zcnt, i, PyLong_FromLong(zc));
+        if (zc < 0) goto fail;
+        PyTuple_SET_ITEM(*pids, i, PyLong_FromLong(p));
+        PyTuple_SET_ITEM(*ncnt, i, PyLong_FromLong(nc));
+        PyTuple_SET_ITEM(*zcnt, i, PyLong_FromLong(zc));
     }
-    return Py_BuildValue("(kIIIIInLLNNN)", KEY(ds.sem_perm.__key), ds.sem_perm.uid,
-                         ds.sem_perm.gid, ds.sem_perm.cuid, ds.sem_perm.cgid,
-                         (unsigned int)ds.sem_perm.mode, n, (long long)ds.sem_otime,
-                         (long long)ds.sem_ctime, pids, ncnt, zcnt);
+    return 0;
 fail:
-    Py_XDECREF(pids);
-    Py_XDECREF(ncnt);
-    Py_XDECREF(zcnt);
-    return NULL;
+    Py_CLEAR(*pids);
+    Py_CLEAR(*ncnt);
+    Py_CLEAR(*zcnt);
+    return -1;
+}
+
+/* With details=0 (not permitted to read them), the three per-semaphore fields are None. */
+static PyObject *sem_tuple(int id, const struct semid_ds *ds, int strict) {
+    Py_ssize_t n = (Py_ssize_t)ds->sem_nsems;
+    PyObject *pids, *ncnt, *zcnt;
+    if (sem_details(id, n, &pids, &ncnt, &zcnt) < 0) {
+        if (PyErr_Occurred()) return NULL;
+        if (strict || (errno != EACCES && errno != EPERM)) return PyErr_SetFromErrno(PyExc_OSError);
+        pids = Py_NewRef(Py_None);
+        ncnt = Py_NewRef(Py_None);
+        zcnt = Py_NewRef(Py_None);
+    }
+    return Py_BuildValue("(kIIIIInLLNNN)", KEY(ds->sem_perm.__key), ds->sem_perm.uid,
+                         ds->sem_perm.gid, ds->sem_perm.cuid, ds->sem_perm.cgid,
+                         (unsigned int)ds->sem_perm.mode, n, (long long)ds->sem_otime,
+                         (long long)ds->sem_ctime, pids, ncnt, zcnt);
+}
+
+static PyObject *msg_tuple(const struct msqid_ds *ds) {
+    return Py_BuildValue("(kIIIIIkkLLLii)", KEY(ds->msg_perm.__key), ds->msg_perm.uid,
+                         ds->msg_perm.gid, ds->msg_perm.cuid, ds->msg_perm.cgid,
+                         (unsigned int)ds->msg_perm.mode, (unsigned long)ds->__msg_cbytes,
+                         (unsigned long)ds->msg_qnum, (long long)ds->msg_stime,
+                         (long long)ds->msg_rtime, (long long)ds->msg_ctime, (int)ds->msg_lspid,
+                         (int)ds->msg_lrpid);
+}
+
+static int id_arg(PyObject *arg) {
+    long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v < 0 || v > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "an IPC id is a non-negative int");
+        return -1;
+    }
+    return (int)v;
+}
+
+static PyObject *shm_stat(PyObject *self, PyObject *arg) {
+    int id = id_arg(arg);
+    if (id < 0) return NULL;
+    struct shmid_ds ds;
+    if (shmctl(id, IPC_STAT, &ds) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return shm_tuple(&ds);
+}
+
+static PyObject *sem_stat(PyObject *self, PyObject *arg) {
+    int id = id_arg(arg);
+    if (id < 0) return NULL;
+    struct semid_ds ds;
+    union semun_arg su;
+    su.buf = &ds;
+    if (semctl(id, 0, IPC_STAT, su) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return sem_tuple(id, &ds, 1);
 }
 
 static PyObject *msg_stat(PyObject *self, PyObject *arg) {
-    int id = (int)PyLong_AsLong(arg);
-    if (id == -1 && PyErr_Occurred()) return NULL;
+    int id = id_arg(arg);
+    if (id < 0) return NULL;
     struct msqid_ds ds;
     if (msgctl(id, IPC_STAT, &ds) < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    return Py_BuildValue("(kIIIIIkkLLLii)", KEY(ds.msg_perm.__key), ds.msg_perm.uid,
-                         ds.msg_perm.gid, ds.msg_perm.cuid, ds.msg_perm.cgid,
-                         (unsigned int)ds.msg_perm.mode, (unsigned long)ds.__msg_cbytes,
-                         (unsigned long)ds.msg_qnum, (long long)ds.msg_stime,
-                         (long long)ds.msg_rtime, (long long)ds.msg_ctime, (int)ds.msg_lspid,
-                         (int)ds.msg_lrpid);
+    return msg_tuple(&ds);
+}
+
+/* Append (id, *tuple) to list; steals row. */
+static int append_row(PyObject *list, int id, PyObject *row) {
+    if (!row) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(row);
+    PyObject *full = PyTuple_New(n + 1);
+    if (!full) {
+        Py_DECREF(row);
+        return -1;
+    }
+    PyTuple_SET_ITEM(full, 0, PyLong_FromLong(id));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(row, i);
+        Py_INCREF(item);
+        PyTuple_SET_ITEM(full, i + 1, item);
+    }
+    Py_DECREF(row);
+    int rc = PyList_Append(list, full);
+    Py_DECREF(full);
+    return rc;
+}
+
+/*
+ * Every object of one kind in the caller's IPC namespace, as (id, *stat tuple), through
+ * SHM_STAT_ANY/SEM_STAT_ANY/MSG_STAT_ANY (Linux 4.17): the same facts /proc/sysvipc prints,
+ * without formatting and parsing text. OSError(EINVAL) on kernels without *_STAT_ANY.
+ */
+static PyObject *list_kind(PyObject *self, PyObject *arg) {
+    long kind = PyLong_AsLong(arg);
+    if (kind == -1 && PyErr_Occurred()) return NULL;
+    int maxidx;
+    if (kind == 0) {
+        struct shm_info info;
+        maxidx = shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&info);
+    } else if (kind == 1) {
+        struct seminfo info;
+        union semun_arg su;
+        su.buf = (struct semid_ds *)(void *)&info;
+        maxidx = semctl(0, 0, SEM_INFO, su);
+    } else if (kind == 2) {
+        struct msginfo info;
+        maxidx = msgctl(0, MSG_INFO, (struct msqid_ds *)(void *)&info);
+    } else {
+        PyErr_SetString(PyExc_ValueError, "kind must be 0, 1 or 2");
+        return NULL;
+    }
+    if (maxidx < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    for (int idx = 0; idx <= maxidx; idx++) {
+        int id;
+        PyObject *row;
+        if (kind == 0) {
+            struct shmid_ds ds;
+            if ((id = shmctl(idx, SHM_STAT_ANY, &ds)) < 0) goto skip;
+            row = shm_tuple(&ds);
+        } else if (kind == 1) {
+            struct semid_ds ds;
+            union semun_arg su;
+            su.buf = &ds;
+            if ((id = semctl(idx, 0, SEM_STAT_ANY, su)) < 0) goto skip;
+            row = sem_tuple(id, &ds, 0);
+            if (!row && PyErr_ExceptionMatches(PyExc_OSError)) {
+                /* removed between the two calls: skip it, like a vanished /proc row */
+                PyErr_Clear();
+                continue;
+            }
+        } else {
+            struct msqid_ds ds;
+            if ((id = msgctl(idx, MSG_STAT_ANY, &ds)) < 0) goto skip;
+            row = msg_tuple(&ds);
+        }
+        if (append_row(list, id, row) < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        continue;
+    skip:
+        if (errno == EINVAL || errno == EIDRM) continue; /* unused index, or just removed */
+        Py_DECREF(list);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return list;
 }
 
 /* kind: 0 shm, 1 sem, 2 msg (the order of ipcjanitor.model.IpcKind). */
@@ -104,6 +225,8 @@ static PyMethodDef methods[] = {
     {"sem_stat", sem_stat, METH_O,
      "IPC_STAT of a semaphore set by id, with each semaphore's GETPID, GETNCNT, GETZCNT."},
     {"msg_stat", msg_stat, METH_O, "IPC_STAT of a message queue by id."},
+    {"list_kind", list_kind, METH_O,
+     "Every object of kind 0 shm, 1 sem, 2 msg as (id, *stat tuple), via *_STAT_ANY."},
     {"rmid", rmid, METH_VARARGS, "IPC_RMID: rmid(kind, id), kind 0 shm, 1 sem, 2 msg."},
     {NULL, NULL, 0, NULL},
 };

@@ -8,7 +8,7 @@ Nothing here reads a clock, a file or the kernel.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .model import (
     Decision,
@@ -27,8 +27,7 @@ from .policy import Owner, Policy, format_duration
 PID_REUSE_MARGIN = 2
 
 
-@dataclass(frozen=True, slots=True)
-class _PidView:
+class _PidView(NamedTuple):
     """One distinct pid of an object, with every role it plays there and what became of it."""
 
     pid: int
@@ -50,7 +49,7 @@ def _roles(roles: tuple[str, ...]) -> str:
     return "/".join(other)
 
 
-def _pid_views(obj: IpcObject, facts: HostFacts) -> tuple[list[_PidView], list[str]]:
+def _pid_views(obj: IpcObject, facts: HostFacts, last: int) -> tuple[list[_PidView], list[str]]:
     """Distinct recorded pids with their fate, and the reasons a zero pid cannot be trusted."""
     by_pid: dict[int, list[str]] = {}
     doubts: list[str] = []
@@ -61,12 +60,13 @@ def _pid_views(obj: IpcObject, facts: HostFacts) -> tuple[list[_PidView], list[s
             doubts.append("creator pid reads 0: the creator is outside our pid namespace")
         elif facts.hidden_pids is not None:
             doubts.append(f"{rec.role} pid reads 0, which may hide a pid ({facts.hidden_pids})")
-    views = [_fate(pid, tuple(roles), obj, facts) for pid, roles in by_pid.items()]
+    views = [_fate(pid, tuple(roles), last, facts) for pid, roles in by_pid.items()]
     return views, doubts
 
 
-def _fate(pid: int, roles: tuple[str, ...], obj: IpcObject, facts: HostFacts) -> _PidView:
-    note = _note(pid, obj, facts)
+def _fate(pid: int, roles: tuple[str, ...], last: int, facts: HostFacts) -> _PidView:
+    """What became of one pid, judged against the object's last activity `last`."""
+    note = _note(pid, last, facts) if facts.pid_notes else None
     info = facts.processes.get(pid)
     if info is None:
         return _PidView(pid, roles, "unknown", "was not looked up")
@@ -76,7 +76,7 @@ def _fate(pid: int, roles: tuple[str, ...], obj: IpcObject, facts: HostFacts) ->
         return _PidView(pid, roles, "dead", note or "exited (zombie, not yet reaped)")
     if info.presence is Presence.HIDDEN or info.start_time is None:
         return _PidView(pid, roles, "unknown", f"cannot be inspected ({info.detail})")
-    younger_by = info.start_time - obj.last_activity
+    younger_by = info.start_time - last
     if younger_by > PID_REUSE_MARGIN:
         return _PidView(
             pid,
@@ -88,10 +88,10 @@ def _fate(pid: int, roles: tuple[str, ...], obj: IpcObject, facts: HostFacts) ->
     return _PidView(pid, roles, "alive", "is alive")
 
 
-def _note(pid: int, obj: IpcObject, facts: HostFacts) -> str | None:
+def _note(pid: int, last: int, facts: HostFacts) -> str | None:
     """systemd's word on a pid, if it speaks of the process that acted on this object."""
     start, note = facts.pid_notes.get(pid, (None, ""))
-    if not note or (start is not None and start - obj.last_activity > PID_REUSE_MARGIN):
+    if not note or (start is not None and start - last > PID_REUSE_MARGIN):
         return None
     return note
 
@@ -121,7 +121,8 @@ def decide_one(
         return verdict(
             Verdict.IN_USE, f"{owner.unit} is running: it may attach by key again at any moment"
         )
-    views, doubts = _pid_views(obj, facts)
+    last = obj.last_activity
+    views, doubts = _pid_views(obj, facts, last)
     life = []  # 3. the object shows life
     if obj.nattch:
         life.append(f"{obj.nattch} attached")
@@ -130,7 +131,7 @@ def decide_one(
     life += [v.describe() for v in views if v.fate == "alive"]
     if life:
         return verdict(Verdict.IN_USE, "; ".join(life))
-    idle = now - obj.last_activity
+    idle = now - last
     if idle < grace:  # 4. idle time
         return verdict(
             Verdict.YOUNG,
@@ -149,7 +150,7 @@ def decide_one(
         unknown.append(f"cannot tell whether {owner.unit} is running ({facts.hidden_pids})")
     if unknown:
         return verdict(Verdict.UNKNOWN, "; ".join(unknown))
-    tail = _tail(obj, idle)
+    tail = _tail(obj, idle, last)
     if views:
         return verdict(Verdict.STALE, "; ".join([v.describe() for v in views] + tail))
     if unit_state is UnitState.STOPPED:
@@ -162,9 +163,9 @@ def decide_one(
     )
 
 
-def _tail(obj: IpcObject, idle: float) -> list[str]:
+def _tail(obj: IpcObject, idle: float, last: int) -> list[str]:
     tail = ["nothing attached"] if obj.kind is IpcKind.SHM else []
-    tail.append(f"idle {format_duration(idle)}" if obj.last_activity else "never used")
+    tail.append(f"idle {format_duration(idle)}" if last else "never used")
     return tail
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 Pid = int
 IpcId = int
@@ -36,16 +37,19 @@ _KIND_NOUNS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PidRecord:
+# The three records made once or twice per object per run (64,000 objects in bench/) are
+# NamedTuples: as immutable as a frozen dataclass, typed, and four times cheaper to build
+# (0.7 us against 2.6 us measured), which is most of ipcjanitor's per-object cost.
+
+
+class PidRecord(NamedTuple):
     """One pid an object records, with what the kernel says it did."""
 
     role: str  # "creator", "last shmat/shmdt", "last semop on sem 2", "last sender", ...
     pid: Pid  # 0: none recorded, or hidden from our pid namespace
 
 
-@dataclass(frozen=True, slots=True)
-class IpcObject:
+class IpcObject(NamedTuple):
     """One shm segment, semaphore set or message queue, as read from the kernel."""
 
     kind: IpcKind
@@ -69,11 +73,14 @@ class IpcObject:
     times: tuple[tuple[str, Seconds], ...] = ()
     # Why some facts could not be read (e.g. semctl GETPID denied); None when all were read
     unreadable: str | None = None
-    # The newest of the object's own timestamps: what idle time counts from (derived)
-    last_activity: Seconds = field(init=False, default=0, compare=False)
+    # The kernel's own record (the C extension's stat tuple) the object was built from, so a
+    # re-read compares whole; None for objects built another way (tests)
+    raw: tuple[object, ...] | None = None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "last_activity", max((t for _, t in self.times), default=0))
+    @property
+    def last_activity(self) -> Seconds:
+        """The newest of the object's own timestamps: what idle time counts from."""
+        return max([t for _, t in self.times], default=0)
 
     @property
     def ctime(self) -> Seconds:
@@ -134,8 +141,7 @@ class Verdict(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """One object, the owner that claims it (if any), its verdict and why."""
 
     obj: IpcObject

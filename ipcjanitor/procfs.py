@@ -1,131 +1,95 @@
-"""Read the kernel's System V IPC tables: /proc/sysvipc/* by header name, semctl for the rest."""
+"""Read the kernel's System V IPC tables into IpcObjects.
+
+Two sources give the same facts in the same shape (the C extension's stat tuples, see
+_sysvipc.pyi): the kernel's *_STAT_ANY listing (Linux >= 4.17, the fast path), and
+/proc/sysvipc/{shm,sem,msg} parsed by header name (older kernels, or an injected procfs root).
+One builder per kind turns a tuple into an object, whichever source it came from.
+"""
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from . import _sysvipc
 from .errors import IpcJanitorError, ProcfsFormatError
 from .model import IpcKind, IpcObject, PidRecord
 
 TABLE_FILES = {IpcKind.SHM: "shm", IpcKind.SEM: "sem", IpcKind.MSG: "msg"}
+# The C extension's stat tuples, field by field; /proc columns are mapped onto these names.
+STAT_FIELDS = {
+    IpcKind.SHM: ("key", "uid", "gid", "cuid", "cgid", "perms", "size", "atime", "dtime",
+                  "ctime", "cpid", "lpid", "nattch"),
+    IpcKind.SEM: ("key", "uid", "gid", "cuid", "cgid", "perms", "nsems", "otime", "ctime"),
+    IpcKind.MSG: ("key", "uid", "gid", "cuid", "cgid", "perms", "cbytes", "qnum", "stime",
+                  "rtime", "ctime", "lspid", "lrpid"),
+}  # fmt: skip
 _ID_COLUMN = {IpcKind.SHM: "shmid", IpcKind.SEM: "semid", IpcKind.MSG: "msqid"}
-_COLUMNS = {
-    IpcKind.SHM: (
-        "key",
-        "shmid",
-        "perms",
-        "size",
-        "cpid",
-        "lpid",
-        "nattch",
-        "uid",
-        "gid",
-        "cuid",
-        "cgid",
-        "atime",
-        "dtime",
-        "ctime",
-    ),
-    IpcKind.SEM: ("key", "semid", "perms", "nsems", "uid", "gid", "cuid", "cgid", "otime", "ctime"),
-    IpcKind.MSG: (
-        "key",
-        "msqid",
-        "perms",
-        "cbytes",
-        "qnum",
-        "lspid",
-        "lrpid",
-        "uid",
-        "gid",
-        "cuid",
-        "cgid",
-        "stime",
-        "rtime",
-        "ctime",
-    ),
-}
-# The field order of the C extension's *_stat tuples (see _sysvipc.pyi), id first.
-_IDS = ("id", "key", "uid", "gid", "cuid", "cgid", "mode")
-_SHM_STAT = (*_IDS, "size", "atime", "dtime", "ctime", "cpid", "lpid", "nattch")
-_SEM_STAT = (*_IDS, "nsems", "otime", "ctime")
-_MSG_STAT = (*_IDS, "cbytes", "qnum", "stime", "rtime", "ctime", "lspid", "lrpid")
 # errnos meaning "this id is gone (or was reused) since the table was read"
 VANISHED = frozenset({errno.EINVAL, errno.EIDRM})
+_SHM_ROLES = ("creator", "last shmat/shmdt")
+_MSG_ROLES = ("last sender", "last receiver")
+_SEM_ROLES = tuple(f"last semop on sem {i}" for i in range(256))
 
 
-def shm_object(f: Mapping[str, int]) -> IpcObject:
+def shm_object(ipc_id: int, t: tuple[Any, ...]) -> IpcObject:
+    key, uid, gid, cuid, cgid, mode, size, atime, dtime, ctime, cpid, lpid, nattch = t
     return IpcObject(
-        kind=IpcKind.SHM,
-        id=f["id"],
-        key=f["key"] & 0xFFFFFFFF,
-        uid=f["uid"],
-        gid=f["gid"],
-        cuid=f["cuid"],
-        cgid=f["cgid"],
-        mode=f["mode"],
-        size=f["size"],
-        nattch=f["nattch"],
-        pids=(PidRecord("creator", f["cpid"]), PidRecord("last shmat/shmdt", f["lpid"])),
-        times=(("atime", f["atime"]), ("dtime", f["dtime"]), ("ctime", f["ctime"])),
-    )
+        IpcKind.SHM, ipc_id, key, uid, gid, cuid, cgid, mode, size=size, nattch=nattch,
+        pids=(PidRecord(_SHM_ROLES[0], cpid), PidRecord(_SHM_ROLES[1], lpid)),
+        times=(("atime", atime), ("dtime", dtime), ("ctime", ctime)), raw=t,
+    )  # fmt: skip
 
 
-def sem_object(
-    f: Mapping[str, int],
-    sempids: tuple[int, ...] = (),
-    ncnts: tuple[int, ...] = (),
-    zcnts: tuple[int, ...] = (),
-    unreadable: str | None = None,
-) -> IpcObject:
+def _sem_role(i: int) -> str:
+    return _SEM_ROLES[i] if i < len(_SEM_ROLES) else f"last semop on sem {i}"
+
+
+def sem_object(ipc_id: int, t: tuple[Any, ...], unreadable: str | None = None) -> IpcObject:
+    """t is the C extension's sem tuple; its last three fields are None when unreadable."""
+    key, uid, gid, cuid, cgid, mode, nsems, otime, ctime, sempids, ncnts, zcnts = t
+    pids: tuple[PidRecord, ...] = ()
+    ncnt = zcnt = 0
+    if sempids is None:
+        if unreadable is None:
+            unreadable = f"semctl GETPID on set {ipc_id}: permission denied"
+    elif len(sempids) == 1:  # the common one-semaphore set, without the loop
+        pids = (PidRecord(_SEM_ROLES[0], sempids[0]),)
+        ncnt, zcnt = ncnts[0], zcnts[0]
+    else:
+        pids = tuple([PidRecord(_sem_role(i), p) for i, p in enumerate(sempids)])
+        ncnt, zcnt = sum(ncnts), sum(zcnts)
     return IpcObject(
-        kind=IpcKind.SEM,
-        id=f["id"],
-        key=f["key"] & 0xFFFFFFFF,
-        uid=f["uid"],
-        gid=f["gid"],
-        cuid=f["cuid"],
-        cgid=f["cgid"],
-        mode=f["mode"],
-        nsems=f["nsems"],
-        ncnt=sum(ncnts),
-        zcnt=sum(zcnts),
-        pids=tuple(PidRecord(f"last semop on sem {i}", p) for i, p in enumerate(sempids)),
-        times=(("otime", f["otime"]), ("ctime", f["ctime"])),
-        unreadable=unreadable,
-    )
+        IpcKind.SEM, ipc_id, key, uid, gid, cuid, cgid, mode,
+        nsems=nsems, ncnt=ncnt, zcnt=zcnt, pids=pids,
+        times=(("otime", otime), ("ctime", ctime)), unreadable=unreadable, raw=t,
+    )  # fmt: skip
 
 
-def msg_object(f: Mapping[str, int]) -> IpcObject:
+def msg_object(ipc_id: int, t: tuple[Any, ...]) -> IpcObject:
+    key, uid, gid, cuid, cgid, mode, cbytes, qnum, stime, rtime, ctime, lspid, lrpid = t
     return IpcObject(
-        kind=IpcKind.MSG,
-        id=f["id"],
-        key=f["key"] & 0xFFFFFFFF,
-        uid=f["uid"],
-        gid=f["gid"],
-        cuid=f["cuid"],
-        cgid=f["cgid"],
-        mode=f["mode"],
-        qnum=f["qnum"],
-        qbytes=f["cbytes"],
-        pids=(PidRecord("last sender", f["lspid"]), PidRecord("last receiver", f["lrpid"])),
-        times=(("stime", f["stime"]), ("rtime", f["rtime"]), ("ctime", f["ctime"])),
-    )
+        IpcKind.MSG, ipc_id, key, uid, gid, cuid, cgid, mode, qnum=qnum, qbytes=cbytes,
+        pids=(PidRecord(_MSG_ROLES[0], lspid), PidRecord(_MSG_ROLES[1], lrpid)),
+        times=(("stime", stime), ("rtime", rtime), ("ctime", ctime)), raw=t,
+    )  # fmt: skip
 
 
-def parse_rows(kind: IpcKind, text: str, source: str = "") -> Iterator[dict[str, int]]:
-    """Yield each row of a /proc/sysvipc table as {column: int}, columns named by the header."""
+def parse_rows(kind: IpcKind, text: str, source: str = "") -> Iterator[tuple[int, tuple[int, ...]]]:
+    """Yield (id, stat-shaped tuple) for each row of a /proc/sysvipc table, by header name."""
     source = source or f"/proc/sysvipc/{TABLE_FILES[kind]}"
     lines = text.splitlines()
     if not lines:
         return
     header = lines[0].split()
-    missing = [c for c in _COLUMNS[kind] if c not in header]
+    wanted = ("key", _ID_COLUMN[kind], "perms", *STAT_FIELDS[kind][1:5], *STAT_FIELDS[kind][6:])
+    missing = [c for c in wanted if c not in header]
     if missing:
         raise ProcfsFormatError(source, 1, lines[0], f"header lacks {', '.join(missing)}")
-    wanted = [(header.index(c), c) for c in _COLUMNS[kind]]
+    id_at = header.index(_ID_COLUMN[kind])
+    columns = [(header.index(c), 8 if c == "perms" else 10) for c in STAT_FIELDS[kind]]
     for line_no, line in enumerate(lines[1:], start=2):
         cells = line.split()
         if not cells:
@@ -135,30 +99,20 @@ def parse_rows(kind: IpcKind, text: str, source: str = "") -> Iterator[dict[str,
                 source, line_no, line, f"{len(cells)} fields where the header names {len(header)}"
             )
         try:
-            row = {c: int(cells[i], 8 if c == "perms" else 10) for i, c in wanted}
+            row = [int(cells[i], base) for i, base in columns]
+            ipc_id = int(cells[id_at])
         except ValueError as exc:
             raise ProcfsFormatError(source, line_no, line, f"not a number ({exc})") from None
-        row["id"] = row.pop(_ID_COLUMN[kind])
-        row["mode"] = row.pop("perms")
-        yield row
+        row[0] &= 0xFFFFFFFF  # /proc prints the key signed
+        yield ipc_id, tuple(row)
 
 
 def parse_table(kind: IpcKind, text: str, source: str = "") -> list[IpcObject]:
-    """Pure: objects of one /proc/sysvipc table (semaphore sets without per-semaphore facts)."""
-    build = {IpcKind.SHM: shm_object, IpcKind.SEM: sem_object, IpcKind.MSG: msg_object}[kind]
-    return [build(row) for row in parse_rows(kind, text, source)]
-
-
-def _sem_with_details(row: dict[str, int]) -> IpcObject | None:
-    try:
-        key, *_rest, sempids, ncnts, zcnts = _sysvipc.sem_stat(row["id"])
-    except OSError as exc:
-        if exc.errno in VANISHED:
-            return None
-        return sem_object(row, unreadable=f"semctl on set {row['id']}: {exc.strerror}")
-    if key != row["key"] & 0xFFFFFFFF:
-        return None  # removed and the id reused between the table read and now: next run
-    return sem_object(row, sempids, ncnts, zcnts)
+    """Pure: the objects of one /proc/sysvipc table (semaphore sets without per-semaphore facts)."""
+    if kind is IpcKind.SEM:
+        return [sem_object(i, (*t, (), (), ())) for i, t in parse_rows(kind, text, source)]
+    build = shm_object if kind is IpcKind.SHM else msg_object
+    return [build(i, t) for i, t in parse_rows(kind, text, source)]
 
 
 def read_table_text(kind: IpcKind, procfs: Path) -> str:
@@ -174,6 +128,37 @@ def read_table_text(kind: IpcKind, procfs: Path) -> str:
         return ""
 
 
+def _from_procfs(kind: IpcKind, procfs: Path) -> list[IpcObject]:
+    text = read_table_text(kind, procfs)
+    if kind is not IpcKind.SEM:
+        return parse_table(kind, text)
+    objects = []
+    for ipc_id, row in parse_rows(kind, text):
+        try:
+            t = _sysvipc.sem_stat(ipc_id)
+        except OSError as exc:
+            if exc.errno in VANISHED:
+                continue
+            why = f"semctl on set {ipc_id}: {exc.strerror}"
+            objects.append(sem_object(ipc_id, (*row, None, None, None), unreadable=why))
+            continue
+        if t[0] == row[0]:  # else removed and the id reused since the table read: next run
+            objects.append(sem_object(ipc_id, t))
+    return objects
+
+
+_BUILD: dict[IpcKind, Callable[[int, tuple[Any, ...]], IpcObject]] = {
+    IpcKind.SHM: shm_object,
+    IpcKind.SEM: sem_object,
+    IpcKind.MSG: msg_object,
+}
+
+
+def _from_kernel(kind: IpcKind) -> list[IpcObject]:
+    build = _BUILD[kind]
+    return [build(row[0], row[1:]) for row in _sysvipc.list_kind(kind.number)]  # type: ignore[arg-type]
+
+
 def read_objects(
     procfs: Path = Path("/proc"), kinds: frozenset[IpcKind] = frozenset(IpcKind)
 ) -> list[IpcObject]:
@@ -182,14 +167,15 @@ def read_objects(
     for kind in IpcKind:
         if kind not in kinds:
             continue
-        text = read_table_text(kind, procfs)
-        if kind is IpcKind.SEM:
-            for row in parse_rows(kind, text):
-                sem = _sem_with_details(row)
-                if sem is not None:
-                    objects.append(sem)
-        else:
-            objects.extend(parse_table(kind, text))
+        if procfs == Path("/proc"):
+            try:
+                objects.extend(_from_kernel(kind))
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+                # a kernel without *_STAT_ANY (before 4.17): read /proc instead
+        objects.extend(_from_procfs(kind, procfs))
     return objects
 
 
@@ -197,14 +183,10 @@ def stat_object(kind: IpcKind, ipc_id: int) -> IpcObject | None:
     """Re-read one object by id through the kernel; None when it is gone. Raises OSError."""
     try:
         if kind is IpcKind.SHM:
-            return shm_object(
-                dict(zip(_SHM_STAT, (ipc_id, *_sysvipc.shm_stat(ipc_id)), strict=True))
-            )
+            return shm_object(ipc_id, _sysvipc.shm_stat(ipc_id))
         if kind is IpcKind.SEM:
-            *fields, sempids, ncnts, zcnts = _sysvipc.sem_stat(ipc_id)
-            row = dict(zip(_SEM_STAT, (ipc_id, *fields), strict=True))
-            return sem_object(row, sempids, ncnts, zcnts)
-        return msg_object(dict(zip(_MSG_STAT, (ipc_id, *_sysvipc.msg_stat(ipc_id)), strict=True)))
+            return sem_object(ipc_id, _sysvipc.sem_stat(ipc_id))
+        return msg_object(ipc_id, _sysvipc.msg_stat(ipc_id))
     except OSError as exc:
         if exc.errno in VANISHED:
             return None

@@ -18,6 +18,8 @@ Restat = Callable[[IpcKind, int], IpcObject | None]
 
 def what_changed(before: IpcObject, after: IpcObject) -> str | None:
     """Why the object re-read just before removal is not the one judged stale, or None."""
+    if after.raw is not None and after.raw == before.raw:
+        return None  # the kernel's whole record is unchanged
     if after.facts() == before.facts():
         return None
     if after.key != before.key or after.ctime != before.ctime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-from dataclasses import replace
 
 import pytest
 
@@ -38,20 +37,20 @@ def raising(code: int):
     ("now", "verdict", "fragment"),
     [
         (None, Verdict.CHANGED, "vanished"),
-        (replace(OBJ, key=0x11), Verdict.CHANGED, "id was reused"),
+        (OBJ._replace(key=0x11), Verdict.CHANGED, "id was reused"),
         (
-            replace(OBJ, times=(("atime", 100), ("dtime", 100), ("ctime", 95))),
+            OBJ._replace(times=(("atime", 100), ("dtime", 100), ("ctime", 95))),
             Verdict.CHANGED,
             "id was reused",
         ),
-        (replace(OBJ, nattch=1), Verdict.CHANGED, "nattch changed"),
+        (OBJ._replace(nattch=1), Verdict.CHANGED, "nattch changed"),
         (
-            replace(OBJ, pids=(PidRecord("creator", 5), PidRecord("last shmat/shmdt", 6))),
+            OBJ._replace(pids=(PidRecord("creator", 5), PidRecord("last shmat/shmdt", 6))),
             Verdict.CHANGED,
             "pids changed",
         ),
         (
-            replace(OBJ, times=(("atime", 200), ("dtime", 100), ("ctime", 90))),
+            OBJ._replace(times=(("atime", 200), ("dtime", 100), ("ctime", 90))),
             Verdict.CHANGED,
             "used since",
         ),
@@ -93,6 +92,6 @@ def test_recheck_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_only_stale_objects_are_touched(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     monkeypatch.setattr(_sysvipc, "rmid", lambda k, i: calls.append((k, i)))
-    kept = replace(STALE, verdict=Verdict.IN_USE)
+    kept = STALE._replace(verdict=Verdict.IN_USE)
     out = list(remove.remove_stale([kept, STALE], lambda k, i: OBJ))
     assert [d.verdict for d in out] == [Verdict.IN_USE, Verdict.REMOVED] and calls == [(0, 7)]

@@ -357,6 +357,25 @@ def stuck_pipes() -> dict[str, Any]:
     return {"rc": run["rc"], "stuck": stuck, "blocked_writers": len(blocked)}
 
 
+@scenario
+def sources_agree() -> dict[str, Any]:
+    """The kernel's *_STAT_ANY listing and /proc/sysvipc give the very same objects."""
+    from ipcjanitor import procfs
+    from ipcjanitor.model import IpcKind
+
+    def make() -> None:
+        sysv.shmat(sysv.shmget(0x10000091, 8192))
+        sysv.shmget(0)
+        sem = sysv.semget(0x10000092, 3)
+        sysv.semop(sem, 1, 2)
+        sysv.msgsnd(sysv.msgget(0x10000093), b"abc")
+
+    sysv.kill9(sysv.spawn(make))
+    kernel = {k.value: [o._asdict() for o in procfs._from_kernel(k)] for k in IpcKind}
+    text = {k.value: [o._asdict() for o in procfs._from_procfs(k, Path("/proc"))] for k in IpcKind}
+    return {"kernel": repr(kernel), "proc": repr(text), "counts": {k: len(v) for k, v in kernel.items()}}
+
+
 if __name__ == "__main__":
     POLICY = sys.argv[2]
     result = SCENARIOS[sys.argv[1]]()

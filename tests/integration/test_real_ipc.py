@@ -144,3 +144,9 @@ def test_a_policy_error_removes_nothing(tmp_path: Path) -> None:
     assert r["rc"] == 78
     assert "reversed" in r["stderr"] and "policy.toml:" in r["stderr"]
     assert r["left"] == ["0x10000081"]
+
+
+def test_kernel_listing_and_proc_sysvipc_agree(tmp_path: Path) -> None:
+    r = in_namespace("sources_agree", POLICY, tmp_path)
+    assert r["counts"] == {"shm": 2, "sem": 1, "msg": 1}
+    assert r["kernel"] == r["proc"]
