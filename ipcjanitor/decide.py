@@ -180,13 +180,27 @@ def claims(objects: Iterable[IpcObject], policy: Policy) -> list[Claim]:
 def decide(
     claimed: Iterable[Claim], facts: HostFacts, policy: Policy, now: float
 ) -> list[Decision]:
-    """A verdict for every object, in the order given."""
+    """A verdict for every object, in the order given.
+
+    decide_one is pure, and within one call facts, policy and now are fixed, so objects that
+    agree on everything decide_one reads get the same verdict and reason: it is asked once
+    for each such group (a dead worker's many objects share their pids and often their times).
+    """
     out = []
+    seen: dict[tuple[object, ...], tuple[Verdict, str]] = {}
     for obj, owner in claimed:
         if owner is None:
             out.append(Decision(obj, None, Verdict.UNOWNED, _unowned_reason(obj, policy)))
+            continue
+        same = (owner.name, obj.kind, obj.nattch, obj.ncnt, obj.zcnt, obj.qnum, obj.qbytes,
+                obj.pids, obj.times, obj.unreadable)  # fmt: skip
+        known = seen.get(same)
+        if known is None:
+            d = decide_one(obj, owner, facts, policy.grace(owner), now)
+            seen[same] = (d.verdict, d.reason)
+            out.append(d)
         else:
-            out.append(decide_one(obj, owner, facts, policy.grace(owner), now))
+            out.append(Decision(obj, owner.name, *known))
     return out
 
 

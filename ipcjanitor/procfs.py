@@ -179,15 +179,28 @@ def read_objects(
     return objects
 
 
-def stat_object(kind: IpcKind, ipc_id: int) -> IpcObject | None:
-    """Re-read one object by id through the kernel; None when it is gone. Raises OSError."""
+_STAT: dict[IpcKind, Callable[[int], tuple[Any, ...]]] = {
+    IpcKind.SHM: _sysvipc.shm_stat,
+    IpcKind.SEM: _sysvipc.sem_stat,
+    IpcKind.MSG: _sysvipc.msg_stat,
+}
+
+
+def stat_raw(kind: IpcKind, ipc_id: int) -> tuple[Any, ...] | None:
+    """Re-read one object's kernel record by id; None when it is gone. Raises OSError."""
     try:
-        if kind is IpcKind.SHM:
-            return shm_object(ipc_id, _sysvipc.shm_stat(ipc_id))
-        if kind is IpcKind.SEM:
-            return sem_object(ipc_id, _sysvipc.sem_stat(ipc_id))
-        return msg_object(ipc_id, _sysvipc.msg_stat(ipc_id))
+        return _STAT[kind](ipc_id)
     except OSError as exc:
         if exc.errno in VANISHED:
             return None
         raise
+
+
+def build(kind: IpcKind, ipc_id: int, raw: tuple[Any, ...]) -> IpcObject:
+    return _BUILD[kind](ipc_id, raw)
+
+
+def stat_object(kind: IpcKind, ipc_id: int) -> IpcObject | None:
+    """Re-read one object by id through the kernel; None when it is gone. Raises OSError."""
+    raw = stat_raw(kind, ipc_id)
+    return None if raw is None else build(kind, ipc_id, raw)

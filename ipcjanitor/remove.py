@@ -8,18 +8,17 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from . import _sysvipc
 from .model import Decision, IpcKind, IpcObject, Verdict
-from .procfs import VANISHED, stat_object
+from .procfs import VANISHED, build, stat_raw
 
-Restat = Callable[[IpcKind, int], IpcObject | None]
+RestatRaw = Callable[[IpcKind, int], tuple[Any, ...] | None]
 
 
 def what_changed(before: IpcObject, after: IpcObject) -> str | None:
     """Why the object re-read just before removal is not the one judged stale, or None."""
-    if after.raw is not None and after.raw == before.raw:
-        return None  # the kernel's whole record is unchanged
     if after.facts() == before.facts():
         return None
     if after.key != before.key or after.ctime != before.ctime:
@@ -39,21 +38,23 @@ def what_changed(before: IpcObject, after: IpcObject) -> str | None:
     return None
 
 
-def remove_one(d: Decision, restat: Restat = stat_object) -> Decision:
+def remove_one(d: Decision, restat: RestatRaw = stat_raw) -> Decision:
     """Re-read one stale object by id and remove it only if nothing moved."""
 
     def outcome(v: Verdict, reason: str) -> Decision:
         return Decision(d.obj, d.owner, v, reason)
 
+    obj = d.obj
     try:
-        now = restat(d.obj.kind, d.obj.id)
+        raw = restat(obj.kind, obj.id)
     except OSError as exc:
         return outcome(Verdict.FAILED, f"re-check refused: {_errno(exc)}; {d.reason}")
-    if now is None:
+    if raw is None:
         return outcome(Verdict.CHANGED, "vanished before removal (someone else removed it)")
-    change = what_changed(d.obj, now)
-    if change:
-        return outcome(Verdict.CHANGED, change)
+    if raw != obj.raw:  # the kernel's record moved: what moved decides
+        change = what_changed(obj, build(obj.kind, obj.id, raw))
+        if change:
+            return outcome(Verdict.CHANGED, change)
     try:
         _sysvipc.rmid(d.obj.kind.number, d.obj.id)
     except OSError as exc:
@@ -68,7 +69,7 @@ def _errno(exc: OSError) -> str:
     return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
 
 
-def remove_stale(decisions: Iterable[Decision], restat: Restat = stat_object) -> Iterator[Decision]:
+def remove_stale(decisions: Iterable[Decision], restat: RestatRaw = stat_raw) -> Iterator[Decision]:
     """Every decision back, stale ones replaced by what removing them did."""
     for d in decisions:
         yield remove_one(d, restat) if d.verdict is Verdict.STALE else d

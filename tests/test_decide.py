@@ -272,3 +272,14 @@ def test_verdicts_do_not_depend_on_order(
     rnd.shuffle(shuffled)
     again = decide(claims([o for o, _ in shuffled], policy), f, policy, NOW)
     assert again == [d for _, d in shuffled]
+
+
+@given(st.lists(objects(), max_size=12), host_facts, owners)
+def test_grouping_in_decide_changes_no_verdict(
+    objs: list[IpcObject], f: HostFacts, owner: Owner
+) -> None:
+    policy = Policy(owners=(owner,))
+    # duplicates with other ids and keys must still get exactly decide_one's answer
+    objs = objs + [o._replace(id=o.id + 100) for o in objs]
+    got = decide(claims(objs, policy), f, policy, NOW)
+    assert got == [decide_one(o, owner, f, policy.grace(owner), NOW) for o in objs]

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 import pytest
 
 from ipcjanitor import _sysvipc, remove
-from ipcjanitor.model import Decision, IpcKind, IpcObject, PidRecord, Verdict
+from ipcjanitor.model import Decision, IpcKind, Verdict
+from ipcjanitor.procfs import STAT_FIELDS, shm_object
 
-OBJ = IpcObject(
-    IpcKind.SHM,
-    7,
-    0x10,
-    0,
-    0,
-    0,
-    0,
-    0o600,
-    size=1,
-    nattch=0,
-    pids=(PidRecord("creator", 5), PidRecord("last shmat/shmdt", 5)),
-    times=(("atime", 100), ("dtime", 100), ("ctime", 90)),
-)
+BASE = {"key": 0x10, "uid": 0, "gid": 0, "cuid": 0, "cgid": 0, "perms": 0o600, "size": 1,
+        "atime": 100, "dtime": 100, "ctime": 90, "cpid": 5, "lpid": 5, "nattch": 0}  # fmt: skip
+
+
+def raw(**changes: int) -> tuple[Any, ...]:
+    """A shm record as the kernel gives it, with some fields changed."""
+    return tuple({**BASE, **changes}[f] for f in STAT_FIELDS[IpcKind.SHM])
+
+
+OBJ = shm_object(7, raw())
 STALE = Decision(OBJ, "app", Verdict.STALE, "creator pid 5 exited")
 
 
@@ -37,31 +35,28 @@ def raising(code: int):
     ("now", "verdict", "fragment"),
     [
         (None, Verdict.CHANGED, "vanished"),
-        (OBJ._replace(key=0x11), Verdict.CHANGED, "id was reused"),
-        (
-            OBJ._replace(times=(("atime", 100), ("dtime", 100), ("ctime", 95))),
-            Verdict.CHANGED,
-            "id was reused",
-        ),
-        (OBJ._replace(nattch=1), Verdict.CHANGED, "nattch changed"),
-        (
-            OBJ._replace(pids=(PidRecord("creator", 5), PidRecord("last shmat/shmdt", 6))),
-            Verdict.CHANGED,
-            "pids changed",
-        ),
-        (
-            OBJ._replace(times=(("atime", 200), ("dtime", 100), ("ctime", 90))),
-            Verdict.CHANGED,
-            "used since",
-        ),
+        (raw(key=0x11), Verdict.CHANGED, "id was reused"),
+        (raw(ctime=95), Verdict.CHANGED, "id was reused"),
+        (raw(nattch=1), Verdict.CHANGED, "nattch changed"),
+        (raw(lpid=6), Verdict.CHANGED, "pids changed"),
+        (raw(atime=200), Verdict.CHANGED, "used since"),
     ],
 )
 def test_recheck(
-    now: IpcObject | None, verdict: Verdict, fragment: str, monkeypatch: pytest.MonkeyPatch
+    now: tuple[Any, ...] | None, verdict: Verdict, fragment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_sysvipc, "rmid", raising(errno.ENOSYS))  # must not be reached
     d = remove.remove_one(STALE, lambda k, i: now)
     assert d.verdict is verdict and fragment in d.reason
+
+
+def test_a_change_that_moves_no_liveness_fact_still_removes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    monkeypatch.setattr(_sysvipc, "rmid", lambda k, i: calls.append(i))
+    d = remove.remove_one(STALE, lambda k, i: raw(gid=5))  # chgrp without ctime: not liveness
+    assert d.verdict is Verdict.REMOVED and calls == [7]
 
 
 @pytest.mark.parametrize(
@@ -77,15 +72,12 @@ def test_rmid_errno(
     code: int, verdict: Verdict, fragment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_sysvipc, "rmid", raising(code))
-    d = remove.remove_one(STALE, lambda k, i: OBJ)
+    d = remove.remove_one(STALE, lambda k, i: raw())
     assert d.verdict is verdict and fragment in d.reason
 
 
-def test_recheck_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    def denied(k: IpcKind, i: int) -> IpcObject:
-        raise OSError(errno.EACCES, "x")
-
-    d = remove.remove_one(STALE, denied)
+def test_recheck_refused() -> None:
+    d = remove.remove_one(STALE, raising(errno.EACCES))
     assert d.verdict is Verdict.FAILED and "EACCES" in d.reason
 
 
@@ -93,5 +85,5 @@ def test_only_stale_objects_are_touched(monkeypatch: pytest.MonkeyPatch) -> None
     calls = []
     monkeypatch.setattr(_sysvipc, "rmid", lambda k, i: calls.append((k, i)))
     kept = STALE._replace(verdict=Verdict.IN_USE)
-    out = list(remove.remove_stale([kept, STALE], lambda k, i: OBJ))
+    out = list(remove.remove_stale([kept, STALE], lambda k, i: raw()))
     assert [d.verdict for d in out] == [Verdict.IN_USE, Verdict.REMOVED] and calls == [(0, 7)]

@@ -373,7 +373,11 @@ def sources_agree() -> dict[str, Any]:
     sysv.kill9(sysv.spawn(make))
     kernel = {k.value: [o._asdict() for o in procfs._from_kernel(k)] for k in IpcKind}
     text = {k.value: [o._asdict() for o in procfs._from_procfs(k, Path("/proc"))] for k in IpcKind}
-    return {"kernel": repr(kernel), "proc": repr(text), "counts": {k: len(v) for k, v in kernel.items()}}
+    return {
+        "kernel": repr(kernel),
+        "proc": repr(text),
+        "counts": {k: len(v) for k, v in kernel.items()},
+    }
 
 
 if __name__ == "__main__":
