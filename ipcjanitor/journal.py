@@ -65,7 +65,7 @@ class Journal:
         prio = "err" if d.verdict.value == "failed" else "notice"
         text = f"{d.verdict.value} {o.label} of {d.owner}: {d.reason}"
         if not self.to_journal:
-            print(f"ipcjanitor: {text}", file=sys.stderr)
+            sys.stderr.write(f"ipcjanitor: {text}\n")
             return
         fields: list[tuple[str, object]] = [
             ("MESSAGE_ID", MESSAGE_ID_REMOVED),

@@ -20,6 +20,10 @@ class IpcKind(enum.Enum):
     SEM = "sem"
     MSG = "msg"
 
+    # Members are singletons compared by identity: identity hashing is correct, and C-fast
+    # (Enum's own __hash__ is Python code, called per object per dict lookup).
+    __hash__ = object.__hash__
+
     @property
     def number(self) -> int:
         return _KIND_NUMBERS[self]
@@ -130,6 +134,8 @@ class HostFacts:
 
 
 class Verdict(enum.Enum):
+    __hash__ = object.__hash__
+
     UNOWNED = "unowned"
     YOUNG = "young"
     IN_USE = "in-use"

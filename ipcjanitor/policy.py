@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import policy_files
 from .errors import PolicyError, PolicyErrors
 from .model import IpcKind, IpcObject
 
-SEARCH_PATH = (
-    Path("/usr/lib/ipcjanitor/policy.d"),
-    Path("/etc/ipcjanitor/policy.toml"),
-    Path("/etc/ipcjanitor/policy.d"),
-)
+SEARCH_PATH = tuple(Path(p) for p in policy_files.SEARCH_PATH)
 DEFAULT_MIN_AGE = 600  # "10m": an idle object is left alone for ten minutes
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 _TOP_FIELDS = {"min_age", "owners"}
@@ -398,21 +395,10 @@ def parse_policy_text(text: str, where: Path) -> tuple[dict[str, Owner], int | N
 
 def find_policy_files(explicit: str | None) -> list[Path]:
     """The files to read, in order: --policy/IPCJANITOR_POLICY, else the search path."""
-    if explicit:
-        path = Path(explicit)
-        if path.is_dir():
-            return sorted(path.glob("*.toml"), key=lambda p: p.name)
-        if not path.exists():
-            raise PolicyError(path, None, "no such policy file or directory")
-        return [path]
-    files: list[Path] = []
-    for entry in SEARCH_PATH:
-        if entry.suffix == ".toml":
-            if entry.exists():
-                files.append(entry)
-        elif entry.is_dir():
-            files.extend(sorted(entry.glob("*.toml"), key=lambda p: p.name))
-    return files
+    found = policy_files.search(explicit, [str(p) for p in SEARCH_PATH])
+    if found is None:
+        raise PolicyError(explicit, None, "no such policy file or directory")
+    return [Path(f) for f in found]
 
 
 def _check_not_writable_by_others(path: Path, is_dir_scan: bool) -> None:

@@ -1,0 +1,65 @@
+"""The hook's fast exit: prove, without parsing TOML, that no policy owner is bound to a unit.
+
+`hook` runs after every stop of every hooked service, so when nothing is bound to the unit it
+must cost little more than starting Python (bench/). An owner is bound by `unit = "NAME"`
+(or the template "PREFIX@.service"), so a policy whose files never contain that text cannot
+bind it. Anything unusual — other arguments, an unreadable file, the name present anywhere —
+returns None and the full path parses, validates and decides as always.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from . import policy_files
+
+
+def _hook_unit(argv: Sequence[str]) -> tuple[str, str | None] | None:
+    """(unit, --policy value) when argv is exactly a hook call, else None."""
+    unit = policy = None
+    seen_hook = False
+    args = list(argv)
+    while args:
+        a = args.pop(0)
+        if a == "hook" and not seen_hook:
+            seen_hook = True
+        elif a in ("-q", "--quiet", "-v", "--verbose", "--json"):
+            continue
+        elif a.startswith("--policy=") and not seen_hook:
+            policy = a.split("=", 1)[1]
+        elif a == "--policy" and not seen_hook and args:
+            policy = args.pop(0)
+        elif a.startswith("--unit=") and seen_hook:
+            unit = a.split("=", 1)[1]
+        elif a == "--unit" and seen_hook and args:
+            unit = args.pop(0)
+        else:
+            return None
+    if not seen_hook or not unit:
+        return None
+    return unit, policy
+
+
+def unbound_unit(argv: Sequence[str]) -> str | None:
+    """The unit of a `hook` call that no policy file can bind; None means: take the full path."""
+    call = _hook_unit(argv)
+    if call is None:
+        return None
+    unit, policy = call
+    names = [unit.encode()]
+    if "@" in unit:  # worker@3.service is bound by "worker@.service" too
+        prefix, _, rest = unit.partition("@")
+        names.append(f"{prefix}@.{rest.rpartition('.')[2]}".encode())
+    files = policy_files.search(policy or os.environ.get("IPCJANITOR_POLICY") or None)
+    if files is None:
+        return None  # let the full path report the missing policy
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except OSError:
+            return None
+        if any(name in text for name in names) or b"\\u" in text or b"\\U" in text:
+            return None  # mentioned (or possibly escaped): parse it properly
+    return unit
