@@ -250,7 +250,11 @@ def _keys(value: object) -> list[tuple[int, int]]:
 
 def _kinds(value: object) -> frozenset[IpcKind]:
     valid = {k.value for k in IpcKind}
-    if not isinstance(value, list) or not value or not all(k in valid for k in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(k, str) and k in valid for k in value)
+    ):
         raise ValueError('must be a non-empty list of "shm", "sem", "msg"')
     return frozenset(IpcKind(k) for k in value)
 
@@ -320,6 +324,8 @@ def _parse_owner(
                 values[key] = parse(table[key])
             except ValueError as exc:
                 err(f"{key}: {exc}", key)
+            except TypeError:  # a table or array where a scalar belongs, and the like
+                err(f"{key}: has the wrong type ({type(table[key]).__name__})", key)
     ranges = list(values.get("keys", []))
     ftoks = table.get("ftok", [])
     try:
@@ -402,25 +408,36 @@ def find_policy_files(explicit: str | None) -> list[Path]:
 
 
 def _check_not_writable_by_others(path: Path, is_dir_scan: bool) -> None:
-    """Like sshd's StrictModes: refuse what a non-root user could have written or swapped."""
-    real = path.resolve()
-    chain = [real, *real.parents]
-    for i, p in enumerate(chain):
+    """Like sshd's StrictModes: refuse what a non-root user could have written or swapped.
+
+    The file and its directory (or a scanned directory) and every directory above must be
+    owned by root and not writable by group or others; higher up a sticky directory (like
+    /tmp) is accepted, since nobody else can rename our entries out of it.
+    A symlink is followed, and the directories holding the link are checked the same way.
+    """
+    _check_chain(path, path.resolve(), is_dir_scan)
+    if path.is_symlink():
+        _check_chain(path, path.parent.resolve(), True)
+
+
+def _check_chain(named: Path, real: Path, starts_with_dir: bool) -> None:
+    strict = 1 if starts_with_dir else 2  # a file and its directory, or a scanned directory
+    for i, p in enumerate([real, *real.parents]):
         st = p.stat()
-        what = "file" if i == 0 and not is_dir_scan else "directory"
+        what = "directory" if i > 0 or starts_with_dir else "file"
         if st.st_uid != 0:
             raise PolicyError(
-                path,
+                named,
                 None,
                 f"{what} {p} is owned by uid {st.st_uid}, not root; as root "
                 f"ipcjanitor only reads policy that only root can change (chown root {p})",
             )
         loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        # an ancestor that is sticky (like /tmp) cannot have our entries swapped out
-        sticky_ok = i > 0 and st.st_mode & stat.S_ISVTX and not (is_dir_scan and i == 0)
-        if loose and not sticky_ok:
+        # the file and the directory holding it must be strict; a sticky directory higher
+        # up cannot have our entries renamed away by others
+        if loose and not (i >= strict and st.st_mode & stat.S_ISVTX):
             raise PolicyError(
-                path,
+                named,
                 None,
                 f"{what} {p} is writable by group or others (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}); as root ipcjanitor refuses it (chmod go-w {p})",
@@ -485,7 +502,12 @@ def _read_policy_file(path: Path) -> str:
             raise PolicyError(
                 path, None, f"larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy"
             )
-        return path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8")
+        if not text.strip():
+            raise PolicyError(
+                path, None, "is empty: a truncated policy? give it owners or remove the file"
+            )
+        return text
     except UnicodeDecodeError as exc:
         raise PolicyError(
             path, None, f"not UTF-8 text (byte {exc.start}): is this a policy?"
