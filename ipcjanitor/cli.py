@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -13,6 +15,7 @@ from .errors import IpcJanitorError, PolicyError, PolicyErrors, UsageError
 from .model import IpcKind
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOPERM, EXIT_POLICY = 0, 1, 64, 77, 78
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: an internal error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # an OS refusal nothing above translated: say what and where
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"ipcjanitor: {exc.strerror or exc}{where}; stopped there", file=sys.stderr)
+        return EXIT_NOPERM if exc.errno in (errno.EPERM, errno.EACCES) else EXIT_FAILED
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("IPCJANITOR_DEBUG"):
+            raise
+        print(
+            f"ipcjanitor: internal error ({type(exc).__name__}: {exc}); stopped there. "
+            "Run with IPCJANITOR_DEBUG=1 for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return EXIT_SOFTWARE
 
 
 def _indent(text: str) -> str:

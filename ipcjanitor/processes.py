@@ -8,6 +8,7 @@ walks /proc/*/cgroup once only when some owner is bound to a unit.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -25,11 +26,13 @@ def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK")
 
 
-def boot_time(procfs: Path) -> float:
-    for line in (procfs / "stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    raise NotPermittedError(f"{procfs}/stat has no btime line: cannot date processes")
+def boot_time() -> float:
+    """The wall-clock time of boot, to turn /proc/PID/stat start ticks into epoch seconds.
+
+    Computed as /proc/stat's btime is, but from the clocks themselves: it needs no /proc/stat
+    (absent with subset=pid) and keeps sub-second precision.
+    """
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def parse_stat(text: str, btime: float) -> tuple[str, float]:
@@ -112,11 +115,20 @@ def _nspid_depth() -> int:
 
 def blindness(procfs: Path = Path("/proc")) -> str | None:
     """Why we may not see every process that can use our IPC namespace, or None."""
-    if not (procfs / "self").exists() and procfs == Path("/proc"):
-        raise NotPermittedError(
-            "/proc is not mounted (or shows no processes): ipcjanitor cannot see the process "
-            "table, so it cannot prove any object unused; nothing was removed"
-        )
+    if procfs == Path("/proc"):
+        try:
+            self_pid = int(os.readlink("/proc/self"))
+        except (OSError, ValueError):
+            raise NotPermittedError(
+                "/proc is not mounted (or shows no processes): ipcjanitor cannot see the "
+                "process table, so it cannot prove any object unused; nothing was removed"
+            ) from None
+        if self_pid != os.getpid():
+            raise NotPermittedError(
+                f"/proc belongs to another pid namespace (/proc/self is {self_pid}, we are "
+                f"{os.getpid()}): its pids are not the ones the kernel records for us, so "
+                "ipcjanitor cannot prove any object unused; nothing was removed"
+            )
     for opt in _mount_options(procfs):
         hides = opt.startswith("hidepid=") and opt.split("=", 1)[1] not in ("0", "off")
         if hides and (os.geteuid() != 0 or not _has_cap(CAP_SYS_PTRACE)):
@@ -202,7 +214,7 @@ def gather(
 ) -> HostFacts:
     """One look at the process table for the pids and units a decision needs."""
     hidden = blindness(procfs)
-    btime = boot_time(procfs)
+    btime = boot_time()
     processes = {pid: probe(pid, procfs, btime) for pid in set(pids) if pid > 0}
     running = running_units(unit_patterns, procfs, own_pids() if exclude is None else exclude)
     units = {

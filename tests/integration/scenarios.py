@@ -380,6 +380,162 @@ def sources_agree() -> dict[str, Any]:
     }
 
 
+@scenario
+def hidepid() -> dict[str, Any]:
+    """/proc with hidepid=invisible, run as nobody: a hidden live creator is unknown, never stale."""
+    subprocess.run(["mount", "-o", "remount,hidepid=invisible", "/proc"], check=True)
+    alive = sysv.spawn(lambda: sysv.shmget(0x100000A1, mode=0o644))  # alive, nothing attached
+
+    def dead() -> None:
+        sysv.shmat(sysv.shmget(0x100000A2, mode=0o644))
+
+    sysv.kill9(sysv.spawn(dead))
+    run = janitor("scan", "--json", user="65534")
+    sysv.kill9(alive)
+    return {"rc": run["rc"], "scan": verdicts(run)}
+
+
+@scenario
+def subset_pid() -> dict[str, Any]:
+    """/proc with subset=pid (no /proc/sysvipc, every pid visible): decisions stay right."""
+    subprocess.run(["mount", "-o", "remount,subset=pid", "/proc"], check=True)
+    alive = sysv.spawn(lambda: sysv.shmget(0x100000B1))
+
+    def dead() -> None:
+        sysv.shmat(sysv.shmget(0x100000B2))
+
+    sysv.kill9(sysv.spawn(dead))
+    run = janitor("clean", "--json")
+    sysv.kill9(alive)
+    return {
+        "rc": run["rc"],
+        "clean": verdicts(run),
+        "left": sorted(
+            f"0x{row[1]:08x}"
+            for row in __import__("ipcjanitor._sysvipc", fromlist=["x"]).list_kind(0)
+        ),
+    }
+
+
+@scenario
+def foreign_proc() -> dict[str, Any]:
+    """/proc from another pid namespace (pids would mean other processes): refuse, remove nothing."""
+
+    def dead() -> None:
+        sysv.shmat(sysv.shmget(0x100000D1))
+
+    sysv.kill9(sysv.spawn(dead))
+    proc = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", "umount -l /proc; "  # uncovers the host's /proc
+         f"exec {sys.executable} -m ipcjanitor --policy {POLICY} clean"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return {"rc": proc.returncode, "stderr": proc.stderr, "left": ipcs_keys()}
+
+
+@scenario
+def no_proc() -> dict[str, Any]:
+    """No /proc at all: the process table is invisible, so nothing is removed, exit non-zero."""
+
+    def dead() -> None:
+        sysv.shmat(sysv.shmget(0x100000C1))
+
+    sysv.kill9(sysv.spawn(dead))
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            # --mount-proc stacked our /proc on the host's: unmount until none is left
+            "while mountpoint -q /proc; do umount -l /proc; done; "
+            f"exec {sys.executable} -m ipcjanitor --policy {POLICY} clean",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {"rc": proc.returncode, "stderr": proc.stderr, "left": ipcs_keys()}
+
+
+def _stale_shm(n: int, base: int) -> None:
+    def make() -> None:
+        for i in range(n):
+            sysv.shmat(sysv.shmget(base + i))
+
+    sysv.kill9(sysv.spawn(make))
+
+
+@scenario
+def killed_mid_clean() -> dict[str, Any]:
+    """SIGKILL ipcjanitor right after its first removal of 10,000; the next run finishes."""
+    Path("/proc/sys/kernel/shmmni").write_text("32768")
+    _stale_shm(10000, 0x10100000)
+    before = {row[0]: row[1:] for row in sysv_rows()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ipcjanitor", "--policy", POLICY, "-q", "clean"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    proc.kill()
+    proc.wait()
+    after = {row[0]: row[1:] for row in sysv_rows()}
+    intact = all(before[i] == rest for i, rest in after.items())
+    again = janitor("clean", "--json")
+    removed_again = sum(1 for o in again["doc"]["objects"] if o["verdict"] == "removed")
+    return {
+        "first": first,
+        "left_after_kill": len(after),
+        "intact": intact,
+        "rc": again["rc"],
+        "removed_again": removed_again,
+        "left": len(ipcs_keys()),
+    }
+
+
+def sysv_rows() -> list[tuple[Any, ...]]:
+    from ipcjanitor import _sysvipc
+
+    return _sysvipc.list_kind(0)
+
+
+@scenario
+def concurrent_runs() -> dict[str, Any]:
+    """Two cleans and a hook at once over 3,000 stale objects: each removed exactly once."""
+    _stale_shm(3000, 0x10200000)
+    cmds = [
+        [sys.executable, "-m", "ipcjanitor", "--policy", POLICY, "clean", "--json"],
+        [sys.executable, "-m", "ipcjanitor", "--policy", POLICY, "clean", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "ipcjanitor",
+            "--policy",
+            POLICY,
+            "hook",
+            "--unit",
+            "svc.service",
+            "--json",
+        ],
+    ]
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for c in cmds
+    ]
+    docs = [json.loads(p.communicate()[0]) for p in procs]
+    removed = [o["key"] for d in docs for o in d["objects"] if o["verdict"] == "removed"]
+    return {
+        "rcs": [p.returncode for p in procs],
+        "removed": len(removed),
+        "distinct": len(set(removed)),
+        "failed": sum(1 for d in docs for o in d["objects"] if o["verdict"] == "failed"),
+        "notes": [d["summary"].get("notes", []) for d in docs],
+        "left": len(ipcs_keys()),
+    }
+
+
 if __name__ == "__main__":
     POLICY = sys.argv[2]
     result = SCENARIOS[sys.argv[1]]()
