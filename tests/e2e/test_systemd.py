@@ -111,7 +111,9 @@ def test_install_hook_writes_an_idempotent_drop_in(box: Container) -> None:
 def test_hook_removes_what_a_sigkilled_service_left(box: Container) -> None:
     box.run("ipcjanitor install-hook leaky.service")
     box.run("systemctl start leaky.service")
-    box.wait_until("grep -q . /proc/sysvipc/shm && test $(wc -l < /proc/sysvipc/sem) -ge 2")
+    box.wait_until(
+        "test $(wc -l < /proc/sysvipc/shm) -ge 2 && test $(wc -l < /proc/sysvipc/sem) -ge 2"
+    )
     main_pid = int(box.run("systemctl show -p MainPID --value leaky.service").stdout)
     key = 0x61040000 | (main_pid & 0xFFFF)
     assert sysvipc_keys(box, "shm") == [key] and sysvipc_keys(box, "sem") == [key]
@@ -135,7 +137,7 @@ def test_hook_removes_what_a_sigkilled_service_left(box: Container) -> None:
 def test_a_clean_stop_with_a_broken_policy_stays_clean_and_logs_loudly(box: Container) -> None:
     box.run("ipcjanitor install-hook leaky.service")
     box.run("systemctl start leaky.service")
-    box.wait_until("grep -q . /proc/sysvipc/shm")
+    box.wait_until("test $(wc -l < /proc/sysvipc/shm) -ge 2")
     box.write("/etc/ipcjanitor/policy.d/zz-broken.toml", "[owners.x]\nkeys = ['0x20-0x10']\n")
     box.run("systemctl stop leaky.service")
     assert (
@@ -148,7 +150,7 @@ def test_a_clean_stop_with_a_broken_policy_stays_clean_and_logs_loudly(box: Cont
 
 def test_hook_without_a_bus_still_cleans_from_the_policy(box: Container) -> None:
     box.run("systemctl start leaky.service")
-    box.wait_until("grep -q . /proc/sysvipc/shm")
+    box.wait_until("test $(wc -l < /proc/sysvipc/shm) -ge 2")
     box.run("systemctl kill -s KILL leaky.service")
     box.wait_until("test $(systemctl show -p ActiveState --value leaky.service) = failed")
     out = box.run(
@@ -161,7 +163,7 @@ def test_hook_without_a_bus_still_cleans_from_the_policy(box: Container) -> None
 
 def test_the_oneshot_service_cleans_a_stale_owner_without_unit(box: Container) -> None:
     box.run(
-        "python3 -c 'import ctypes, os; libc = ctypes.CDLL(None); libc.shmat.restype = ctypes.c_void_p;"
+        "/usr/bin/python3 -c 'import ctypes, os; libc = ctypes.CDLL(None); libc.shmat.restype = ctypes.c_void_p;"
         " libc.shmat(libc.shmget(0x70000001, 4096, 0o1600), None, 0); os.kill(os.getpid(), 9)'",
         check=False,
     )
@@ -247,3 +249,25 @@ def test_php_incident_table_fills_without_hook_and_never_with_it(box: Container)
     assert sysvipc_keys(box, "shm") == [] and sysvipc_keys(box, "sem") == []
     removed = journal(box, "IPCJANITOR_UNIT=php-worker.service", "IPCJANITOR_VERDICT=removed")
     assert len(removed) == 20  # a segment and a semaphore set after each of the 10 kills
+
+
+def test_the_hardened_service_sees_other_users_and_removes_only_the_dead(box: Container) -> None:
+    holder = (
+        "import ctypes, time; libc = ctypes.CDLL(None);"
+        " assert libc.shmget(0x70000010, 4096, 0o1644) >= 0; time.sleep(600)"
+    )
+    box.run("useradd -M -u 4242 holder")  # in the container's /etc overlay
+    box.run(f"systemd-run --uid=holder --unit=holder.service /usr/bin/python3 -c '{holder}'")
+    box.wait_until("test $(wc -l < /proc/sysvipc/shm) -ge 2")
+    box.run(
+        "setpriv --reuid=4343 --regid=4343 --clear-groups /usr/bin/python3 -c 'import ctypes, os;"
+        " libc = ctypes.CDLL(None); libc.shmat.restype = ctypes.c_void_p;"
+        " libc.shmat(libc.shmget(0x70000011, 4096, 0o1600), None, 0); os.kill(os.getpid(), 9)'",
+        check=False,
+    )
+    assert sorted(sysvipc_keys(box, "shm")) == [0x70000010, 0x70000011]
+    box.run("systemctl start ipcjanitor.service")
+    assert sysvipc_keys(box, "shm") == [0x70000010]  # the live uid-4242 creator's is kept
+    (record,) = journal(box, "_SYSTEMD_UNIT=ipcjanitor.service", "IPCJANITOR_VERDICT=removed")
+    assert record["IPCJANITOR_KEY"] == "0x70000011" and record["IPCJANITOR_UID"] == "4343"
+    box.run("systemctl stop holder.service")
