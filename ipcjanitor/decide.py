@@ -103,7 +103,7 @@ def _unowned_reason(obj: IpcObject, policy: Policy) -> str:
     if claimant is not None:
         return (
             f"key is {claimant.name}'s, but uid {obj.uid}/cuid {obj.cuid} is not "
-            f"{claimant.name}'s uid {claimant.uid}"
+            f"{claimant.name}'s uid {claimant.uid}/cuid {claimant.creator_uid}"
         )
     return "no owner claims this key"
 

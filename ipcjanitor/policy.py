@@ -27,6 +27,7 @@ _OWNER_FIELDS = {
     "ftok",
     "kinds",
     "uid",
+    "cuid",
     "private",
     "min_age",
     "keep_queued_messages",
@@ -46,10 +47,16 @@ class Owner:
     kinds: frozenset[IpcKind] = frozenset(IpcKind)
     unit: str | None = None
     uid: int | None = None
+    cuid: int | None = None  # the creator's uid when it differs from uid (Apache's semaphores)
     private: bool = False
     min_age: int | None = None  # None: the policy's global min_age
     keep_queued_messages: bool = True
     source: str = "<embedded>"
+
+    @property
+    def creator_uid(self) -> int | None:
+        """The cuid an object must have: cuid if given, else uid (the contract's rule)."""
+        return self.uid if self.cuid is None else self.cuid
 
     def matches_unit(self, unit: str) -> bool:
         return self.unit is not None and unit_matches(self.unit, unit)
@@ -84,13 +91,17 @@ class Policy:
         """The owner claiming this object, or None: key (or IPC_PRIVATE + uid), kind and uid."""
         if obj.key == 0:
             owner = self._private.get((obj.kind, obj.uid))
-            return owner if owner is not None and obj.cuid == owner.uid else None
+            return owner if owner is not None and obj.cuid == owner.creator_uid else None
         lows, spans = self._index[obj.kind]
         i = bisect.bisect_right(lows, obj.key) - 1
         if i < 0 or spans[i][0] < obj.key:
             return None
         owner = spans[i][1]
-        if check_uid and owner.uid is not None and (obj.uid != owner.uid or obj.cuid != owner.uid):
+        if (
+            check_uid
+            and owner.uid is not None
+            and (obj.uid != owner.uid or obj.cuid != owner.creator_uid)
+        ):
             return None
         return owner
 
@@ -293,6 +304,7 @@ _FIELD_PARSERS: dict[str, Any] = {
     "keys": _keys,
     "kinds": _kinds,
     "uid": resolve_uid,
+    "cuid": resolve_uid,
     "private": _bool,
     "min_age": parse_duration,
     "keep_queued_messages": _bool,
@@ -338,6 +350,8 @@ def _parse_owner(
             ranges.append((ftok_key, ftok_key))
     except ValueError as exc:
         err(f"ftok: {exc}", "ftok")
+    if "cuid" in table and "uid" not in table:
+        err("cuid needs uid: it only says who created the objects of uid", "cuid")
     if values.get("private") and "uid" not in table:
         err("private = true needs uid: IPC_PRIVATE objects are claimed by their uid", "private")
     if not ranges and not values.get("private") and not errors and not ftoks:
@@ -350,6 +364,7 @@ def _parse_owner(
         kinds=values.get("kinds", frozenset(IpcKind)),
         unit=values.get("unit"),
         uid=values.get("uid"),
+        cuid=values.get("cuid"),
         private=values.get("private", False),
         min_age=values.get("min_age"),
         keep_queued_messages=values.get("keep_queued_messages", True),
@@ -568,6 +583,8 @@ def describe(policy: Policy) -> Iterable[str]:
         yield f"  keys:  {keys or '-'}"
         yield f"  kinds: {', '.join(k.value for k in IpcKind if k in o.kinds)}"
         uid = "any" if o.uid is None else str(o.uid)
+        if o.cuid is not None:
+            uid += f" (created by uid {o.cuid})"
         yield f"  uid:   {uid}{'  + IPC_PRIVATE' if o.private else ''}"
         keep = str(o.keep_queued_messages).lower()
         yield f"  min_age: {format_duration(policy.grace(o))}   keep_queued_messages: {keep}"

@@ -145,6 +145,19 @@ def test_two_private_owners_of_one_uid_overlap(tmp_path: Path) -> None:
         load(write(tmp_path / "p.toml", text))
 
 
+def test_cuid_claims_objects_created_by_another_user(tmp_path: Path) -> None:
+    # Apache's `Mutex sysvsem`: created by root, handed to www-data with IPC_SET
+    p = load(
+        write(
+            tmp_path / "p.toml", "[owners.a]\nuid = 33\ncuid = 0\nprivate = true\nkinds = ['sem']\n"
+        )
+    )
+    assert p.owner_of(obj(0, IpcKind.SEM, uid=33, cuid=0)) is p.owner("a")
+    assert p.owner_of(obj(0, IpcKind.SEM, uid=33, cuid=33)) is None
+    with pytest.raises(PolicyErrors, match="cuid needs uid"):
+        load(write(tmp_path / "q.toml", "[owners.a]\ncuid = 0\nkeys = ['0x10']\n"))
+
+
 def test_private_claims_key_zero_of_that_uid(tmp_path: Path) -> None:
     p = load(write(tmp_path / "p.toml", "[owners.a]\nuid = 5\nprivate = true\n"))
     assert p.owner_of(obj(0, uid=5)) is p.owner("a")
@@ -307,3 +320,24 @@ def test_owner_of_agrees_with_brute_force(spans: list[tuple[int, int]], key: int
     p = Policy(owners=tuple(owners))
     expected = next((o for o in owners if o.key_ranges[0][0] <= key <= o.key_ranges[0][1]), None)
     assert p.owner_of(obj(key)) is expected
+
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "packaging" / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_shipped_examples_are_valid(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pwd
+
+    real = pwd.getpwnam
+
+    def getpwnam(name: str):  # the example's users need not exist on the test machine
+        try:
+            return real(name)
+        except KeyError:
+            return real("nobody")
+
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+    policy = load_policy(str(example), strict_modes=False)
+    assert policy.owners and all(o.unit for o in policy.owners)
+    assert example.read_text().startswith("# ")  # documented
