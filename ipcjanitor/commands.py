@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 
-from . import report
+from . import janitor, metrics, report
 from .errors import PolicyError, PolicyErrors, UsageError
 from .janitor import Scope, survey
 from .journal import Journal
-from .lock import acquire
 from .model import Decision, IpcKind, Verdict
 from .policy import Policy, describe, load_policy
 from .procfs import read_objects
-from .remove import remove_stale
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -83,20 +82,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
         decisions, _ = survey(policy, scope)
         _print(args, decisions)
         return 0
-    held = acquire()
-    try:
-        decisions, _ = survey(policy, scope)
-        journal = Journal()
-        done = []
-        for d in remove_stale(decisions):
-            if d.verdict in (Verdict.REMOVED, Verdict.FAILED, Verdict.CHANGED):
-                journal.decision(d)
-            done.append(d)
-        journal.close()
-    finally:
-        held.release()
-    notes = [n for n in (held.note(),) if n]
-    _print(args, done, notes)
+    if args.metrics:
+        metrics.require()  # before any work: a missing library is a one-line error
+    started = time.time()
+    done, waited = janitor.clean(policy, scope, Journal())
+    if args.metrics:
+        metrics.write(args.metrics, done, started, time.time())
+    _print(args, done, [waited] if waited else [])
     return 1 if report.failed(done) else 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,13 +39,14 @@ def _clean_owners_of(
     unit: str, owners: tuple[Owner, ...], policy: Policy, args: argparse.Namespace
 ) -> int:
     # Imported here, not at the top: the hook's no-owner path must start fast (bench/).
-    from . import report  # noqa: PLC0415
-    from .janitor import Scope, survey  # noqa: PLC0415
+    from . import metrics, report  # noqa: PLC0415
+    from .janitor import Scope, clean  # noqa: PLC0415
     from .journal import Journal  # noqa: PLC0415
-    from .lock import acquire  # noqa: PLC0415
-    from .model import HostFacts, Verdict  # noqa: PLC0415
-    from .remove import remove_stale  # noqa: PLC0415
+    from .model import HostFacts  # noqa: PLC0415
     from .systemd import StopInfo, unit_run  # noqa: PLC0415
+
+    if args.metrics:
+        metrics.require()
 
     journal = Journal(unit=unit)
     stop = StopInfo.from_env()
@@ -68,20 +70,13 @@ def _clean_owners_of(
     else:
         notes.append(f"deciding from the policy and /proc alone: {no_bus}")
         facts_hook = None
-    held = acquire()
-    try:
-        scope = Scope(owners=frozenset(o.name for o in owners))
-        decisions, _ = survey(policy, scope, facts_hook=facts_hook)
-        done = []
-        for d in remove_stale(decisions):
-            if d.verdict in (Verdict.REMOVED, Verdict.FAILED, Verdict.CHANGED):
-                journal.decision(d)
-            done.append(d)
-    finally:
-        held.release()
-        journal.close()
-    if note := held.note():
-        notes.append(note)
+    scope = Scope(owners=frozenset(o.name for o in owners))
+    started = time.time()
+    done, waited = clean(policy, scope, journal, facts_hook)
+    if args.metrics:
+        metrics.write(args.metrics, done, started, time.time())
+    if waited:
+        notes.append(waited)
     if args.json:
         print(report.document(done, {"unit": unit, "notes": notes}))
     else:

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .decide import claims, decide, pids_to_probe, units_to_probe
-from .model import Decision, HostFacts, IpcKind
+from .journal import Journal
+from .lock import acquire
+from .model import Decision, HostFacts, IpcKind, Verdict
 from .policy import Owner, Policy
 from .processes import gather
 from .procfs import read_objects
+from .remove import remove_stale
 
 
 @dataclass(frozen=True)
@@ -42,3 +45,31 @@ def survey(
 
 def _order(d: Decision) -> tuple[int, int]:
     return (d.obj.kind.number, d.obj.id)
+
+
+def clean(
+    policy: Policy,
+    scope: Scope,
+    journal: Journal,
+    facts_hook: Callable[[HostFacts], HostFacts] | None = None,
+) -> tuple[list[Decision], str | None]:
+    """Under the run lock: survey, remove what is stale, record each removal attempt.
+
+    Returns every decision (stale ones replaced by what removing them did) and a note when
+    this run had to wait for another.
+    """
+    held = acquire()
+    try:
+        decisions, _ = survey(policy, scope, facts_hook=facts_hook)
+        done = []
+        for d in remove_stale(decisions):
+            if d.verdict in _RECORDED:
+                journal.decision(d)
+            done.append(d)
+    finally:
+        held.release()
+        journal.close()
+    return done, held.note()
+
+
+_RECORDED = frozenset({Verdict.REMOVED, Verdict.FAILED, Verdict.CHANGED})

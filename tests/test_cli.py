@@ -73,3 +73,17 @@ def test_quiet_prints_only_the_summary(capsys: pytest.CaptureFixture[str], tmp_p
     p.write_text('[owners.a]\nkeys = ["0x10"]\n')
     rc, out, _ = run(capsys, "--policy", str(p), "-q", "scan")
     assert rc == 0 and len(out.splitlines()) == 1 and "object" in out
+
+
+def test_metrics_without_prometheus_client_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    empty = tmp_path / "p.toml"
+    empty.write_text("min_age = '1h'\n")  # no owners: even if it ran, nothing could be removed
+    rc, _, err = run(capsys, "--policy", str(empty), "clean", "--metrics", str(tmp_path / "m.prom"))
+    assert rc == 64
+    assert err.strip().count("\n") == 0 and "python3-prometheus-client" in err
+    assert not (tmp_path / "m.prom").exists()

@@ -536,6 +536,23 @@ def concurrent_runs() -> dict[str, Any]:
     }
 
 
+@scenario
+def metrics_file() -> dict[str, Any]:
+    """clean --metrics twice: gauges for the run, a removals counter carried across runs."""
+    out = Path(tempfile.mkdtemp()) / "ipcjanitor.prom"
+    _stale_shm(3, 0x100000E0)
+    first = janitor("clean", "--metrics", str(out))
+    text1 = out.read_text()
+    _stale_shm(2, 0x100000F0)
+    janitor("clean", "--metrics", str(out))
+    return {
+        "rc": first["rc"],
+        "first": text1,
+        "second": out.read_text(),
+        "mode": oct(out.stat().st_mode & 0o777),
+    }
+
+
 if __name__ == "__main__":
     POLICY = sys.argv[2]
     result = SCENARIOS[sys.argv[1]]()

@@ -150,3 +150,26 @@ def test_kernel_listing_and_proc_sysvipc_agree(tmp_path: Path) -> None:
     r = in_namespace("sources_agree", POLICY, tmp_path)
     assert r["counts"] == {"shm": 2, "sem": 1, "msg": 1}
     assert r["kernel"] == r["proc"]
+
+
+def test_metrics_are_written_for_node_exporter(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = in_namespace("metrics_file", POLICY, tmp_path)
+    assert r["rc"] == 0 and r["mode"] == "0o644"
+
+    def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+
+    one, two = samples(r["first"]), samples(r["second"])
+    assert one[("ipcjanitor_removed_objects_total", (("kind", "shm"),))] == 3
+    assert two[("ipcjanitor_removed_objects_total", (("kind", "shm"),))] == 5  # carried over
+    assert two[("ipcjanitor_objects", (("kind", "shm"), ("verdict", "removed")))] == 2
+    assert two[("ipcjanitor_objects", (("kind", "msg"), ("verdict", "stale")))] == 0
+    assert two[("ipcjanitor_failed_removals", (("kind", "sem"),))] == 0
+    assert two[("ipcjanitor_last_success_timestamp_seconds", ())] > 1.7e9
+    assert not any(name.endswith("_created") for name, _ in two)
