@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 # What pip needs to build pystemd and our C extension, and what the tools call.
 APT_RUN  := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev util-linux procps
 # What the integration and end-to-end tests drive: real systemd, D-Bus, PHP.
-APT_TEST := systemd dbus php-cli
+APT_TEST := systemd dbus php-cli scdoc man-db groff-base
 
-.PHONY: run test test-fast lint bench setup setup-test clean
+.PHONY: run test test-fast lint bench setup setup-test clean man
 
 run: setup
 	$(VENV)/bin/ipcjanitor scan
@@ -35,6 +35,16 @@ test-fast: setup
 
 test: setup-test lint
 	$(PY) -m pytest -q
+
+MAN_SRC := $(wildcard docs/*.scd)
+MAN_OUT := $(patsubst docs/%.scd,build/man/%,$(MAN_SRC))
+
+man: $(MAN_OUT)
+
+build/man/%: docs/%.scd
+	@command -v scdoc >/dev/null || sh packaging/apt-install.sh scdoc
+	mkdir -p build/man
+	scdoc < $< > $@
 
 bench: setup
 	$(PY) bench/run.py

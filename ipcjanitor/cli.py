@@ -68,9 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="IPC table use vs limits; processes stuck on pipes")
     doc.add_argument("--json", action="store_true", help="print one JSON document")
     pol = sub.add_parser("policy", help="policy tools")
-    pol_sub = pol.add_subparsers(dest="policy_command", metavar="check", parser_class=_Parser)
+    pol_sub = pol.add_subparsers(
+        dest="policy_command", metavar="{check,owners,units}", parser_class=_Parser
+    )
     chk = pol_sub.add_parser("check", help="validate and print the resolved owners")
     chk.add_argument("path", nargs="?", help="policy file or directory (default: the search path)")
+    pol_sub.add_parser("owners", help="owner names, one per line (for shell completion)")
+    pol_sub.add_parser("units", help="units owners are bound to, one per line")
     return p
 
 

@@ -93,8 +93,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
+    if args.policy_command in ("owners", "units"):
+        policy = load_policy(args.policy)
+        names = [o.name if args.policy_command == "owners" else o.unit for o in policy.owners]
+        print("\n".join(sorted({n for n in names if n})))
+        return 0
     if args.policy_command != "check":
-        raise UsageError("usage: ipcjanitor policy check [PATH]")
+        raise UsageError("usage: ipcjanitor policy {check [PATH],owners,units}")
     policy = load_policy(args.path or args.policy)
     for warning in policy.warnings:
         print(f"warning: {warning}")

@@ -1,0 +1,65 @@
+"""bash completion: commands, options, owner names and unit names from the policy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent.parent / "packaging" / "bash-completion" / "ipcjanitor"
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def complete(*words: str) -> list[str]:
+    """COMPREPLY for a command line whose last word is being completed."""
+    quoted = " ".join(f"'{w}'" for w in words)
+    script = f"source {SCRIPT}; COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; _ipcjanitor; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    out = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    return sorted(w for w in out.stdout.splitlines() if w)
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> str:
+    p = tmp_path / "p.toml"
+    p.write_text(
+        '[owners.billing]\nunit = "billing.service"\nkeys = ["0x10"]\n'
+        '[owners.batch]\nunit = "batch@.service"\nkeys = ["0x20"]\n'
+    )
+    return str(p)
+
+
+def test_commands_and_options() -> None:
+    assert complete("ipcjanitor", "") == sorted(
+        ["scan", "clean", "hook", "policy", "install-hook", "doctor"]
+    )
+    assert complete("ipcjanitor", "cl") == ["clean"]
+    assert complete("ipcjanitor", "clean", "--") == [
+        "--dry-run",
+        "--json",
+        "--kind",
+        "--metrics",
+        "--owner",
+    ]
+    assert complete("ipcjanitor", "scan", "--kind", "s") == ["sem", "shm"]
+    assert complete("ipcjanitor", "policy", "") == ["check", "owners", "units"]
+
+
+def test_owner_and_unit_names_come_from_the_policy(policy: str) -> None:
+    assert complete("ipcjanitor", "--policy", policy, "scan", "--owner", "b") == [
+        "batch",
+        "billing",
+    ]
+    assert complete("ipcjanitor", "--policy", policy, "install-hook", "") == [
+        "batch@.service",
+        "billing.service",
+    ]
+    assert complete("ipcjanitor", f"--policy={policy}", "hook", "--unit", "bi") == [
+        "billing.service"
+    ]
