@@ -1,0 +1,45 @@
+#!/bin/sh
+# Install dist/ipcjanitor_*.deb on a fresh Debian 12 root (debootstrap --variant=minbase) and
+# check what an operator would: it installs with its Debian dependencies, `ipcjanitor scan`
+# runs, the units are where systemd looks, only the timer is enabled, /etc/ipcjanitor holds a
+# conffile, and the man pages, completion and examples are in place.
+set -eu
+cd "$(dirname "$0")/.."
+deb=$(ls dist/ipcjanitor_*.deb)
+pristine=build/debian12-root
+root=build/debian12-test
+mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+[ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list)
+if [ ! -x "$pristine/usr/bin/apt-get" ]; then
+    rm -rf "$pristine"
+    debootstrap --variant=minbase bookworm "$pristine" "$mirror" >build/debootstrap.log 2>&1 ||
+        { tail -20 build/debootstrap.log; exit 1; }
+fi
+rm -rf "$root"
+cp -a "$pristine" "$root"
+cp "$deb" "$root/tmp/ipcjanitor.deb"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+
+fail() { echo "package-test: FAILED: $*" >&2; exit 1; }
+# private mounts, pids and IPC: nothing of this leaks to the host
+unshare --mount --pid --fork --ipc sh -eu -c "
+    mount -t proc proc '$root/proc'
+    mount --bind /dev '$root/dev'
+    chroot '$root' apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive chroot '$root' apt-get install -y -qq /tmp/ipcjanitor.deb >/dev/null
+    chroot '$root' ipcjanitor scan
+    chroot '$root' ipcjanitor policy check
+    chroot '$root' python3 -c 'from pystemd.dbuslib import DBus; from pystemd.systemd1 import Manager, Unit'
+    chroot '$root' dpkg-query -W -f='\${Conffiles}\n' ipcjanitor > '$root/tmp/conffiles'
+"
+for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.timer \
+         usr/share/man/man8/ipcjanitor.8.gz usr/share/man/man5/ipcjanitor.policy.5.gz \
+         usr/share/bash-completion/completions/ipcjanitor \
+         usr/share/doc/ipcjanitor/examples/php-ftok.toml; do
+    [ -f "$root/$f" ] || fail "/$f is missing"
+done
+[ -d "$root/etc/ipcjanitor/policy.d" ] || fail "/etc/ipcjanitor/policy.d was not created"
+[ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor.timer" ] || fail "the timer is not enabled"
+! ls "$root"/etc/systemd/system/*.wants/ipcjanitor.service 2>/dev/null || fail "the oneshot service is enabled"
+grep -q '^ /etc/ipcjanitor/policy.toml ' "$root/tmp/conffiles" || fail "/etc/ipcjanitor/policy.toml is not a conffile"
+echo "package-test: deb installs on a fresh Debian 12 root and works"

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Inspect dist/ipcjanitor-*.rpm: the files, the conffile, the systemd scriptlets, and that the
+# payload runs (unpacked, in a private IPC namespace).
+set -eu
+cd "$(dirname "$0")/.."
+rpm=$(ls dist/ipcjanitor-*.rpm)
+fail() { echo "package-test: FAILED: $*" >&2; exit 1; }
+files=$(rpm -qpl "$rpm" 2>/dev/null)
+for f in /usr/bin/ipcjanitor /usr/lib/systemd/system/ipcjanitor.service \
+         /usr/lib/systemd/system/ipcjanitor.timer /usr/share/man/man8/ipcjanitor.8 \
+         /usr/share/man/man5/ipcjanitor.policy.5 /usr/share/bash-completion/completions/ipcjanitor \
+         /etc/ipcjanitor/policy.toml /etc/ipcjanitor/policy.d; do
+    printf '%s\n' "$files" | grep -qE "^$f(\.gz)?$" || fail "$f is not in the rpm"  # gzipped where brp-compress runs
+done
+rpm -qpc "$rpm" 2>/dev/null | grep -qx /etc/ipcjanitor/policy.toml || fail "policy.toml is not %config"
+scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
+printf '%s\n' "$scripts" | grep -q 'preset ipcjanitor.timer' || fail "%post does not preset the timer"
+printf '%s\n' "$scripts" | grep -q 'disable --now ipcjanitor.service ipcjanitor.timer' || fail "%preun does not disable"
+printf '%s\n' "$scripts" | grep -q 'try-restart ipcjanitor.timer' || fail "%postun does not restart"
+rpm -qp --requires "$rpm" 2>/dev/null | grep -qx python3-pystemd || fail "no python3-pystemd requirement"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+(cd "$tmp" && rpm2cpio "$OLDPWD/$rpm" | cpio -idm --quiet)
+site=$(ls -d "$tmp"/usr/lib*/python3*/*-packages)
+PYTHONPATH=$site unshare --ipc /usr/bin/python3 "$tmp/usr/bin/ipcjanitor" scan >/dev/null || fail "the packaged ipcjanitor does not run"
+echo "package-test: rpm has its files, %config, systemd scriptlets, and runs"
