@@ -410,52 +410,38 @@ def subset_pid() -> dict[str, Any]:
     return {
         "rc": run["rc"],
         "clean": verdicts(run),
-        "left": sorted(
-            f"0x{row[1]:08x}"
-            for row in __import__("ipcjanitor._sysvipc", fromlist=["x"]).list_kind(0)
-        ),
+        "left": sorted(f"0x{row[1]:08x}" for row in sysv_rows()),  # no /proc/sysvipc here
     }
 
 
-@scenario
-def foreign_proc() -> dict[str, Any]:
-    """/proc from another pid namespace (pids would mean other processes): refuse, remove nothing."""
+def _clean_with_proc_changed(key: int, how: str) -> dict[str, Any]:
+    """A stale segment, then `clean` in a new mount namespace after the shell commands `how`."""
 
     def dead() -> None:
-        sysv.shmat(sysv.shmget(0x100000D1))
+        sysv.shmat(sysv.shmget(key))
 
     sysv.kill9(sysv.spawn(dead))
     proc = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", "umount -l /proc; "  # uncovers the host's /proc
-         f"exec {sys.executable} -m ipcjanitor --policy {POLICY} clean"],
+        ["unshare", "--mount", "sh", "-c",
+         f"{how}; exec {sys.executable} -m ipcjanitor --policy {POLICY} clean"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     return {"rc": proc.returncode, "stderr": proc.stderr, "left": ipcs_keys()}
 
 
 @scenario
+def foreign_proc() -> dict[str, Any]:
+    """/proc from another pid namespace (pids would mean other processes): refuse, remove nothing."""
+    return _clean_with_proc_changed(0x100000D1, "umount -l /proc")  # uncovers the host's /proc
+
+
+@scenario
 def no_proc() -> dict[str, Any]:
     """No /proc at all: the process table is invisible, so nothing is removed, exit non-zero."""
-
-    def dead() -> None:
-        sysv.shmat(sysv.shmget(0x100000C1))
-
-    sysv.kill9(sysv.spawn(dead))
-    proc = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "sh",
-            "-c",
-            # --mount-proc stacked our /proc on the host's: unmount until none is left
-            "while mountpoint -q /proc; do umount -l /proc; done; "
-            f"exec {sys.executable} -m ipcjanitor --policy {POLICY} clean",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    # --mount-proc stacked our /proc on the host's: unmount until none is left
+    return _clean_with_proc_changed(
+        0x100000C1, "while mountpoint -q /proc; do umount -l /proc; done"
     )
-    return {"rc": proc.returncode, "stderr": proc.stderr, "left": ipcs_keys()}
 
 
 def _stale_shm(n: int, base: int) -> None:
