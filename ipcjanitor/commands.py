@@ -57,15 +57,7 @@ def _scope(args: argparse.Namespace, policy: Policy) -> Scope:
 def _print(
     args: argparse.Namespace, decisions: Sequence[Decision], notes: Sequence[str] = ()
 ) -> None:
-    if args.json:
-        print(report.document(decisions, {"notes": list(notes)}))
-        return
-    if not args.quiet:
-        if decisions:
-            print(report.table(decisions))
-        for note in notes:
-            print(f"note: {note}")
-    print(report.summary_line(decisions))
+    report.emit(decisions, as_json=args.json, quiet=args.quiet, notes=notes)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

@@ -77,14 +77,7 @@ def _clean_owners_of(
         metrics.write(args.metrics, done, started, time.time())
     if waited:
         notes.append(waited)
-    if args.json:
-        print(report.document(done, {"unit": unit, "notes": notes}))
-    else:
-        if done and not args.quiet:
-            print(report.table(done))
-        for n in notes:
-            print(f"note: {n}")
-        print(report.summary_line(done))
+    report.emit(done, as_json=args.json, quiet=args.quiet, notes=notes, extra={"unit": unit})
     return 1 if report.failed(done) else 0
 
 

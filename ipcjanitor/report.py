@@ -124,3 +124,23 @@ def document(decisions: Sequence[Decision], extra: dict[str, Any] | None = None)
 
 def failed(decisions: Iterable[Decision]) -> bool:
     return any(d.verdict is Verdict.FAILED for d in decisions)
+
+
+def emit(
+    decisions: Sequence[Decision],
+    *,
+    as_json: bool,
+    quiet: bool,
+    notes: Sequence[str] = (),
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Print a run: one JSON document, or the table, its notes and the summary line."""
+    if as_json:
+        print(document(decisions, {**(extra or {}), "notes": list(notes)}))
+        return
+    if not quiet:
+        if decisions:
+            print(table(decisions))
+        for note in notes:
+            print(f"note: {note}")
+    print(summary_line(decisions))
