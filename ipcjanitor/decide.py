@@ -116,7 +116,8 @@ def decide_one(
 
     if owner is None:  # 1. ownership (the caller explains why)
         return Decision(obj, None, Verdict.UNOWNED, "")
-    unit_state = facts.units.get(owner.unit) if owner.unit else None
+    # a unit nobody looked at is as good as one we cannot see: not proof of anything
+    unit_state = facts.units.get(owner.unit, UnitState.UNKNOWN) if owner.unit else None
     if unit_state is UnitState.RUNNING:  # 2. the owner is alive
         return verdict(
             Verdict.IN_USE, f"{owner.unit} is running: it may attach by key again at any moment"
@@ -147,7 +148,8 @@ def decide_one(
         return verdict(Verdict.UNKNOWN, obj.unreadable)
     unknown = [v.describe() for v in views if v.fate == "unknown"] + doubts
     if unit_state is UnitState.UNKNOWN:
-        unknown.append(f"cannot tell whether {owner.unit} is running ({facts.hidden_pids})")
+        why = facts.hidden_pids or "its processes were not looked at"
+        unknown.append(f"cannot tell whether {owner.unit} is running ({why})")
     if unknown:
         return verdict(Verdict.UNKNOWN, "; ".join(unknown))
     tail = _tail(obj, idle, last)

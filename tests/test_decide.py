@@ -166,6 +166,9 @@ def test_no_pid_at_all_needs_a_stopped_unit() -> None:
     assert d.verdict is Verdict.STALE and "svc.service is not running" in d.reason
     unknown = HostFacts(units={"svc.service": UnitState.UNKNOWN}, hidden_pids="hidepid=2")
     assert one(sem((0, 0)), unknown, UNIT_OWNER).verdict is Verdict.UNKNOWN
+    # a unit nobody looked at proves nothing either, even with every pid dead
+    d = one(shm(), facts(p10=DEAD), UNIT_OWNER)
+    assert d.verdict is Verdict.UNKNOWN and "not looked at" in d.reason
 
 
 def test_unreadable_details_are_unknown() -> None:
@@ -233,7 +236,8 @@ def test_stale_only_with_proof_of_death(obj: IpcObject, f: HostFacts, owner: Own
     if d.verdict is not Verdict.STALE:
         return
     assert not obj.nattch and not obj.ncnt and not obj.zcnt
-    assert f.units.get("svc.service") is not UnitState.RUNNING or owner.unit is None
+    if owner.unit:  # a unit-bound owner's object is stale only once the unit is seen stopped
+        assert f.units.get(owner.unit) is UnitState.STOPPED
     for rec in obj.pids:
         if rec.pid:
             info = f.processes.get(rec.pid)
