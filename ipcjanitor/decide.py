@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from .model import (
+    BASE_REUSE_MARGIN,
     Decision,
     HostFacts,
     IpcKind,
@@ -21,10 +22,10 @@ from .model import (
 )
 from .policy import Owner, Policy, format_duration
 
-# Object times are whole seconds and a process's start time is boot time (whole seconds)
-# plus ticks: a process is "younger than the object" only when it started more than this
-# after the object's newest timestamp. Closer than that, it is taken to be the same process.
-PID_REUSE_MARGIN = 2
+# A process is "younger than the object" only when it started more than the margin after the
+# object's newest timestamp (facts.reuse_margin, at least this). Closer than that, it is taken
+# to be the same process.
+PID_REUSE_MARGIN = BASE_REUSE_MARGIN
 
 
 class _PidView(NamedTuple):
@@ -77,7 +78,7 @@ def _fate(pid: int, roles: tuple[str, ...], last: int, facts: HostFacts) -> _Pid
     if info.presence is Presence.HIDDEN or info.start_time is None:
         return _PidView(pid, roles, "unknown", f"cannot be inspected ({info.detail})")
     younger_by = info.start_time - last
-    if younger_by > PID_REUSE_MARGIN:
+    if younger_by > facts.reuse_margin:
         return _PidView(
             pid,
             roles,
@@ -91,7 +92,7 @@ def _fate(pid: int, roles: tuple[str, ...], last: int, facts: HostFacts) -> _Pid
 def _note(pid: int, last: int, facts: HostFacts) -> str | None:
     """systemd's word on a pid, if it speaks of the process that acted on this object."""
     start, note = facts.pid_notes.get(pid, (None, ""))
-    if not note or (start is not None and start - last > PID_REUSE_MARGIN):
+    if not note or (start is not None and start - last > facts.reuse_margin):
         return None
     return note
 

@@ -31,13 +31,17 @@ class Held:
         )
 
 
-def lock_path() -> Path:
+def state_dir() -> Path:
+    """Where runs leave what later runs of this boot need: the run lock, the clock record."""
     if env := os.environ.get("IPCJANITOR_LOCK_DIR"):
-        base = Path(env)
-    elif os.geteuid() == 0:
-        base = Path("/run/ipcjanitor")
-    else:
-        base = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp")
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/run/ipcjanitor")
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp")
+
+
+def lock_path() -> Path:
+    base = state_dir()
     try:
         ns = os.readlink("/proc/self/ns/ipc").strip("ipc:[]")
     except OSError:

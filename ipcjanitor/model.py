@@ -11,6 +11,8 @@ Pid = int
 IpcId = int
 Key = int  # unsigned 32-bit, as ipcs prints it
 Seconds = int  # epoch seconds; 0 means "never" in the kernel's tables
+# Object times are whole seconds, and so is the boot time a process's start is counted from
+BASE_REUSE_MARGIN = 2.0
 
 
 class IpcKind(enum.Enum):
@@ -131,6 +133,10 @@ class HostFacts:
     hidden_pids: str | None = None
     # What systemd said about a pid (the hook's ExecMainPID): its start time, if known, and a note
     pid_notes: Mapping[Pid, tuple[float | None, str]] = field(default_factory=dict)
+    # How much later than an object's newest timestamp a process must have started to be
+    # taken for a younger holder of a reused pid: clock granularity, widened by every forward
+    # step of the wall clock seen this boot (processes.forward_clock_steps)
+    reuse_margin: float = BASE_REUSE_MARGIN
 
 
 class Verdict(enum.Enum):

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from .errors import NotPermittedError
-from .model import HostFacts, Pid, Presence, ProcessInfo, UnitState
+from .model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, UnitState
 from .policy import unit_matches
 
 INIT_IPC_NS_INODE = 0xEFFFFFFF  # PROC_IPC_INIT_INO in include/linux/proc_ns.h
@@ -206,6 +206,53 @@ def unit_of_pid(pid: Pid, procfs: Path = Path("/proc")) -> str | None:
     return best
 
 
+CLOCK_RECORD = "clock-offset"
+_JITTER = 0.5  # reading two clocks in a row is not instantaneous
+
+
+def forward_clock_steps(state: Path, offset: float | None = None) -> float:
+    """How far the wall clock has been stepped forward since the first run of this boot.
+
+    A process's start time is its boot-time ticks plus today's boot time in wall-clock terms;
+    an object's times were written with the wall clock of their moment. A forward step in
+    between makes a live process look younger than its own object — never allowed to pass for
+    PID reuse: the smallest wall-minus-boot-clock offset of this boot is kept in `state` (a
+    tmpfs under /run), and every step forward since is added to the reuse margin.
+    """
+    if offset is None:
+        offset = boot_time()
+    boot_id = _boot_id()
+    seen = offset
+    try:
+        recorded_boot, recorded = state.read_text().split()
+        if recorded_boot == boot_id:
+            seen = min(float(recorded), offset)
+    except (OSError, ValueError):
+        pass
+    if seen == offset:
+        _record(state, f"{boot_id} {offset!r}\n")
+    step = offset - seen
+    return step if step > _JITTER else 0.0
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _record(state: Path, text: str) -> None:
+    """Best effort: without a writable state dir the margin just cannot widen later."""
+    try:
+        state.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        tmp = state.with_name(f".{state.name}.{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, state)
+    except OSError:
+        pass
+
+
 def gather(
     pids: Iterable[Pid],
     unit_patterns: Iterable[str] = (),
@@ -215,10 +262,13 @@ def gather(
     """One look at the process table for the pids and units a decision needs."""
     hidden = blindness(procfs)
     btime = boot_time()
+    from .lock import state_dir  # noqa: PLC0415  (lock imports nothing of ours)
+
+    margin = BASE_REUSE_MARGIN + forward_clock_steps(state_dir() / CLOCK_RECORD, btime)
     processes = {pid: probe(pid, procfs, btime) for pid in set(pids) if pid > 0}
     running = running_units(unit_patterns, procfs, own_pids() if exclude is None else exclude)
     units = {
         u: UnitState.RUNNING if up else (UnitState.UNKNOWN if hidden else UnitState.STOPPED)
         for u, up in running.items()
     }
-    return HostFacts(processes=processes, units=units, hidden_pids=hidden)
+    return HostFacts(processes=processes, units=units, hidden_pids=hidden, reuse_margin=margin)

@@ -287,3 +287,12 @@ def test_grouping_in_decide_changes_no_verdict(
     objs = objs + [o._replace(id=o.id + 100) for o in objs]
     got = decide(claims(objs, policy), f, policy, NOW)
     assert got == [decide_one(o, owner, f, policy.grace(owner), NOW) for o in objs]
+
+
+def test_a_forward_clock_step_widens_the_reuse_margin() -> None:
+    # the creator really started before its object; a 10 s forward step since makes its
+    # start look 8 s later than the object's time: with the step known, it is still alive
+    looks_younger = ProcessInfo(Presence.PRESENT, start_time=T + 8)
+    assert one(shm(), facts(p10=looks_younger)).verdict is Verdict.STALE
+    stepped = HostFacts(processes={10: looks_younger}, reuse_margin=PID_REUSE_MARGIN + 10)
+    assert one(shm(), stepped).verdict is Verdict.IN_USE
