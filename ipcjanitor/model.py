@@ -30,17 +30,8 @@ class IpcKind(enum.Enum):
     def number(self) -> int:
         return _KIND_NUMBERS[self]
 
-    @property
-    def noun(self) -> str:
-        return _KIND_NOUNS[self]
-
 
 _KIND_NUMBERS = {IpcKind.SHM: 0, IpcKind.SEM: 1, IpcKind.MSG: 2}
-_KIND_NOUNS = {
-    IpcKind.SHM: "shared memory segment",
-    IpcKind.SEM: "semaphore set",
-    IpcKind.MSG: "message queue",
-}
 
 
 # The three records made once or twice per object per run (64,000 objects in bench/) are

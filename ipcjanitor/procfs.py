@@ -198,9 +198,3 @@ def stat_raw(kind: IpcKind, ipc_id: int) -> tuple[Any, ...] | None:
 
 def build(kind: IpcKind, ipc_id: int, raw: tuple[Any, ...]) -> IpcObject:
     return _BUILD[kind](ipc_id, raw)
-
-
-def stat_object(kind: IpcKind, ipc_id: int) -> IpcObject | None:
-    """Re-read one object by id through the kernel; None when it is gone. Raises OSError."""
-    raw = stat_raw(kind, ipc_id)
-    return None if raw is None else build(kind, ipc_id, raw)
