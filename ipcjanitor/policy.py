@@ -79,9 +79,7 @@ class Policy:
 
     def __post_init__(self) -> None:
         for kind in IpcKind:
-            spans = sorted(
-                (low, high, o) for o in self.owners if kind in o.kinds for low, high in o.key_ranges
-            )
+            spans = _spans(self.owners, kind)
             self._index[kind] = ([s[0] for s in spans], [(s[1], s[2]) for s in spans])
             for o in self.owners:
                 if o.private and o.uid is not None and kind in o.kinds:
@@ -114,6 +112,12 @@ class Policy:
 
     def owners_for_unit(self, unit: str) -> tuple[Owner, ...]:
         return tuple(o for o in self.owners if o.matches_unit(unit))
+
+
+def _spans(owners: Iterable[Owner], kind: IpcKind) -> list[tuple[int, int, Owner]]:
+    """Every (low, high, owner) key span of one kind, by key (ties: by owner name)."""
+    spans = [(lo, hi, o) for o in owners if kind in o.kinds for lo, hi in o.key_ranges]
+    return sorted(spans, key=lambda s: (s[0], s[1], s[2].name))
 
 
 EMBEDDED_DEFAULT = Policy(sources=("<embedded default: no owners>",))
@@ -540,9 +544,7 @@ def check_overlaps(owners: Sequence[Owner]) -> list[PolicyError]:
         entry[3].append(kind.value)
 
     for kind in IpcKind:
-        spans = sorted(
-            (low, high, o) for o in owners if kind in o.kinds for low, high in o.key_ranges
-        )
+        spans = _spans(owners, kind)
         reach: tuple[int, Owner] | None = None  # the furthest-reaching span so far
         for low, high, o in spans:
             if reach is not None and low <= reach[0] and reach[1].name != o.name:

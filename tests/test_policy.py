@@ -341,3 +341,10 @@ def test_shipped_examples_are_valid(example: Path, monkeypatch: pytest.MonkeyPat
     policy = load_policy(str(example), strict_modes=False)
     assert policy.owners and all(o.unit for o in policy.owners)
     assert example.read_text().startswith("# ")  # documented
+
+
+def test_two_owners_with_the_same_single_key_are_an_overlap_not_a_crash(tmp_path: Path) -> None:
+    # found by fuzzing: two ftok entries of one file gave two owners one key
+    text = "[owners.a]\nkeys = ['0x10']\n[owners.b]\nkeys = ['0x10']\n"
+    with pytest.raises(PolicyErrors, match="both claim"):
+        load(write(tmp_path / "p.toml", text))
