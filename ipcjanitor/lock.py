@@ -37,7 +37,9 @@ def state_dir() -> Path:
         return Path(env)
     if os.geteuid() == 0:
         return Path("/run/ipcjanitor")
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp")
+    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(runtime)
+    return Path(f"/tmp/ipcjanitor-{os.geteuid()}")  # per user: nobody else may plant files
 
 
 def lock_path() -> Path:
@@ -53,6 +55,8 @@ def acquire(path: Path | None = None, limit: float = WAIT_LIMIT) -> Held:
     path = path or lock_path()
     try:
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if path.parent.stat().st_uid not in (0, os.geteuid()):
+            raise NotPermittedError(f"{path.parent} belongs to another user: not using its lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
         raise NotPermittedError(f"cannot open the run lock {path}: {exc.strerror}") from None

@@ -7,6 +7,7 @@ walks /proc/*/cgroup once only when some owner is bound to a unit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable
@@ -244,13 +245,16 @@ def _boot_id() -> str:
 
 def _record(state: Path, text: str) -> None:
     """Best effort: without a writable state dir the margin just cannot widen later."""
+    tmp = state.with_name(f".{state.name}.{os.getpid()}")
     try:
         state.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        tmp = state.with_name(f".{state.name}.{os.getpid()}")
-        tmp.write_text(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
         os.replace(tmp, state)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def gather(
