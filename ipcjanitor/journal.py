@@ -7,7 +7,10 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from .model import Decision
+from .model import Decision, IpcKind, Verdict
+
+_VERDICT_NAMES = {v: v.value for v in Verdict}
+_KIND_NAMES = {k: k.value for k in IpcKind}
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 # `systemd-id128 new`: one id for "ipcjanitor removed an object" records
@@ -62,8 +65,12 @@ class Journal:
     def decision(self, d: Decision) -> None:
         """One record per removal (or failed/changed removal) with the contract's fields."""
         o = d.obj
-        prio = "err" if d.verdict.value == "failed" else "notice"
-        text = f"{d.verdict.value} {o.label} of {d.owner}: {d.reason}"
+        prio = "err" if d.verdict is Verdict.FAILED else "notice"
+        # names from plain dicts: Enum's .value is a Python-level property (a record per object)
+        text = (
+            f"{_VERDICT_NAMES[d.verdict]} {_KIND_NAMES[o.kind]} {o.id} (key 0x{o.key:08x}) "
+            f"of {d.owner}: {d.reason}"
+        )
         if not self.to_journal:
             sys.stderr.write(f"ipcjanitor: {text}\n")
             return
