@@ -75,6 +75,7 @@ rpm:
 
 # Build both packages, lint the deb, install it on a fresh Debian 12 root, inspect the rpm.
 package-test: deb rpm
+	sh packaging/apt-install.sh debootstrap
 	sh packaging/test-deb-install.sh
 	sh packaging/test-rpm.sh
 
