@@ -13,8 +13,8 @@ import os
 import platform
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .model import IpcKind, IpcObject
 from .policy import Policy
@@ -32,8 +32,7 @@ UNIT_DIRS = (
 )
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     shmmni: int
     shmall: int  # pages
     semmni: int
@@ -41,18 +40,17 @@ class Limits:
     msgmni: int
 
 
-@dataclass(frozen=True)
-class LimitRow:
+class LimitRow(NamedTuple):
     kind: str
     measure: str  # "objects", "pages", "semaphores"
     limit: str  # the sysctl that bounds it
     used: int
     max: int
     stale: int | None  # of the objects counted, how many `clean` would free now
-    problem: bool = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "problem", self.max > 0 and self.used >= THRESHOLD * self.max)
+    @property
+    def problem(self) -> bool:
+        return self.max > 0 and self.used >= THRESHOLD * self.max
 
     @property
     def percent(self) -> float:
@@ -92,8 +90,7 @@ def limit_rows(
     ]
 
 
-@dataclass(frozen=True)
-class StuckPipe:
+class StuckPipe(NamedTuple):
     pid: int
     command: str
     fds: list[int]  # this process's fds on the pipe: the one it is blocked on first
@@ -226,8 +223,7 @@ def missing_hooks(policy: Policy, dirs: Iterable[Path] = UNIT_DIRS) -> list[dict
     ]
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(NamedTuple):
     limits: list[LimitRow]
     stuck_pipes: list[StuckPipe]
     hooks_missing: list[dict[str, str]]
@@ -238,10 +234,13 @@ class Report:
         return not any(r.problem for r in self.limits) and not self.stuck_pipes
 
     def json(self) -> str:
-        limits = [asdict(r) | {"percent": round(r.percent, 1)} for r in self.limits]
+        limits = [
+            r._asdict() | {"percent": round(r.percent, 1), "problem": r.problem}
+            for r in self.limits
+        ]
         doc = {
             "limits": limits,
-            "stuck_pipes": [asdict(s) for s in self.stuck_pipes],
+            "stuck_pipes": [s._asdict() for s in self.stuck_pipes],
             "hooks_missing": self.hooks_missing,
             "notes": self.notes,
             "healthy": self.healthy,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -65,7 +64,7 @@ def _clean_owners_of(
                 return facts
             text = f"was {unit}'s main process" + (f", {how}" if how else ", now gone")
             notes_by_pid = {**facts.pid_notes, run.main_pid: (run.main_start, text)}
-            return dataclasses.replace(facts, pid_notes=notes_by_pid)
+            return facts._replace(pid_notes=notes_by_pid)
 
         facts_hook = add_main_pid
     else:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .decide import claims, decide, pids_to_probe, units_to_probe
 from .journal import Journal
@@ -17,8 +17,7 @@ from .procfs import read_objects
 from .remove import remove_stale
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """Which objects a run looks at."""
 
     kinds: frozenset[IpcKind] = frozenset(IpcKind)
@@ -28,9 +27,12 @@ class Scope:
         return self.owners is None or (owner is not None and owner.name in self.owners)
 
 
+EVERYTHING = Scope()
+
+
 def survey(
     policy: Policy,
-    scope: Scope = Scope(),
+    scope: Scope = EVERYTHING,
     procfs: Path = Path("/proc"),
     facts_hook: Callable[[HostFacts], HostFacts] | None = None,
 ) -> tuple[list[Decision], HostFacts]:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import IpcJanitorError, NotPermittedError
 
 WAIT_LIMIT = 120.0
 
 
-@dataclass(frozen=True)
-class Held:
+class Held(NamedTuple):
     fd: int
     waited: float  # seconds spent waiting for another run
     other_pid: int | None  # the run we waited for

@@ -1,11 +1,16 @@
-"""The facts ipcjanitor reads and the verdicts it reaches, as frozen values."""
+"""The facts ipcjanitor reads and the verdicts it reaches, as immutable typed records.
+
+Records are NamedTuples rather than frozen dataclasses: as immutable and typed, four times
+cheaper to build (0.7 us against 2.6 us, measured; a run builds several per IPC object), and
+importing them does not pull in `dataclasses` -> `inspect` -> `ast` (12 ms of every start).
+"""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 Pid = int
 IpcId = int
@@ -32,11 +37,6 @@ class IpcKind(enum.Enum):
 
 
 _KIND_NUMBERS = {IpcKind.SHM: 0, IpcKind.SEM: 1, IpcKind.MSG: 2}
-
-
-# The three records made once or twice per object per run (64,000 objects in bench/) are
-# NamedTuples: as immutable as a frozen dataclass, typed, and four times cheaper to build
-# (0.7 us against 2.6 us measured), which is most of ipcjanitor's per-object cost.
 
 
 class PidRecord(NamedTuple):
@@ -92,6 +92,9 @@ class IpcObject(NamedTuple):
         return f"{self.kind.value} {self.id} (key 0x{self.key:08x})"
 
 
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})  # an immutable default for the mappings below
+
+
 class Presence(enum.Enum):
     """What /proc says about one pid."""
 
@@ -101,8 +104,7 @@ class Presence(enum.Enum):
     HIDDEN = "hidden"  # a process has it but we may not read it (hidepid, EACCES)
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessInfo:
+class ProcessInfo(NamedTuple):
     presence: Presence
     start_time: float | None = None  # epoch seconds, from boot time + start ticks
     detail: str = ""  # why HIDDEN
@@ -114,16 +116,15 @@ class UnitState(enum.Enum):
     UNKNOWN = "unknown"  # we cannot see every process
 
 
-@dataclass(frozen=True, slots=True)
-class HostFacts:
+class HostFacts(NamedTuple):
     """What the process table says, gathered once per run for the pids and units asked."""
 
-    processes: Mapping[Pid, ProcessInfo] = field(default_factory=dict)
-    units: Mapping[str, UnitState] = field(default_factory=dict)
+    processes: Mapping[Pid, ProcessInfo] = _EMPTY
+    units: Mapping[str, UnitState] = _EMPTY
     # None when a zero pid means "none recorded"; otherwise why it may be a hidden pid
     hidden_pids: str | None = None
     # What systemd said about a pid (the hook's ExecMainPID): its start time, if known, and a note
-    pid_notes: Mapping[Pid, tuple[float | None, str]] = field(default_factory=dict)
+    pid_notes: Mapping[Pid, tuple[float | None, str]] = _EMPTY
     # How much later than an object's newest timestamp a process must have started to be
     # taken for a younger holder of a reused pid: clock granularity, widened by every forward
     # step of the wall clock seen this boot (processes.forward_clock_steps)

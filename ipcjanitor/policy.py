@@ -9,9 +9,8 @@ import re
 import stat
 import tomllib  # Python >= 3.11, which pystemd requires too: the tomli fallback never applies
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import policy_files
 from .errors import PolicyError, PolicyErrors
@@ -38,8 +37,7 @@ _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
 
 
-@dataclass(frozen=True, slots=True)
-class Owner:
+class Owner(NamedTuple):
     """One owning service: the keys it claims and how careful to be with them."""
 
     name: str
@@ -62,22 +60,24 @@ class Owner:
         return self.unit is not None and unit_matches(self.unit, unit)
 
 
-@dataclass(frozen=True)
 class Policy:
-    """The resolved policy: owners by name, and a fast key -> owner index."""
+    """The resolved policy: owners by name, and a fast key -> owner index. Read-only."""
 
-    owners: tuple[Owner, ...] = ()
-    min_age: int = DEFAULT_MIN_AGE
-    sources: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    _index: dict[IpcKind, tuple[list[int], list[tuple[int, Owner]]]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
-    _private: dict[tuple[IpcKind, int], Owner] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    __slots__ = ("_index", "_private", "min_age", "owners", "sources", "warnings")
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        owners: tuple[Owner, ...] = (),
+        min_age: int = DEFAULT_MIN_AGE,
+        sources: tuple[str, ...] = (),
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        self.owners = owners
+        self.min_age = min_age
+        self.sources = sources
+        self.warnings = warnings
+        self._index: dict[IpcKind, tuple[list[int], list[tuple[int, Owner]]]] = {}
+        self._private: dict[tuple[IpcKind, int], Owner] = {}
         for kind in IpcKind:
             spans = _spans(self.owners, kind)
             self._index[kind] = ([s[0] for s in spans], [(s[1], s[2]) for s in spans])

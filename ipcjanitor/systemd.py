@@ -6,12 +6,10 @@ Everything here degrades to None/False without a bus: ipcjanitor decides from /p
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class UnitRun:
+class UnitRun(NamedTuple):
     """What systemd says about a unit's last (or current) run."""
 
     unit: str
@@ -22,8 +20,7 @@ class UnitRun:
     remaining: tuple[int, ...]  # processes still in the unit's cgroup
 
 
-@dataclass(frozen=True)
-class StopInfo:
+class StopInfo(NamedTuple):
     """How the service stopped, from the environment systemd gives ExecStopPost= commands."""
 
     result: str | None  # SERVICE_RESULT: success, exit-code, signal, core-dump, timeout, ...
