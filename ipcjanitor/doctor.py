@@ -148,17 +148,27 @@ def _blocked_write_fd(pid: int, procfs: Path) -> tuple[int, str] | None:
     return int(syscall[1], 16), wchan
 
 
-def _is_orphan(pid: int, procfs: Path) -> bool:
-    """Parent is init, or a subreaper such as a systemd user manager."""
+def _is_orphan(pid: int, unit: str | None, procfs: Path) -> bool:
+    """Reparented to init or a subreaper (a systemd manager) — and not its unit's main process.
+
+    Every service's main process is a child of PID 1 too; systemd (over D-Bus) says which pid
+    that is. Without an answer, a child of init or of a manager counts as orphaned.
+    """
     try:
         stat = (procfs / str(pid) / "stat").read_text()
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid <= 1:
-            return True
-        parent = (procfs / str(ppid) / "comm").read_text().strip()
+        reaped_by_manager = (
+            ppid <= 1 or (procfs / str(ppid) / "comm").read_text().strip() == "systemd"
+        )
     except (OSError, ValueError, IndexError):
         return False
-    return parent == "systemd"
+    if not reaped_by_manager:
+        return False
+    if unit is not None and unit.endswith(".service"):
+        from .systemd import main_pid  # noqa: PLC0415  (only for the rare stuck process)
+
+        return main_pid(unit) != pid
+    return True
 
 
 def find_stuck_pipes(procfs: Path = Path("/proc")) -> list[StuckPipe]:
@@ -182,6 +192,7 @@ def find_stuck_pipes(procfs: Path = Path("/proc")) -> list[StuckPipe]:
         holders = ends.get(inode, [])
         if any(p != pid and readable for p, _, readable in holders):
             continue  # someone else can drain it: healthy, if slow
+        unit = unit_of_pid(pid, procfs)
         own = [(f, readable) for p, f, readable in holders if p == pid]
         try:
             command = (procfs / str(pid) / "comm").read_text().strip()
@@ -192,7 +203,7 @@ def find_stuck_pipes(procfs: Path = Path("/proc")) -> list[StuckPipe]:
                 pid=pid, command=command,
                 fds=[fd, *sorted(f for f, _ in own if f != fd)],
                 read_fds=sorted(f for f, readable in own if readable),
-                inode=inode, unit=unit_of_pid(pid, procfs), orphaned=_is_orphan(pid, procfs),
+                inode=inode, unit=unit, orphaned=_is_orphan(pid, unit, procfs),
                 holds_read_end=any(readable for _, readable in own), wchan=wchan,
             )
         )  # fmt: skip

@@ -107,3 +107,20 @@ def daemon_reload() -> str | None:
     except Exception as exc:
         return f"no answer from systemd over D-Bus ({exc})"
     return None
+
+
+def main_pid(unit: str) -> int | None:
+    """The unit's current main pid (0: none), or None without an answer from systemd."""
+    try:
+        from pystemd.dbuslib import DBus  # noqa: PLC0415
+        from pystemd.systemd1 import Unit  # noqa: PLC0415
+    except ImportError:
+        return None
+    try:
+        with DBus() as bus:
+            u = Unit(unit.encode(), bus=bus)
+            u.load()
+            service = u._interfaces.get("org.freedesktop.systemd1.Service")
+            return int(service.MainPID) if service is not None else None
+    except Exception:
+        return None

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -276,3 +277,46 @@ def test_the_hardened_service_sees_other_users_and_removes_only_the_dead(box: Co
     (record,) = journal(box, "_SYSTEMD_UNIT=ipcjanitor.service", "IPCJANITOR_VERDICT=removed")
     assert record["IPCJANITOR_KEY"] == "0x70000011" and record["IPCJANITOR_UID"] == "4343"
     box.run("systemctl stop holder.service")
+
+
+SUPERVISOR = """\
+import os, signal, time
+r, w = os.pipe()
+if os.fork() == 0:  # the child: stdout is a pipe whose read end only it holds
+    os.dup2(w, 1)
+    os.close(w)
+    while True:
+        os.write(1, b"x" * 4096)
+os.close(w)
+os.close(r)
+while True:
+    time.sleep(60)
+"""
+
+
+def test_doctor_finds_the_supervisord_leak_with_its_unit(box: Container) -> None:
+    box.write("/usr/local/bin/supervisor", SUPERVISOR, 0o755)
+    box.write(
+        "/etc/systemd/system/supervisor.service",
+        "[Service]\nExecStart=/usr/bin/python3 /usr/local/bin/supervisor\nKillMode=process\n",
+    )
+    box.run("systemctl daemon-reload && systemctl start supervisor.service")
+    main = int(box.run("systemctl show -p MainPID --value supervisor.service").stdout)
+
+    def doctor() -> Any:
+        out = box.run("ipcjanitor doctor --json", check=False)
+        assert out.returncode in (0, 1), out.stderr
+        return json.loads(out.stdout)
+
+    box.wait_until("ipcjanitor doctor --json | grep -q '\"holds_read_end\": true'")
+    (stuck,) = doctor()["stuck_pipes"]
+    assert stuck["unit"] == "supervisor.service" and stuck["pid"] != main
+    assert stuck["holds_read_end"] is True and stuck["fds"][0] == 1
+    assert stuck["orphaned"] is False  # its parent, the supervisor, still runs
+    box.run("systemctl kill -s KILL --kill-who=main supervisor.service")  # the supervisor dies
+    box.wait_until("ipcjanitor doctor --json | grep -q '\"orphaned\": true'")
+    report = doctor()
+    (stuck,) = report["stuck_pipes"]
+    assert stuck["unit"] == "supervisor.service" and stuck["orphaned"] is True
+    assert report["healthy"] is False
+    box.run(f"kill -9 {stuck['pid']}")
