@@ -62,7 +62,7 @@ def _print(
 
 def cmd_scan(args: argparse.Namespace) -> int:
     policy = _policy(args)
-    decisions, _ = survey(policy, _scope(args, policy))
+    decisions = survey(policy, _scope(args, policy))
     _print(args, decisions)
     return 0
 
@@ -71,7 +71,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     policy = _policy(args)
     scope = _scope(args, policy)
     if args.dry_run:
-        decisions, _ = survey(policy, scope)
+        decisions = survey(policy, scope)
         _print(args, decisions)
         return 0
     if args.metrics:
@@ -104,16 +104,17 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from . import doctor  # noqa: PLC0415
 
-    objects = read_objects()
     notes: list[str] = []
     stale: dict[IpcKind, int] | None = None
     hooks: list[dict[str, str]] = []
     try:
         policy = load_policy(args.policy)
-        decisions, _ = survey(policy)
+        decisions = survey(policy)  # every object, so the tables are read once
+        objects = [d.obj for d in decisions]
         stale = dict(Counter(d.obj.kind for d in decisions if d.verdict is Verdict.STALE))
         hooks = doctor.missing_hooks(policy)
     except (PolicyErrors, PolicyError) as exc:
+        objects = read_objects()
         notes.append(f"policy error, stale counts unknown: {exc}")
     result = doctor.Report(
         doctor.limit_rows(objects, doctor.read_limits(), stale),

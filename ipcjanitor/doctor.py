@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from .model import IpcKind, IpcObject
 from .policy import Policy
-from .processes import unit_of_pid
+from .processes import stat_fields, unit_of_pid
 
 THRESHOLD = 0.90
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -155,8 +155,7 @@ def _is_orphan(pid: int, unit: str | None, procfs: Path) -> bool:
     that is. Without an answer, a child of init or of a manager counts as orphaned.
     """
     try:
-        stat = (procfs / str(pid) / "stat").read_text()
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        ppid = int(stat_fields((procfs / str(pid) / "stat").read_text())[1])  # field 4
         reaped_by_manager = (
             ppid <= 1 or (procfs / str(ppid) / "comm").read_text().strip() == "systemd"
         )

@@ -35,14 +35,14 @@ def survey(
     scope: Scope = EVERYTHING,
     procfs: Path = Path("/proc"),
     facts_hook: Callable[[HostFacts], HostFacts] | None = None,
-) -> tuple[list[Decision], HostFacts]:
+) -> list[Decision]:
     """Every object in scope with its verdict and reason. Touches nothing."""
     claimed = [c for c in claims(read_objects(procfs, scope.kinds), policy) if scope.admits(c[1])]
     facts = gather(pids_to_probe(claimed), units_to_probe(claimed), procfs)
     if facts_hook is not None:
         facts = facts_hook(facts)
     decisions = decide(claimed, facts, policy, time.time())
-    return sorted(decisions, key=_order), facts
+    return sorted(decisions, key=_order)
 
 
 def _order(d: Decision) -> tuple[int, int]:
@@ -62,7 +62,7 @@ def clean(
     """
     held = acquire()
     try:
-        decisions, _ = survey(policy, scope, facts_hook=facts_hook)
+        decisions = survey(policy, scope, facts_hook=facts_hook)
         done = []
         for d in remove_stale(decisions):
             if d.verdict in _RECORDED:

@@ -479,7 +479,10 @@ def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None
     min_age = DEFAULT_MIN_AGE
     warnings: list[str] = []
     if strict_modes and explicit and Path(explicit).is_dir():
-        _collect(errors, lambda: _check_not_writable_by_others(Path(explicit), True))
+        try:
+            _check_not_writable_by_others(Path(explicit), True)
+        except PolicyError as exc:
+            errors.append(exc)
     for path in files:
         try:
             if strict_modes:
@@ -506,13 +509,6 @@ def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None
         sources=tuple(str(f) for f in files),
         warnings=tuple(warnings),
     )
-
-
-def _collect(errors: list[PolicyError], check: Any) -> None:
-    try:
-        check()
-    except PolicyError as exc:
-        errors.append(exc)
 
 
 def _read_policy_file(path: Path) -> str:

@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from .errors import NotPermittedError
+from .lock import state_dir
 from .model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, UnitState
 from .policy import unit_matches
 
@@ -36,11 +37,16 @@ def boot_time() -> float:
     return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+def stat_fields(text: str) -> list[str]:
+    """The fields of /proc/PID/stat after "pid (comm) ", from state (field 3) on (proc(5));
+    comm may itself hold spaces and parentheses."""
+    return text[text.rindex(")") + 2 :].split()
+
+
 def parse_stat(text: str, btime: float) -> tuple[str, float]:
     """(state, start time in epoch seconds) from the text of /proc/PID/stat."""
-    rest = text[text.rindex(")") + 2 :].split()
-    # fields after "pid (comm) ": state is field 3, starttime field 22 (proc(5))
-    return rest[0], btime + int(rest[19]) / _clock_ticks()
+    rest = stat_fields(text)
+    return rest[0], btime + int(rest[19]) / _clock_ticks()  # starttime is field 22
 
 
 def _exists(pid: Pid) -> bool | None:
@@ -266,8 +272,6 @@ def gather(
     """One look at the process table for the pids and units a decision needs."""
     hidden = blindness(procfs)
     btime = boot_time()
-    from .lock import state_dir  # noqa: PLC0415  (lock imports nothing of ours)
-
     margin = BASE_REUSE_MARGIN + forward_clock_steps(state_dir() / CLOCK_RECORD, btime)
     processes = {pid: probe(pid, procfs, btime) for pid in set(pids) if pid > 0}
     running = running_units(unit_patterns, procfs, own_pids() if exclude is None else exclude)

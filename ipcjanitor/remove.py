@@ -14,6 +14,7 @@ from . import _sysvipc
 from .model import Decision, IpcKind, IpcObject, Verdict
 from .procfs import VANISHED, build, stat_raw
 
+VANISHED_REASON = "vanished before removal (someone else removed it)"
 RestatRaw = Callable[[IpcKind, int], tuple[Any, ...] | None]
 
 
@@ -50,7 +51,7 @@ def remove_one(d: Decision, restat: RestatRaw = stat_raw) -> Decision:
     except OSError as exc:
         return outcome(Verdict.FAILED, f"re-check refused: {_errno(exc)}; {d.reason}")
     if raw is None:
-        return outcome(Verdict.CHANGED, "vanished before removal (someone else removed it)")
+        return outcome(Verdict.CHANGED, VANISHED_REASON)
     if raw != obj.raw:  # the kernel's record moved: what moved decides
         change = what_changed(obj, build(obj.kind, obj.id, raw))
         if change:
@@ -59,7 +60,7 @@ def remove_one(d: Decision, restat: RestatRaw = stat_raw) -> Decision:
         _sysvipc.rmid(d.obj.kind.number, d.obj.id)
     except OSError as exc:
         if exc.errno in VANISHED:
-            return outcome(Verdict.CHANGED, "vanished before removal (someone else removed it)")
+            return outcome(Verdict.CHANGED, VANISHED_REASON)
         return outcome(Verdict.FAILED, f"IPC_RMID refused: {_errno(exc)}; {d.reason}")
     return outcome(Verdict.REMOVED, d.reason)
 

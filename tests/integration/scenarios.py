@@ -197,7 +197,7 @@ def changed_between() -> dict[str, Any]:
         sysv.shmat(sysv.shmget(0x10000042))
 
     sysv.kill9(sysv.spawn(make))
-    decisions, _ = survey(policy_mod.load_policy(POLICY))
+    decisions = survey(policy_mod.load_policy(POLICY))
     before = {f"0x{d.obj.key:08x}": d.verdict.value for d in decisions}
     old = next(d.obj.id for d in decisions if d.obj.key == 0x10000041)
     sysv.libc.shmctl(old, 0, None)  # IPC_RMID, then the same key again
