@@ -4,86 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .container import ROOT, Container, available
+from .conftest import journal, sysvipc_keys
+from .container import Container, available
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(available() is not None, reason=str(available())),
 ]
-
-VENV_BIN = ROOT / ".venv" / "bin"
-
-LEAKY = """\
-import ctypes, os, time
-libc = ctypes.CDLL(None, use_errno=True)
-libc.shmat.restype = ctypes.c_void_p
-key = 0x61040000 | (os.getpid() & 0xFFFF)
-shm = libc.shmget(key, 4096, 0o1600)
-assert shm >= 0 and libc.shmat(shm, None, 0) not in (None, ctypes.c_void_p(-1).value)
-sem = libc.semget(key, 2, 0o1600)
-op = (ctypes.c_short * 3)(0, 1, 0)
-assert sem >= 0 and libc.semop(sem, op, 1) == 0
-print("ready", key, flush=True)
-while True:
-    time.sleep(60)
-"""
-
-POLICY = """\
-[owners.leaky]
-unit = "leaky.service"
-keys = ["0x61040000-0x6104ffff"]
-min_age = "0s"
-
-[owners.orphans]
-keys = ["0x70000000-0x7000ffff"]
-min_age = "0s"
-"""
-
-
-@pytest.fixture
-def box() -> Iterator[Container]:
-    c = Container()
-    try:
-        c.start()
-        c.run(f"ln -s {VENV_BIN / 'ipcjanitor'} /usr/bin/ipcjanitor")
-        c.write("/etc/ipcjanitor/policy.d/test.toml", POLICY)
-        c.write("/usr/local/bin/leaky", LEAKY, 0o755)
-        c.write(
-            "/etc/systemd/system/leaky.service",
-            "[Service]\nExecStart=/usr/bin/python3 /usr/local/bin/leaky\n",
-        )
-        if shutil.which("scdoc"):  # so `Documentation=man:ipcjanitor(8)` resolves, as installed
-            page = subprocess.run(["scdoc"], input=(ROOT / "docs" / "ipcjanitor.8.scd").read_text(),
-                                  capture_output=True, text=True, check=True).stdout  # fmt: skip
-            c.write("/usr/share/man/man8/ipcjanitor.8", page)
-        for unit in ("ipcjanitor.service", "ipcjanitor.timer"):
-            c.write(f"/etc/systemd/system/{unit}", (ROOT / "units" / unit).read_text())
-        if str(ROOT).startswith(("/root/", "/home/", "/tmp/", "/var/tmp/")):
-            # a checkout (not an install under /usr) that ProtectHome=/PrivateTmp= would hide
-            c.write(
-                "/etc/systemd/system/ipcjanitor.service.d/checkout.conf",
-                "[Service]\nProtectHome=read-only\nPrivateTmp=no\n",
-            )
-        c.run("systemctl daemon-reload")
-        yield c
-    finally:
-        c.stop()
-
-
-def journal(c: Container, *match: str) -> list[dict[str, object]]:
-    out = c.run(f"journalctl --no-pager -o json {' '.join(match)}").stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def sysvipc_keys(c: Container, table: str) -> list[int]:
-    lines = c.run(f"cat /proc/sysvipc/{table}").stdout.splitlines()[1:]
-    return [int(line.split()[0]) & 0xFFFFFFFF for line in lines]
 
 
 def test_install_hook_writes_an_idempotent_drop_in(box: Container) -> None:
