@@ -1,12 +1,36 @@
-"""Test settings: under CI, property tests draw the same examples every run (no flaky CI);
-locally they explore new ones each time."""
+"""Test settings.
+
+Under CI (CI=true), property tests draw the same examples every run (no flaky CI), and a skipped
+test is a failure: `make test` installs everything every tier needs, so a skip there means a
+tier silently vanished (no unshare, no systemd, no php) while the run stayed green. Locally,
+property tests explore new examples each time and a tier may skip, saying why.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 
+import pytest
 from hypothesis import settings
+
+UNDER_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+settings.load_profile("ci" if UNDER_CI else "dev")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if UNDER_CI and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which must run every tier: {reason}"
+
+
+pytest_plugins = ["pytester"]
