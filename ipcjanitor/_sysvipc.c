@@ -1,6 +1,6 @@
 /*
  * The System V IPC calls ipcjanitor makes: listing every object (*_STAT_ANY), IPC_STAT by
- * id (with every semaphore's GETPID/GETNCNT/GETZCNT) and IPC_RMID.
+ * id (with every semaphore's GETPID/GETNCNT/GETZCNT and the set's values, GETALL) and IPC_RMID.
  *
  * Why C and not ctypes: struct shmid_ds/semid_ds/msqid_ds differ between
  * architectures, and the compiler gets them right from the system headers; one call per
@@ -37,44 +37,58 @@ static PyObject *shm_tuple(const struct shmid_ds *ds) {
                          (unsigned long)ds->shm_nattch);
 }
 
-/* Each semaphore's GETPID, GETNCNT, GETZCNT as three tuples; NULL with errno set on failure. */
-static int sem_details(int id, Py_ssize_t n, PyObject **pids, PyObject **ncnt, PyObject **zcnt) {
-    *pids = PyTuple_New(n);
-    *ncnt = PyTuple_New(n);
-    *zcnt = PyTuple_New(n);
-    if (!*pids || !*ncnt || !*zcnt) goto fail;
+/*
+ * Each semaphore's GETPID, GETNCNT, GETZCNT and value (one GETALL for the set) as four tuples;
+ * -1 with errno set when a call fails (the kernel's errno is kept for the caller).
+ */
+static int sem_details(int id, Py_ssize_t n, PyObject **out) {
+    unsigned short stack_vals[64];
+    unsigned short *vals = n <= 64 ? stack_vals : PyMem_Malloc(sizeof(unsigned short) * n);
+    int rc = -1;
+    for (int k = 0; k < 4; k++) out[k] = NULL;
+    if (!vals) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    union semun_arg su;
+    su.array = vals;
+    if (n > 0 && semctl(id, 0, GETALL, su) < 0) goto done;
+    for (int k = 0; k < 4; k++)
+        if (!(out[k] = PyTuple_New(n))) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         int p = semctl(id, (int)i, GETPID);
         int nc = p < 0 ? -1 : semctl(id, (int)i, GETNCNT);
         int zc = nc < 0 ? -1 : semctl(id, (int)i, GETZCNT);
-        if (zc < 0) goto fail;
-        PyTuple_SET_ITEM(*pids, i, PyLong_FromLong(p));
-        PyTuple_SET_ITEM(*ncnt, i, PyLong_FromLong(nc));
-        PyTuple_SET_ITEM(*zcnt, i, PyLong_FromLong(zc));
+        if (zc < 0) goto done;
+        PyTuple_SET_ITEM(out[0], i, PyLong_FromLong(p));
+        PyTuple_SET_ITEM(out[1], i, PyLong_FromLong(nc));
+        PyTuple_SET_ITEM(out[2], i, PyLong_FromLong(zc));
+        PyTuple_SET_ITEM(out[3], i, PyLong_FromLong(vals[i]));
     }
-    return 0;
-fail:
-    Py_CLEAR(*pids);
-    Py_CLEAR(*ncnt);
-    Py_CLEAR(*zcnt);
-    return -1;
+    rc = 0;
+done:
+    if (rc < 0) {
+        int saved = errno;
+        for (int k = 0; k < 4; k++) Py_CLEAR(out[k]);
+        errno = saved;
+    }
+    if (vals != stack_vals) PyMem_Free(vals);
+    return rc;
 }
 
-/* With details=0 (not permitted to read them), the three per-semaphore fields are None. */
+/* With strict=0 and no permission to read them, the four per-semaphore fields are None. */
 static PyObject *sem_tuple(int id, const struct semid_ds *ds, int strict) {
     Py_ssize_t n = (Py_ssize_t)ds->sem_nsems;
-    PyObject *pids, *ncnt, *zcnt;
-    if (sem_details(id, n, &pids, &ncnt, &zcnt) < 0) {
+    PyObject *d[4];
+    if (sem_details(id, n, d) < 0) {
         if (PyErr_Occurred()) return NULL;
         if (strict || (errno != EACCES && errno != EPERM)) return PyErr_SetFromErrno(PyExc_OSError);
-        pids = Py_NewRef(Py_None);
-        ncnt = Py_NewRef(Py_None);
-        zcnt = Py_NewRef(Py_None);
+        for (int k = 0; k < 4; k++) d[k] = Py_NewRef(Py_None);
     }
-    return Py_BuildValue("(kIIIIInLLNNN)", KEY(ds->sem_perm.__key), ds->sem_perm.uid,
+    return Py_BuildValue("(kIIIIInLLNNNN)", KEY(ds->sem_perm.__key), ds->sem_perm.uid,
                          ds->sem_perm.gid, ds->sem_perm.cuid, ds->sem_perm.cgid,
                          (unsigned int)ds->sem_perm.mode, n, (long long)ds->sem_otime,
-                         (long long)ds->sem_ctime, pids, ncnt, zcnt);
+                         (long long)ds->sem_ctime, d[0], d[1], d[2], d[3]);
 }
 
 static PyObject *msg_tuple(const struct msqid_ds *ds) {
@@ -223,7 +237,7 @@ static PyObject *rmid(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"shm_stat", shm_stat, METH_O, "IPC_STAT of a shared memory segment by id."},
     {"sem_stat", sem_stat, METH_O,
-     "IPC_STAT of a semaphore set by id, with each semaphore's GETPID, GETNCNT, GETZCNT."},
+     "IPC_STAT of a semaphore set by id, with each semaphore's GETPID, GETNCNT, GETZCNT, value."},
     {"msg_stat", msg_stat, METH_O, "IPC_STAT of a message queue by id."},
     {"list_kind", list_kind, METH_O,
      "Every object of kind 0 shm, 1 sem, 2 msg as (id, *stat tuple), via *_STAT_ANY."},

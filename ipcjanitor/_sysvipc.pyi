@@ -3,11 +3,23 @@ def shm_stat(
     shmid: int, /
 ) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int, int]: ...
 
-# key, uid, gid, cuid, cgid, mode, nsems, otime, ctime, sempids, ncnts, zcnts
+# key, uid, gid, cuid, cgid, mode, nsems, otime, ctime, sempids, ncnts, zcnts, values
 def sem_stat(
     semid: int, /
 ) -> tuple[
-    int, int, int, int, int, int, int, int, int, tuple[int, ...], tuple[int, ...], tuple[int, ...]
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[int, ...],
 ]: ...
 
 # key, uid, gid, cuid, cgid, mode, cbytes, qnum, stime, rtime, ctime, lspid, lrpid
@@ -17,5 +29,5 @@ def msg_stat(
 def rmid(kind: int, ipc_id: int, /) -> None: ...
 
 # Every object of kind 0 shm, 1 sem, 2 msg: (id, *the *_stat tuple of that kind); for a sem set
-# whose semaphores may not be read, the last three fields are None. OSError(EINVAL) before 4.17.
+# whose semaphores may not be read, the last four fields are None. OSError(EINVAL) before 4.17.
 def list_kind(kind: int, /) -> list[tuple[object, ...]]: ...

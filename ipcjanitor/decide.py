@@ -51,7 +51,12 @@ def _roles(roles: tuple[str, ...]) -> str:
 
 
 def _pid_views(obj: IpcObject, facts: HostFacts, last: int) -> tuple[list[_PidView], list[str]]:
-    """Distinct recorded pids with their fate, and the reasons a zero pid cannot be trusted."""
+    """Distinct recorded pids with their fate, and the reasons a zero pid cannot be trusted.
+
+    A zero beside the trace of the act that would have recorded it is a hidden pid. Any other
+    zero means "none recorded", unless we run outside the host's pid namespace and the
+    object's own times do not prove that nobody ever used it (facts.hidden_pids).
+    """
     by_pid: dict[int, list[str]] = {}
     doubts: list[str] = []
     for rec in obj.pids:
@@ -59,10 +64,26 @@ def _pid_views(obj: IpcObject, facts: HostFacts, last: int) -> tuple[list[_PidVi
             by_pid.setdefault(rec.pid, []).append(rec.role)
         elif rec.role == "creator":
             doubts.append("creator pid reads 0: the creator is outside our pid namespace")
-        elif facts.hidden_pids is not None:
+        elif rec.traced:
+            doubts.append(
+                f"{rec.role} pid reads 0 although {_trace(rec.role)}: that process is hidden "
+                "from our pid namespace"
+            )
+        elif facts.hidden_pids is not None and not obj.never_used:
             doubts.append(f"{rec.role} pid reads 0, which may hide a pid ({facts.hidden_pids})")
     views = [_fate(pid, tuple(roles), last, facts) for pid, roles in by_pid.items()]
     return views, doubts
+
+
+def _trace(role: str) -> str:
+    """What the object shows of the act that records a pid in `role`."""
+    if role.startswith("last semop"):
+        return "its value is not 0"
+    return {
+        "last shmat/shmdt": "the segment was attached",
+        "last sender": "a message was sent",
+        "last receiver": "a message was received",
+    }.get(role, "the object records that act")
 
 
 def _fate(pid: int, roles: tuple[str, ...], last: int, facts: HostFacts) -> _PidView:
@@ -130,6 +151,9 @@ def decide_one(
         life.append(f"{obj.nattch} attached")
     if obj.ncnt or obj.zcnt:
         life.append(f"{obj.ncnt + obj.zcnt} waiting in semop")
+    waiting = _queue_waiters(obj, facts)
+    if waiting:
+        life.append("; ".join(waiting))
     life += [v.describe() for v in views if v.fate == "alive"]
     if life:
         return verdict(Verdict.IN_USE, "; ".join(life))
@@ -148,8 +172,15 @@ def decide_one(
     if obj.unreadable:
         return verdict(Verdict.UNKNOWN, obj.unreadable)
     unknown = [v.describe() for v in views if v.fate == "unknown"] + doubts
+    if obj.kind is IpcKind.MSG:
+        if facts.queue_waiters is None:
+            unknown.append("no task was inspected for a waiter in msgrcv/msgsnd on it")
+        elif facts.queue_blind:
+            unknown.append(
+                f"a task blocked in msgrcv/msgsnd on it could be invisible ({facts.queue_blind})"
+            )
     if unit_state is UnitState.UNKNOWN:
-        why = facts.hidden_pids or "its processes were not looked at"
+        why = facts.blind or "its processes were not looked at"
         unknown.append(f"cannot tell whether {owner.unit} is running ({why})")
     if unknown:
         return verdict(Verdict.UNKNOWN, "; ".join(unknown))
@@ -164,6 +195,13 @@ def decide_one(
         Verdict.UNKNOWN,
         "records no pid, and its owner has no unit whose stop would prove it unused",
     )
+
+
+def _queue_waiters(obj: IpcObject, facts: HostFacts) -> tuple[str, ...]:
+    """The tasks blocked in msgrcv/msgsnd on this queue (the kernel keeps no count of them)."""
+    if obj.kind is not IpcKind.MSG or not facts.queue_waiters:
+        return ()
+    return facts.queue_waiters.get(obj.id, ())
 
 
 def _tail(obj: IpcObject, idle: float, last: int) -> list[str]:
@@ -196,7 +234,8 @@ def decide(
             out.append(Decision(obj, None, Verdict.UNOWNED, _unowned_reason(obj, policy)))
             continue
         same = (owner.name, obj.kind, obj.nattch, obj.ncnt, obj.zcnt, obj.qnum, obj.qbytes,
-                obj.pids, obj.times, obj.unreadable)  # fmt: skip
+                obj.pids, obj.values, obj.times, obj.unreadable,
+                _queue_waiters(obj, facts))  # fmt: skip
         known = seen.get(same)
         if known is None:
             d = decide_one(obj, owner, facts, policy.grace(owner), now)
@@ -207,10 +246,24 @@ def decide(
     return out
 
 
-def pids_to_probe(claimed: Iterable[Claim]) -> set[int]:
-    """The pids worth a look: those recorded by owned objects."""
-    return {rec.pid for obj, owner in claimed if owner for rec in obj.pids if rec.pid > 0}
+def pids_to_probe(claimed: Iterable[Claim]) -> dict[int, int]:
+    """The pids worth a look (those recorded by owned objects), each with the oldest last
+    activity among the objects that record it."""
+    oldest: dict[int, int] = {}
+    for obj, owner in claimed:
+        if owner is None:
+            continue
+        last = obj.last_activity
+        for rec in obj.pids:
+            if rec.pid > 0 and oldest.get(rec.pid, last + 1) > last:
+                oldest[rec.pid] = last
+    return oldest
 
 
 def units_to_probe(claimed: Iterable[Claim]) -> set[str]:
     return {owner.unit for _, owner in claimed if owner is not None and owner.unit}
+
+
+def queues_to_probe(claimed: Iterable[Claim]) -> bool:
+    """Whether any owned object is a message queue, whose waiters only the tasks show."""
+    return any(owner is not None and obj.kind is IpcKind.MSG for obj, owner in claimed)

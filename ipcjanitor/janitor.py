@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from .decide import claims, decide, pids_to_probe, units_to_probe
+from .decide import claims, decide, pids_to_probe, queues_to_probe, units_to_probe
 from .journal import Journal
 from .lock import acquire
 from .model import Decision, HostFacts, IpcKind, Verdict
@@ -38,7 +38,13 @@ def survey(
 ) -> list[Decision]:
     """Every object in scope with its verdict and reason. Touches nothing."""
     claimed = [c for c in claims(read_objects(procfs, scope.kinds), policy) if scope.admits(c[1])]
-    facts = gather(pids_to_probe(claimed), units_to_probe(claimed), procfs)
+    facts = gather(
+        pids_to_probe(claimed),
+        units_to_probe(claimed),
+        procfs,
+        queues=queues_to_probe(claimed),
+        pid_namespace_complete=policy.pid_namespace_complete,
+    )
     if facts_hook is not None:
         facts = facts_hook(facts)
     decisions = decide(claimed, facts, policy, time.time())

@@ -44,6 +44,11 @@ class PidRecord(NamedTuple):
 
     role: str  # "creator", "last shmat/shmdt", "last semop on sem 2", "last sender", ...
     pid: Pid  # 0: none recorded, or hidden from our pid namespace
+    # The object itself shows that the act which records this pid happened (a creator always;
+    # last shmat/shmdt: atime or dtime set; last sender: stime; last receiver: rtime; a
+    # semaphore: its value is not 0). A zero pid beside such a trace is a hidden pid, never
+    # "none". True by default: the safe assumption for a record built without that knowledge.
+    traced: bool = True
 
 
 class IpcObject(NamedTuple):
@@ -66,6 +71,7 @@ class IpcObject(NamedTuple):
     ncnt: int = 0  # sem: processes waiting for an increase, summed over semaphores
     zcnt: int = 0  # sem: processes waiting for zero, summed over semaphores
     pids: tuple[PidRecord, ...] = ()
+    values: tuple[int, ...] = ()  # sem: each semaphore's value (semctl GETALL)
     # Every timestamp the kernel keeps for this kind, by name (atime, dtime, ctime, otime, ...)
     times: tuple[tuple[str, Seconds], ...] = ()
     # Why some facts could not be read (e.g. semctl GETPID denied); None when all were read
@@ -83,15 +89,27 @@ class IpcObject(NamedTuple):
     def ctime(self) -> Seconds:
         return dict(self.times).get("ctime", 0)
 
+    @property
+    def never_used(self) -> bool:
+        """The object's own record proves nobody ever used it (so a zero pid means "none"):
+        a segment never attached (atime and dtime 0), a queue never sent to or read from
+        (stime and rtime 0), a set never operated on (otime 0 and every value 0)."""
+        if self.unreadable:
+            return False
+        names = _USE_TIMES[self.kind]
+        return not any(t for name, t in self.times if name in names) and not any(self.values)
+
     def facts(self) -> tuple[object, ...]:
         """Everything a re-check compares: identity and every liveness fact."""
-        return (self.key, self.times, self.nattch, self.ncnt, self.zcnt, self.qnum, self.pids)
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind.value} {self.id} (key 0x{self.key:08x})"
+        return (self.key, self.times, self.nattch, self.ncnt, self.zcnt, self.qnum, self.pids,
+                self.values)  # fmt: skip
 
 
+_USE_TIMES = {
+    IpcKind.SHM: frozenset({"atime", "dtime"}),
+    IpcKind.SEM: frozenset({"otime"}),
+    IpcKind.MSG: frozenset({"stime", "rtime"}),
+}
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})  # an immutable default for the mappings below
 
 
@@ -121,8 +139,17 @@ class HostFacts(NamedTuple):
 
     processes: Mapping[Pid, ProcessInfo] = _EMPTY
     units: Mapping[str, UnitState] = _EMPTY
-    # None when a zero pid means "none recorded"; otherwise why it may be a hidden pid
+    # Why a zero pid without a trace of its act may still hide a live process (we run outside
+    # the host's pid namespace); None when such a zero means "none recorded"
     hidden_pids: str | None = None
+    # Why some processes may be invisible to us (hidepid, a nested pid namespace): a unit that
+    # shows no process then proves nothing; None when we see every process
+    blind: str | None = None
+    # Tasks blocked in msgrcv/msgsnd, by the msqid they wait on (the kernel counts no queue
+    # waiters): a description of each. None: tasks were not inspected
+    queue_waiters: Mapping[IpcId, tuple[str, ...]] | None = None
+    # Why a task blocked on a queue may have escaped inspection; None when every task was read
+    queue_blind: str | None = None
     # What systemd said about a pid (the hook's ExecMainPID): its start time, if known, and a note
     pid_notes: Mapping[Pid, tuple[float | None, str]] = _EMPTY
     # How much later than an object's newest timestamp a process must have started to be

@@ -19,7 +19,7 @@ from .model import IpcKind, IpcObject
 SEARCH_PATH = tuple(Path(p) for p in policy_files.SEARCH_PATH)
 DEFAULT_MIN_AGE = 600  # "10m": an idle object is left alone for ten minutes
 MAX_POLICY_BYTES = 4 * 1024 * 1024
-_TOP_FIELDS = {"min_age", "owners"}
+_TOP_FIELDS = {"min_age", "owners", "pid_namespace_complete"}
 _OWNER_FIELDS = {
     "unit",
     "keys",
@@ -63,7 +63,8 @@ class Owner(NamedTuple):
 class Policy:
     """The resolved policy: owners by name, and a fast key -> owner index. Read-only."""
 
-    __slots__ = ("_index", "_private", "min_age", "owners", "sources", "warnings")
+    __slots__ = ("_index", "_private", "min_age", "owners", "pid_namespace_complete", "sources",
+                 "warnings")  # fmt: skip
 
     def __init__(
         self,
@@ -71,8 +72,11 @@ class Policy:
         min_age: int = DEFAULT_MIN_AGE,
         sources: tuple[str, ...] = (),
         warnings: tuple[str, ...] = (),
+        pid_namespace_complete: bool = False,
     ) -> None:
         self.owners = owners
+        # the operator states that our pid namespace holds every process of our IPC namespace
+        self.pid_namespace_complete = pid_namespace_complete
         self.min_age = min_age
         self.sources = sources
         self.warnings = warnings
@@ -377,7 +381,9 @@ def _parse_owner(
     return owner, errors
 
 
-def parse_policy_text(text: str, where: Path) -> tuple[dict[str, Owner], int | None, list[str]]:
+def parse_policy_text(
+    text: str, where: Path
+) -> tuple[dict[str, Owner], int | None, list[str], bool | None]:
     """Pure-ish (ftok stats files): one policy file -> owners, its min_age if set, warnings."""
     try:
         data = tomllib.loads(text)
@@ -403,6 +409,18 @@ def parse_policy_text(text: str, where: Path) -> tuple[dict[str, Owner], int | N
             min_age = parse_duration(data["min_age"])
         except ValueError as exc:
             errors.append(PolicyError(where, lines.find(None, "min_age"), f"min_age: {exc}"))
+    complete: bool | None = None
+    if "pid_namespace_complete" in data:
+        try:
+            complete = _bool(data["pid_namespace_complete"])
+        except ValueError as exc:
+            errors.append(
+                PolicyError(
+                    where,
+                    lines.find(None, "pid_namespace_complete"),
+                    f"pid_namespace_complete: {exc}",
+                )
+            )
     owners: dict[str, Owner] = {}
     raw_owners = data.get("owners", {})
     if not isinstance(raw_owners, Mapping):
@@ -415,7 +433,7 @@ def parse_policy_text(text: str, where: Path) -> tuple[dict[str, Owner], int | N
             owners[name] = owner
     if errors:
         raise PolicyErrors(errors)
-    return owners, min_age, warnings
+    return owners, min_age, warnings, complete
 
 
 def find_policy_files(explicit: str | None) -> list[Path]:
@@ -477,6 +495,7 @@ def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None
     errors: list[PolicyError] = []
     owners: dict[str, Owner] = {}
     min_age = DEFAULT_MIN_AGE
+    complete = False
     warnings: list[str] = []
     if strict_modes and explicit and Path(explicit).is_dir():
         try:
@@ -488,7 +507,7 @@ def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None
             if strict_modes:
                 _check_not_writable_by_others(path, False)
             text = _read_policy_file(path)
-            file_owners, file_min_age, file_warnings = parse_policy_text(text, path)
+            file_owners, file_min_age, file_warnings, file_complete = parse_policy_text(text, path)
         except PolicyErrors as exc:
             errors.extend(exc.errors)
             continue
@@ -497,6 +516,8 @@ def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None
             continue
         if file_min_age is not None:
             min_age = file_min_age
+        if file_complete is not None:
+            complete = file_complete
         owners.update(file_owners)  # a later file's owner of the same name replaces it
         warnings.extend(file_warnings)
     if not errors:
@@ -508,6 +529,7 @@ def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None
         min_age=min_age,
         sources=tuple(str(f) for f in files),
         warnings=tuple(warnings),
+        pid_namespace_complete=complete,
     )
 
 

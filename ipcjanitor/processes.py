@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import NotPermittedError
 from .lock import state_dir
-from .model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, UnitState
+from .model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, Seconds, UnitState
 from .policy import unit_matches
+from .systemd import boot_clock_offset
+from .tasks import queue_waiters
 
-INIT_IPC_NS_INODE = 0xEFFFFFFF  # PROC_IPC_INIT_INO in include/linux/proc_ns.h
+INIT_PID_NS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO in include/linux/proc_ns.h
 CAP_SYS_PTRACE = 19
 
 
@@ -100,28 +103,58 @@ def _mount_options(procfs: Path) -> list[str]:
     return options
 
 
+def _status_field(name: str) -> str | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def _has_cap(bit: int) -> bool:
+    eff = _status_field("CapEff")
+    return eff is not None and bool(int(eff, 16) >> bit & 1)
+
+
+def _hidepid_blinds(opts: list[str]) -> str | None:
+    """Why /proc's hidepid= may hide processes from us, honouring its gid= exemption."""
+    hide = next((o.split("=", 1)[1] for o in opts if o.startswith("hidepid=")), None)
+    if hide is None or hide in ("0", "off"):
+        return None
+    if os.geteuid() == 0 and _has_cap(CAP_SYS_PTRACE):
+        return None  # ptrace access to every process: hidepid hides nothing from us
+    gid = next((o.split("=", 1)[1] for o in opts if o.startswith("gid=")), None)
+    if gid is not None and gid.isdigit() and int(gid) in (os.getegid(), *os.getgroups()):
+        return None  # hidepid's gid= lets this group see every process
+    return (
+        f"/proc is mounted with hidepid={hide}: other users' processes may be invisible "
+        "(run as root with CAP_SYS_PTRACE, or in the group named by its gid= option)"
+    )
+
+
+def in_host_pid_namespace() -> bool:
+    """Whether we run in the initial pid namespace, where no process is hidden from us."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> bit & 1)
+        return os.readlink("/proc/self/ns/pid") == f"pid:[{INIT_PID_NS_INODE}]"
     except OSError:
-        pass
-    return False
+        return False
 
 
-def _nspid_depth() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("NSpid:"):
-                return len(line.split()) - 1
-    except OSError:
-        pass
-    return 1
+class Visibility(NamedTuple):
+    blind: str | None  # why some processes may be invisible to us
+    hidden_pids: str | None  # why a zero pid without a trace may still hide a live process
 
 
-def blindness(procfs: Path = Path("/proc")) -> str | None:
-    """Why we may not see every process that can use our IPC namespace, or None."""
+def visibility(procfs: Path = Path("/proc"), pid_namespace_complete: bool = False) -> Visibility:
+    """What we may not see of the processes that can use our IPC namespace.
+
+    Raises NotPermittedError when /proc shows no process table, or another pid namespace's.
+    Outside the host's pid namespace the kernel reports processes of other pid namespaces as
+    pid 0; unless the operator states that ours holds every process of our IPC namespace
+    (the policy's pid_namespace_complete), such a zero is a doubt.
+    """
     if procfs == Path("/proc"):
         try:
             self_pid = int(os.readlink("/proc/self"))
@@ -136,30 +169,14 @@ def blindness(procfs: Path = Path("/proc")) -> str | None:
                 f"{os.getpid()}): its pids are not the ones the kernel records for us, so "
                 "ipcjanitor cannot prove any object unused; nothing was removed"
             )
-    for opt in _mount_options(procfs):
-        hides = opt.startswith("hidepid=") and opt.split("=", 1)[1] not in ("0", "off")
-        if hides and (os.geteuid() != 0 or not _has_cap(CAP_SYS_PTRACE)):
-            return f"/proc is mounted with {opt}: other users' processes may be invisible"
-    if _nspid_depth() > 1:
-        try:
-            own = os.readlink("/proc/self/ns/ipc")
-        except OSError:
-            return "cannot read /proc/self/ns/ipc while running in a nested pid namespace"
-        if own == f"ipc:[{INIT_IPC_NS_INODE}]":
-            return (
-                "ipcjanitor runs in a nested pid namespace but uses the host's IPC namespace: "
-                "processes outside its pid namespace are invisible and read as pid 0"
-            )
-        try:
-            init_ipc = os.readlink(procfs / "1" / "ns" / "ipc")
-        except OSError:
-            init_ipc = None
-        if init_ipc != own:
-            return (
-                "ipcjanitor runs in a nested pid namespace whose init does not share its IPC "
-                "namespace: processes outside it are invisible and read as pid 0"
-            )
-    return None
+    hidden = None
+    if not in_host_pid_namespace() and not pid_namespace_complete:
+        hidden = (
+            "ipcjanitor runs outside the host's pid namespace: processes of other pid "
+            "namespaces that share its IPC namespace are invisible and read as pid 0 "
+            "(set pid_namespace_complete = true only if this namespace holds them all)"
+        )
+    return Visibility(_hidepid_blinds(_mount_options(procfs)) or hidden, hidden)
 
 
 def own_pids() -> frozenset[Pid]:
@@ -217,17 +234,30 @@ CLOCK_RECORD = "clock-offset"
 _JITTER = 0.5  # reading two clocks in a row is not instantaneous
 
 
-def forward_clock_steps(state: Path, offset: float | None = None) -> float:
-    """How far the wall clock has been stepped forward since the first run of this boot.
+def clock_offset() -> float:
+    """Wall clock minus monotonic clock: it moves only when the wall clock is stepped (or the
+    machine was suspended, which monotonic does not count: that only widens the margin)."""
+    return time.time() - time.monotonic()
 
-    A process's start time is its boot-time ticks plus today's boot time in wall-clock terms;
+
+def forward_clock_steps(
+    state: Path,
+    offset: float | None = None,
+    at_boot: float | Callable[[], float | None] | None = None,
+) -> float:
+    """How far the wall clock has been stepped forward since boot.
+
+    A process's start time is its boot-clock ticks plus today's boot time in wall-clock terms;
     an object's times were written with the wall clock of their moment. A forward step in
     between makes a live process look younger than its own object — never allowed to pass for
-    PID reuse: the smallest wall-minus-boot-clock offset of this boot is kept in `state` (a
-    tmpfs under /run), and every step forward since is added to the reuse margin.
+    PID reuse. `at_boot` is the wall-minus-monotonic offset when userspace started, as systemd
+    recorded it (processes.boot_clock_offset), or a callable giving it; the smallest offset
+    seen by any run of this boot is kept in `state` (a tmpfs under /run) as well, so a step
+    is seen even without systemd's record, if a run came before it. Every step forward since
+    the smallest of those widens the reuse margin.
     """
     if offset is None:
-        offset = boot_time()
+        offset = clock_offset()
     boot_id = _boot_id()
     seen = offset
     try:
@@ -238,6 +268,9 @@ def forward_clock_steps(state: Path, offset: float | None = None) -> float:
         pass
     if seen == offset:
         _record(state, f"{boot_id} {offset!r}\n")
+    boot = at_boot() if callable(at_boot) else at_boot
+    if boot is not None:
+        seen = min(seen, boot)
     step = offset - seen
     return step if step > _JITTER else 0.0
 
@@ -264,19 +297,45 @@ def _record(state: Path, text: str) -> None:
 
 
 def gather(
-    pids: Iterable[Pid],
+    pids: Mapping[Pid, Seconds],
     unit_patterns: Iterable[str] = (),
     procfs: Path = Path("/proc"),
     exclude: frozenset[Pid] | None = None,
+    *,
+    queues: bool = False,
+    pid_namespace_complete: bool = False,
 ) -> HostFacts:
-    """One look at the process table for the pids and units a decision needs."""
-    hidden = blindness(procfs)
+    """One look at the process table for the pids, units and queues a decision needs.
+
+    `pids` maps each recorded pid to the oldest last activity of the objects recording it:
+    the clock's history is asked for only when some live process started later than that
+    (only then could a forward step of the wall clock pass a live holder off as a new one).
+    """
+    seen = visibility(procfs, pid_namespace_complete)
     btime = boot_time()
-    margin = BASE_REUSE_MARGIN + forward_clock_steps(state_dir() / CLOCK_RECORD, btime)
-    processes = {pid: probe(pid, procfs, btime) for pid in set(pids) if pid > 0}
+    processes = {pid: probe(pid, procfs, btime) for pid in pids if pid > 0}
+    margin = BASE_REUSE_MARGIN
+    if any(
+        info.start_time is not None and info.start_time - pids[pid] > BASE_REUSE_MARGIN
+        for pid, info in processes.items()
+    ):
+        margin += forward_clock_steps(state_dir() / CLOCK_RECORD, at_boot=boot_clock_offset)
     running = running_units(unit_patterns, procfs, own_pids() if exclude is None else exclude)
     units = {
-        u: UnitState.RUNNING if up else (UnitState.UNKNOWN if hidden else UnitState.STOPPED)
+        u: UnitState.RUNNING if up else (UnitState.UNKNOWN if seen.blind else UnitState.STOPPED)
         for u, up in running.items()
     }
-    return HostFacts(processes=processes, units=units, hidden_pids=hidden, reuse_margin=margin)
+    waiters = None
+    queue_blind = None
+    if queues:
+        found = queue_waiters(procfs)
+        waiters, queue_blind = found.waiters, seen.blind or found.blind
+    return HostFacts(
+        processes=processes,
+        units=units,
+        hidden_pids=seen.hidden_pids,
+        blind=seen.blind,
+        queue_waiters=waiters,
+        queue_blind=queue_blind,
+        reuse_margin=margin,
+    )

@@ -38,7 +38,7 @@ def shm_object(ipc_id: int, t: tuple[Any, ...]) -> IpcObject:
     key, uid, gid, cuid, cgid, mode, size, atime, dtime, ctime, cpid, lpid, nattch = t
     return IpcObject(
         IpcKind.SHM, ipc_id, key, uid, gid, cuid, cgid, mode, size=size, nattch=nattch,
-        pids=(PidRecord(_SHM_ROLES[0], cpid), PidRecord(_SHM_ROLES[1], lpid)),
+        pids=(PidRecord(_SHM_ROLES[0], cpid), PidRecord(_SHM_ROLES[1], lpid, bool(atime or dtime))),
         times=(("atime", atime), ("dtime", dtime), ("ctime", ctime)), raw=t,
     )  # fmt: skip
 
@@ -48,22 +48,32 @@ def _sem_role(i: int) -> str:
 
 
 def sem_object(ipc_id: int, t: tuple[Any, ...], unreadable: str | None = None) -> IpcObject:
-    """t is the C extension's sem tuple; its last three fields are None when unreadable."""
-    key, uid, gid, cuid, cgid, mode, nsems, otime, ctime, sempids, ncnts, zcnts = t
+    """t is the C extension's sem tuple; its last four fields are None when unreadable.
+
+    A semaphore's pid is traced when its value is not 0: every set starts at 0, and whatever
+    changed it (semop, SETVAL, SETALL) recorded its pid.
+    """
+    key, uid, gid, cuid, cgid, mode, nsems, otime, ctime, sempids, ncnts, zcnts, values = t
     pids: tuple[PidRecord, ...] = ()
     ncnt = zcnt = 0
     if sempids is None:
+        values = ()
         if unreadable is None:
             unreadable = f"semctl GETPID on set {ipc_id}: permission denied"
     elif len(sempids) == 1:  # the common one-semaphore set, without the loop
-        pids = (PidRecord(_SEM_ROLES[0], sempids[0]),)
+        pids = (PidRecord(_SEM_ROLES[0], sempids[0], values[0] != 0),)
         ncnt, zcnt = ncnts[0], zcnts[0]
     else:
-        pids = tuple([PidRecord(_sem_role(i), p) for i, p in enumerate(sempids)])
+        pids = tuple(
+            [
+                PidRecord(_sem_role(i), p, v != 0)
+                for i, (p, v) in enumerate(zip(sempids, values, strict=True))
+            ]
+        )
         ncnt, zcnt = sum(ncnts), sum(zcnts)
     return IpcObject(
         IpcKind.SEM, ipc_id, key, uid, gid, cuid, cgid, mode,
-        nsems=nsems, ncnt=ncnt, zcnt=zcnt, pids=pids,
+        nsems=nsems, ncnt=ncnt, zcnt=zcnt, pids=pids, values=tuple(values),
         times=(("otime", otime), ("ctime", ctime)), unreadable=unreadable, raw=t,
     )  # fmt: skip
 
@@ -72,7 +82,8 @@ def msg_object(ipc_id: int, t: tuple[Any, ...]) -> IpcObject:
     key, uid, gid, cuid, cgid, mode, cbytes, qnum, stime, rtime, ctime, lspid, lrpid = t
     return IpcObject(
         IpcKind.MSG, ipc_id, key, uid, gid, cuid, cgid, mode, qnum=qnum, qbytes=cbytes,
-        pids=(PidRecord(_MSG_ROLES[0], lspid), PidRecord(_MSG_ROLES[1], lrpid)),
+        pids=(PidRecord(_MSG_ROLES[0], lspid, bool(stime)),
+              PidRecord(_MSG_ROLES[1], lrpid, bool(rtime))),
         times=(("stime", stime), ("rtime", rtime), ("ctime", ctime)), raw=t,
     )  # fmt: skip
 
@@ -110,7 +121,7 @@ def parse_rows(kind: IpcKind, text: str, source: str = "") -> Iterator[tuple[int
 def parse_table(kind: IpcKind, text: str, source: str = "") -> list[IpcObject]:
     """Pure: the objects of one /proc/sysvipc table (semaphore sets without per-semaphore facts)."""
     if kind is IpcKind.SEM:
-        return [sem_object(i, (*t, (), (), ())) for i, t in parse_rows(kind, text, source)]
+        return [sem_object(i, (*t, (), (), (), ())) for i, t in parse_rows(kind, text, source)]
     build = shm_object if kind is IpcKind.SHM else msg_object
     return [build(i, t) for i, t in parse_rows(kind, text, source)]
 
@@ -140,7 +151,7 @@ def _from_procfs(kind: IpcKind, procfs: Path) -> list[IpcObject]:
             if exc.errno in VANISHED:
                 continue
             why = f"semctl on set {ipc_id}: {exc.strerror}"
-            objects.append(sem_object(ipc_id, (*row, None, None, None), unreadable=why))
+            objects.append(sem_object(ipc_id, (*row, None, None, None, None), unreadable=why))
             continue
         if t[0] == row[0]:  # else removed and the id reused since the table read: next run
             objects.append(sem_object(ipc_id, t))

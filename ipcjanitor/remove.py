@@ -13,6 +13,7 @@ from typing import Any
 from . import _sysvipc
 from .model import Decision, IpcKind, IpcObject, Verdict
 from .procfs import VANISHED, build, stat_raw
+from .tasks import QueueWaiters, queue_waiters
 
 VANISHED_REASON = "vanished before removal (someone else removed it)"
 RestatRaw = Callable[[IpcKind, int], tuple[Any, ...] | None]
@@ -34,9 +35,9 @@ def what_changed(before: IpcObject, after: IpcObject) -> str | None:
             )
     if after.pids != before.pids:
         return "its recorded pids changed since the scan: someone used it"
-    if after.last_activity != before.last_activity:
-        return "it was used since the scan"
-    return None
+    if after.values != before.values:
+        return "its semaphore values changed since the scan: someone used it"
+    return "it was used since the scan"  # the facts differ: whatever moved, it is not the same
 
 
 def remove_one(d: Decision, restat: RestatRaw = stat_raw) -> Decision:
@@ -70,7 +71,29 @@ def _errno(exc: OSError) -> str:
     return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
 
 
-def remove_stale(decisions: Iterable[Decision], restat: RestatRaw = stat_raw) -> Iterator[Decision]:
-    """Every decision back, stale ones replaced by what removing them did."""
+def remove_stale(
+    decisions: Iterable[Decision],
+    restat: RestatRaw = stat_raw,
+    waiters: Callable[[], QueueWaiters] = queue_waiters,
+) -> Iterator[Decision]:
+    """Every decision back, stale ones replaced by what removing them did.
+
+    A queue shows no waiter in its own record, so before the first stale queue is removed the
+    tasks are read again: a task that began waiting on it since the scan keeps it.
+    """
+    fresh: QueueWaiters | None = None
     for d in decisions:
-        yield remove_one(d, restat) if d.verdict is Verdict.STALE else d
+        if d.verdict is not Verdict.STALE:
+            yield d
+            continue
+        if d.obj.kind is IpcKind.MSG:
+            if fresh is None:
+                fresh = waiters()
+            waiting = fresh.waiters.get(d.obj.id)
+            if waiting or fresh.blind:
+                why = (
+                    "; ".join(waiting) if waiting else f"cannot re-check its waiters: {fresh.blind}"
+                )
+                yield Decision(d.obj, d.owner, Verdict.CHANGED, f"since the scan, {why}")
+                continue
+        yield remove_one(d, restat)

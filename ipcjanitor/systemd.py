@@ -124,3 +124,24 @@ def main_pid(unit: str) -> int | None:
             return int(service.MainPID) if service is not None else None
     except Exception:
         return None
+
+
+def boot_clock_offset() -> float | None:
+    """Wall minus monotonic clock when userspace started, as systemd recorded it at boot
+    (UserspaceTimestamp, UserspaceTimestampMonotonic); None without an answer."""
+    try:
+        from pystemd.dbuslib import DBus  # noqa: PLC0415
+        from pystemd.systemd1 import Manager  # noqa: PLC0415
+    except ImportError:
+        return None
+    try:
+        with DBus() as bus:
+            manager = Manager(bus=bus)
+            manager.load()
+            wall = int(manager.Manager.UserspaceTimestamp)
+            mono = int(manager.Manager.UserspaceTimestampMonotonic)
+    except Exception:
+        return None
+    if not wall or not mono:
+        return None
+    return wall / 1e6 - mono / 1e6

@@ -5,8 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ipcjanitor.model import Presence
-from ipcjanitor.processes import _boot_id, forward_clock_steps, parse_stat, probe
+import pytest
+
+from ipcjanitor import processes
+from ipcjanitor.model import BASE_REUSE_MARGIN, Presence
+from ipcjanitor.processes import (
+    _boot_id,
+    boot_time,
+    clock_offset,
+    forward_clock_steps,
+    parse_stat,
+    probe,
+)
 
 
 def test_forward_steps_are_measured_from_the_smallest_offset_of_this_boot(tmp_path: Path) -> None:
@@ -35,3 +45,36 @@ def test_probe_of_ourselves_and_of_nobody() -> None:
     me = probe(os.getpid(), Path("/proc"), btime=0.0)
     assert me.presence is Presence.PRESENT and me.start_time is not None
     assert probe(2**22 + 12345, Path("/proc"), btime=0.0).presence is Presence.ABSENT
+
+
+def test_a_step_before_the_first_run_is_seen_from_systemds_boot_record(tmp_path: Path) -> None:
+    # the timer's first run comes after NTP stepped the clock 30 s forward: a record made
+    # by that run sees no step, while systemd's record of userspace start does
+    assert forward_clock_steps(tmp_path / "a", 1030.0) == 0.0
+    assert forward_clock_steps(tmp_path / "b", 1030.0, at_boot=1000.0) == 30.0
+    assert forward_clock_steps(tmp_path / "c", 1030.0, at_boot=lambda: 1000.0) == 30.0
+    # without systemd's word, the runs' own record still counts; the smaller offset wins
+    assert forward_clock_steps(tmp_path / "a", 1040.0, at_boot=lambda: None) == 10.0
+    assert forward_clock_steps(tmp_path / "a", 1040.0, at_boot=1035.0) == 10.0
+
+
+def test_the_clock_history_is_asked_for_only_when_a_live_process_looks_younger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[bool] = []
+
+    def boot_offset() -> float:
+        asked.append(True)
+        return clock_offset() - 100.0  # the wall clock was stepped 100 s forward since boot
+
+    monkeypatch.setattr(processes, "boot_clock_offset", boot_offset)
+    monkeypatch.setenv("IPCJANITOR_LOCK_DIR", str(tmp_path))
+    me = os.getpid()
+    started = probe(me, Path("/proc"), boot_time()).start_time
+    assert started is not None
+    # our own start is older than the object's last activity: no question about reuse
+    facts = processes.gather({me: int(started) + 60})
+    assert asked == [] and facts.reuse_margin == BASE_REUSE_MARGIN
+    # we look 60 s younger than the object: reuse, unless the clock was stepped since
+    facts = processes.gather({me: int(started) - 60})
+    assert asked == [True] and facts.reuse_margin >= BASE_REUSE_MARGIN + 99

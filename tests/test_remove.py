@@ -9,7 +9,8 @@ import pytest
 
 from ipcjanitor import _sysvipc, remove
 from ipcjanitor.model import Decision, IpcKind, Verdict
-from ipcjanitor.procfs import STAT_FIELDS, shm_object
+from ipcjanitor.procfs import STAT_FIELDS, msg_object, shm_object
+from ipcjanitor.tasks import QueueWaiters
 
 BASE = {"key": 0x10, "uid": 0, "gid": 0, "cuid": 0, "cgid": 0, "perms": 0o600, "size": 1,
         "atime": 100, "dtime": 100, "ctime": 90, "cpid": 5, "lpid": 5, "nattch": 0}  # fmt: skip
@@ -87,3 +88,44 @@ def test_only_stale_objects_are_touched(monkeypatch: pytest.MonkeyPatch) -> None
     kept = STALE._replace(verdict=Verdict.IN_USE)
     out = list(remove.remove_stale([kept, STALE], lambda k, i: raw()))
     assert [d.verdict for d in out] == [Verdict.IN_USE, Verdict.REMOVED] and calls == [(0, 7)]
+
+
+def test_a_change_of_semaphore_values_alone_keeps_the_set() -> None:
+    from ipcjanitor.procfs import sem_object
+
+    before = sem_object(2, (0x20, 0, 0, 0, 0, 0o600, 1, 100, 90, (5,), (0,), (0,), (1,)))
+    after = sem_object(2, (0x20, 0, 0, 0, 0, 0o600, 1, 100, 90, (5,), (0,), (0,), (2,)))
+    assert remove.what_changed(before, after) == (
+        "its semaphore values changed since the scan: someone used it"
+    )
+
+
+QUEUE = Decision(
+    msg_object(9, (0x30, 0, 0, 0, 0, 0o600, 0, 0, 100, 100, 90, 5, 5)), "q", Verdict.STALE, "dead"
+)
+
+
+@pytest.mark.parametrize(
+    ("found", "verdict", "fragment"),
+    [
+        (QueueWaiters({}, None), Verdict.REMOVED, "dead"),
+        (QueueWaiters({8: ("pid 4 is blocked in msgrcv on it",)}, None), Verdict.REMOVED, "dead"),
+        (QueueWaiters({9: ("pid 4 is blocked in msgrcv on it",)}, None), Verdict.CHANGED, "pid 4"),
+        (QueueWaiters({}, "cannot read pid 1"), Verdict.CHANGED, "cannot re-check its waiters"),
+    ],
+)
+def test_a_queue_is_removed_only_if_no_task_began_waiting_on_it(
+    found: QueueWaiters, verdict: Verdict, fragment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    monkeypatch.setattr(_sysvipc, "rmid", lambda k, i: calls.append((k, i)))
+    scans = []
+
+    def waiters() -> QueueWaiters:
+        scans.append(1)
+        return found
+
+    out = list(remove.remove_stale([QUEUE, QUEUE, STALE], lambda k, i: QUEUE.obj.raw, waiters))
+    assert [d.verdict for d in out[:2]] == [verdict, verdict] and fragment in out[0].reason
+    assert scans == [1]  # one fresh look at the tasks, before the first queue
+    assert (calls.count((2, 9)) == 2) is (verdict is Verdict.REMOVED)

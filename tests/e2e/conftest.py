@@ -28,7 +28,11 @@ while True:
     time.sleep(60)
 """
 
+# The container's pid namespace holds every process of its IPC namespace (both are private to
+# it): the operator's statement that lets a zero pid or an empty unit count as proof here.
 POLICY = """\
+pid_namespace_complete = true
+
 [owners.leaky]
 unit = "leaky.service"
 keys = ["0x61040000-0x6104ffff"]

@@ -30,8 +30,15 @@ needs_namespaces = pytest.mark.skipif(
 )
 
 
-def in_namespace(scenario: str, policy: str, tmp: Path, *extra: str, pid_ns: bool = True) -> Any:
-    """Run scenarios.py SCENARIO in new namespaces; return the JSON it prints last."""
+def in_namespace(
+    scenario: str,
+    policy: str,
+    tmp: Path,
+    *extra: str,
+    pid_ns: bool = True,
+    module: str = "scenarios",
+) -> Any:
+    """Run MODULE.py SCENARIO in new namespaces; return the JSON it prints last."""
     policy_file = tmp / "policy.toml"
     policy_file.write_text(policy)
     ns = ["--ipc", "--pid", "--fork", "--mount-proc"] if pid_ns else ["--ipc"]
@@ -41,7 +48,7 @@ def in_namespace(scenario: str, policy: str, tmp: Path, *extra: str, pid_ns: boo
             "unshare",
             *ns,
             sys.executable,
-            str(HERE / "scenarios.py"),
+            str(HERE / f"{module}.py"),
             scenario,
             str(policy_file),
             *extra,

@@ -29,7 +29,9 @@ def scenario(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
     return fn
 
 
-def janitor(*args: str, policy: str | None = None, user: str | None = None) -> dict[str, Any]:
+def janitor(
+    *args: str, policy: str | None = None, user: str | None = None, groups: str | None = None
+) -> dict[str, Any]:
     policy = str(policy or POLICY)
     env = dict(os.environ)
     if user:  # a place that user can read the policy from and lock in
@@ -39,7 +41,8 @@ def janitor(*args: str, policy: str | None = None, user: str | None = None) -> d
         env["IPCJANITOR_LOCK_DIR"] = str(scratch)
     cmd = [sys.executable, "-m", "ipcjanitor", "--policy", str(policy), *args]
     if user:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+        grouping = f"--groups={groups}" if groups else "--clear-groups"
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", grouping, *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     out: dict[str, Any] = {"rc": proc.returncode, "stderr": proc.stderr}
     if "--json" in args and proc.stdout.strip().startswith("{"):
@@ -539,7 +542,12 @@ def metrics_file() -> dict[str, Any]:
     }
 
 
-if __name__ == "__main__":
+def main() -> None:
+    global POLICY  # noqa: PLW0603  (the policy file of this run, for janitor())
     POLICY = sys.argv[2]
     result = SCENARIOS[sys.argv[1]]()
     print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -135,3 +135,33 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def ncnt(semid: int, num: int = 0) -> int:
     return semctl(semid, num, GETNCNT)
+
+
+def msgrcv(msqid: int, size: int = 8192, flags: int = 0) -> int:
+    """Receive one message (blocking unless flags say otherwise); returns its length."""
+    buf = ctypes.create_string_buffer(8 + size)
+    return _check(libc.msgrcv(msqid, buf, size, 0, flags), "msgrcv")
+
+
+def msg_fill(msqid: int) -> int:
+    """Send until the queue is full (its msg_qbytes reached); returns the messages sent."""
+    sent = 0
+    while True:
+        buf = ctypes.create_string_buffer(8 + 1024)
+        ctypes.c_long.from_buffer(buf).value = 1
+        if libc.msgsnd(msqid, buf, 1024, IPC_NOWAIT) == -1:
+            return sent
+        sent += 1
+
+
+def blocked_in(pid: int, call_nr: int, tid: int | None = None) -> bool:
+    """Whether the task is asleep in the given system call (x86_64 numbers)."""
+    path = f"/proc/{pid}/task/{tid or pid}/syscall"
+    try:
+        with open(path) as f:
+            return f.read().split()[0] == str(call_nr)
+    except (OSError, IndexError):
+        return False
+
+
+MSGSND_NR, MSGRCV_NR = 69, 70  # x86_64

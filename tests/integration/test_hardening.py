@@ -43,7 +43,11 @@ def test_sigkill_mid_clean_leaves_objects_removed_or_intact(tmp_path: Path) -> N
 
 
 def test_concurrent_runs_remove_each_object_once(tmp_path: Path) -> None:
-    policy = POLICY.replace("[owners.test]", '[owners.test]\nunit = "svc.service"')
+    # every process of the scenario's IPC namespace is in its pid namespace: say so, so that
+    # svc.service (no process) is known to be stopped
+    policy = "pid_namespace_complete = true\n" + POLICY.replace(
+        "[owners.test]", '[owners.test]\nunit = "svc.service"'
+    )
     r = in_namespace("concurrent_runs", policy, tmp_path)
     assert r["rcs"] == [0, 0, 0]
     assert r["removed"] == r["distinct"] == 3000 and r["failed"] == 0 and r["left"] == 0

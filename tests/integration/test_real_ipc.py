@@ -110,7 +110,11 @@ def cgroup_base() -> Iterator[Path]:
 def test_a_running_unit_keeps_everything_and_its_stop_frees_it(
     tmp_path: Path, cgroup_base: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = POLICY.replace("[owners.test]", '[owners.test]\nunit = "billing.service"')
+    # the scenario's pid namespace holds every process of its IPC namespace: say so, so that
+    # billing.service without a process is known to be stopped
+    policy = "pid_namespace_complete = true\n" + POLICY.replace(
+        "[owners.test]", '[owners.test]\nunit = "billing.service"'
+    )
     monkeypatch.setenv("IJ_CGROUP", str(cgroup_base))
     r = in_namespace("unit_stand_in", policy, tmp_path)
     for key in ("0x10000051", "0x10000052", "0x10000053"):

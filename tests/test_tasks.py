@@ -1,0 +1,77 @@
+"""Reading what a task is blocked in from /proc/PID/task/TID/syscall."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ipcjanitor.tasks import parse_syscall, queue_waiters
+
+SP_PC = "0x7ffe9e0324c8 0x7ff189c803d3"
+
+
+@pytest.mark.parametrize(
+    ("line", "machine", "found"),
+    [
+        (f"70 0x3 0x7ff189944030 0x32 0x0 0x0 0x0 {SP_PC}", "x86_64", ("msgrcv", 3)),
+        (f"69 0x10 0x7ff18 0x400 0x0 0x0 0x0 {SP_PC}", "x86_64", ("msgsnd", 16)),
+        (f"401 0x7 0x1 0x2 0x0 0x0 0x0 {SP_PC}", "x86_64", ("msgrcv", 7)),  # an i386 task
+        (f"1073741894 0x5 0x1 0x2 0x0 0x0 0x0 {SP_PC}", "x86_64", ("msgrcv", 5)),  # x32
+        (f"117 0x1000c 0x9 0x2 0x0 0x0 0x0 {SP_PC}", "i686", ("msgrcv", 9)),  # ipc(MSGRCV)
+        (f"117 0xb 0x9 0x2 0x0 0x0 0x0 {SP_PC}", "x86_64", ("msgsnd", 9)),  # ipc(MSGSND)
+        (f"188 0x4 0x1 0x2 0x0 0x0 0x0 {SP_PC}", "aarch64", ("msgrcv", 4)),
+        (f"189 0x4 0x1 0x2 0x0 0x0 0x0 {SP_PC}", "riscv64", ("msgsnd", 4)),
+        (f"0 0x3 0x7ff1 0x32 0x0 0x0 0x0 {SP_PC}", "x86_64", None),  # read(2)
+        (f"117 0x1 0x9 0x2 0x0 0x0 0x0 {SP_PC}", "x86_64", None),  # ipc(SEMOP)
+        (f"188 0x4 0x1 0x2 0x0 0x0 0x0 {SP_PC}", "x86_64", None),
+        ("running", "x86_64", None),
+        (f"-1 {SP_PC}", "x86_64", None),  # blocked, but not in a system call
+        ("", "x86_64", None),
+        ("70 zz 0x0 0x0", "x86_64", None),
+    ],
+)
+def test_parse_syscall(line: str, machine: str, found: tuple[str, int] | None) -> None:
+    assert parse_syscall(line, machine) == found
+
+
+def fake_proc(root: Path, tasks: dict[str, dict[str, str]]) -> Path:
+    for pid, threads in tasks.items():
+        for tid, text in threads.items():
+            d = root / pid / "task" / tid
+            d.mkdir(parents=True)
+            (d / "syscall").write_text(text)
+    (root / "self").mkdir()  # not a pid: skipped
+    return root
+
+
+def test_every_thread_is_read_and_waiters_are_grouped_by_queue(tmp_path: Path) -> None:
+    proc = fake_proc(
+        tmp_path,
+        {
+            "10": {"10": "running", "11": f"70 0x3 0x0 0x32 0x0 0x0 0x0 {SP_PC}"},
+            "20": {"20": f"69 0x3 0x0 0x32 0x0 0x0 0x0 {SP_PC}"},
+            "30": {"30": f"70 0x8 0x0 0x32 0x0 0x0 0x0 {SP_PC}"},
+        },
+    )
+    found = queue_waiters(proc, "x86_64")
+    assert found.blind is None
+    assert dict(found.waiters) == {
+        3: ("pid 10 (thread 11) is blocked in msgrcv on it", "pid 20 is blocked in msgsnd on it"),
+        8: ("pid 30 is blocked in msgrcv on it",),
+    } or dict(found.waiters) == {
+        3: ("pid 20 is blocked in msgsnd on it", "pid 10 (thread 11) is blocked in msgrcv on it"),
+        8: ("pid 30 is blocked in msgrcv on it",),
+    }
+
+
+def test_an_unreadable_task_or_an_unknown_machine_blinds_the_scan(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, {"10": {"10": "running"}, "20": {"20": "running"}})
+    (proc / "20" / "task" / "20" / "syscall").chmod(0)
+    (proc / "20" / "task" / "20" / "syscall").rename(proc / "20" / "task" / "20" / "x")
+    (proc / "20" / "task" / "20" / "syscall").mkdir()  # reading a directory: EISDIR
+    found = queue_waiters(proc, "x86_64")
+    assert found.blind is not None and "pid 20 thread 20" in found.blind
+    assert queue_waiters(proc, "sparc64").blind == (
+        "the system call numbers of msgrcv/msgsnd on sparc64 are not known"
+    )
