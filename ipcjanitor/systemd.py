@@ -1,19 +1,43 @@
-"""The only module that talks to systemd over D-Bus (through pystemd, imported lazily).
+"""The only module that talks to systemd over D-Bus: one adapter over an injectable bus.
 
-Everything here degrades to None/False without a bus: ipcjanitor decides from /proc alone.
+It calls pystemd's bus directly (DBus.get_property / call_method with known signatures), not
+pystemd's SDObject classes: those introspect every object first (a round trip each, parsed
+with lxml). A D-Bus failure (pystemd's DBusBaseError) or an OS error means "no answer from
+systemd" and comes back as None with the reason: ipcjanitor then decides from /proc alone.
+Anything else is a bug (say, a pystemd API change) and propagates; it never reads as "no bus".
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+DESTINATION = b"org.freedesktop.systemd1"
+MANAGER_PATH = b"/org/freedesktop/systemd1"
+MANAGER = b"org.freedesktop.systemd1.Manager"
+SERVICE = b"org.freedesktop.systemd1.Service"
+
+T = TypeVar("T")
+
+
+class Bus(Protocol):
+    """What ipcjanitor uses of pystemd.dbuslib.DBus (and what a test's fake bus provides)."""
+
+    def get_property(
+        self, destination: bytes, path: bytes, interface: bytes, prop: bytes, rtype: bytes, /
+    ) -> Any: ...
+
+    def call_method(
+        self, destination: bytes, path: bytes, interface: bytes, method: bytes, args: Any, /
+    ) -> Any: ...
 
 
 class UnitRun(NamedTuple):
-    """What systemd says about a unit's last (or current) run."""
+    """What systemd says about a service's last (or current) run."""
 
     unit: str
-    active_state: str
     main_pid: int  # ExecMainPID: kept after the process exits
     main_start: float | None  # ExecMainStartTimestamp, epoch seconds
     control_group: str
@@ -56,92 +80,121 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class Systemd:
+    """systemd's manager, over one bus connection."""
+
+    def __init__(self, bus: Bus, signature: Callable[[bytes, list[Any]], Any]) -> None:
+        self.bus = bus
+        self._signature = signature  # pystemd.dbuslib.apply_signature
+
+    def _call(self, path: bytes, interface: bytes, method: bytes, sig: bytes, *args: Any) -> Any:
+        msg = self.bus.call_method(
+            DESTINATION, path, interface, method, self._signature(sig, list(args))
+        )
+        return msg.body
+
+    def _manager(self, prop: bytes, rtype: bytes) -> Any:
+        return self.bus.get_property(DESTINATION, MANAGER_PATH, MANAGER, prop, rtype)
+
+    def unit_path(self, unit: str) -> bytes:
+        """The unit's object path (LoadUnit: also for a unit that is not running)."""
+        return bytes(self._call(MANAGER_PATH, MANAGER, b"LoadUnit", b"s", unit.encode()))
+
+    def unit_run(self, unit: str) -> UnitRun:
+        path = self.unit_path(unit)
+
+        def service(prop: bytes, rtype: bytes) -> Any:
+            return self.bus.get_property(DESTINATION, path, SERVICE, prop, rtype)
+
+        start_us = int(service(b"ExecMainStartTimestamp", b"t"))
+        return UnitRun(
+            unit=unit,
+            main_pid=int(service(b"ExecMainPID", b"u")),
+            main_start=start_us / 1e6 if start_us else None,
+            control_group=_text(service(b"ControlGroup", b"s")),
+            remaining=self.unit_processes(unit),
+        )
+
+    def unit_processes(self, unit: str) -> tuple[int, ...]:
+        """The pids in the unit's cgroup; none for a unit that is not active."""
+        from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415
+
+        try:
+            procs = self._call(MANAGER_PATH, MANAGER, b"GetUnitProcesses", b"s", unit.encode())
+        except DBusBaseError:  # an inactive unit has no processes to list
+            return ()
+        return tuple(int(p[1]) for p in procs)
+
+    def main_pid(self, unit: str) -> int:
+        """The service's current main pid; 0 when it has none."""
+        path = self.unit_path(unit)
+        return int(self.bus.get_property(DESTINATION, path, SERVICE, b"MainPID", b"u"))
+
+    def reload(self) -> bool:
+        """Reload the unit files; True once systemd has done it."""
+        self._call(MANAGER_PATH, MANAGER, b"Reload", b"")
+        return True
+
+    def boot_clock_offset(self) -> float | None:
+        """Wall minus monotonic clock when userspace started (UserspaceTimestamp,
+        UserspaceTimestampMonotonic, recorded by systemd at boot); None if it has no record."""
+        wall = int(self._manager(b"UserspaceTimestamp", b"t"))
+        mono = int(self._manager(b"UserspaceTimestampMonotonic", b"t"))
+        if not wall or not mono:
+            return None
+        return wall / 1e6 - mono / 1e6
+
+
+@contextmanager
+def connect() -> Iterator[tuple[Systemd | None, str | None]]:
+    """(adapter, None) over the system bus, or (None, why) when there is no answer."""
+    try:
+        from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415  (lazy: scan never loads it)
+        from pystemd.dbuslib import DBus, apply_signature  # noqa: PLC0415
+    except ImportError as exc:
+        yield None, f"pystemd is not importable ({exc})"
+        return
+    try:
+        bus = DBus()
+        bus.open()
+    except (DBusBaseError, OSError) as exc:
+        yield None, f"no answer from systemd over D-Bus ({exc})"
+        return
+    try:
+        yield Systemd(bus, apply_signature), None
+    finally:
+        bus.close()
+
+
+def ask(question: Callable[[Systemd], T]) -> tuple[T | None, str | None]:
+    """One question to systemd: (answer, None), or (None, why) without an answer."""
+    with connect() as (sd, why):
+        if sd is None:
+            return None, why
+        from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415
+
+        try:
+            return question(sd), None
+        except (DBusBaseError, OSError) as exc:
+            return None, f"no answer from systemd over D-Bus ({exc})"
+
+
 def unit_run(unit: str) -> tuple[UnitRun | None, str | None]:
     """Ask systemd about `unit`; (None, why) when there is no bus or no such unit."""
-    try:
-        from pystemd.dbuslib import DBus  # noqa: PLC0415  (lazy: scan/clean never load it)
-        from pystemd.systemd1 import Manager, Unit  # noqa: PLC0415
-    except ImportError as exc:
-        return None, f"pystemd is not importable ({exc})"
-    try:
-        with DBus() as bus:
-            u = Unit(unit.encode(), bus=bus)
-            u.load()
-            service = u._interfaces.get("org.freedesktop.systemd1.Service")
-            main_pid = int(service.ExecMainPID) if service is not None else 0
-            start_us = int(service.ExecMainStartTimestamp) if service is not None else 0
-            cgroup = _text(service.ControlGroup) if service is not None else ""
-            manager = Manager(bus=bus)
-            manager.load()
-            try:
-                procs = manager.Manager.GetUnitProcesses(unit.encode())
-            except Exception:  # an inactive unit has no processes to list
-                procs = []
-            return (
-                UnitRun(
-                    unit=unit,
-                    active_state=_text(u.Unit.ActiveState),
-                    main_pid=main_pid,
-                    main_start=start_us / 1e6 if start_us else None,
-                    control_group=cgroup,
-                    remaining=tuple(int(p[1]) for p in procs),
-                ),
-                None,
-            )
-    except Exception as exc:  # any bus failure: decide from /proc alone
-        return None, f"no answer from systemd over D-Bus ({exc})"
+    return ask(lambda sd: sd.unit_run(unit))
 
 
 def daemon_reload() -> str | None:
     """Reload systemd's unit files; None on success, else why not."""
-    try:
-        from pystemd.dbuslib import DBus  # noqa: PLC0415
-        from pystemd.systemd1 import Manager  # noqa: PLC0415
-    except ImportError as exc:
-        return f"pystemd is not importable ({exc})"
-    try:
-        with DBus() as bus:
-            manager = Manager(bus=bus)
-            manager.load()
-            manager.Manager.Reload()
-    except Exception as exc:
-        return f"no answer from systemd over D-Bus ({exc})"
-    return None
+    done, why = ask(Systemd.reload)
+    return None if done else why
 
 
 def main_pid(unit: str) -> int | None:
     """The unit's current main pid (0: none), or None without an answer from systemd."""
-    try:
-        from pystemd.dbuslib import DBus  # noqa: PLC0415
-        from pystemd.systemd1 import Unit  # noqa: PLC0415
-    except ImportError:
-        return None
-    try:
-        with DBus() as bus:
-            u = Unit(unit.encode(), bus=bus)
-            u.load()
-            service = u._interfaces.get("org.freedesktop.systemd1.Service")
-            return int(service.MainPID) if service is not None else None
-    except Exception:
-        return None
+    return ask(lambda sd: sd.main_pid(unit))[0]
 
 
 def boot_clock_offset() -> float | None:
-    """Wall minus monotonic clock when userspace started, as systemd recorded it at boot
-    (UserspaceTimestamp, UserspaceTimestampMonotonic); None without an answer."""
-    try:
-        from pystemd.dbuslib import DBus  # noqa: PLC0415
-        from pystemd.systemd1 import Manager  # noqa: PLC0415
-    except ImportError:
-        return None
-    try:
-        with DBus() as bus:
-            manager = Manager(bus=bus)
-            manager.load()
-            wall = int(manager.Manager.UserspaceTimestamp)
-            mono = int(manager.Manager.UserspaceTimestampMonotonic)
-    except Exception:
-        return None
-    if not wall or not mono:
-        return None
-    return wall / 1e6 - mono / 1e6
+    """systemd's record of the clocks at userspace start, or None (see Systemd)."""
+    return ask(Systemd.boot_clock_offset)[0]

@@ -1,0 +1,127 @@
+"""The systemd adapter over a fake bus: the calls it makes, and which failures mean "no bus"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import pytest
+from pystemd.dbusexc import DBusNoSuchUnitError, DBusTimeoutError
+from pystemd.dbuslib import apply_signature
+
+from ipcjanitor import systemd
+from ipcjanitor.systemd import MANAGER, MANAGER_PATH, SERVICE, Systemd, UnitRun
+
+UNIT_PATH = b"/org/freedesktop/systemd1/unit/leaky_2eservice"
+
+
+class Reply(NamedTuple):
+    body: Any
+
+
+class FakeBus:
+    """Answers like systemd's manager for one unit, leaky.service; records every call."""
+
+    def __init__(self, processes: Any = ((b"/system.slice/leaky.service", 812, b"x"),)) -> None:
+        self.calls: list[tuple[bytes, ...]] = []
+        self.processes = processes
+        self.properties = {
+            (MANAGER_PATH, MANAGER, b"UserspaceTimestamp"): 1_700_000_010_000_000,
+            (MANAGER_PATH, MANAGER, b"UserspaceTimestampMonotonic"): 4_000_000,
+            (UNIT_PATH, SERVICE, b"ExecMainPID"): 812,
+            (UNIT_PATH, SERVICE, b"MainPID"): 0,
+            (UNIT_PATH, SERVICE, b"ExecMainStartTimestamp"): 1_700_000_100_500_000,
+            (UNIT_PATH, SERVICE, b"ControlGroup"): b"/system.slice/leaky.service",
+        }
+
+    def get_property(
+        self, dest: bytes, path: bytes, iface: bytes, prop: bytes, rtype: bytes
+    ) -> Any:
+        assert dest == b"org.freedesktop.systemd1" and rtype in (b"u", b"t", b"s")
+        self.calls.append((b"get", iface, prop))
+        return self.properties[(path, iface, prop)]
+
+    def call_method(
+        self, dest: bytes, path: bytes, iface: bytes, method: bytes, args: Any
+    ) -> Reply:
+        self.calls.append((b"call", iface, method))
+        assert (path, iface) == (MANAGER_PATH, MANAGER)
+        if method == b"LoadUnit":
+            assert args == apply_signature(b"s", [b"leaky.service"])
+            return Reply(UNIT_PATH)
+        if method == b"GetUnitProcesses":
+            if isinstance(self.processes, Exception):
+                raise self.processes
+            return Reply(list(self.processes))
+        if method == b"Reload":
+            return Reply(None)
+        raise AssertionError(method)
+
+
+def test_unit_run_reads_what_the_hook_needs() -> None:
+    bus = FakeBus()
+    run = Systemd(bus, apply_signature).unit_run("leaky.service")
+    assert run == UnitRun(
+        "leaky.service", 812, 1_700_000_100.5, "/system.slice/leaky.service", (812,)
+    )
+    # properties read directly, no introspection round trips
+    assert all(c[1] in (MANAGER, SERVICE) for c in bus.calls)
+
+
+def test_an_inactive_unit_has_no_processes() -> None:
+    bus = FakeBus(processes=DBusNoSuchUnitError(-2, b"org.freedesktop.systemd1.NoSuchUnit"))
+    assert Systemd(bus, apply_signature).unit_run("leaky.service").remaining == ()
+
+
+def test_boot_clock_offset_is_wall_minus_monotonic_at_userspace_start() -> None:
+    assert Systemd(FakeBus(), apply_signature).boot_clock_offset() == pytest.approx(1_700_000_006.0)
+    bus = FakeBus()
+    bus.properties[(MANAGER_PATH, MANAGER, b"UserspaceTimestamp")] = 0  # no record (a user manager)
+    assert Systemd(bus, apply_signature).boot_clock_offset() is None
+
+
+@contextmanager
+def over(bus: Any) -> Iterator[tuple[Systemd | None, str | None]]:
+    yield Systemd(bus, apply_signature), None
+
+
+def test_a_dbus_failure_is_no_answer_but_a_bug_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    class TimingOut(FakeBus):
+        def get_property(self, *args: Any) -> Any:
+            raise DBusTimeoutError(-110, b"org.freedesktop.DBus.Error.Timeout")
+
+    monkeypatch.setattr(systemd, "connect", lambda: over(TimingOut()))
+    run, why = systemd.unit_run("leaky.service")
+    assert run is None and why is not None and "no answer from systemd over D-Bus" in why
+
+    class Changed(FakeBus):  # a pystemd API change must surface, not read as "no bus"
+        def get_property(self, *args: Any) -> Any:
+            raise AttributeError("get_property")
+
+    monkeypatch.setattr(systemd, "connect", lambda: over(Changed()))
+    with pytest.raises(AttributeError):
+        systemd.unit_run("leaky.service")
+
+
+def test_without_a_bus_every_question_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    @contextmanager
+    def no_bus() -> Iterator[tuple[Systemd | None, str | None]]:
+        yield None, "no answer from systemd over D-Bus ([err -2]: Could not open a bus)"
+
+    monkeypatch.setattr(systemd, "connect", no_bus)
+    assert systemd.unit_run("leaky.service") == (
+        None,
+        "no answer from systemd over D-Bus ([err -2]: Could not open a bus)",
+    )
+    assert systemd.daemon_reload() is not None
+    assert systemd.main_pid("leaky.service") is None
+    assert systemd.boot_clock_offset() is None
+    monkeypatch.setattr(systemd, "connect", lambda: over(FakeBus()))
+    assert systemd.daemon_reload() is None and systemd.main_pid("leaky.service") == 0
+
+
+def test_connect_to_a_missing_bus_is_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+    with systemd.connect() as (sd, why):
+        assert sd is None and why is not None and "no answer from systemd" in why
