@@ -110,32 +110,6 @@ static int id_arg(PyObject *arg) {
     return (int)v;
 }
 
-static PyObject *shm_stat(PyObject *self, PyObject *arg) {
-    int id = id_arg(arg);
-    if (id < 0) return NULL;
-    struct shmid_ds ds;
-    if (shmctl(id, IPC_STAT, &ds) < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    return shm_tuple(&ds);
-}
-
-static PyObject *sem_stat(PyObject *self, PyObject *arg) {
-    int id = id_arg(arg);
-    if (id < 0) return NULL;
-    struct semid_ds ds;
-    union semun_arg su;
-    su.buf = &ds;
-    if (semctl(id, 0, IPC_STAT, su) < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    return sem_tuple(id, &ds, 1);
-}
-
-static PyObject *msg_stat(PyObject *self, PyObject *arg) {
-    int id = id_arg(arg);
-    if (id < 0) return NULL;
-    struct msqid_ds ds;
-    if (msgctl(id, IPC_STAT, &ds) < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    return msg_tuple(&ds);
-}
-
 /* Append (id, *tuple) to list; steals row. */
 static int append_row(PyObject *list, int id, PyObject *row) {
     if (!row) return -1;
@@ -220,18 +194,115 @@ static PyObject *list_kind(PyObject *self, PyObject *arg) {
     return list;
 }
 
+/* IPC_STAT by id of kind 0 shm, 1 sem (strict: with every semaphore's details), 2 msg. */
+static PyObject *stat_kind(int kind, int id) {
+    switch (kind) {
+    case 0: {
+        struct shmid_ds ds;
+        if (shmctl(id, IPC_STAT, &ds) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+        return shm_tuple(&ds);
+    }
+    case 1: {
+        struct semid_ds ds;
+        union semun_arg su;
+        su.buf = &ds;
+        if (semctl(id, 0, IPC_STAT, su) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+        return sem_tuple(id, &ds, 1);
+    }
+    default: {
+        struct msqid_ds ds;
+        if (msgctl(id, IPC_STAT, &ds) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+        return msg_tuple(&ds);
+    }
+    }
+}
+
+static int rmid_kind(int kind, int id) {
+    switch (kind) {
+    case 0: return shmctl(id, IPC_RMID, NULL);
+    case 1: return semctl(id, 0, IPC_RMID);
+    default: return msgctl(id, IPC_RMID, NULL);
+    }
+}
+
 /* kind: 0 shm, 1 sem, 2 msg (the order of ipcjanitor.model.IpcKind). */
 static PyObject *rmid(PyObject *self, PyObject *args) {
-    int kind, id, rc;
+    int kind, id;
     if (!PyArg_ParseTuple(args, "ii", &kind, &id)) return NULL;
-    switch (kind) {
-    case 0: rc = shmctl(id, IPC_RMID, NULL); break;
-    case 1: rc = semctl(id, 0, IPC_RMID); break;
-    case 2: rc = msgctl(id, IPC_RMID, NULL); break;
-    default: PyErr_SetString(PyExc_ValueError, "kind must be 0, 1 or 2"); return NULL;
+    if (kind < 0 || kind > 2) {
+        PyErr_SetString(PyExc_ValueError, "kind must be 0, 1 or 2");
+        return NULL;
     }
-    if (rc < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    if (rmid_kind(kind, id) < 0) return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
+}
+
+static PyObject *shm_stat(PyObject *self, PyObject *arg) {
+    int id = id_arg(arg);
+    return id < 0 ? NULL : stat_kind(0, id);
+}
+
+static PyObject *sem_stat(PyObject *self, PyObject *arg) {
+    int id = id_arg(arg);
+    return id < 0 ? NULL : stat_kind(1, id);
+}
+
+static PyObject *msg_stat(PyObject *self, PyObject *arg) {
+    int id = id_arg(arg);
+    return id < 0 ? NULL : stat_kind(2, id);
+}
+
+/*
+ * The remover's per-object mechanics as one batch: for each (id, raw) of one kind, re-read
+ * the object by id and IPC_RMID it only if the kernel's record still equals raw. One outcome
+ * per item, in order: None (removed), ("stat", errno), ("changed", new raw) (not removed),
+ * ("rmid", errno). The Python side decides what each outcome means.
+ */
+static PyObject *recheck_rmid(PyObject *self, PyObject *args) {
+    int kind;
+    PyObject *items;
+    if (!PyArg_ParseTuple(args, "iO!", &kind, &PyList_Type, &items)) return NULL;
+    if (kind < 0 || kind > 2) {
+        PyErr_SetString(PyExc_ValueError, "kind must be 0, 1 or 2");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i), *outcome = NULL;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "items are (id, raw) tuples");
+            goto fail;
+        }
+        int id = id_arg(PyTuple_GET_ITEM(item, 0));
+        if (id < 0) goto fail;
+        PyObject *now = stat_kind(kind, id);
+        if (!now) {
+            if (!PyErr_ExceptionMatches(PyExc_OSError)) goto fail;
+            PyErr_Clear();
+            outcome = Py_BuildValue("(si)", "stat", errno);
+        } else {
+            int same = PyObject_RichCompareBool(now, PyTuple_GET_ITEM(item, 1), Py_EQ);
+            if (same < 0) {
+                Py_DECREF(now);
+                goto fail;
+            }
+            if (!same) {
+                outcome = Py_BuildValue("(sN)", "changed", now);
+            } else {
+                Py_DECREF(now);
+                outcome = rmid_kind(kind, id) < 0 ? Py_BuildValue("(si)", "rmid", errno)
+                                                  : Py_NewRef(Py_None);
+            }
+        }
+        if (!outcome) goto fail;
+        PyList_SET_ITEM(out, i, outcome);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
@@ -242,6 +313,8 @@ static PyMethodDef methods[] = {
     {"list_kind", list_kind, METH_O,
      "Every object of kind 0 shm, 1 sem, 2 msg as (id, *stat tuple), via *_STAT_ANY."},
     {"rmid", rmid, METH_VARARGS, "IPC_RMID: rmid(kind, id), kind 0 shm, 1 sem, 2 msg."},
+    {"recheck_rmid", recheck_rmid, METH_VARARGS,
+     "recheck_rmid(kind, [(id, raw), ...]): re-read each, IPC_RMID it if unchanged."},
     {NULL, NULL, 0, NULL},
 };
 

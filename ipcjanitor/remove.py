@@ -1,22 +1,30 @@
 """The only module that removes anything: re-check each stale object by id, then IPC_RMID.
 
 One failure never stops the rest (like systemd's clean-ipc.c); each outcome is a Decision.
+The kernel calls run in the C extension a batch at a time (re-read by id, compare with the
+record judged stale, IPC_RMID only if equal: _sysvipc.recheck_rmid); what each outcome means
+is decided here.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import groupby, islice
 from typing import Any
 
 from . import _sysvipc
 from .model import Decision, IpcKind, IpcObject, Verdict
-from .procfs import VANISHED, build, stat_raw
+from .procfs import VANISHED, build
 from .tasks import QueueWaiters, queue_waiters
 
 VANISHED_REASON = "vanished before removal (someone else removed it)"
-RestatRaw = Callable[[IpcKind, int], tuple[Any, ...] | None]
+# Objects re-checked and removed per call into the C extension: small enough that records of
+# the first removals reach the journal at once (and a run killed half-way leaves them told).
+BATCH = 256
+Outcome = tuple[str, Any] | None  # None: removed; ("stat"|"rmid", errno); ("changed", raw)
+Recheck = Callable[[int, list[tuple[int, tuple[Any, ...]]]], Sequence[Outcome]]
 
 
 def what_changed(before: IpcObject, after: IpcObject) -> str | None:
@@ -40,60 +48,79 @@ def what_changed(before: IpcObject, after: IpcObject) -> str | None:
     return "it was used since the scan"  # the facts differ: whatever moved, it is not the same
 
 
-def remove_one(d: Decision, restat: RestatRaw = stat_raw) -> Decision:
-    """Re-read one stale object by id and remove it only if nothing moved."""
+def _errno(code: int) -> str:
+    return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
 
-    def outcome(v: Verdict, reason: str) -> Decision:
+
+def _meaning(d: Decision, outcome: Outcome, recheck: Recheck) -> Decision:
+    """What one outcome of the batch means for the object."""
+
+    def result(v: Verdict, reason: str) -> Decision:
         return Decision(d.obj, d.owner, v, reason)
 
-    obj = d.obj
-    try:
-        raw = restat(obj.kind, obj.id)
-    except OSError as exc:
-        return outcome(Verdict.FAILED, f"re-check refused: {_errno(exc)}; {d.reason}")
-    if raw is None:
-        return outcome(Verdict.CHANGED, VANISHED_REASON)
-    if raw != obj.raw:  # the kernel's record moved: what moved decides
-        change = what_changed(obj, build(obj.kind, obj.id, raw))
-        if change:
-            return outcome(Verdict.CHANGED, change)
-    try:
-        _sysvipc.rmid(d.obj.kind.number, d.obj.id)
-    except OSError as exc:
-        if exc.errno in VANISHED:
-            return outcome(Verdict.CHANGED, VANISHED_REASON)
-        return outcome(Verdict.FAILED, f"IPC_RMID refused: {_errno(exc)}; {d.reason}")
-    return outcome(Verdict.REMOVED, d.reason)
+    if outcome is None:
+        return result(Verdict.REMOVED, d.reason)
+    what, detail = outcome
+    if what in ("stat", "rmid") and detail in VANISHED:
+        return result(Verdict.CHANGED, VANISHED_REASON)
+    if what == "stat":
+        return result(Verdict.FAILED, f"re-check refused: {_errno(detail)}; {d.reason}")
+    if what == "rmid":
+        return result(Verdict.FAILED, f"IPC_RMID refused: {_errno(detail)}; {d.reason}")
+    change = what_changed(d.obj, build(d.obj.kind, d.obj.id, detail))
+    if change:
+        return result(Verdict.CHANGED, change)
+    # the record moved, but no liveness fact did (a chgrp, say): judged on the new record
+    (again,) = recheck(d.obj.kind.number, [(d.obj.id, detail)])
+    return _meaning(d, again, recheck)
 
 
-def _errno(exc: OSError) -> str:
-    code = exc.errno or 0
-    return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
+def _remove_batch(batch: list[Decision], recheck: Recheck) -> list[Decision]:
+    if not batch:
+        return []
+    kind = batch[0].obj.kind.number
+    outcomes = recheck(kind, [(d.obj.id, _raw(d.obj)) for d in batch])
+    return [_meaning(d, o, recheck) for d, o in zip(batch, outcomes, strict=True)]
+
+
+def _raw(obj: IpcObject) -> tuple[Any, ...]:
+    if obj.raw is None:  # an object not read from the kernel can never be proven unchanged
+        raise ValueError(f"{obj.kind.value} {obj.id}: no kernel record to re-check against")
+    return obj.raw
 
 
 def remove_stale(
     decisions: Iterable[Decision],
-    restat: RestatRaw = stat_raw,
     waiters: Callable[[], QueueWaiters] = queue_waiters,
+    recheck: Recheck = _sysvipc.recheck_rmid,
 ) -> Iterator[Decision]:
-    """Every decision back, stale ones replaced by what removing them did.
+    """Every decision back, in order, stale ones replaced by what removing them did.
 
     A queue shows no waiter in its own record, so before the first stale queue is removed the
     tasks are read again: a task that began waiting on it since the scan keeps it.
     """
     fresh: QueueWaiters | None = None
-    for d in decisions:
-        if d.verdict is not Verdict.STALE:
-            yield d
+    for stale, run in groupby(decisions, key=lambda d: d.verdict is Verdict.STALE):
+        if not stale:
+            yield from run
             continue
-        if d.obj.kind is IpcKind.MSG:
-            if fresh is None:
-                fresh = waiters()
-            waiting = fresh.waiters.get(d.obj.id)
-            if waiting or fresh.blind:
-                why = (
-                    "; ".join(waiting) if waiting else f"cannot re-check its waiters: {fresh.blind}"
-                )
-                yield Decision(d.obj, d.owner, Verdict.CHANGED, f"since the scan, {why}")
-                continue
-        yield remove_one(d, restat)
+        for kind, same_kind in groupby(run, key=lambda d: d.obj.kind):
+            todo: Iterator[Decision] = iter(same_kind)
+            if kind is IpcKind.MSG:
+                if fresh is None:
+                    fresh = waiters()
+                todo = _without_new_waiters(todo, fresh)
+            while batch := list(islice(todo, BATCH)):
+                still = [d for d in batch if d.verdict is Verdict.STALE]
+                done = iter(_remove_batch(still, recheck))
+                yield from (next(done) if d.verdict is Verdict.STALE else d for d in batch)
+
+
+def _without_new_waiters(queues: Iterable[Decision], fresh: QueueWaiters) -> Iterator[Decision]:
+    for d in queues:
+        waiting = fresh.waiters.get(d.obj.id)
+        if waiting or fresh.blind:
+            why = "; ".join(waiting or [f"cannot re-check its waiters: {fresh.blind}"])
+            yield Decision(d.obj, d.owner, Verdict.CHANGED, f"since the scan, {why}")
+        else:
+            yield d

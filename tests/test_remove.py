@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ipcjanitor import _sysvipc, remove
+from ipcjanitor import remove
 from ipcjanitor.model import Decision, IpcKind, Verdict
 from ipcjanitor.procfs import STAT_FIELDS, msg_object, shm_object
 from ipcjanitor.tasks import QueueWaiters
@@ -25,11 +25,36 @@ OBJ = shm_object(7, raw())
 STALE = Decision(OBJ, "app", Verdict.STALE, "creator pid 5 exited")
 
 
-def raising(code: int):
-    def fn(*_a: object) -> None:
-        raise OSError(code, "x")
+class Kernel:
+    """A fake _sysvipc.recheck_rmid: each object now reads as `now` (None: gone, an int: that
+    errno on IPC_STAT); IPC_RMID fails with `rmid_errno` if set. Records what it removed."""
 
-    return fn
+    def __init__(self, now: tuple[Any, ...] | int | None = None, rmid_errno: int = 0) -> None:
+        self.now = now
+        self.rmid_errno = rmid_errno
+        self.removed: list[tuple[int, int]] = []
+
+    def __call__(self, kind: int, items: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+        out: list[Any] = []
+        for ipc_id, judged in items:
+            now = self.now
+            if now is None:
+                out.append(("stat", errno.EINVAL))
+            elif isinstance(now, int):
+                out.append(("stat", now))
+            elif now != judged:
+                out.append(("changed", now))
+            elif self.rmid_errno:
+                out.append(("rmid", self.rmid_errno))
+            else:
+                self.removed.append((kind, ipc_id))
+                out.append(None)
+        return out
+
+
+def remove_one(d: Decision, kernel: Kernel) -> Decision:
+    (out,) = remove.remove_stale([d], recheck=kernel)
+    return out
 
 
 @pytest.mark.parametrize(
@@ -43,21 +68,21 @@ def raising(code: int):
         (raw(atime=200), Verdict.CHANGED, "used since"),
     ],
 )
-def test_recheck(
-    now: tuple[Any, ...] | None, verdict: Verdict, fragment: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_sysvipc, "rmid", raising(errno.ENOSYS))  # must not be reached
-    d = remove.remove_one(STALE, lambda k, i: now)
-    assert d.verdict is verdict and fragment in d.reason
+def test_recheck(now: tuple[Any, ...] | None, verdict: Verdict, fragment: str) -> None:
+    kernel = Kernel(now)
+    d = remove_one(STALE, kernel)
+    assert d.verdict is verdict and fragment in d.reason and kernel.removed == []
 
 
-def test_a_change_that_moves_no_liveness_fact_still_removes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls = []
-    monkeypatch.setattr(_sysvipc, "rmid", lambda k, i: calls.append(i))
-    d = remove.remove_one(STALE, lambda k, i: raw(gid=5))  # chgrp without ctime: not liveness
-    assert d.verdict is Verdict.REMOVED and calls == [7]
+def test_a_change_that_moves_no_liveness_fact_still_removes() -> None:
+    class Chgrp(Kernel):  # chgrp without ctime: the record moved, no liveness fact did
+        def __call__(self, kind: int, items: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+            self.now = raw(gid=5)
+            return super().__call__(kind, items)
+
+    kernel = Chgrp()
+    d = remove_one(STALE, kernel)
+    assert d.verdict is Verdict.REMOVED and kernel.removed == [(0, 7)]
 
 
 @pytest.mark.parametrize(
@@ -69,25 +94,27 @@ def test_a_change_that_moves_no_liveness_fact_still_removes(
         (errno.ENOMEM, Verdict.FAILED, "ENOMEM"),
     ],
 )
-def test_rmid_errno(
-    code: int, verdict: Verdict, fragment: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_sysvipc, "rmid", raising(code))
-    d = remove.remove_one(STALE, lambda k, i: raw())
+def test_rmid_errno(code: int, verdict: Verdict, fragment: str) -> None:
+    d = remove_one(STALE, Kernel(raw(), rmid_errno=code))
     assert d.verdict is verdict and fragment in d.reason
 
 
 def test_recheck_refused() -> None:
-    d = remove.remove_one(STALE, raising(errno.EACCES))
+    d = remove_one(STALE, Kernel(errno.EACCES))
     assert d.verdict is Verdict.FAILED and "EACCES" in d.reason
 
 
-def test_only_stale_objects_are_touched(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    monkeypatch.setattr(_sysvipc, "rmid", lambda k, i: calls.append((k, i)))
+def test_only_stale_objects_are_touched_and_order_is_kept() -> None:
+    kernel = Kernel(raw())
     kept = STALE._replace(verdict=Verdict.IN_USE)
-    out = list(remove.remove_stale([kept, STALE], lambda k, i: raw()))
-    assert [d.verdict for d in out] == [Verdict.IN_USE, Verdict.REMOVED] and calls == [(0, 7)]
+    many = [STALE] * (remove.BATCH + 3)
+    out = list(remove.remove_stale([kept, *many, kept], recheck=kernel))
+    assert [d.verdict for d in out] == [
+        Verdict.IN_USE,
+        *[Verdict.REMOVED] * len(many),
+        Verdict.IN_USE,
+    ]
+    assert kernel.removed == [(0, 7)] * len(many)
 
 
 def test_a_change_of_semaphore_values_alone_keeps_the_set() -> None:
@@ -115,17 +142,16 @@ QUEUE = Decision(
     ],
 )
 def test_a_queue_is_removed_only_if_no_task_began_waiting_on_it(
-    found: QueueWaiters, verdict: Verdict, fragment: str, monkeypatch: pytest.MonkeyPatch
+    found: QueueWaiters, verdict: Verdict, fragment: str
 ) -> None:
-    calls = []
-    monkeypatch.setattr(_sysvipc, "rmid", lambda k, i: calls.append((k, i)))
+    kernel = Kernel(QUEUE.obj.raw)
     scans = []
 
     def waiters() -> QueueWaiters:
         scans.append(1)
         return found
 
-    out = list(remove.remove_stale([QUEUE, QUEUE, STALE], lambda k, i: QUEUE.obj.raw, waiters))
-    assert [d.verdict for d in out[:2]] == [verdict, verdict] and fragment in out[0].reason
+    out = list(remove.remove_stale([QUEUE, QUEUE], waiters, kernel))
+    assert [d.verdict for d in out] == [verdict, verdict] and fragment in out[0].reason
     assert scans == [1]  # one fresh look at the tasks, before the first queue
-    assert (calls.count((2, 9)) == 2) is (verdict is Verdict.REMOVED)
+    assert (kernel.removed == [(2, 9), (2, 9)]) is (verdict is Verdict.REMOVED)
