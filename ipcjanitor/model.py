@@ -74,16 +74,13 @@ class IpcObject(NamedTuple):
     values: tuple[int, ...] = ()  # sem: each semaphore's value (semctl GETALL)
     # Every timestamp the kernel keeps for this kind, by name (atime, dtime, ctime, otime, ...)
     times: tuple[tuple[str, Seconds], ...] = ()
+    # The newest of those: what idle time counts from (the builders in procfs.py compute it)
+    last_activity: Seconds = 0
     # Why some facts could not be read (e.g. semctl GETPID denied); None when all were read
     unreadable: str | None = None
     # The kernel's own record (the C extension's stat tuple) the object was built from, so a
     # re-read compares whole; None for objects built another way (tests)
     raw: tuple[object, ...] | None = None
-
-    @property
-    def last_activity(self) -> Seconds:
-        """The newest of the object's own timestamps: what idle time counts from."""
-        return max([t for _, t in self.times], default=0)
 
     @property
     def ctime(self) -> Seconds:

@@ -34,13 +34,24 @@ _MSG_ROLES = ("last sender", "last receiver")
 _SEM_ROLES = tuple(f"last semop on sem {i}" for i in range(256))
 
 
+_new = tuple.__new__  # builds a record from positional fields at C speed (64k per run)
+_PID_RECORDS: dict[tuple[str, int, bool], PidRecord] = {}
+
+
+def _pid(role: str, pid: int, traced: bool) -> PidRecord:
+    """One shared record per (role, pid, traced): a dead worker's objects repeat them."""
+    rec = _PID_RECORDS.get((role, pid, traced))
+    if rec is None:
+        rec = _PID_RECORDS[(role, pid, traced)] = PidRecord(role, pid, traced)
+    return rec
+
+
 def shm_object(ipc_id: int, t: tuple[Any, ...]) -> IpcObject:
     key, uid, gid, cuid, cgid, mode, size, atime, dtime, ctime, cpid, lpid, nattch = t
-    return IpcObject(
-        IpcKind.SHM, ipc_id, key, uid, gid, cuid, cgid, mode, size=size, nattch=nattch,
-        pids=(PidRecord(_SHM_ROLES[0], cpid), PidRecord(_SHM_ROLES[1], lpid, bool(atime or dtime))),
-        times=(("atime", atime), ("dtime", dtime), ("ctime", ctime)), raw=t,
-    )  # fmt: skip
+    pids = (_pid(_SHM_ROLES[0], cpid, True), _pid(_SHM_ROLES[1], lpid, bool(atime or dtime)))
+    times = (("atime", atime), ("dtime", dtime), ("ctime", ctime))
+    return _new(IpcObject, (IpcKind.SHM, ipc_id, key, uid, gid, cuid, cgid, mode, size, 0, 0, 0,
+                            nattch, 0, 0, pids, (), times, max(atime, dtime, ctime), None, t))  # fmt: skip
 
 
 def _sem_role(i: int) -> str:
@@ -61,31 +72,25 @@ def sem_object(ipc_id: int, t: tuple[Any, ...], unreadable: str | None = None) -
         if unreadable is None:
             unreadable = f"semctl GETPID on set {ipc_id}: permission denied"
     elif len(sempids) == 1:  # the common one-semaphore set, without the loop
-        pids = (PidRecord(_SEM_ROLES[0], sempids[0], values[0] != 0),)
+        pids = (_pid(_SEM_ROLES[0], sempids[0], values[0] != 0),)
         ncnt, zcnt = ncnts[0], zcnts[0]
     else:
-        pids = tuple(
-            [
-                PidRecord(_sem_role(i), p, v != 0)
-                for i, (p, v) in enumerate(zip(sempids, values, strict=True))
-            ]
-        )
+        pids = tuple([_pid(_sem_role(i), p, v != 0)
+                      for i, (p, v) in enumerate(zip(sempids, values, strict=True))])
         ncnt, zcnt = sum(ncnts), sum(zcnts)
-    return IpcObject(
-        IpcKind.SEM, ipc_id, key, uid, gid, cuid, cgid, mode,
-        nsems=nsems, ncnt=ncnt, zcnt=zcnt, pids=pids, values=tuple(values),
-        times=(("otime", otime), ("ctime", ctime)), unreadable=unreadable, raw=t,
-    )  # fmt: skip
+    times = (("otime", otime), ("ctime", ctime))
+    return _new(IpcObject, (IpcKind.SEM, ipc_id, key, uid, gid, cuid, cgid, mode, 0, nsems, 0, 0,
+                            None, ncnt, zcnt, pids, values, times, max(otime, ctime),
+                            unreadable, t))  # fmt: skip
 
 
 def msg_object(ipc_id: int, t: tuple[Any, ...]) -> IpcObject:
     key, uid, gid, cuid, cgid, mode, cbytes, qnum, stime, rtime, ctime, lspid, lrpid = t
-    return IpcObject(
-        IpcKind.MSG, ipc_id, key, uid, gid, cuid, cgid, mode, qnum=qnum, qbytes=cbytes,
-        pids=(PidRecord(_MSG_ROLES[0], lspid, bool(stime)),
-              PidRecord(_MSG_ROLES[1], lrpid, bool(rtime))),
-        times=(("stime", stime), ("rtime", rtime), ("ctime", ctime)), raw=t,
-    )  # fmt: skip
+    pids = (_pid(_MSG_ROLES[0], lspid, bool(stime)), _pid(_MSG_ROLES[1], lrpid, bool(rtime)))
+    times = (("stime", stime), ("rtime", rtime), ("ctime", ctime))
+    return _new(IpcObject, (IpcKind.MSG, ipc_id, key, uid, gid, cuid, cgid, mode, 0, 0, qnum,
+                            cbytes, None, 0, 0, pids, (), times, max(stime, rtime, ctime), None,
+                            t))  # fmt: skip
 
 
 def parse_rows(kind: IpcKind, text: str, source: str = "") -> Iterator[tuple[int, tuple[int, ...]]]:

@@ -95,3 +95,39 @@ def test_rendered_rows_parse_back(rows: list[tuple[int, int, int, int, int]]) ->
 def test_garbage_never_escapes_as_anything_but_a_format_error(text: str) -> None:
     with contextlib.suppress(ProcfsFormatError):
         parse_table(IpcKind.SHM, text)
+
+
+ints = st.integers(0, 2**31 - 1)
+
+
+@given(st.tuples(*[ints] * 13))
+def test_each_builder_puts_every_field_where_its_name_says(t: tuple[int, ...]) -> None:
+    """The builders construct records positionally (fast): every field must land by name."""
+    from ipcjanitor.procfs import STAT_FIELDS, msg_object, sem_object, shm_object
+
+    shm = dict(zip(STAT_FIELDS[IpcKind.SHM], t, strict=True))
+    o = shm_object(7, t)
+    assert (o.kind, o.id, o.key, o.uid, o.gid, o.cuid, o.cgid, o.mode) == (
+        IpcKind.SHM, 7, shm["key"], shm["uid"], shm["gid"], shm["cuid"], shm["cgid"], shm["perms"])  # fmt: skip
+    assert (o.size, o.nattch, o.raw, o.unreadable, o.values) == (
+        shm["size"],
+        shm["nattch"],
+        t,
+        None,
+        (),
+    )
+    assert [r.pid for r in o.pids] == [shm["cpid"], shm["lpid"]]
+    assert o.times == (("atime", shm["atime"]), ("dtime", shm["dtime"]), ("ctime", shm["ctime"]))
+    assert o.last_activity == max(v for _, v in o.times) and o.ctime == shm["ctime"]
+    msg = dict(zip(STAT_FIELDS[IpcKind.MSG], t, strict=True))
+    m = msg_object(8, t)
+    assert (m.kind, m.key, m.mode, m.qnum, m.qbytes, m.nattch) == (
+        IpcKind.MSG, msg["key"], msg["perms"], msg["qnum"], msg["cbytes"], None)  # fmt: skip
+    assert [r.pid for r in m.pids] == [msg["lspid"], msg["lrpid"]]
+    assert m.last_activity == max(msg["stime"], msg["rtime"], msg["ctime"])
+    sem_t = (*t[:9], (t[9], t[10]), (t[11], 0), (0, t[12]), (1, 0))
+    s = sem_object(9, sem_t)
+    assert (s.kind, s.key, s.nsems, s.ncnt, s.zcnt, s.values, s.nattch, s.size) == (
+        IpcKind.SEM, t[0], t[6], t[11], t[12], (1, 0), None, 0)  # fmt: skip
+    assert [(r.pid, r.traced) for r in s.pids] == [(t[9], True), (t[10], False)]
+    assert s.last_activity == max(t[7], t[8]) and s.raw == sem_t
