@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     ih.add_argument("--remove", action="store_true", help="remove the drop-in instead")
     doc = sub.add_parser("doctor", help="IPC table use vs limits; processes stuck on pipes")
     doc.add_argument("--json", action="store_true", help="print one JSON document")
+    lrn = sub.add_parser("learn", help="propose an owner table from what the running UNIT uses")
+    lrn.add_argument("unit", metavar="UNIT", help="a running service or scope")
+    lrn.add_argument(
+        "--for", dest="for_", metavar="DURATION", default="60s", help="how long (default 60s)"
+    )
+    lrn.add_argument("--owner", metavar="NAME", help="owner name (default: from UNIT)")
+    lrn.add_argument(
+        "--write", action="store_true", help="write it to policy.d/NAME.toml (never overwrites)"
+    )
     pol = sub.add_parser("policy", help="policy tools")
     pol_sub = pol.add_subparsers(
         dest="policy_command", metavar="{check,owners,units}", parser_class=_Parser

@@ -30,6 +30,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from .hook import cmd_install_hook  # noqa: PLC0415
 
         return cmd_install_hook(args)
+    if args.command == "learn":
+        from .learn import cmd_learn  # noqa: PLC0415
+
+        return cmd_learn(args)
     raise UsageError(f"unknown command {args.command!r}")
 
 

@@ -1,0 +1,546 @@
+"""`learn UNIT`: watch a running unit's processes, propose the owner table for what they use.
+
+Each sample lists the unit's processes (their cgroup, from /proc, as processes.py reads it)
+and records, per System V object: the segments they have attached (/proc/PID/maps), the
+semaphore sets and queues their threads are blocked on (/proc/PID/task/TID/syscall), the
+objects whose recorded pids (creator, last operator, sender, receiver) are theirs, and the
+IPC_PRIVATE objects of their user. proposal.py turns that into TOML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import os
+import platform
+import pwd
+import re
+import stat
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple, TextIO
+
+from .errors import IpcJanitorError, NotPermittedError, UsageError
+from .model import BASE_REUSE_MARGIN, IpcKind, IpcObject, Pid
+from .policy import (
+    Policy,
+    check_overlaps,
+    load_policy,
+    parse_duration,
+    parse_policy_text,
+    unit_matches,
+)
+from .processes import boot_time, own_pids, parse_stat, unit_of_pid
+from .procfs import read_objects
+from .proposal import Candidate, Process, Sighting, Watch, propose, render
+
+POLICY_DIR = Path("/etc/ipcjanitor/policy.d")
+SAMPLE_INTERVAL = 0.02  # seconds between samples: a 100 ms request is seen about 5 times
+POLICY_MODE = 0o644  # like /etc/ipcjanitor/policy.toml: readable, writable by root only
+_MAX_FDS = 4096  # per process and sample: more open files than that are not looked at
+_PSEUDO_FS = ("/proc/", "/sys/", "/dev/")
+
+# System V IPC syscalls a task can sleep in, by machine: (number -> (name, kind)). The first
+# argument of each is the semid or msqid. Other machines: blocked tasks are not seen.
+_BLOCKING_SYSCALLS: dict[str, dict[int, tuple[str, IpcKind]]] = {
+    "x86_64": {65: ("semop", IpcKind.SEM), 220: ("semtimedop", IpcKind.SEM),
+               69: ("msgsnd", IpcKind.MSG), 70: ("msgrcv", IpcKind.MSG)},
+    # asm-generic/unistd.h numbering
+    "aarch64": {193: ("semop", IpcKind.SEM), 192: ("semtimedop", IpcKind.SEM),
+                189: ("msgsnd", IpcKind.MSG), 188: ("msgrcv", IpcKind.MSG)},
+}  # fmt: skip
+_BLOCKING_SYSCALLS["riscv64"] = _BLOCKING_SYSCALLS["aarch64"]
+_SYSV_NAME = re.compile(r"^/SYSV([0-9a-fA-F]{8})(?: \(deleted\))?$")
+
+
+# -- parsing /proc (pure) ----------------------------------------------------------------------
+
+
+class Maps(NamedTuple):
+    sysv: tuple[tuple[int, int], ...]  # (shmid, key) of each attached System V segment
+    files: frozenset[str]  # other mapped files, by path
+
+
+def parse_maps(text: str) -> Maps:
+    """/proc/PID/maps: a System V segment shows as /SYSV<key> whose inode is its shmid."""
+    sysv: list[tuple[int, int]] = []
+    files: set[str] = set()
+    for line in text.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[4].isdigit():
+            continue
+        path = fields[5]
+        m = _SYSV_NAME.match(path)
+        if m:
+            entry = (int(fields[4]), int(m.group(1), 16))
+            if entry not in sysv:
+                sysv.append(entry)
+        elif path.startswith("/") and not path.endswith(" (deleted)"):
+            files.add(path)
+    return Maps(tuple(sysv), frozenset(files))
+
+
+def blocked_on(syscall_text: str, machine: str) -> tuple[str, IpcKind, int] | None:
+    """(syscall, kind, id) when /proc/PID/task/TID/syscall shows a sleep in semop or msgrcv."""
+    fields = syscall_text.split()
+    table = _BLOCKING_SYSCALLS.get(machine, {})
+    if len(fields) < 2 or not fields[0].isdigit() or int(fields[0]) not in table:
+        return None
+    name, kind = table[int(fields[0])]
+    try:
+        ipc_id = int(fields[1], 16)
+    except ValueError:
+        return None
+    return name, kind, ipc_id & 0xFFFFFFFF
+
+
+def command_args(cmdline: bytes) -> list[str]:
+    """/proc/PID/cmdline split into its arguments (a process may rewrite it: only a hint)."""
+    return [os.fsdecode(a) for a in cmdline.rstrip(b"\0").split(b"\0") if a]
+
+
+def named_paths(args: list[str], cwd: str | None) -> list[str]:
+    """The absolute paths an argument list names: absolute, ./relative, or --opt=/path."""
+    paths = []
+    for arg in args[1:]:
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if value.startswith("/"):
+            paths.append(os.path.normpath(value))
+        elif cwd and value and not value.startswith("-") and "\0" not in value:
+            paths.append(os.path.normpath(os.path.join(cwd, value)))
+    return paths
+
+
+# -- watching (I/O) ----------------------------------------------------------------------------
+
+
+class _Watcher:
+    """Samples the unit's processes and the IPC tables; accumulates what proposal.py needs."""
+
+    def __init__(self, unit: str, procfs: Path = Path("/proc")) -> None:
+        self.unit = unit
+        self.procfs = procfs
+        self.machine = platform.machine()
+        self.btime = boot_time()
+        self.exclude = own_pids()
+        self.in_unit: dict[Pid, bool] = {}  # every pid of the previous listing
+        self.processes: dict[Pid, Process] = {}
+        self.alive: set[Pid] = set()  # the unit's processes in the latest sample
+        self.evidence: dict[tuple[IpcKind, int], Counter[tuple[str, Pid]]] = {}
+        self.objects: dict[tuple[IpcKind, int], IpcObject] = {}
+        self.seen_in: Counter[tuple[IpcKind, int]] = Counter()
+        self.candidates: dict[str, Candidate] = {}
+        self.unreadable: set[Pid] = set()
+        self.samples = 0
+        self.private_now: list[IpcObject] = []
+
+    # one sample
+    def sample(self) -> int:
+        """Look once; returns how many processes the unit has now."""
+        self._list_unit_processes()
+        by_id = {(o.kind, o.id): o for o in read_objects(self.procfs)}
+        seen: dict[tuple[IpcKind, int], set[tuple[str, Pid]]] = {}
+        for pid in sorted(self.alive):
+            for kind, ipc_id, what, key in self._look_at(pid):
+                obj = by_id.get((kind, ipc_id))
+                if obj is not None and key in (None, obj.key):  # else the id was reused
+                    seen.setdefault((kind, ipc_id), set()).add((what, pid))
+        uids = {self.processes[p].uid for p in self.alive}
+        for ident, obj in by_id.items():
+            found = seen.get(ident, set())
+            for rec in obj.pids:
+                if self._was_the_units(rec.pid, obj):
+                    role = "last semop" if rec.role.startswith("last semop") else rec.role
+                    found.add((role, rec.pid))
+            if obj.key == 0 and obj.uid in uids - {0} and obj.cuid in uids:
+                found.add((f"IPC_PRIVATE of uid {obj.uid}, a user of the unit's processes", 0))
+            if found:
+                self.objects[ident] = obj
+                self.evidence.setdefault(ident, Counter()).update(found)
+                self.seen_in[ident] += 1
+        self.private_now = [o for o in by_id.values() if o.key == 0]
+        self.samples += 1
+        return len(self.alive)
+
+    def _list_unit_processes(self) -> None:
+        listing: dict[Pid, bool] = {}
+        for entry in os.scandir(self.procfs):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            if pid in self.in_unit:  # a pid present in both listings is the same process
+                listing[pid] = self.in_unit[pid]
+                continue
+            unit = unit_of_pid(pid, self.procfs)
+            member = unit is not None and unit_matches(self.unit, unit) and pid not in self.exclude
+            listing[pid] = member and self._first_sight(pid)
+        self.in_unit = listing
+        self.alive = {p for p, member in listing.items() if member}
+
+    def _first_sight(self, pid: Pid) -> bool:
+        """Record a new process of the unit; False if it vanished meanwhile."""
+        base = self.procfs / str(pid)
+        try:
+            _, start = parse_stat((base / "stat").read_text(), self.btime)
+            status = (base / "status").read_text()
+            args = command_args((base / "cmdline").read_bytes())
+        except (OSError, ValueError, IndexError):
+            return False
+        uid = next((int(ln.split()[2]) for ln in status.splitlines() if ln.startswith("Uid:")), -1)
+        cwd = _readlink(base / "cwd")
+        self.processes[pid] = Process(pid, start, uid, " ".join(args) or "?")
+        for path in named_paths(args, cwd):
+            self._candidate(path, f"on the command line of pid {pid}", 0)
+        exe = _readlink(base / "exe")
+        if exe:
+            self._candidate(exe, f"the executable of pid {pid}", 1)
+        if cwd:
+            self._candidate(cwd, f"the working directory of pid {pid}", 4)
+        return True
+
+    def _look_at(self, pid: Pid) -> Iterator[tuple[IpcKind, int, str, int | None]]:
+        """(kind, id, how, key if known) of each object the process is seen using now."""
+        base = self.procfs / str(pid)
+        try:
+            maps = parse_maps((base / "maps").read_text())
+        except PermissionError:
+            self.unreadable.add(pid)
+            return
+        except OSError:  # gone
+            return
+        for shmid, key in maps.sysv:
+            yield IpcKind.SHM, shmid, "attached", key
+        for path in maps.files:
+            self._candidate(path, f"mapped by pid {pid}", 3)
+        for path in _open_files(base):
+            self._candidate(path, f"open in pid {pid}", 2)
+        try:
+            tids = os.listdir(base / "task")
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                text = (base / "task" / tid / "syscall").read_text()
+            except OSError:
+                continue
+            hit = blocked_on(text, self.machine)
+            if hit is not None:
+                name, kind, ipc_id = hit
+                yield kind, ipc_id, f"blocked in {name}", None
+
+    def _was_the_units(self, pid: Pid, obj: IpcObject) -> bool:
+        """Whether a pid an object records was one of the unit's processes when it acted."""
+        proc = self.processes.get(pid)
+        if proc is None or pid in self.exclude:
+            return False
+        if pid not in self.alive and pid in self.in_unit:
+            return False  # gone from the unit, and another process has the pid now
+        # the act cannot predate the process (pid reuse): its time is the object's newest
+        return proc.start <= obj.last_activity + BASE_REUSE_MARGIN
+
+    def _candidate(self, path: str, how: str, rank: int) -> None:
+        if path in self.candidates and self.candidates[path].rank <= rank:
+            return
+        if path.startswith(_PSEUDO_FS) or not _utf8(path):
+            return
+        try:
+            st = os.stat(path)  # in our namespace: where the policy's ftok will stat it
+        except (OSError, ValueError):
+            return
+        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            self.candidates[path] = Candidate(path, st.st_dev, st.st_ino, how, rank)
+
+    def watch(self, seconds: float, progress: TextIO | None) -> tuple[Watch, str | None]:
+        """Sample until `seconds` passed, the unit stopped, or Ctrl-C; note why it ended early."""
+        started = time.monotonic()
+        if not self.sample():
+            raise IpcJanitorError(
+                f"{self.unit} has no processes: learn watches a running unit "
+                f"(systemctl start {self.unit}, then learn again)"
+            )
+        ended: str | None = None
+        last_shown = 0.0
+        try:
+            while (elapsed := time.monotonic() - started) < seconds:
+                if progress is not None and elapsed - last_shown >= 0.5:
+                    last_shown = elapsed
+                    progress.write(
+                        f"\rlearning {self.unit}: {elapsed:.0f}/{seconds:.0f} s, "
+                        f"{len(self.alive)} processes, {len(self.objects)} objects seen "
+                    )
+                    progress.flush()
+                time.sleep(SAMPLE_INTERVAL)
+                if not self.sample():
+                    ended = f"{self.unit} stopped after {elapsed:.0f} s"
+                    break
+        except KeyboardInterrupt:
+            ended = f"interrupted after {time.monotonic() - started:.0f} s"
+        finally:
+            if progress is not None:
+                progress.write("\r\033[K")
+                progress.flush()
+        sightings = tuple(
+            Sighting(self.objects[i], dict(self.evidence[i]), self.seen_in[i])
+            for i in sorted(self.objects, key=lambda i: (i[0].number, i[1]))
+        )
+        seen = {(o.kind, o.id) for o in self.objects.values()}
+        watch = Watch(
+            unit=self.unit,
+            seconds=time.monotonic() - started,
+            samples=self.samples,
+            processes=dict(self.processes),
+            sightings=sightings,
+            candidates=tuple(sorted(self.candidates.values())),
+            private_now=tuple(o for o in self.private_now if (o.kind, o.id) not in seen),
+        )
+        return watch, ended
+
+
+def _readlink(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _open_files(base: Path) -> Iterator[str]:
+    try:
+        fds = os.listdir(base / "fd")
+    except OSError:
+        return
+    for fd in fds[:_MAX_FDS]:
+        target = _readlink(base / "fd" / fd)
+        if target and target.startswith("/") and not target.endswith(" (deleted)"):
+            yield target
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode()
+    except UnicodeEncodeError:  # undecodable bytes (surrogateescape): TOML cannot hold them
+        return False
+    return True
+
+
+# -- the command -------------------------------------------------------------------------------
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*")
+# systemd's unit name characters (unit_name_is_valid); "worker@.service" watches every instance
+_UNIT = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|scope)")
+
+
+def owner_name_for(unit: str) -> str:
+    """An owner name from a unit name: php-worker.service -> php-worker, a@.service -> a."""
+    stem = unit.rsplit(".", 1)[0].removesuffix("@")
+    return re.sub(r"[^A-Za-z0-9_.@-]", "-", stem).lstrip(".-@") or "learned"
+
+
+def user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    unit: str = args.unit
+    if not _UNIT.fullmatch(unit):
+        raise UsageError(
+            f"{unit!r} is not a running service or scope name (like php-fpm.service or "
+            "worker@2.service): only those units have processes to watch"
+        )
+    try:
+        seconds = parse_duration(args.for_)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    name = args.owner or owner_name_for(unit)
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"--owner {name!r}: use letters, digits, '_', '-', '.', '@'")
+    directory = _write_dir(args.policy) if args.write else None
+    existing = load_policy(args.policy)
+    if directory is not None:  # refuse before watching, not after a minute of it
+        _refuse_existing(name, existing, directory)
+    if os.geteuid() != 0:
+        print(
+            "ipcjanitor: warning: not root: other users' processes cannot be looked into",
+            file=sys.stderr,
+        )
+    progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
+    watcher = _Watcher(unit)
+    watch, ended = watcher.watch(seconds, progress)
+    notes = [ended] if ended else []
+    if watcher.unreadable:
+        notes.append(
+            f"could not read /proc/PID/maps of {len(watcher.unreadable)} process(es): "
+            "permission denied; run learn as root"
+        )
+    if _BLOCKING_SYSCALLS.get(watcher.machine) is None:
+        notes.append(f"on {watcher.machine} tasks blocked in semop/msgrcv are not recognised")
+    for note in notes:
+        print(f"ipcjanitor: {note}", file=sys.stderr)
+    if not watch.sightings:
+        raise IpcJanitorError(
+            f"watched {unit} for {watch.seconds:.0f} s ({watch.samples} samples, "
+            f"{len(watch.processes)} processes): they used no System V IPC object, so there "
+            "is nothing to propose (watch longer, or while it serves requests: --for 10m)"
+        )
+    proposal = propose(watch, name, existing)
+    for note in proposal.left_out:
+        print(f"ipcjanitor: not claimed: {note}", file=sys.stderr)
+    if not proposal.tables:
+        raise IpcJanitorError(
+            f"everything {unit} was seen using is claimed already (see above): nothing to propose"
+        )
+    text = render(proposal, watch, user_name)
+    target = (directory or POLICY_DIR) / f"{name}.toml"
+    _check(text, target, existing, name)
+    print(text, end="")
+    if directory is None:
+        print(
+            f"ipcjanitor: review it, then save it as {target} (or run learn with --write) "
+            f"and `ipcjanitor install-hook {unit}`",
+            file=sys.stderr,
+        )
+        return 0
+    for t in proposal.tables:
+        if t.name != name:
+            _refuse_existing(t.name, existing, directory)
+    written = write_policy(text, directory, name)
+    print(f"\nwrote {written} (mode {POLICY_MODE:04o})")
+    print(f"next: ipcjanitor install-hook {unit}")
+    return 0
+
+
+def _write_dir(policy: str | None) -> Path:
+    """Where --write writes: /etc/ipcjanitor/policy.d, or the --policy directory."""
+    explicit = policy or os.environ.get("IPCJANITOR_POLICY") or None
+    if explicit is None:
+        return POLICY_DIR
+    if Path(explicit).is_dir():
+        return Path(explicit)
+    raise UsageError(
+        f"--write with the policy file {explicit}: learn writes a new file into a policy "
+        "directory; pass a directory (or none) to --policy"
+    )
+
+
+def _refuse_existing(name: str, existing: Policy, directory: Path) -> None:
+    owner = existing.owner(name)
+    if owner is not None:
+        raise IpcJanitorError(
+            f"the policy already has an owner {name!r} ({owner.source}): learn never replaces "
+            "one; pick another name with --owner, or edit that file"
+        )
+    path = directory / f"{name}.toml"
+    if os.path.lexists(path):
+        raise IpcJanitorError(
+            f"{path} exists: learn never overwrites; run it without --write and merge by hand, "
+            "or pick another name with --owner"
+        )
+
+
+def _check(text: str, target: Path, existing: Policy, name: str) -> None:
+    """The proposal must pass `policy check`, alone and beside the existing owners."""
+    owners, _, _ = parse_policy_text(text, target)
+    others = [o for o in existing.owners if o.name not in owners and o.name != name]
+    clashes = check_overlaps([*others, *owners.values()])
+    if clashes:  # propose() leaves claimed keys out: a clash here is a bug
+        raise AssertionError(f"learn proposed a clashing table: {clashes[0]}")
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def write_policy(text: str, directory: Path, name: str) -> Path:
+    """Create directory/NAME.toml with `text`, never overwriting, never following a link.
+
+    The directory is created as needed, each component opened without following links and
+    checked like the policy loader checks (root's, not writable by group or others; a sticky
+    directory is accepted above the last). The file appears whole or not at all: written
+    under a temporary name, then hard-linked to its name, which fails if it exists.
+    """
+    final = f"{name}.toml"
+    with _open_dir(directory) as fd:
+        tmp = f".{final}.learn-{os.getpid()}"
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                          dir_fd=fd)  # fmt: skip
+            try:
+                os.fchmod(out, POLICY_MODE)
+                os.write(out, text.encode())
+                os.fsync(out)
+            finally:
+                os.close(out)
+            try:
+                os.link(tmp, final, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            except FileExistsError:
+                raise IpcJanitorError(
+                    f"{directory / final} exists: learn never overwrites; run it without "
+                    "--write and merge by hand, or pick another name with --owner"
+                ) from None
+            os.fsync(fd)
+        except PermissionError as exc:
+            raise NotPermittedError(
+                f"{directory / final}: {exc.strerror}; run learn --write as root"
+            ) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=fd)
+    return directory / final
+
+
+@contextlib.contextmanager
+def _open_dir(directory: Path) -> Iterator[int]:
+    """An fd of `directory`, made (0755) where missing, reached without following links."""
+    if not directory.is_absolute():
+        directory = Path.cwd() / directory
+    parts = directory.parts[1:]
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _check_dir(fd, Path("/"), last=not parts)
+        here = Path("/")
+        for i, part in enumerate(parts):
+            here = here / part
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            except PermissionError as exc:
+                raise NotPermittedError(
+                    f"{here}: {exc.strerror}; run learn --write as root"
+                ) from None
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise IpcJanitorError(
+                        f"{here} is a symlink or not a directory: learn --write follows no "
+                        "link; write the file by hand"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = nxt
+            _check_dir(fd, here, last=i == len(parts) - 1)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _check_dir(fd: int, path: Path, last: bool) -> None:
+    st = os.fstat(fd)
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        raise IpcJanitorError(
+            f"{path} belongs to uid {st.st_uid}: learn writes policy only where just root "
+            f"(or you) can change it (chown root {path})"
+        )
+    loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if loose and (last or not st.st_mode & stat.S_ISVTX):
+        raise IpcJanitorError(
+            f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
+            f"the policy loader would refuse a file there (chmod go-w {path})"
+        )

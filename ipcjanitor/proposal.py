@@ -1,0 +1,488 @@
+"""What `learn` saw a unit use, and the policy owner table it proposes from that. Pure.
+
+learn.py watches the unit and hands over a Watch; propose() turns it into tables (ftok
+entries for keys that a file the unit touches explains, the other keys as single keys or
+dense ranges, IPC_PRIVATE objects by uid), leaving out every key another owner already
+claims; render() prints them as TOML that the real policy parser reads back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+from .model import IpcKind, IpcObject, Key, Pid
+from .policy import Owner, Policy
+
+# A run of keys is claimed as one range when it holds at least MIN_RUN keys that were seen
+# and at least half of the keys it spans were seen (README "Writing a policy").
+MIN_RUN = 3
+# Singles sharing their top 16 bits this often get a hint that the whole block may be theirs.
+PREFIX_HINT = 3
+_MAX_OBJECTS_LISTED = 5  # per entry's comment
+_MAX_PIDS_LISTED = 3  # per kind of evidence in one comment line
+_COMMAND_WIDTH = 72
+
+
+class Process(NamedTuple):
+    """One process seen in the unit during the watch."""
+
+    pid: Pid
+    start: float  # epoch seconds
+    uid: int  # effective uid: the one IPC objects get as their creator's
+    command: str  # its command line, as read (may hold anything: never trusted in output)
+
+
+class Candidate(NamedTuple):
+    """A file a unit process names, executes, opens, maps or runs in: a possible ftok path."""
+
+    path: str
+    dev: int
+    ino: int
+    how: str  # "on the command line of pid 812"
+    rank: int  # lower is stronger evidence that the process computes keys from it
+
+
+class Sighting(NamedTuple):
+    """One object the unit was seen using, and each way it was seen, counted in samples."""
+
+    obj: IpcObject  # as last read
+    evidence: Mapping[tuple[str, Pid], int]  # (what, pid) -> samples; pid 0: not pid-bound
+    samples: int  # in how many samples it was seen used at all
+
+
+class Watch(NamedTuple):
+    """Everything one `learn` run saw."""
+
+    unit: str
+    seconds: float
+    samples: int
+    processes: Mapping[Pid, Process]
+    sightings: tuple[Sighting, ...]
+    candidates: tuple[Candidate, ...] = ()
+    # key-0 objects present at the end that were not seen used: the private claim may cover them
+    private_now: tuple[IpcObject, ...] = ()
+
+
+class FtokEntry(NamedTuple):
+    path: str
+    proj: int
+    how: str
+    sightings: tuple[Sighting, ...]
+    others: tuple[str, ...] = ()  # other files that give the same key
+
+
+class KeyEntry(NamedTuple):
+    low: Key
+    high: Key
+    sightings: tuple[Sighting, ...]
+
+
+class Table(NamedTuple):
+    """One proposed [owners.NAME] table."""
+
+    name: str
+    unit: str
+    kinds: frozenset[IpcKind]
+    ftok: tuple[FtokEntry, ...] = ()
+    keys: tuple[KeyEntry, ...] = ()
+    uid: int | None = None
+    cuid: int | None = None  # only when it differs from uid
+    private: tuple[Sighting, ...] = ()
+
+
+class Proposal(NamedTuple):
+    tables: tuple[Table, ...]
+    # what was seen but is not proposed, and why: claimed by another owner, another uid, ...
+    left_out: tuple[str, ...] = ()
+    hints: tuple[str, ...] = ()
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def summarise_keys(keys: Iterable[Key]) -> list[tuple[Key, Key]]:
+    """Sorted inclusive (low, high) entries covering exactly the given keys and the gaps of
+    dense runs: a range needs MIN_RUN keys seen and at least half of its span seen."""
+    ordered = sorted(set(keys))
+    entries: list[tuple[Key, Key]] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and 2 * (j + 2 - i) >= ordered[j + 1] - ordered[i] + 1:
+            j += 1
+        if j + 1 - i >= MIN_RUN:
+            entries.append((ordered[i], ordered[j]))
+        else:
+            entries.extend((k, k) for k in ordered[i : j + 1])
+        i = j + 1
+    return entries
+
+
+def ftok_low_bits(dev: int, ino: int) -> int:
+    """The 24 bits of ftok(3)'s key that come from the file: st_dev and st_ino bits."""
+    return ((dev & 0xFF) << 16) | (ino & 0xFFFF)
+
+
+def ftok_matches(key: Key, candidates: Iterable[Candidate]) -> list[tuple[Candidate, int]]:
+    """Each (candidate, proj) with ftok(candidate, proj) == key, proj in 1..255; best first."""
+    proj = key >> 24
+    if not 0 < proj <= 0xFF:
+        return []
+    low = key & 0xFFFFFF
+    found = [c for c in candidates if ftok_low_bits(c.dev, c.ino) == low]
+    return [(c, proj) for c in sorted(found, key=lambda c: (c.rank, c.path))]
+
+
+def _claimed_by(
+    low: Key, high: Key, kinds: frozenset[IpcKind], owners: Iterable[Owner]
+) -> Owner | None:
+    for o in owners:
+        if o.kinds & kinds and any(lo <= high and low <= hi for lo, hi in o.key_ranges):
+            return o
+    return None
+
+
+def _private_claimed_by(
+    uid: int, kinds: frozenset[IpcKind], owners: Iterable[Owner]
+) -> Owner | None:
+    return next((o for o in owners if o.private and o.uid == uid and o.kinds & kinds), None)
+
+
+# -- proposing -------------------------------------------------------------------------------
+
+
+def propose(watch: Watch, name: str, existing: Policy) -> Proposal:
+    """The tables for what the unit was seen using, minus what existing owners claim.
+
+    An owner of the same name in `existing` is ignored: the proposal would replace it.
+    """
+    others = [o for o in existing.owners if o.name != name]
+    left_out: list[str] = []
+    keyed = [s for s in watch.sightings if s.obj.key != 0]
+    private = [s for s in watch.sightings if s.obj.key == 0]
+
+    # Private objects: one (uid, cuid) per table; the most common one is proposed.
+    combos = Counter((s.obj.uid, s.obj.cuid) for s in private)
+    private_combo = min(combos, key=lambda c: (-combos[c], c)) if combos else None
+    claimed_private: list[Sighting] = []
+    for s in private:
+        if (s.obj.uid, s.obj.cuid) == private_combo:
+            claimed_private.append(s)
+        else:
+            left_out.append(
+                f"{_label(s.obj)} (uid {s.obj.uid}, cuid {s.obj.cuid}): one owner claims "
+                "IPC_PRIVATE objects of one uid; add another owner for this one by hand"
+            )
+    if private_combo is not None:
+        kinds = frozenset(s.obj.kind for s in claimed_private)
+        holder = _private_claimed_by(private_combo[0], kinds, others)
+        if holder is not None:
+            for s in claimed_private:
+                left_out.append(
+                    f"{_label(s.obj)}: owner {holder.name!r} ({holder.source}) already "
+                    f"claims IPC_PRIVATE objects of uid {private_combo[0]}"
+                )
+            claimed_private, private_combo = [], None
+
+    ftok_entries, key_entries, keyed_left = _claim_keys(keyed, watch.candidates, others)
+    left_out.extend(keyed_left)
+
+    claimed_keyed = [s for e in ftok_entries for s in e.sightings] + [
+        s for e in key_entries for s in e.sightings
+    ]
+    keyed_combos = {(s.obj.uid, s.obj.cuid) for s in claimed_keyed}
+    keyed_combo = next(iter(keyed_combos)) if len(keyed_combos) == 1 else None
+
+    tables: list[Table] = []
+    one = _table(name, unit=watch.unit, ftok=ftok_entries, keys=key_entries,
+                 combo=keyed_combo, private=claimed_private)  # fmt: skip
+    if claimed_keyed and (
+        not claimed_private or (keyed_combo == private_combo and _unclaimed(one, others))
+    ):
+        tables.append(one)
+    else:
+        if claimed_keyed:
+            tables.append(
+                one._replace(private=(), kinds=frozenset(s.obj.kind for s in claimed_keyed))
+            )
+        if claimed_private:
+            private_name = f"{name}-private" if claimed_keyed else name
+            tables.append(
+                _table(private_name, unit=watch.unit, ftok=(), keys=(), combo=private_combo,
+                       private=claimed_private)
+            )  # fmt: skip
+
+    if private_combo is not None:
+        seen = {(s.obj.kind, s.obj.id) for s in claimed_private}
+        private_kinds = frozenset(s.obj.kind for s in claimed_private)
+        for obj in watch.private_now:
+            if (
+                (obj.kind, obj.id) not in seen
+                and obj.kind in private_kinds
+                and (obj.uid, obj.cuid) == private_combo
+            ):
+                left_out.append(
+                    f"{_label(obj)} was not seen used by {watch.unit}, but the private claim "
+                    f"covers it too (uid {obj.uid}, cuid {obj.cuid})"
+                )
+    return Proposal(tuple(tables), tuple(left_out), tuple(_prefix_hints(key_entries)))
+
+
+def _table(
+    name: str,
+    *,
+    unit: str,
+    ftok: Sequence[FtokEntry],
+    keys: Sequence[KeyEntry],
+    combo: tuple[int, int] | None,
+    private: Sequence[Sighting],
+) -> Table:
+    sightings = [s for e in ftok for s in e.sightings] + [s for e in keys for s in e.sightings]
+    kinds = frozenset(s.obj.kind for s in [*sightings, *private])
+    uid, cuid = combo if combo is not None else (None, None)
+    return Table(
+        name, unit, kinds, tuple(ftok), tuple(keys), uid,
+        cuid if cuid != uid else None, tuple(private),
+    )  # fmt: skip
+
+
+def _unclaimed(table: Table, others: Sequence[Owner]) -> bool:
+    """No other owner claims any key of the table, or its private uid, for its kinds."""
+    spans = [(e.low, e.high) for e in table.keys] + [(k, k) for k in _ftok_keys(table)]
+    if any(_claimed_by(lo, hi, table.kinds, others) for lo, hi in spans):
+        return False
+    return not (
+        table.private
+        and table.uid is not None
+        and _private_claimed_by(table.uid, table.kinds, others)
+    )
+
+
+def _ftok_keys(table: Table) -> set[Key]:
+    return {s.obj.key for f in table.ftok for s in f.sightings}
+
+
+def _claim_keys(
+    keyed: Sequence[Sighting], candidates: Sequence[Candidate], others: Sequence[Owner]
+) -> tuple[list[FtokEntry], list[KeyEntry], list[str]]:
+    """Split keyed sightings into ftok entries and key entries, leaving out claimed keys.
+
+    The table's kinds apply to every key in it, so a key another owner claims for any kind
+    the table would hold is left out; that can shrink the kinds, so repeat until stable.
+    """
+    left_out: dict[Key, str] = {}
+    live = list(keyed)
+    while True:
+        kinds = frozenset(s.obj.kind for s in live)
+        by_key: dict[Key, list[Sighting]] = {}
+        for s in live:
+            by_key.setdefault(s.obj.key, []).append(s)
+        for key in sorted(by_key):
+            holder = _claimed_by(key, key, kinds, others)
+            if holder is not None:
+                shared = sorted(k.value for k in holder.kinds & kinds)
+                left_out[key] = (
+                    f"key 0x{key:08x} ({', '.join(_label(s.obj) for s in by_key[key])}): "
+                    f"owner {holder.name!r} ({holder.source}) already claims it for "
+                    f"{'/'.join(shared)}"
+                )
+        still = [s for s in live if s.obj.key not in left_out]
+        if frozenset(s.obj.kind for s in still) == kinds:
+            live = still
+            break
+        live = still
+    by_key = {}
+    for s in live:
+        by_key.setdefault(s.obj.key, []).append(s)
+    ftok_at: dict[tuple[str, int], FtokEntry] = {}
+    plain: list[Key] = []
+    for key in sorted(by_key):
+        matches = ftok_matches(key, candidates)
+        if not matches:
+            plain.append(key)
+            continue
+        best, proj = matches[0]
+        alternatives = tuple(sorted({c.path for c, _ in matches[1:]} - {best.path}))
+        entry = ftok_at.get((best.path, proj))
+        sightings = (*entry.sightings, *by_key[key]) if entry else tuple(by_key[key])
+        ftok_at[(best.path, proj)] = FtokEntry(best.path, proj, best.how, sightings, alternatives)
+    key_entries: list[KeyEntry] = []
+    kinds = frozenset(s.obj.kind for s in live)
+    for low, high in summarise_keys(plain):
+        if low != high and _claimed_by(low, high, kinds, others) is not None:
+            spans = [(k, k) for k in plain if low <= k <= high]  # a range may not cross a claim
+        else:
+            spans = [(low, high)]
+        for lo, hi in spans:
+            inside = tuple(s for k in plain if lo <= k <= hi for s in by_key[k])
+            key_entries.append(KeyEntry(lo, hi, inside))
+    ftok_entries = sorted(ftok_at.values(), key=lambda e: (e.path, e.proj))
+    return ftok_entries, key_entries, [left_out[k] for k in sorted(left_out)]
+
+
+def _prefix_hints(entries: Sequence[KeyEntry]) -> list[str]:
+    singles = Counter(e.low >> 16 for e in entries if e.low == e.high)
+    return [
+        f"{n} single keys share the prefix 0x{p:04x}: if the service derives keys from a "
+        f'pid or a counter, the block "0x{p:04x}0000-0x{p:04x}ffff" may be its own'
+        for p, n in sorted(singles.items())
+        if n >= PREFIX_HINT
+    ]
+
+
+# -- TOML ------------------------------------------------------------------------------------
+
+_BARE_PROJ = re.compile(r"[A-Za-z0-9]")
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string holding exactly `text` (which must hold no lone surrogate)."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def comment_text(text: str, width: int | None = None) -> str:
+    """Text safe inside a TOML comment: nothing a process controls can end the comment."""
+    safe = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if width is not None and len(safe) > width:
+        safe = safe[: width - 3] + "..."
+    return safe
+
+
+def _label(obj: IpcObject) -> str:
+    return f"{obj.kind.value} id {obj.id}"
+
+
+def pid_list(pids: Iterable[Pid]) -> str:
+    """Sorted pids with runs folded: 117, 123-132."""
+    out: list[str] = []
+    ordered = sorted(set(pids))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def describe_sighting(s: Sighting, watch: Watch) -> list[str]:
+    """The object, then one line per way it was seen (pids, how often), then the commands."""
+    lines = [f"{_label(s.obj)} (key 0x{s.obj.key:08x}), in {s.samples} of {watch.samples} samples:"]
+    groups: dict[str, list[tuple[Pid, int]]] = {}
+    for (what, pid), n in sorted(s.evidence.items(), key=lambda e: (e[0][0], -e[1], e[0][1])):
+        groups.setdefault(what, []).append((pid, n))
+    shown_pids: set[Pid] = set()
+    for what, counts in groups.items():
+        if counts[0][0] == 0:  # not bound to a pid
+            lines.append(f"  {what} ({counts[0][1]})")
+            continue
+        shown = counts[:_MAX_PIDS_LISTED]
+        shown_pids.update(p for p, _ in shown)
+        more = f" +{len(counts) - len(shown)} more" if len(counts) > len(shown) else ""
+        lines.append(f"  {what}: pid {', '.join(f'{p} ({n})' for p, n in shown)}{more}")
+    by_command: dict[str, list[Pid]] = {}
+    for pid in shown_pids:
+        proc = watch.processes.get(pid)
+        if proc is not None:
+            by_command.setdefault(proc.command, []).append(pid)
+    for command, pids in sorted(by_command.items(), key=lambda c: min(c[1])):
+        lines.append(f"  pid {pid_list(pids)}: {comment_text(command, _COMMAND_WIDTH)}")
+    return lines
+
+
+def _comments(sightings: Sequence[Sighting], watch: Watch, indent: str) -> list[str]:
+    lines = [
+        f"{indent}# {comment_text(line)}"
+        for s in sightings[:_MAX_OBJECTS_LISTED]
+        for line in describe_sighting(s, watch)
+    ]
+    if len(sightings) > _MAX_OBJECTS_LISTED:
+        lines.append(f"{indent}# ... and {len(sightings) - _MAX_OBJECTS_LISTED} more objects")
+    return lines
+
+
+def _proj(proj: int) -> str:
+    return toml_string(chr(proj)) if _BARE_PROJ.fullmatch(chr(proj)) else str(proj)
+
+
+def _key_spec(e: KeyEntry) -> str:
+    return f'"0x{e.low:08x}"' if e.low == e.high else f'"0x{e.low:08x}-0x{e.high:08x}"'
+
+
+def _uid_value(uid: int, user_name: Callable[[int], str | None]) -> tuple[str, str]:
+    """The value to write (a user name where there is one) and what it stands for."""
+    name = user_name(uid)
+    if name is None or name.isdigit() or not name.isprintable():
+        return str(uid), ""
+    return toml_string(name), f"uid {uid}"
+
+
+def render(proposal: Proposal, watch: Watch, user_name: Callable[[int], str | None]) -> str:
+    """The proposal as TOML for /etc/ipcjanitor/policy.d/, every entry with what was seen."""
+    unit = comment_text(watch.unit)
+    lines = [
+        f"# Proposed by `ipcjanitor learn {unit}`: {watch.seconds:.0f} s watched, "
+        f"{watch.samples} samples, {len(watch.processes)} processes seen.",
+        "# Each entry says what was seen: which object, which pid and command, in how many",
+        "# samples. Review it before use: `ipcjanitor policy check FILE`.",
+    ]
+    for note in proposal.left_out:
+        lines.append(f"# NOT CLAIMED: {comment_text(note)}")
+    for hint in proposal.hints:
+        lines.append(f"# HINT: {comment_text(hint)}")
+    for t in proposal.tables:
+        lines += ["", f"[owners.{t.name}]", f"unit = {toml_string(t.unit)}"]
+        lines.append("kinds = [" + ", ".join(f'"{k.value}"' for k in IpcKind if k in t.kinds) + "]")
+        if t.ftok:
+            lines.append("ftok = [")
+            for f in t.ftok:
+                lines.append(f"    # key = ftok(path, {comment_text(repr(chr(f.proj)))}): the "
+                             f"file is {comment_text(f.how)}")  # fmt: skip
+                if f.others:
+                    shown = ", ".join(comment_text(p) for p in f.others[:_MAX_PIDS_LISTED])
+                    lines.append(f"    # (these files give the same key too: {shown})")
+                lines += _comments(f.sightings, watch, "    ")
+                lines.append(f"    {{ path = {toml_string(f.path)}, proj = {_proj(f.proj)} }},")
+            lines.append("]")
+        if t.keys:
+            lines.append("keys = [")
+            for e in t.keys:
+                if e.low != e.high:
+                    seen = len({s.obj.key for s in e.sightings})
+                    lines.append(
+                        f"    # {seen} of the {e.high - e.low + 1} keys of this range were seen"
+                    )
+                lines += _comments(e.sightings, watch, "    ")
+                lines.append(f"    {_key_spec(e)},")
+            lines.append("]")
+        if t.private:
+            lines.append("# IPC_PRIVATE (key 0) objects of this uid (and creator uid):")
+            lines += _comments(t.private, watch, "")
+            lines.append("private = true")
+        if t.uid is not None:
+            value, note = _uid_value(t.uid, user_name)
+            lines.append(f"uid = {value}  # the objects' owner ({note or 'ipcs OWNER'})")
+            if t.cuid is not None:
+                value, note = _uid_value(t.cuid, user_name)
+                lines.append(f"cuid = {value}  # their creator ({note or 'ipcs CUID'})")
+        lines += [
+            f"# min_age 0s: while {unit} has any process, every object above is kept (in-use)",
+            "# whatever its idle time, so a grace time protects nothing then; after the unit",
+            "# stops, the hook must clean at once (the default 10m would keep a just-killed",
+            "# service's objects as young).",
+            'min_age = "0s"',
+        ]
+    return "\n".join(lines) + "\n"
