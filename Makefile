@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # What pip needs to build pystemd and our C extension, and what the tools call.
 APT_RUN  := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev util-linux procps
-# What the integration and end-to-end tests drive: real systemd, D-Bus, PHP.
-APT_TEST := systemd dbus php-cli scdoc man-db groff-base faketime
+# What the integration and end-to-end tests drive: real systemd, D-Bus, PHP, Apache httpd
+# (learn's e2e test; ~8 s to install, 5 packages with --no-install-recommends).
+APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime
 
 .PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test
 

@@ -400,6 +400,13 @@ def cmd_learn(args: argparse.Namespace) -> int:
     _check(text, target, existing, name)
     print(text, end="")
     if directory is None:
+        for t in proposal.tables:
+            if (old := existing.owner(t.name)) is not None:
+                print(
+                    f"ipcjanitor: warning: the policy has an owner {t.name!r} already "
+                    f"({old.source}): this table replaces it if read after that file",
+                    file=sys.stderr,
+                )
         print(
             f"ipcjanitor: review it, then save it as {target} (or run learn with --write) "
             f"and `ipcjanitor install-hook {unit}`",

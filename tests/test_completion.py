@@ -37,7 +37,7 @@ def policy(tmp_path: Path) -> str:
 
 def test_commands_and_options() -> None:
     assert complete("ipcjanitor", "") == sorted(
-        ["scan", "clean", "hook", "policy", "install-hook", "doctor"]
+        ["scan", "clean", "hook", "policy", "install-hook", "doctor", "learn"]
     )
     assert complete("ipcjanitor", "cl") == ["clean"]
     assert complete("ipcjanitor", "clean", "--") == [
@@ -63,3 +63,17 @@ def test_owner_and_unit_names_come_from_the_policy(policy: str) -> None:
     assert complete("ipcjanitor", f"--policy={policy}", "hook", "--unit", "bi") == [
         "billing.service"
     ]
+
+
+def test_learn_options_and_a_new_owner_name(policy: str) -> None:
+    assert complete("ipcjanitor", "learn", "--") == ["--for", "--owner", "--write"]
+    assert complete("ipcjanitor", "learn", "x.service", "--for", "") == [
+        "10m",
+        "1h",
+        "30s",
+        "5m",
+        "60s",
+    ]
+    # learn --owner names a new owner: the policy's names would be refused
+    assert complete("ipcjanitor", "--policy", policy, "learn", "x.service", "--owner", "b") == []
+    assert complete("ipcjanitor", "--policy", policy, "scan", "--owner", "b") != []

@@ -1,0 +1,180 @@
+"""`learn` under a real systemd: a PHP worker and Apache httpd, learned, written, hooked, killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tomllib
+from typing import Any
+
+import pytest
+
+from .conftest import journal, sysvipc_keys
+from .container import Container, available
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(available() is not None, reason=str(available())),
+]
+
+PHP_WORKER = """<?php
+// Names its objects with ftok(__FILE__, ...), as PHP applications do.
+$key = ftok(__FILE__, 'a');
+$shm = shm_attach($key, 1024, 0600);
+$sem = sem_get($key, 1, 0600);
+sem_acquire($sem);
+shm_put_var($shm, 1, getmypid());
+sem_release($sem);
+$request = ftok(__FILE__, 'b');
+file_put_contents("/run/php-worker.ok", getmypid() . "\\n", FILE_APPEND);
+while (true) {  // every 200 ms a request: a child attaches another key, works 100 ms, exits
+    $pid = pcntl_fork();
+    if ($pid === 0) {
+        $seg = shm_attach($request, 1024, 0600);
+        shm_put_var($seg, 1, getmypid());
+        file_put_contents("/run/php-worker.requests", getmypid() . "\\n", FILE_APPEND);
+        usleep(100000);
+        exit(0);
+    }
+    pcntl_waitpid($pid, $status);
+    usleep(200000);
+}
+"""
+
+
+def _ipcs(c: Container, table: str) -> list[list[str]]:
+    return [line.split() for line in c.run(f"cat /proc/sysvipc/{table}").stdout.splitlines()[1:]]
+
+
+def _owner_objects(c: Container, owner: str) -> list[dict[str, Any]]:
+    doc = json.loads(c.run(f"ipcjanitor scan --json --owner {owner}").stdout)
+    return list(doc["objects"])
+
+
+def _kill_and_wait_for_the_hook(c: Container, unit: str, removals: int) -> list[dict[str, object]]:
+    c.run(f"systemctl kill -s KILL {unit}")
+    c.wait_until(
+        f"test $(journalctl --no-pager -o cat IPCJANITOR_UNIT={unit} IPCJANITOR_VERDICT=removed "
+        f"| wc -l) -ge {removals}"
+    )
+    return journal(c, f"IPCJANITOR_UNIT={unit}")
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="needs php-cli (apt-get install php-cli)")
+def test_learn_a_php_worker_then_hook_it(box: Container) -> None:
+    box.write("/srv/php/worker.php", PHP_WORKER)
+    box.write(
+        "/etc/systemd/system/php-worker.service",
+        "[Service]\nExecStart=/usr/bin/php /srv/php/worker.php\n",
+    )
+    box.run("systemctl daemon-reload && systemctl start php-worker.service")
+    box.wait_until("test -s /run/php-worker.ok && test $(wc -l < /proc/sysvipc/shm) -ge 3")
+    main_pid = int(box.run("systemctl show -p MainPID --value php-worker.service").stdout)
+
+    learned = box.run("ipcjanitor learn php-worker.service --for 3s")
+    proposal = tomllib.loads(learned.stdout)["owners"]
+    assert proposal == {
+        "php-worker": {
+            "unit": "php-worker.service",
+            "kinds": ["shm", "sem"],
+            "ftok": [
+                {"path": "/srv/php/worker.php", "proj": "a"},
+                {"path": "/srv/php/worker.php", "proj": "b"},
+            ],
+            "uid": "root",
+            "min_age": "0s",
+        }
+    }
+    assert "the file is on the command line of pid" in learned.stdout
+    # the per-request segment: attached by children that each lived 100 ms
+    children = {int(p) for p in box.run("cat /run/php-worker.requests").stdout.split()}
+    request_entry = learned.stdout.split('proj = "a" },')[1]
+    attached = re.search(r"attached: pid (.*)", request_entry)
+    assert attached is not None, request_entry
+    assert children & {int(p) for p in re.findall(r"(\d+) \(\d+\)", attached.group(1))}
+    assert re.search(rf"pid {main_pid}\b[-\d, ]*: /usr/bin/php /srv/php/worker.php", learned.stdout)
+    assert "review it, then save it as /etc/ipcjanitor/policy.d/php-worker.toml" in learned.stderr
+
+    # what policy check resolves is exactly the keys the worker uses
+    box.write("/root/proposal.toml", learned.stdout)
+    check = box.run("ipcjanitor policy check /root/proposal.toml").stdout
+    assert check.rstrip().endswith("policy OK")
+    keys = {f"0x{k:08x}" for k in sysvipc_keys(box, "shm") + sysvipc_keys(box, "sem")}
+    assert len(keys) == 2 and all(k in check for k in keys)
+
+    written = box.run("ipcjanitor learn php-worker.service --for 1s --write").stdout
+    assert "wrote /etc/ipcjanitor/policy.d/php-worker.toml (mode 0644)" in written
+    assert written.rstrip().endswith("next: ipcjanitor install-hook php-worker.service")
+    assert (
+        box.run("stat -c '%a %U' /etc/ipcjanitor/policy.d/php-worker.toml").stdout == "644 root\n"
+    )
+    before = box.run("cat /etc/ipcjanitor/policy.d/php-worker.toml").stdout
+    again = box.run("ipcjanitor learn php-worker.service --for 1s --write", check=False)
+    assert again.returncode == 1 and "already has an owner 'php-worker'" in again.stderr
+    assert box.run("cat /etc/ipcjanitor/policy.d/php-worker.toml").stdout == before
+
+    box.run("ipcjanitor install-hook php-worker.service")
+    box.run("ipcjanitor clean")  # while the service runs, everything of its is kept
+    objects = _owner_objects(box, "php-worker")
+    assert sorted(o["kind"] for o in objects) == ["sem", "shm", "shm"]
+    assert {o["verdict"] for o in objects} == {"in-use"}
+    ids = {(o["kind"], o["id"]) for o in objects}
+
+    records = _kill_and_wait_for_the_hook(box, "php-worker.service", 3)
+    assert {(r["IPCJANITOR_KIND"], int(str(r["IPCJANITOR_ID"]))) for r in records} == ids
+    assert {r["IPCJANITOR_OWNER"] for r in records} == {"php-worker"}
+    assert sysvipc_keys(box, "shm") == [] and sysvipc_keys(box, "sem") == []
+
+
+APACHE_SETUP = [
+    "a2dismod -q mpm_event && a2enmod -q mpm_prefork ssl",  # in the container's /etc overlay
+    "mkdir -p /var/log/apache2",  # /var/log is a tmpfs in the container
+    "systemctl daemon-reload",
+]
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/sbin/apache2"), reason="needs apache2 (make setup-test)"
+)
+def test_learn_apache_sysvsem_mutexes_then_hook_them(box: Container) -> None:
+    # Every mutex (mpm-accept, ssl-cache) an IPC_PRIVATE set made by root and handed to www-data
+    box.write("/etc/apache2/conf-enabled/zz-ipcjanitor-test.conf", "Mutex sysvsem default\n")
+    # its own network namespace: the container shares the host's, and ports 80/443 are not ours
+    box.write("/etc/systemd/system/apache2.service.d/net.conf", "[Service]\nPrivateNetwork=yes\n")
+    for command in APACHE_SETUP:
+        box.run(command)
+    box.run("systemctl start apache2.service")
+    box.wait_until("test $(wc -l < /proc/sysvipc/sem) -ge 3")  # header + 2 sets
+    sets = _ipcs(box, "sem")
+    assert [(s[0], s[4], s[6]) for s in sets] == [("0", "33", "0")] * 2  # key, uid, cuid
+
+    learned = box.run("ipcjanitor learn apache2.service --for 2s --write")
+    proposal = tomllib.loads(box.run("cat /etc/ipcjanitor/policy.d/apache2.toml").stdout)
+    assert proposal["owners"] == {
+        "apache2": {
+            "unit": "apache2.service",
+            "kinds": ["sem"],
+            "private": True,
+            "uid": "www-data",
+            "cuid": "root",
+            "min_age": "0s",
+        }
+    }
+    assert "blocked in semtimedop: pid" in learned.stdout  # prefork children on the accept mutex
+    assert "/usr/sbin/apache2 -k start" in learned.stdout
+    assert "next: ipcjanitor install-hook apache2.service" in learned.stdout
+
+    box.run("ipcjanitor install-hook apache2.service")
+    box.run("ipcjanitor clean")
+    objects = _owner_objects(box, "apache2")
+    assert len(objects) == 2 and {o["verdict"] for o in objects} == {"in-use"}
+    old = {int(s[1]) for s in sets}
+
+    records = _kill_and_wait_for_the_hook(box, "apache2.service", 2)
+    assert {int(str(r["IPCJANITOR_ID"])) for r in records} == old
+    assert {r["IPCJANITOR_KIND"] for r in records} == {"sem"}
+    # Debian's Restart=on-abort starts it again after the SIGKILL: with fresh sets only
+    assert not old & {int(s[1]) for s in _ipcs(box, "sem")}
+    box.run("systemctl stop apache2.service")
