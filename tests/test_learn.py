@@ -468,3 +468,12 @@ def test_the_watcher_attributes_a_recorded_pid_only_to_a_process_that_predates_t
     w.in_unit = {5: True}
     w.alive = {5}
     assert w._was_the_units(6, acted)  # gone, and nobody has its pid: it was the unit's
+
+
+def test_the_root_directory_is_no_ftok_candidate() -> None:
+    # "/" is every daemon's working directory and inode 2 on ext4: ftok("/", 'q') is
+    # 0x71000002 there, a key a service may well choose by hand (found by the e2e test)
+    w = learn._Watcher("x.service", Path("/nonexistent"))
+    w._candidate("/", "the working directory of pid 1", 4)
+    w._candidate(str(Path(__file__).parent), "the working directory of pid 1", 4)
+    assert list(w.candidates) == [str(Path(__file__).parent)]

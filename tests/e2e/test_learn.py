@@ -178,3 +178,53 @@ def test_learn_apache_sysvsem_mutexes_then_hook_them(box: Container) -> None:
     # Debian's Restart=on-abort starts it again after the SIGKILL: with fresh sets only
     assert not old & {int(s[1]) for s in _ipcs(box, "sem")}
     box.run("systemctl stop apache2.service")
+
+
+QUEUE_READERS = """\
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+# three queues of a run of keys, and one of a key the box's `orphans` owner claims
+queues = [libc.msgget(key, 0o1600) for key in (0x71000001, 0x71000002, 0x71000003, 0x70000005)]
+assert min(queues) >= 0
+for q in queues:
+    if os.fork() == 0:  # a reader per queue, asleep in msgrcv: no pid is recorded until a send
+        buf = ctypes.create_string_buffer(64)
+        libc.msgrcv(q, buf, 56, 0, 0)
+        os._exit(0)
+print("ready", flush=True)
+while True:
+    time.sleep(60)
+"""
+
+
+def test_learn_sees_queues_only_by_their_blocked_readers(box: Container) -> None:
+    box.write("/usr/local/bin/readers", QUEUE_READERS, 0o755)
+    box.write("/etc/systemd/system/readers.service",
+              "[Service]\nExecStart=/usr/bin/python3 /usr/local/bin/readers\n")  # fmt: skip
+    box.write("/etc/systemd/system/idle.service", "[Service]\nExecStart=/bin/sleep infinity\n")
+    box.run("systemctl daemon-reload && systemctl start readers.service idle.service")
+    box.wait_until("test $(grep -c . /proc/sysvipc/msg) -ge 5")
+    box.wait_until("test $(grep -lw do_msgrcv /proc/*/wchan 2>/dev/null | wc -l) -ge 4")
+
+    learned = box.run("ipcjanitor learn readers.service --for 1s")
+    owner = tomllib.loads(learned.stdout)["owners"]["readers"]
+    assert owner["keys"] == ["0x71000001-0x71000003"] and owner["kinds"] == ["msg"]
+    assert learned.stdout.count("blocked in msgrcv: pid") == 3
+    assert "3 of the 3 keys of this range were seen" in learned.stdout
+    claimed = "owner 'orphans' (/etc/ipcjanitor/policy.d/test.toml:6) already claims it for msg"
+    assert "# NOT CLAIMED: key 0x70000005" in learned.stdout and claimed in learned.stdout
+    assert claimed in learned.stderr
+
+    box.run(
+        "ipcjanitor learn readers.service --for 0 --write && ipcjanitor install-hook readers.service"
+    )
+    records = _kill_and_wait_for_the_hook(box, "readers.service", 3)
+    assert sorted(str(r["IPCJANITOR_KEY"]) for r in records) == [
+        "0x71000001", "0x71000002", "0x71000003",
+    ]  # fmt: skip
+    assert [int(q[0]) & 0xFFFFFFFF for q in _ipcs(box, "msg")] == [0x70000005]  # not its own
+
+    nothing = box.run("ipcjanitor learn idle.service --for 1s", check=False)
+    assert nothing.returncode == 1 and "used no System V IPC object" in nothing.stderr
+    stopped = box.run("ipcjanitor learn readers.service --for 1s", check=False)
+    assert stopped.returncode == 1 and "readers.service has no processes" in stopped.stderr
