@@ -140,6 +140,7 @@ class _Watcher:
         self.candidates: dict[str, Candidate] = {}
         self.not_candidates: set[str] = set()  # looked at once, no use (gone, a socket...)
         self.unreadable: set[Pid] = set()
+        self.compat: set[Pid] = set()  # 32-bit processes: their syscalls are not recognised
         self.samples = 0
         self.private_now: list[IpcObject] = []
 
@@ -203,6 +204,8 @@ class _Watcher:
         exe = _readlink(base / "exe")
         if exe:
             self._candidate(exe, f"the executable of pid {pid}", 1)
+        if _elf_class(base / "exe") == ELFCLASS32:
+            self.compat.add(pid)  # its syscall numbers are another table's
         if cwd:
             self._candidate(cwd, f"the working directory of pid {pid}", 4)
         return True
@@ -223,6 +226,8 @@ class _Watcher:
             self._candidate(path, f"mapped by pid {pid}", 3)
         for path in _open_files(base):
             self._candidate(path, f"open in pid {pid}", 2)
+        if pid in self.compat:
+            return
         try:
             tids = os.listdir(base / "task")
         except OSError:
@@ -276,7 +281,7 @@ class _Watcher:
                 f"(systemctl start {self.unit}, then learn again)"
             )
         ended: str | None = None
-        last_shown = busy = 0.0
+        busy, last_shown = 0.0, -1.0
         try:
             while (elapsed := time.monotonic() - started) < seconds:
                 if progress is not None and elapsed - last_shown >= 0.5:
@@ -321,6 +326,19 @@ def _readlink(path: Path) -> str | None:
         return os.readlink(path)
     except OSError:
         return None
+
+
+ELFCLASS32 = 1
+
+
+def _elf_class(exe: Path) -> int | None:
+    """EI_CLASS of an executable: 1 for 32-bit, 2 for 64-bit; None if not ELF or unreadable."""
+    try:
+        with exe.open("rb") as f:
+            head = f.read(5)
+    except OSError:
+        return None
+    return head[4] if len(head) == 5 and head[:4] == b"\x7fELF" else None
 
 
 def _open_files(base: Path) -> Iterator[str]:

@@ -436,6 +436,11 @@ def test_usage_errors_exit_64(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert "pass a directory" in capsys.readouterr().err
 
 
+def test_unit_names_learn_accepts() -> None:
+    for unit in ("php8.2-fpm.service", "worker@.service", "worker@a:b.service", "run-u7.scope"):
+        assert learn._UNIT.fullmatch(unit), unit
+
+
 def test_a_unit_without_processes_exits_1(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -477,3 +482,12 @@ def test_the_root_directory_is_no_ftok_candidate() -> None:
     w._candidate("/", "the working directory of pid 1", 4)
     w._candidate(str(Path(__file__).parent), "the working directory of pid 1", 4)
     assert list(w.candidates) == [str(Path(__file__).parent)]
+
+
+def test_elf_class_tells_32_bit_processes(tmp_path: Path) -> None:
+    assert learn._elf_class(Path("/proc/self/exe")) == 2  # this Python: 64-bit
+    (tmp_path / "i386").write_bytes(b"\x7fELF\x01\x01\x01" + bytes(9))
+    (tmp_path / "script").write_text("#!/bin/sh\n")
+    assert learn._elf_class(tmp_path / "i386") == learn.ELFCLASS32
+    assert learn._elf_class(tmp_path / "script") is None
+    assert learn._elf_class(tmp_path / "missing") is None

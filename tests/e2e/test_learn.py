@@ -214,6 +214,10 @@ def test_learn_sees_queues_only_by_their_blocked_readers(box: Container) -> None
     claimed = "owner 'orphans' (/etc/ipcjanitor/policy.d/test.toml:6) already claims it for msg"
     assert "# NOT CLAIMED: key 0x70000005" in learned.stdout and claimed in learned.stdout
     assert claimed in learned.stderr
+    progress = "learning readers.service: 0/1 s, 5 processes, 4 objects seen"
+    assert "learning" not in learned.stderr  # no progress line but on a terminal:
+    tty = box.run("script -qec 'ipcjanitor learn readers.service --for 1s' /dev/null")
+    assert progress in tty.stdout
 
     box.run(
         "ipcjanitor learn readers.service --for 0 --write && ipcjanitor install-hook readers.service"
