@@ -134,9 +134,10 @@ class _Watcher:
         self.in_unit: dict[Pid, bool] = {}  # every pid of the previous listing
         self.processes: dict[Pid, Process] = {}
         self.alive: set[Pid] = set()  # the unit's processes in the latest sample
-        self.evidence: dict[tuple[IpcKind, int], Counter[tuple[str, Pid]]] = {}
-        self.objects: dict[tuple[IpcKind, int], IpcObject] = {}
-        self.seen_in: Counter[tuple[IpcKind, int]] = Counter()
+        # by (kind, id, key): an id removed and reused meanwhile is another object
+        self.evidence: dict[tuple[IpcKind, int, int], Counter[tuple[str, Pid]]] = {}
+        self.objects: dict[tuple[IpcKind, int, int], IpcObject] = {}
+        self.seen_in: Counter[tuple[IpcKind, int, int]] = Counter()
         self.candidates: dict[str, Candidate] = {}
         self.not_candidates: set[str] = set()  # looked at once, no use (gone, a socket...)
         self.unreadable: set[Pid] = set()
@@ -165,9 +166,10 @@ class _Watcher:
             if obj.key == 0 and obj.uid in uids - {0} and obj.cuid in uids:
                 found.add((f"IPC_PRIVATE of uid {obj.uid}, a user of the unit's processes", 0))
             if found:
-                self.objects[ident] = obj
-                self.evidence.setdefault(ident, Counter()).update(found)
-                self.seen_in[ident] += 1
+                which = (obj.kind, obj.id, obj.key)
+                self.objects[which] = obj
+                self.evidence.setdefault(which, Counter()).update(found)
+                self.seen_in[which] += 1
         self.private_now = [o for o in by_id.values() if o.key == 0]
         self.samples += 1
         return len(self.alive)
@@ -306,9 +308,8 @@ class _Watcher:
                 progress.flush()
         sightings = tuple(
             Sighting(self.objects[i], dict(self.evidence[i]), self.seen_in[i])
-            for i in sorted(self.objects, key=lambda i: (i[0].number, i[1]))
+            for i in sorted(self.objects, key=lambda i: (i[0].number, i[1], i[2]))
         )
-        seen = {(o.kind, o.id) for o in self.objects.values()}
         watch = Watch(
             unit=self.unit,
             seconds=time.monotonic() - started,
@@ -316,7 +317,9 @@ class _Watcher:
             processes=dict(self.processes),
             sightings=sightings,
             candidates=tuple(sorted(self.candidates.values())),
-            private_now=tuple(o for o in self.private_now if (o.kind, o.id) not in seen),
+            private_now=tuple(
+                o for o in self.private_now if (o.kind, o.id, o.key) not in self.objects
+            ),
         )
         return watch, ended
 
@@ -396,6 +399,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
         raise UsageError(f"--owner {name!r}: use letters, digits, '_', '-', '.', '@'")
     directory = _write_dir(args.policy) if args.write else None
     existing = load_policy(args.policy)
+    for warning in existing.warnings:
+        print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
     if directory is not None:  # refuse before watching, not after a minute of it
         _refuse_existing(name, existing, directory)
     if os.geteuid() != 0:
