@@ -37,6 +37,7 @@ from .policy import (
 from .processes import boot_time, own_pids, parse_stat, unit_of_pid
 from .procfs import read_objects
 from .proposal import Candidate, Process, Sighting, Watch, propose, render
+from .tasks import parse_syscall
 
 POLICY_DIR = Path("/etc/ipcjanitor/policy.d")
 SAMPLE_INTERVAL = 0.02  # seconds between samples: a 100 ms request is seen about 5 times
@@ -48,16 +49,15 @@ POLICY_MODE = 0o644  # like /etc/ipcjanitor/policy.toml: readable, writable by r
 _MAX_FDS = 4096  # per process and sample: more open files than that are not looked at
 _PSEUDO_FS = ("/proc/", "/sys/", "/dev/")
 
-# System V IPC syscalls a task can sleep in, by machine: (number -> (name, kind)). The first
-# argument of each is the semid or msqid. Other machines: blocked tasks are not seen.
-_BLOCKING_SYSCALLS: dict[str, dict[int, tuple[str, IpcKind]]] = {
-    "x86_64": {65: ("semop", IpcKind.SEM), 220: ("semtimedop", IpcKind.SEM),
-               69: ("msgsnd", IpcKind.MSG), 70: ("msgrcv", IpcKind.MSG)},
-    # asm-generic/unistd.h numbering
-    "aarch64": {193: ("semop", IpcKind.SEM), 192: ("semtimedop", IpcKind.SEM),
-                189: ("msgsnd", IpcKind.MSG), 188: ("msgrcv", IpcKind.MSG)},
-}  # fmt: skip
-_BLOCKING_SYSCALLS["riscv64"] = _BLOCKING_SYSCALLS["aarch64"]
+# Semaphore calls a task can sleep in, by machine (the first argument is the semid); queues
+# are read with tasks.py's table, the one the msgrcv/msgsnd rule uses. Elsewhere, semaphore
+# waits are not seen.
+_SEM_SYSCALLS: dict[str, dict[int, str]] = {
+    "x86_64": {65: "semop", 220: "semtimedop"},
+    "aarch64": {193: "semop", 192: "semtimedop"},  # asm-generic/unistd.h numbering
+    "riscv64": {193: "semop", 192: "semtimedop"},
+    "loongarch64": {193: "semop", 192: "semtimedop"},
+}
 _SYSV_NAME = re.compile(r"^/SYSV([0-9a-fA-F]{8})(?: \(deleted\))?$")
 
 
@@ -88,18 +88,26 @@ def parse_maps(text: str) -> Maps:
     return Maps(tuple(sysv), frozenset(files))
 
 
-def blocked_on(syscall_text: str, machine: str) -> tuple[str, IpcKind, int] | None:
-    """(syscall, kind, id) when /proc/PID/task/TID/syscall shows a sleep in semop or msgrcv."""
+def blocked_on(
+    syscall_text: str, machine: str, native: bool = True
+) -> tuple[str, IpcKind, int] | None:
+    """(syscall, kind, id) when /proc/PID/task/TID/syscall shows a sleep in semop or msgrcv.
+
+    `native`: the task runs the machine's own syscall table (not a 32-bit process), without
+    which a semaphore call is not recognised (queues: tasks.py knows 32-bit numbers too).
+    """
+    queue = parse_syscall(syscall_text, machine)
+    if queue is not None:
+        return queue[0], IpcKind.MSG, queue[1]
     fields = syscall_text.split()
-    table = _BLOCKING_SYSCALLS.get(machine, {})
+    table = _SEM_SYSCALLS.get(machine, {}) if native else {}
     if len(fields) < 2 or not fields[0].isdigit() or int(fields[0]) not in table:
         return None
-    name, kind = table[int(fields[0])]
     try:
-        ipc_id = int(fields[1], 16)
+        semid = int(fields[1], 16)
     except ValueError:
         return None
-    return name, kind, ipc_id & 0xFFFFFFFF
+    return table[int(fields[0])], IpcKind.SEM, semid & 0xFFFFFFFF
 
 
 def command_args(cmdline: bytes) -> list[str]:
@@ -141,7 +149,7 @@ class _Watcher:
         self.candidates: dict[str, Candidate] = {}
         self.not_candidates: set[str] = set()  # looked at once, no use (gone, a socket...)
         self.unreadable: set[Pid] = set()
-        self.compat: set[Pid] = set()  # 32-bit processes: their syscalls are not recognised
+        self.compat: set[Pid] = set()  # 32-bit processes: their semop is not recognised
         self.samples = 0
         self.private_now: list[IpcObject] = []
 
@@ -228,8 +236,6 @@ class _Watcher:
             self._candidate(path, f"mapped by pid {pid}", 3)
         for path in _open_files(base):
             self._candidate(path, f"open in pid {pid}", 2)
-        if pid in self.compat:
-            return
         try:
             tids = os.listdir(base / "task")
         except OSError:
@@ -239,7 +245,7 @@ class _Watcher:
                 text = (base / "task" / tid / "syscall").read_text()
             except OSError:
                 continue
-            hit = blocked_on(text, self.machine)
+            hit = blocked_on(text, self.machine, native=pid not in self.compat)
             if hit is not None:
                 name, kind, ipc_id = hit
                 yield kind, ipc_id, f"blocked in {name}", None
@@ -417,8 +423,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
             f"could not read /proc/PID/maps of {len(watcher.unreadable)} process(es): "
             "permission denied; run learn as root"
         )
-    if _BLOCKING_SYSCALLS.get(watcher.machine) is None:
-        notes.append(f"on {watcher.machine} tasks blocked in semop/msgrcv are not recognised")
+    if watcher.machine not in _SEM_SYSCALLS:
+        notes.append(f"on {watcher.machine} tasks blocked in semop are not recognised")
     for note in notes:
         print(f"ipcjanitor: {note}", file=sys.stderr)
     if not watch.sightings:
@@ -491,7 +497,7 @@ def _refuse_existing(name: str, existing: Policy, directory: Path) -> None:
 
 def _check(text: str, target: Path, existing: Policy, name: str) -> None:
     """The proposal must pass `policy check`, alone and beside the existing owners."""
-    owners, _, _ = parse_policy_text(text, target)
+    owners = parse_policy_text(text, target)[0]
     others = [o for o in existing.owners if o.name not in owners and o.name != name]
     clashes = check_overlaps([*others, *owners.values()])
     if clashes:  # propose() leaves claimed keys out: a clash here is a bug

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import journal, sysvipc_keys
+from .conftest import POLICY, journal, sysvipc_keys
 from .container import Container, available
 
 pytestmark = [
@@ -211,7 +211,10 @@ def test_learn_sees_queues_only_by_their_blocked_readers(box: Container) -> None
     assert owner["keys"] == ["0x71000001-0x71000003"] and owner["kinds"] == ["msg"]
     assert learned.stdout.count("blocked in msgrcv: pid") == 3
     assert "3 of the 3 keys of this range were seen" in learned.stdout
-    claimed = "owner 'orphans' (/etc/ipcjanitor/policy.d/test.toml:6) already claims it for msg"
+    line = POLICY.splitlines().index("[owners.orphans]") + 1
+    claimed = (
+        f"owner 'orphans' (/etc/ipcjanitor/policy.d/test.toml:{line}) already claims it for msg"
+    )
     assert "# NOT CLAIMED: key 0x70000005" in learned.stdout and claimed in learned.stdout
     assert claimed in learned.stderr
     progress = "learning readers.service: 0/1 s, 5 processes, 4 objects seen"
