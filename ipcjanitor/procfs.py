@@ -50,8 +50,9 @@ def shm_object(ipc_id: int, t: tuple[Any, ...]) -> IpcObject:
     key, uid, gid, cuid, cgid, mode, size, atime, dtime, ctime, cpid, lpid, nattch = t
     pids = (_pid(_SHM_ROLES[0], cpid, True), _pid(_SHM_ROLES[1], lpid, bool(atime or dtime)))
     times = (("atime", atime), ("dtime", dtime), ("ctime", ctime))
-    return _new(IpcObject, (IpcKind.SHM, ipc_id, key, uid, gid, cuid, cgid, mode, size, 0, 0, 0,
-                            nattch, 0, 0, pids, (), times, max(atime, dtime, ctime), None, t))  # fmt: skip
+    return _new(IpcObject, (IpcKind.SHM, ipc_id, key, uid, gid, cuid, cgid, mode, size, 0, 0,
+                            0, nattch, 0, 0, pids, (), times, max(atime, dtime, ctime), None,
+                            t))  # fmt: skip
 
 
 def _sem_role(i: int) -> str:
@@ -75,8 +76,12 @@ def sem_object(ipc_id: int, t: tuple[Any, ...], unreadable: str | None = None) -
         pids = (_pid(_SEM_ROLES[0], sempids[0], values[0] != 0),)
         ncnt, zcnt = ncnts[0], zcnts[0]
     else:
-        pids = tuple([_pid(_sem_role(i), p, v != 0)
-                      for i, (p, v) in enumerate(zip(sempids, values, strict=True))])
+        pids = tuple(
+            [
+                _pid(_sem_role(i), p, v != 0)
+                for i, (p, v) in enumerate(zip(sempids, values, strict=True))
+            ]
+        )
         ncnt, zcnt = sum(ncnts), sum(zcnts)
     times = (("otime", otime), ("ctime", ctime))
     return _new(IpcObject, (IpcKind.SEM, ipc_id, key, uid, gid, cuid, cgid, mode, 0, nsems, 0, 0,
