@@ -19,6 +19,7 @@ pytestmark = [
     pytest.mark.skipif(available() is not None, reason=str(available())),
 ]
 
+SCRIPT = "/usr/local/lib/php-worker/worker.php"
 PHP_WORKER = """<?php
 // Names its objects with ftok(__FILE__, ...), as PHP applications do.
 $key = ftok(__FILE__, 'a');
@@ -64,10 +65,11 @@ def _kill_and_wait_for_the_hook(c: Container, unit: str, removals: int) -> list[
 
 @pytest.mark.skipif(shutil.which("php") is None, reason="needs php-cli (apt-get install php-cli)")
 def test_learn_a_php_worker_then_hook_it(box: Container) -> None:
-    box.write("/srv/php/worker.php", PHP_WORKER)
+    # under /usr: the container's own overlay (its /srv is the host's, shared by every run)
+    box.write(SCRIPT, PHP_WORKER)
     box.write(
         "/etc/systemd/system/php-worker.service",
-        "[Service]\nExecStart=/usr/bin/php /srv/php/worker.php\n",
+        f"[Service]\nExecStart=/usr/bin/php {SCRIPT}\n",
     )
     box.run("systemctl daemon-reload && systemctl start php-worker.service")
     box.wait_until("test -s /run/php-worker.ok && test $(wc -l < /proc/sysvipc/shm) -ge 3")
@@ -80,8 +82,8 @@ def test_learn_a_php_worker_then_hook_it(box: Container) -> None:
             "unit": "php-worker.service",
             "kinds": ["shm", "sem"],
             "ftok": [
-                {"path": "/srv/php/worker.php", "proj": "a"},
-                {"path": "/srv/php/worker.php", "proj": "b"},
+                {"path": SCRIPT, "proj": "a"},
+                {"path": SCRIPT, "proj": "b"},
             ],
             "uid": "root",
             "min_age": "0s",
@@ -94,7 +96,7 @@ def test_learn_a_php_worker_then_hook_it(box: Container) -> None:
     attached = re.search(r"attached: pid (.*)", request_entry)
     assert attached is not None, request_entry
     assert children & {int(p) for p in re.findall(r"(\d+) \(\d+\)", attached.group(1))}
-    assert re.search(rf"pid {main_pid}\b[-\d, ]*: /usr/bin/php /srv/php/worker.php", learned.stdout)
+    assert re.search(rf"pid {main_pid}\b[-\d, ]*: /usr/bin/php {SCRIPT}", learned.stdout)
     assert "review it, then save it as /etc/ipcjanitor/policy.d/php-worker.toml" in learned.stderr
 
     # what policy check resolves is exactly the keys the worker uses
@@ -128,8 +130,13 @@ def test_learn_a_php_worker_then_hook_it(box: Container) -> None:
     assert sysvipc_keys(box, "shm") == [] and sysvipc_keys(box, "sem") == []
 
 
+# Modules switched by links in the container's /etc overlay: a2enmod would also write its
+# state under /var/lib/apache2, which is the host's
 APACHE_SETUP = [
-    "a2dismod -q mpm_event && a2enmod -q mpm_prefork ssl",  # in the container's /etc overlay
+    "cd /etc/apache2/mods-enabled && rm mpm_event.load mpm_event.conf && "
+    "ln -s ../mods-available/mpm_prefork.load ../mods-available/mpm_prefork.conf "
+    "../mods-available/ssl.load ../mods-available/ssl.conf "
+    "../mods-available/socache_shmcb.load .",
     "mkdir -p /var/log/apache2",  # /var/log is a tmpfs in the container
     "systemctl daemon-reload",
 ]
