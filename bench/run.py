@@ -111,7 +111,8 @@ def main_inside() -> None:
     tmp = Path(tempfile.mkdtemp())
     policy = tmp / "policy.toml"
     policy.write_text(POLICY)
-    os.environ["IPCJANITOR_LOCK_DIR"] = str(tmp)
+    # root's run lock is /run/ipcjanitor: give this mount namespace its own /run
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"], check=True)
     print(f"machine: {os.cpu_count()} cpus, {os.uname().release}, python {sys.version.split()[0]}")
     print(
         f"best of {REPEATS}; every ipcjanitor run makes every check (proof of death, re-read by id)\n"

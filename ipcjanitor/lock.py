@@ -31,11 +31,15 @@ class Held(NamedTuple):
 
 
 def state_dir() -> Path:
-    """Where runs leave what later runs of this boot need: the run lock, the clock record."""
-    if env := os.environ.get("IPCJANITOR_LOCK_DIR"):
-        return Path(env)
+    """Where runs leave what later runs of this boot need: the run lock, the clock record.
+
+    Root's is fixed: a hook runs as root with the hooked service's Environment=, which must
+    not choose where root writes (nor which lock keeps it apart from the timer's runs).
+    """
     if os.geteuid() == 0:
         return Path("/run/ipcjanitor")
+    if env := os.environ.get("IPCJANITOR_LOCK_DIR"):
+        return Path(env)
     if runtime := os.environ.get("XDG_RUNTIME_DIR"):
         return Path(runtime)
     return Path(f"/tmp/ipcjanitor-{os.geteuid()}")  # per user: nobody else may plant files

@@ -41,12 +41,18 @@ def in_namespace(
     """Run MODULE.py SCENARIO in new namespaces; return the JSON it prints last."""
     policy_file = tmp / "policy.toml"
     policy_file.write_text(policy)
-    ns = ["--ipc", "--pid", "--fork", "--mount-proc"] if pid_ns else ["--ipc"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), IPCJANITOR_LOCK_DIR=str(tmp))
+    ns = ["--ipc", "--mount", *(["--pid", "--fork", "--mount-proc"] if pid_ns else [])]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
         [
             "unshare",
             *ns,
+            # its own /run (a private mount): root runs lock in /run/ipcjanitor as on a host,
+            # clean and hook share that lock, and nothing lands in the host's /run
+            "sh",
+            "-c",
+            'mount -t tmpfs -o mode=0755 tmpfs /run && exec "$@"',
+            "sh",
             sys.executable,
             str(HERE / f"{module}.py"),
             scenario,

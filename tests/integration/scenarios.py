@@ -1,4 +1,4 @@
-"""Scenarios run INSIDE `unshare --ipc [--pid --fork --mount-proc]` by harness.py.
+"""Scenarios run INSIDE `unshare --ipc --mount [--pid --fork --mount-proc]` by harness.py.
 
 Each builds real objects with real processes, SIGKILLs what should die, runs the real
 ipcjanitor command, and prints {"runs": [...]} as its last line of output.
@@ -522,6 +522,7 @@ def concurrent_runs() -> dict[str, Any]:
         "failed": sum(1 for d in docs for o in d["objects"] if o["verdict"] == "failed"),
         "notes": [d["summary"].get("notes", []) for d in docs],
         "left": len(ipcs_keys()),
+        "locks": sorted(p.name for p in Path("/run/ipcjanitor").glob("*.lock")),
     }
 
 

@@ -51,6 +51,7 @@ def test_concurrent_runs_remove_each_object_once(tmp_path: Path) -> None:
     r = in_namespace("concurrent_runs", policy, tmp_path)
     assert r["rcs"] == [0, 0, 0]
     assert r["removed"] == r["distinct"] == 3000 and r["failed"] == 0 and r["left"] == 0
+    assert len(r["locks"]) == 1  # the hook's lock is the cleans' lock (root's /run/ipcjanitor)
 
 
 def test_a_proc_of_another_pid_namespace_is_refused(tmp_path: Path) -> None:
