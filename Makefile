@@ -2,8 +2,9 @@
 PYTHON ?= /usr/bin/python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# What pip needs to build pystemd and our C extension, and what the tools call.
-APT_RUN  := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev util-linux procps
+# What pip needs to build pystemd, our C extension and the static hook trampoline (libc6-dev:
+# libc.a), and what the tools call.
+APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd-dev util-linux procps
 # What the integration and end-to-end tests drive: real systemd, D-Bus, PHP, Apache httpd
 # (learn's e2e test; ~8 s to install, 5 packages with --no-install-recommends).
 APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime
@@ -15,7 +16,7 @@ run: setup
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py ipcjanitor/_sysvipc.c
+$(VENV)/.installed: pyproject.toml setup.py ipcjanitor/_sysvipc.c ipcjanitor/ipcjanitor-hook.c
 	sh packaging/apt-install.sh $(APT_RUN)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

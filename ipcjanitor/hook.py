@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import stat
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,6 +17,10 @@ from .errors import NotPermittedError, PolicyError, PolicyErrors, UsageError
 from .policy import Owner, Policy, format_duration, load_policy
 
 DROPIN_NAME = "ipcjanitor.conf"
+# Built with the package (setup.py, ipcjanitor/ipcjanitor-hook.c): it belongs to this ipcjanitor.
+TRAMPOLINE = Path(__file__).resolve().parent / "ipcjanitor-hook"
+# Words that need no quotes in an Exec line (after % and $ are doubled).
+_PLAIN = re.compile(r"[A-Za-z0-9/_.,:=+@%$-]+")
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
@@ -81,17 +88,99 @@ def _clean_owners_of(
     return 1 if report.failed(done) else 0
 
 
-def hook_command(policy: str | None) -> str:
-    """The command line that runs this very ipcjanitor as a hook."""
+def hook_argv(policy: str | None) -> list[str]:
+    """The hook's command: the clean-environment trampoline, then this very ipcjanitor."""
     argv0 = sys.argv[0]
-    if os.path.basename(argv0) == "ipcjanitor" and os.path.isabs(argv0):
-        exe = argv0
-    elif os.path.basename(argv0) == "ipcjanitor":
-        exe = os.path.abspath(argv0)
-    else:  # python -m ipcjanitor
-        exe = f"{sys.executable} -m ipcjanitor"
-    pol = f" --policy={os.path.abspath(policy)}" if policy else ""
-    return f"{exe}{pol} hook --unit=%n"
+    if os.path.basename(argv0) == "ipcjanitor":  # the console script
+        exe = [os.path.abspath(argv0)]
+    else:  # python -m ipcjanitor; -I: neither the working directory nor PYTHON* count
+        exe = [sys.executable, "-I", "-m", "ipcjanitor"]
+        _same_package_when_isolated(sys.executable)
+    for path in (TRAMPOLINE, exe[0]):
+        _check_only_root_can_change(path)
+    pol = [f"--policy={os.path.abspath(policy)}"] if policy else []
+    return [str(TRAMPOLINE), *exe, *pol, "hook"]
+
+
+def exec_line(argv: Sequence[str]) -> str:
+    """argv as one ExecStart=-style command line: each word quoted and escaped as needed.
+
+    systemd.syntax(7): a word in double quotes may hold spaces, with backslash escapes for
+    `\\` and `"`; systemd.unit(5): `%` starts a specifier (`%%` is one %); systemd.service(5):
+    `$` starts an environment variable (`$$` is one $). A control character (a newline would
+    end the directive) cannot be written safely, and is refused.
+    """
+    return " ".join(_exec_word(word) for word in argv)
+
+
+def _exec_word(word: str) -> str:
+    bad = [c for c in word if ord(c) < 0x20 or ord(c) == 0x7F]
+    if bad or not word:
+        what = f"the control character {bad[0]!r}" if bad else "an empty argument"
+        raise UsageError(
+            f"{word!r} holds {what}: it cannot be written into an ExecStopPost= line; "
+            "move or rename it"
+        )
+    try:
+        word.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{word!r} is not valid UTF-8, which unit files must be: move or rename it"
+        ) from None
+    word = word.replace("%", "%%").replace("$", "$$")
+    if _PLAIN.fullmatch(word):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _same_package_when_isolated(python: str) -> None:
+    """`python -I -m ipcjanitor` from / must import this package, not another or none."""
+    here = str(Path(__file__).resolve().parent)
+    found = subprocess.run(
+        [python, "-I", "-c", "import ipcjanitor, os; print(os.path.dirname(ipcjanitor.__file__))"],
+        capture_output=True, text=True, cwd="/", env={}, check=False,
+    )  # fmt: skip
+    there = found.stdout.strip()
+    if found.returncode != 0 or os.path.realpath(there) != here:
+        raise NotPermittedError(
+            f"the hook would run `{python} -I -m ipcjanitor`, which imports "
+            f"{there or 'no ipcjanitor'}, not this one ({here}); install ipcjanitor (pip "
+            "install .) and run install-hook with its `ipcjanitor` command; no drop-in was written"
+        )
+
+
+def _check_only_root_can_change(path: Path | str) -> None:
+    """What the hook runs as root must exist and be changeable by root alone, all the way up."""
+    named = Path(path)
+    if named == TRAMPOLINE and not named.is_file():
+        raise NotPermittedError(
+            f"{named} is missing: this ipcjanitor was installed without its clean-environment "
+            "trampoline (it needs gcc and a static libc: apt-get install libc6-dev, then "
+            "install ipcjanitor again); without it the hook would run as root with the "
+            "service's environment, so no drop-in was written"
+        )
+    real = named.resolve()
+    if not (real.is_file() and os.access(real, os.X_OK)):
+        raise NotPermittedError(f"{named} is not an executable file; no drop-in was written")
+    # the file and every directory above it, and for a symlink those above the link too;
+    # a sticky directory (/tmp) higher up is fine: nobody else can rename entries out of it
+    holders = named.parent.resolve()
+    strict = {real, real.parent, holders}
+    for p in dict.fromkeys([real, *real.parents, holders, *holders.parents]):
+        st = p.stat()
+        loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if st.st_uid != 0:
+            problem, fix = f"is owned by uid {st.st_uid}, not root", f"chown root {p}"
+        elif loose and (p in strict or not st.st_mode & stat.S_ISVTX):
+            problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+            fix = f"chmod go-w {p}"
+        else:
+            continue
+        raise NotPermittedError(
+            f"{p} {problem}: the hook would run {named} as root after every stop, and someone "
+            f"else could change it ({fix}, or install ipcjanitor where only root can write); "
+            "no drop-in was written"
+        )
 
 
 def dropin_text(command: str) -> str:
@@ -100,6 +189,8 @@ def dropin_text(command: str) -> str:
         "# After every stop of this service (SIGKILL included), remove the System V IPC objects\n"
         "# its ipcjanitor policy owner left that are provably unused.\n"
         "# '+': full privileges even with User=; '-': a janitor failure never fails the service.\n"
+        "# ipcjanitor-hook (static) starts it with none of this service's Environment=, only\n"
+        "# SERVICE_RESULT, EXIT_CODE, EXIT_STATUS and INVOCATION_ID.\n"
         "[Service]\n"
         f"ExecStopPost=-+{command}\n"
     )
@@ -136,7 +227,7 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
                 "hook keeps objects used that recently; set min_age = \"0s\" on the owner to "
                 "clean right after a kill", file=sys.stderr,
             )  # fmt: skip
-    text = dropin_text(hook_command(policy_path))
+    text = dropin_text(f"{exec_line(hook_argv(policy_path))} --unit=%n")
     if path.exists() and path.read_text() == text:
         print(f"{path} is already installed: nothing changed")
         return 0

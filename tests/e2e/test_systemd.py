@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .conftest import journal, sysvipc_keys
-from .container import Container, available
+from .container import ROOT, Container, available
 
 pytestmark = [
     pytest.mark.integration,
@@ -24,7 +24,8 @@ def test_install_hook_writes_an_idempotent_drop_in(box: Container) -> None:
         in first.stdout
     )
     text = box.run("cat /etc/systemd/system/leaky.service.d/ipcjanitor.conf").stdout
-    assert "ExecStopPost=-+/usr/bin/ipcjanitor hook --unit=%n\n" in text
+    trampoline = ROOT / "ipcjanitor" / "ipcjanitor-hook"
+    assert f"ExecStopPost=-+{trampoline} /usr/bin/ipcjanitor hook --unit=%n\n" in text
     assert (
         "already installed: nothing changed"
         in box.run("ipcjanitor install-hook leaky.service").stdout
