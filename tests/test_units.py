@@ -13,7 +13,7 @@ UNITS = Path(__file__).parent.parent / "units"
 SERVICE = UNITS / "ipcjanitor.service"
 NOT_HARDENING = {"Type", "ExecStart"}
 BLINDING = ("PrivateIPC", "IPCNamespacePath", "ProcSubset", "ProtectProc", "PrivateUsers",
-            "User", "DynamicUser", "PrivatePIDs")  # fmt: skip
+            "User", "DynamicUser", "PrivatePIDs", "PrivateTmp")  # fmt: skip
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
@@ -48,3 +48,26 @@ def test_nothing_that_would_blind_it_and_each_absence_is_explained() -> None:
     comments = "\n".join(ln for ln in service_lines() if ln.startswith("#"))
     for key in BLINDING:
         assert f"{key}=" in comments, f"say why {key}= is absent"
+
+
+def settings() -> dict[str, str]:
+    return dict(ln.split("=", 1) for ln in service_lines() if ln and not ln.startswith("#"))
+
+
+def test_it_sees_the_files_scan_sees() -> None:
+    # ftok keys are st_dev and st_ino: a read-only view of the same mount keeps them, a fresh
+    # tmpfs (ProtectHome=yes/tmpfs, PrivateTmp=) hides the file and the entry is skipped
+    assert settings().get("ProtectHome", "no") in ("no", "read-only")
+    assert settings().get("PrivateTmp", "no") == "no"
+    assert "CAP_DAC_READ_SEARCH" in settings()["CapabilityBoundingSet"].split()  # 0700 homes
+
+
+def test_it_may_see_other_users_processes_and_says_what_each_capability_buys() -> None:
+    caps = settings()["CapabilityBoundingSet"].split()
+    assert "CAP_SYS_PTRACE" in caps  # hidepid=, and other users' /proc/PID/syscall
+    lines = service_lines()
+    end = next(i for i, ln in enumerate(lines) if ln.startswith("CapabilityBoundingSet="))
+    start = max(i for i in range(end) if not lines[i].startswith("#")) + 1
+    reasons = "\n".join(lines[start:end])
+    for cap in caps:
+        assert re.search(rf"^#\s+{cap}\s+- \S", reasons, re.M), f"say what {cap} buys"

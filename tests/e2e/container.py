@@ -2,8 +2,9 @@
 
 1. The launcher moves itself into a new child cgroup in every mounted hierarchy (copying
    cpuset.cpus/mems first), then `unshare --cgroup --pid --fork --mount --mount-proc --ipc --uts`.
-2. Inside: tmpfs over /run, /tmp, /var/tmp, /var/log; overlays over /etc and /usr; the
-   project tree bound back at its own path; cgroup hierarchies remounted rooted at the child.
+2. Inside: tmpfs over /run, /tmp, /var/tmp, /var/log, /home, /root, /srv, /dev/shm; overlays
+   over /etc and /usr; the project tree bound back at its own path; cgroup hierarchies remounted
+   rooted at the child.
 3. exec /lib/systemd/systemd --system --unit=basic.target with container=ipcjanitor-test.
 
 Enter with `nsenter -t PID -a`; stop() powers it off, waits, and removes the child cgroups.
@@ -23,7 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-COVERED = ("/run", "/tmp", "/var/tmp", "/var/log", "/srv")  # tmpfs: nothing reaches the host
+# each gets its own tmpfs (with this mode): what tests write there never reaches the host
+COVERED = {"/run": 0o755, "/tmp": 0o1777, "/var/tmp": 0o1777, "/var/log": 0o755,
+           "/home": 0o755, "/root": 0o700, "/srv": 0o755, "/dev/shm": 0o1777}  # fmt: skip
 
 
 def _cgroup_mounts() -> list[tuple[str, str, str]]:
@@ -102,10 +105,14 @@ class Container:
                 "set -e",
                 f"mount -t overlay overlay -o lowerdir=/etc,upperdir={s}/etc-up,workdir={s}/etc-work /etc",
                 f"mount -t overlay overlay -o lowerdir=/usr,upperdir={s}/usr-up,workdir={s}/usr-work /usr",
-                "mount -t tmpfs tmpfs /run",
+                "mount -t tmpfs -o mode=0755 tmpfs /run",
                 "mkdir /run/.ijsrc",
                 f"mount --bind {root} /run/.ijsrc",
-                *[f"mount -t tmpfs tmpfs {d}" for d in COVERED if d != "/run"],
+                *[
+                    f"mount -t tmpfs -o mode={m:04o} tmpfs {d}"
+                    for d, m in COVERED.items()
+                    if d != "/run"
+                ],
                 f"mkdir -p {root}",
                 f"mount --move /run/.ijsrc {root}",
                 "rmdir /run/.ijsrc",

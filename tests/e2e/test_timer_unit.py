@@ -1,0 +1,150 @@
+"""The shipped ipcjanitor.service sees what `scan` by hand sees: ftok paths and processes.
+
+Its sandbox must not change what it resolves (an ftok key is the file's st_dev and st_ino:
+a read-only view of the same mount keeps it, a fresh tmpfs does not) nor whom it can see
+(/proc with hidepid).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import journal, sysvipc_keys
+from .container import Container, available
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(available() is not None, reason=str(available())),
+]
+
+# where PHP apps keep the file they ftok(): a 0700 home (Debian 12's adduser default), /tmp,
+# /var/tmp and /dev/shm
+FTOK_PATHS = {
+    "/home/deploy/app/artisan": "a",
+    "/tmp/app/artisan": "b",
+    "/var/tmp/app/artisan": "c",
+    "/dev/shm/app/artisan": "d",
+}
+DIE_HOLDING = (
+    "import ctypes, os, sys; libc = ctypes.CDLL(None); libc.shmat.restype = ctypes.c_void_p;"
+    " key = libc.ftok(sys.argv[1].encode(), ord(sys.argv[2]));"
+    " libc.shmat(libc.shmget(key, 4096, 0o1600), None, 0); print(key & 0xFFFFFFFF, flush=True);"
+    " os.kill(os.getpid(), 9)"
+)
+
+
+def test_the_service_resolves_ftok_paths_under_home_and_tmp(box: Container) -> None:
+    box.run("useradd -m -K HOME_MODE=0700 -u 4300 deploy")  # /home is the container's tmpfs
+    assert box.run("stat -c %a /home/deploy").stdout.strip() == "700"
+    policy = ""
+    keys = {}
+    for path, proj in FTOK_PATHS.items():
+        box.run(f"mkdir -p $(dirname {path}) && touch {path} && chown -R deploy: $(dirname {path})")
+        out = box.run(f"setpriv --reuid=deploy --regid=deploy --init-groups "
+                      f"/usr/bin/python3 -c '{DIE_HOLDING}' {path} {proj}", check=False)  # fmt: skip
+        keys[path] = int(out.stdout)
+        name = path.split("/")[1]
+        policy += (
+            f'[owners.{name}]\nftok = [{{ path = "{path}", proj = "{proj}" }}]\nmin_age = "0s"\n'
+        )
+    box.write("/etc/ipcjanitor/policy.d/ftok.toml", policy)
+    assert sorted(sysvipc_keys(box, "shm")) == sorted(keys.values())
+    by_hand = json.loads(box.run("ipcjanitor scan --json").stdout)
+    assert {o["key"]: o["verdict"] for o in by_hand["objects"]} == {
+        f"0x{k:08x}": "stale" for k in keys.values()
+    }
+
+    box.run("systemctl start ipcjanitor.service")
+
+    assert sysvipc_keys(box, "shm") == []
+    removed = journal(box, "_SYSTEMD_UNIT=ipcjanitor.service", "IPCJANITOR_VERDICT=removed")
+    assert {str(r["IPCJANITOR_KEY"]) for r in removed} == {f"0x{k:08x}" for k in keys.values()}
+    warnings = journal(box, "_SYSTEMD_UNIT=ipcjanitor.service", "-p", "warning")
+    assert not [w["MESSAGE"] for w in warnings], "the unit must not skip an ftok entry"
+
+
+HOLDER = (
+    "import ctypes, sys, time; libc = ctypes.CDLL(None);"
+    " assert libc.shmget(int(sys.argv[1], 0), 4096, 0o1600) >= 0;"
+    " print('ready', flush=True); time.sleep(600)"
+)
+HIDEPID_POLICY = """\
+[owners.gone]
+unit = "gone.service"
+keys = ["0x70100001"]
+min_age = "0s"
+
+[owners.live]
+unit = "live.service"
+keys = ["0x70100002"]
+min_age = "0s"
+"""
+
+
+@pytest.mark.parametrize("options", ["hidepid=invisible", "hidepid=invisible,gid=4299"])
+def test_the_service_sees_through_hidepid(box: Container, options: str) -> None:
+    """A dead unit-bound object goes, a live one (another user's unit) stays `in-use`.
+
+    On systemd >= 247 with Linux >= 5.8 the unit gets a private /proc without hidepid
+    (ProtectKernelTunables= implies MountAPIVFS=), so this holds even without CAP_SYS_PTRACE;
+    it guards the unit's view (a ProtectProc=, a lost capability) against regressions.
+    """
+    box.run(f"mount -o remount,{options} /proc")  # the container's own procfs
+    box.write("/etc/ipcjanitor/policy.d/units.toml", HIDEPID_POLICY)
+    for unit, user, key in (("gone", 4301, "0x70100001"), ("live", 4302, "0x70100002")):
+        box.run(f"useradd -M -u {user} {unit}")
+        box.run(f"systemd-run --uid={unit} --unit={unit}.service "
+                f"/usr/bin/python3 -c \"{HOLDER}\" {key}")  # fmt: skip
+    box.wait_until("test $(wc -l < /proc/sysvipc/shm) -ge 3")
+    box.run("systemctl stop gone.service")  # its object stays behind: a dead unit-bound owner
+    assert sorted(sysvipc_keys(box, "shm")) == [0x70100001, 0x70100002]
+    # nobody but root sees the live unit's processes now
+    hidden = box.run("setpriv --reuid=4300 --regid=4300 --clear-groups ls /proc").stdout.split()
+    live_pid = box.run("systemctl show -p MainPID --value live.service").stdout.strip()
+    assert live_pid not in hidden
+
+    box.run("systemctl start ipcjanitor.service")
+
+    assert sysvipc_keys(box, "shm") == [0x70100002]  # live.service runs as another user: kept
+    (record,) = journal(box, "_SYSTEMD_UNIT=ipcjanitor.service", "IPCJANITOR_VERDICT=removed")
+    assert record["IPCJANITOR_KEY"] == "0x70100001" and record["IPCJANITOR_OWNER"] == "gone"
+    assert (
+        box.run("systemctl show -p Result --value ipcjanitor.service").stdout.strip() == "success"
+    )
+    # it saw live.service run (in-use), it did not merely fail to see (unknown)
+    summary = box.run("journalctl --no-pager -o cat -u ipcjanitor.service").stdout
+    assert "2 objects: 1 in-use, 1 removed" in summary, summary
+    box.run("systemctl stop live.service")
+
+
+WAITER = (
+    "import ctypes; libc = ctypes.CDLL(None); q = libc.msgget(0x70100003, 0o1600);"
+    " buf = ctypes.create_string_buffer(64); print('waiting', flush=True);"
+    " libc.msgrcv(q, buf, 56, 0, 0)"
+)
+
+
+def test_the_service_can_read_what_another_users_task_waits_in(box: Container) -> None:
+    """A task blocked in msgrcv is a queue's only sign of life; its /proc/PID/syscall needs
+    CAP_SYS_PTRACE when it is another user's. The shipped unit, ExecStart= replaced by a reader.
+    """
+    box.run("useradd -M -u 4303 waiter")
+    box.run(f'systemd-run --uid=waiter --unit=waiter.service /usr/bin/python3 -c "{WAITER}"')
+    box.wait_until("journalctl --no-pager -u waiter.service | grep -q waiting")
+    pid = box.run("systemctl show -p MainPID --value waiter.service").stdout.strip()
+    box.wait_until(f"test $(cut -d' ' -f3 /proc/{pid}/stat) = S")
+    expected = box.run(f"cat /proc/{pid}/syscall").stdout.strip()  # as full root
+    box.write(
+        "/etc/systemd/system/ipcjanitor.service.d/reader.conf",
+        f"[Service]\nExecStart=\nExecStart=/bin/cat /proc/{pid}/syscall\n",
+    )
+    box.run("systemctl daemon-reload")
+
+    started = box.run("systemctl start ipcjanitor.service", check=False)
+
+    out = box.run("journalctl --no-pager -o cat -u ipcjanitor.service").stdout
+    assert started.returncode == 0, out
+    assert expected in out.splitlines()
+    box.run("systemctl stop waiter.service")
