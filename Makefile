@@ -85,4 +85,4 @@ bench: setup
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info ipcjanitor/*.so
+	rm -rf $(VENV) build *.egg-info ipcjanitor/*.so ipcjanitor/ipcjanitor-hook

@@ -2,7 +2,8 @@
 # Install dist/ipcjanitor_*.deb on a fresh Debian 12 root (debootstrap --variant=minbase) and
 # check what an operator would: it installs with its Debian dependencies, `ipcjanitor scan`
 # runs, the units are where systemd looks, only the timer is enabled, /etc/ipcjanitor holds a
-# conffile, and the man pages, completion and examples are in place.
+# conffile, the man pages, completion and examples are in place, and install-hook writes a
+# drop-in that starts the hook through the packaged static trampoline with a clean environment.
 set -eu
 cd "$(dirname "$0")/.."
 deb=$(ls dist/ipcjanitor_*.deb)
@@ -21,6 +22,7 @@ cp "$deb" "$root/tmp/ipcjanitor.deb"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 
 fail() { echo "package-test: FAILED: $*" >&2; exit 1; }
+hook=/usr/lib/python3/dist-packages/ipcjanitor/ipcjanitor-hook
 # private mounts, pids and IPC: nothing of this leaks to the host
 unshare --mount --pid --fork --ipc sh -eu -c "
     mount -t proc proc '$root/proc'
@@ -31,6 +33,12 @@ unshare --mount --pid --fork --ipc sh -eu -c "
     chroot '$root' ipcjanitor policy check
     chroot '$root' python3 -c 'from pystemd.dbuslib import DBus; from pystemd.systemd1 import Manager, Unit'
     chroot '$root' dpkg-query -W -f='\${Conffiles}\n' ipcjanitor > '$root/tmp/conffiles'
+    printf '[owners.t]\nunit = \"t.service\"\nkeys = [\"0x7a000000\"]\n' > '$root/etc/ipcjanitor/policy.d/t.toml'
+    chroot '$root' ipcjanitor install-hook t.service 2>/dev/null  # no systemd to reload here
+    env -i SERVICE_RESULT=signal LD_PRELOAD=/nonexistent.so PYTHONPATH=/tmp FOO=bar \
+        /usr/sbin/chroot '$root' $hook /usr/bin/env 2>/dev/null > '$root/tmp/hook-env'
+    env -i SERVICE_RESULT=signal EXIT_CODE=killed EXIT_STATUS=KILL PYTHONPATH=/tmp \
+        /usr/sbin/chroot '$root' $hook /usr/bin/ipcjanitor hook --unit=t.service > '$root/tmp/hook-run'
 "
 for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.timer \
          usr/share/man/man8/ipcjanitor.8.gz usr/share/man/man5/ipcjanitor.policy.5.gz \
@@ -42,4 +50,10 @@ done
 [ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor.timer" ] || fail "the timer is not enabled"
 ! ls "$root"/etc/systemd/system/*.wants/ipcjanitor.service 2>/dev/null || fail "the oneshot service is enabled"
 grep -q '^ /etc/ipcjanitor/policy.toml ' "$root/tmp/conffiles" || fail "/etc/ipcjanitor/policy.toml is not a conffile"
+file "$root$hook" | grep -q 'static-pie linked' || fail "$hook is not statically linked"
+grep -qx "ExecStopPost=-+$hook /usr/bin/ipcjanitor hook --unit=%n" \
+    "$root/etc/systemd/system/t.service.d/ipcjanitor.conf" || fail "install-hook did not write the trampoline's drop-in"
+[ "$(cat "$root/tmp/hook-env")" = "$(printf 'SERVICE_RESULT=signal\nPATH=/usr/sbin:/usr/bin:/sbin:/bin')" ] ||
+    fail "the trampoline passed on: $(cat "$root/tmp/hook-env")"
+grep -q 'SERVICE_RESULT=signal EXIT_CODE=killed EXIT_STATUS=KILL' "$root/tmp/hook-run" || fail "the hook did not run"
 echo "package-test: deb installs on a fresh Debian 12 root and works"
