@@ -68,7 +68,7 @@ def test_the_clock_history_is_asked_for_only_when_a_live_process_looks_younger(
         return clock_offset() - 100.0  # the wall clock was stepped 100 s forward since boot
 
     monkeypatch.setattr(processes, "boot_clock_offset", boot_offset)
-    monkeypatch.setenv("IPCJANITOR_LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(processes, "state_dir", lambda: tmp_path)  # root's ignores the env
     me = os.getpid()
     started = probe(me, Path("/proc"), boot_time()).start_time
     assert started is not None
