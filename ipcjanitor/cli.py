@@ -10,17 +10,14 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .errors import IpcJanitorError, PolicyError, PolicyErrors, UsageError
+from .errors import ExitCode, IpcJanitorError, PolicyErrors
 from .model import IpcKind
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOPERM, EXIT_POLICY = 0, 1, 64, 77, 78
-EXIT_SOFTWARE = 70  # EX_SOFTWARE: an internal error
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
         build_parser().print_usage(sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         if args.command == "hook":  # in every service's stop path: import only what it needs
             from .hook import cmd_hook  # noqa: PLC0415
@@ -99,23 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import commands  # noqa: PLC0415  (lazy: `--help` and usage errors stay cheap)
 
         return commands.dispatch(args)
-    except (PolicyErrors, PolicyError) as exc:
+    except PolicyErrors as exc:
         print(
             f"ipcjanitor: policy error, nothing was removed:\n{_indent(str(exc))}", file=sys.stderr
         )
-        return EXIT_POLICY
-    except UsageError as exc:
-        print(f"ipcjanitor: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except IpcJanitorError as exc:
         print(f"ipcjanitor: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except OSError as exc:  # an OS refusal nothing above translated: say what and where
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"ipcjanitor: {exc.strerror or exc}{where}; stopped there", file=sys.stderr)
-        return EXIT_NOPERM if exc.errno in (errno.EPERM, errno.EACCES) else EXIT_FAILED
+        return ExitCode.NOPERM if exc.errno in (errno.EPERM, errno.EACCES) else ExitCode.FAILED
     except Exception as exc:  # a bug: one line for the user, the traceback on request
         if os.environ.get("IPCJANITOR_DEBUG"):
             raise
@@ -124,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Run with IPCJANITOR_DEBUG=1 for the traceback and report it.",
             file=sys.stderr,
         )
-        return EXIT_SOFTWARE
+        return ExitCode.SOFTWARE
 
 
 def _indent(text: str) -> str:

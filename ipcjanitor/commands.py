@@ -9,11 +9,12 @@ from collections import Counter
 from collections.abc import Sequence
 
 from . import janitor, metrics, report
-from .errors import PolicyError, PolicyErrors, UsageError
+from .errors import ExitCode, PolicyErrors, UsageError
 from .janitor import Scope, survey
 from .journal import Journal
 from .model import Decision, IpcKind, Verdict
-from .policy import Policy, describe, load_policy
+from .policy import Policy, describe
+from .policy_load import load_policy
 from .procfs import read_objects
 
 
@@ -68,7 +69,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     policy = _policy(args)
     decisions = survey(policy, _scope(args, policy))
     _print(args, decisions)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -77,7 +78,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if args.dry_run:
         decisions = survey(policy, scope)
         _print(args, decisions)
-        return 0
+        return ExitCode.OK
     if args.metrics:
         metrics.require()  # before any work: a missing library is a one-line error
     started = time.time()
@@ -85,7 +86,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if args.metrics:
         metrics.write(args.metrics, done, started, time.time())
     _print(args, done, [waited] if waited else [])
-    return 1 if report.failed(done) else 0
+    return ExitCode.FAILED if report.failed(done) else ExitCode.OK
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -93,7 +94,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         policy = load_policy(args.policy)
         names = [o.name if args.policy_command == "owners" else o.unit for o in policy.owners]
         print("\n".join(sorted({n for n in names if n})))
-        return 0
+        return ExitCode.OK
     if args.policy_command != "check":
         raise UsageError("usage: ipcjanitor policy {check [PATH],owners,units}")
     policy = load_policy(args.path or args.policy)
@@ -102,7 +103,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     for line in describe(policy):
         print(line)
     print("policy OK")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -117,7 +118,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         objects = [d.obj for d in decisions]
         stale = dict(Counter(d.obj.kind for d in decisions if d.verdict is Verdict.STALE))
         hooks = doctor.missing_hooks(policy)
-    except (PolicyErrors, PolicyError) as exc:
+    except PolicyErrors as exc:
         objects = read_objects()
         notes.append(f"policy error, stale counts unknown: {exc}")
     result = doctor.Report(
@@ -127,4 +128,4 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         notes,
     )
     print(result.json() if args.json else result.text())
-    return 0 if result.healthy else 1
+    return ExitCode.OK if result.healthy else ExitCode.FAILED

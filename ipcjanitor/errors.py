@@ -1,26 +1,37 @@
-"""Errors a user can act on: each says where, what is wrong and what to do."""
+"""Errors a user can act on (each says where, what is wrong and what to do), and exit codes."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from collections.abc import Sequence
+from enum import IntEnum
+from typing import NamedTuple
+
+
+class ExitCode(IntEnum):
+    """The contract's exit statuses, the only place they are defined."""
+
+    OK = 0  # done; nothing to do counts as done
+    FAILED = 1  # some removal failed (doctor: a problem found)
+    USAGE = 64  # EX_USAGE
+    SOFTWARE = 70  # EX_SOFTWARE: an internal error, a bug
+    NOPERM = 77  # EX_NOPERM: not permitted, or cannot see what it must see
+    CONFIG = 78  # EX_CONFIG: a policy error, and nothing was removed
+    INTERRUPTED = 130  # SIGINT, as the shell reports it
 
 
 class IpcJanitorError(Exception):
     """Base of every error ipcjanitor reports to its user."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
-class PolicyError(IpcJanitorError):
-    """The policy cannot be used; nothing will be removed (exit 78, EX_CONFIG)."""
+class PolicyProblem(NamedTuple):
+    """One thing wrong with the policy: the file, the line when known, and what to do."""
 
-    exit_code = 78
-
-    def __init__(self, path: Path | str | None, line: int | None, problem: str) -> None:
-        self.path = str(path) if path is not None else None
-        self.line = line
-        self.problem = problem
-        super().__init__(self.located())
+    path: str | None
+    line: int | None
+    problem: str
 
     def located(self) -> str:
         where = self.path or "<policy>"
@@ -30,13 +41,19 @@ class PolicyError(IpcJanitorError):
 
 
 class PolicyErrors(IpcJanitorError):
-    """Every problem found in the policy, reported together."""
+    """The policy cannot be used, for every reason found; nothing will be removed (exit 78)."""
 
-    exit_code = 78
+    exit_code = ExitCode.CONFIG
 
-    def __init__(self, errors: list[PolicyError]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(e.located() for e in errors))
+    def __init__(self, problems: Sequence[PolicyProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(p.located() for p in self.problems))
+
+    @classmethod
+    def one(
+        cls, path: str | os.PathLike[str] | None, line: int | None, problem: str
+    ) -> PolicyErrors:
+        return cls([PolicyProblem(None if path is None else os.fspath(path), line, problem)])
 
 
 class ProcfsFormatError(IpcJanitorError):
@@ -49,8 +66,8 @@ class ProcfsFormatError(IpcJanitorError):
 class NotPermittedError(IpcJanitorError):
     """ipcjanitor lacks the privilege or visibility the command needs (exit 77)."""
 
-    exit_code = 77
+    exit_code = ExitCode.NOPERM
 
 
 class UsageError(IpcJanitorError):
-    exit_code = 64
+    exit_code = ExitCode.USAGE

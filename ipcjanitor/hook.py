@@ -13,8 +13,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import NotPermittedError, PolicyError, PolicyErrors, UsageError
-from .policy import Owner, Policy, format_duration, load_policy
+from .errors import ExitCode, NotPermittedError, PolicyErrors, UsageError
+from .policy import Owner, Policy, format_duration
+from .policy_load import load_policy
 
 DROPIN_NAME = "ipcjanitor.conf"
 # Built with the package (setup.py, ipcjanitor/ipcjanitor-hook.c): it belongs to this ipcjanitor.
@@ -28,7 +29,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
     unit: str = args.unit
     try:
         policy = load_policy(args.policy)
-    except (PolicyErrors, PolicyError) as exc:
+    except PolicyErrors as exc:
         from .journal import Journal  # noqa: PLC0415
 
         Journal(unit=unit).send(
@@ -38,7 +39,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
     owners = policy.owners_for_unit(unit)
     if not owners:  # the quick path: nothing more to import, no D-Bus round trip
         print(f"no policy owner is bound to {unit}: nothing to do")
-        return 0
+        return ExitCode.OK
     return _clean_owners_of(unit, owners, policy, args)
 
 
@@ -85,7 +86,7 @@ def _clean_owners_of(
     if waited:
         notes.append(waited)
     report.emit(done, as_json=args.json, quiet=args.quiet, notes=notes, extra={"unit": unit})
-    return 1 if report.failed(done) else 0
+    return ExitCode.FAILED if report.failed(done) else ExitCode.OK
 
 
 def hook_argv(policy: str | None) -> list[str]:
@@ -205,17 +206,17 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
     if args.remove:
         if not path.exists():
             print(f"{path} does not exist: nothing to remove")
-            return 0
+            return ExitCode.OK
         with _as_root(path):
             path.unlink()
         with_reload = _reload()
         print(f"removed {path}{with_reload}")
-        return 0
+        return ExitCode.OK
     policy_path = args.policy or os.environ.get("IPCJANITOR_POLICY") or None
     policy = load_policy(policy_path)
     owners = policy.owners_for_unit(unit)
     if not owners:
-        raise PolicyError(
+        raise PolicyErrors.one(
             None, None, f"no policy owner is bound to {unit}: add unit = \"{unit}\" to the "
             "owner's table (e.g. in /etc/ipcjanitor/policy.d/NAME.toml), check it with "
             "`ipcjanitor policy check`, then run install-hook again",
@@ -230,12 +231,12 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
     text = dropin_text(f"{exec_line(hook_argv(policy_path))} --unit=%n")
     if path.exists() and path.read_text() == text:
         print(f"{path} is already installed: nothing changed")
-        return 0
+        return ExitCode.OK
     with _as_root(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     print(f"wrote {path}{_reload()}")
-    return 0
+    return ExitCode.OK
 
 
 @contextmanager

@@ -26,14 +26,9 @@ from typing import NamedTuple, TextIO
 
 from .errors import IpcJanitorError, NotPermittedError, UsageError
 from .model import BASE_REUSE_MARGIN, IpcKind, IpcObject, Pid
-from .policy import (
-    Policy,
-    check_overlaps,
-    load_policy,
-    parse_duration,
-    parse_policy_text,
-    unit_matches,
-)
+from .policy import Policy, unit_matches
+from .policy_load import check_overlaps, load_policy
+from .policy_parse import parse_duration, parse_policy_text
 from .processes import boot_time, own_pids, parse_stat, unit_of_pid
 from .procfs import read_objects
 from .proposal import Candidate, Process, Sighting, Watch, propose, render

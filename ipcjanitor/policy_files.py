@@ -21,7 +21,7 @@ def _tomls(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))]
 
 
-def search(explicit: str | None, search_path: Sequence[str] = SEARCH_PATH) -> list[str] | None:
+def search(explicit: str | None, search_path: Sequence[str] | None = None) -> list[str] | None:
     """The files to read: --policy/IPCJANITOR_POLICY (file or directory), else the search path.
 
     None when an explicit path does not exist.
@@ -31,7 +31,7 @@ def search(explicit: str | None, search_path: Sequence[str] = SEARCH_PATH) -> li
             return _tomls(explicit)
         return [explicit] if os.path.exists(explicit) else None
     files: list[str] = []
-    for entry in search_path:
+    for entry in SEARCH_PATH if search_path is None else search_path:
         if entry.endswith(".toml"):
             if os.path.isfile(entry):
                 files.append(entry)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipcjanitor.hookgate import unbound_unit
-from ipcjanitor.policy import load_policy
+from ipcjanitor.policy_load import load_policy
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from ipcjanitor.cli import main
 from ipcjanitor.errors import IpcJanitorError
 from ipcjanitor.learn import blocked_on, named_paths, owner_name_for, parse_maps, write_policy
 from ipcjanitor.model import IpcKind, IpcObject, PidRecord
-from ipcjanitor.policy import Owner, Policy, ftok, parse_policy_text
+from ipcjanitor.policy import Owner, Policy
+from ipcjanitor.policy_parse import ftok, parse_policy_text
 from ipcjanitor.proposal import (
     MIN_RUN,
     Candidate,
@@ -264,7 +265,7 @@ def test_keys_claimed_elsewhere_are_left_out_and_named(tmp_path: Path) -> None:
     text = render(proposal, watch, _names)
     assert "# NOT CLAIMED: key 0x00000150" in text
     owners = _parse(text, tmp_path / "p.toml")
-    from ipcjanitor.policy import check_overlaps
+    from ipcjanitor.policy_load import check_overlaps
 
     assert check_overlaps([other, *owners.values()]) == []
 

@@ -191,7 +191,7 @@ def pid_reuse() -> dict[str, Any]:
 def changed_between() -> dict[str, Any]:
     """Between the scan and the removal: one object is removed and recreated, one is attached."""
     sys.path.insert(0, str(Path(__file__).parents[2]))
-    from ipcjanitor import policy as policy_mod
+    from ipcjanitor import policy_load as policy_mod
     from ipcjanitor.janitor import survey
     from ipcjanitor.remove import remove_stale
 

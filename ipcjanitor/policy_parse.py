@@ -1,0 +1,322 @@
+"""One policy file's TOML text -> validated Owners, or every problem with its line."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import tomllib  # Python >= 3.11, which pystemd requires too: the tomli fallback never applies
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from .errors import PolicyErrors, PolicyProblem
+from .model import IpcKind
+from .policy import Owner
+
+_TOP_FIELDS = {"min_age", "owners", "pid_namespace_complete"}
+_OWNER_FIELDS = {
+    "unit",
+    "keys",
+    "ftok",
+    "kinds",
+    "uid",
+    "cuid",
+    "private",
+    "min_age",
+    "keep_queued_messages",
+}
+_UNIT_SUFFIXES = (".service", ".scope", ".socket", ".slice", ".timer", ".mount", ".swap")
+_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_OWNER_NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
+
+
+class ParsedFile(NamedTuple):
+    """What one policy file says: its owners by name, and its top-level min_age if set."""
+
+    owners: dict[str, Owner]
+    min_age: int | None
+    warnings: list[str]
+    pid_namespace_complete: bool | None
+
+
+def ftok(path: str | os.PathLike[str], proj: int) -> int:
+    """The key ftok(3) and PHP's ftok() compute: proj, st_dev and st_ino bits, unsigned."""
+    st = os.stat(path)
+    return ((proj & 0xFF) << 24) | ((st.st_dev & 0xFF) << 16) | (st.st_ino & 0xFFFF)
+
+
+def parse_duration(value: object) -> int:
+    """Seconds from "90s", "10m", "1h30m", "2d", "1w" or a non-negative integer of seconds."""
+    if isinstance(value, bool):
+        raise ValueError('a duration is a string like "10m" or a number of seconds')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError('a duration is a string like "10m" or a number of seconds')
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    parts = _DURATION.findall(text)
+    if not parts or _DURATION.sub("", text).strip():
+        raise ValueError(f'{value!r} is not a duration: use e.g. "90s", "10m", "1h30m", "2d"')
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def parse_key(text: str) -> int:
+    t = text.strip().lower()
+    value = int(t, 16) if t.startswith("0x") else int(t, 10)
+    if value < 0 or value > 0xFFFFFFFF:
+        raise ValueError(f"key {text} is outside 0..0xffffffff (keys are 32 bits)")
+    return value
+
+
+def parse_key_spec(spec: object) -> tuple[int, int]:
+    """ "0x61040000-0x6104ffff", "0x62000001", "1000" or 1000 -> inclusive (low, high)."""
+    if isinstance(spec, bool):
+        raise ValueError('a key is a number or a string like "0x61040000"')
+    if isinstance(spec, int):
+        low = high = parse_key(str(spec))
+    elif isinstance(spec, str):
+        ends = spec.split("-")
+        if len(ends) > 2 or not all(e.strip() for e in ends):
+            raise ValueError(f"{spec!r} is neither a key nor a range LOW-HIGH")
+        try:
+            low, high = parse_key(ends[0]), parse_key(ends[-1])
+        except ValueError as exc:
+            if "outside" in str(exc):
+                raise
+            raise ValueError(f"{spec!r} is not a key: use hex (0x6104e88b) or decimal") from None
+        if low > high:
+            raise ValueError(f"range {spec!r} is reversed: write it low-high")
+    else:
+        raise ValueError('a key is a number or a string like "0x61040000"')
+    if low == 0:
+        raise ValueError(
+            "key 0 is IPC_PRIVATE and cannot be claimed by key: set private = true and uid"
+        )
+    return low, high
+
+
+def resolve_uid(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("uid is a user name or a number")
+    if isinstance(value, int):
+        if not 0 <= value < 2**32 - 1:
+            raise ValueError(f"uid {value} is out of range")
+        return value
+    if isinstance(value, str):
+        if value.isdigit():
+            return int(value)
+        try:
+            return pwd.getpwnam(value).pw_uid
+        except KeyError:
+            raise ValueError(f"no user named {value!r} on this host") from None
+    raise ValueError("uid is a user name or a number")
+
+
+class _LineFinder:
+    """Best-effort source lines for semantic errors: TOML parsers keep no positions."""
+
+    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def find(self, table: str | None, key: str | None = None) -> int | None:
+        current: str | None = None
+        for no, line in enumerate(self.lines, start=1):
+            m = self._HEADER.match(line)
+            if m:
+                current = re.sub(r"\s*\.\s*", ".", m.group(1)).replace('"', "").replace("'", "")
+                if key is None and current == table:
+                    return no
+                continue
+            if (
+                key is not None
+                and current == table
+                and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line)
+            ):
+                return no
+        return None
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list, e.g. {what}")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _keys(value: object) -> list[tuple[int, int]]:
+    return [parse_key_spec(spec) for spec in _list(value, 'keys = ["0x61040000-0x6104ffff"]')]
+
+
+def _kinds(value: object) -> frozenset[IpcKind]:
+    valid = {k.value for k in IpcKind}
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(k, str) and k in valid for k in value)
+    ):
+        raise ValueError('must be a non-empty list of "shm", "sem", "msg"')
+    return frozenset(IpcKind(k) for k in value)
+
+
+def _unit(value: object) -> str:
+    if not isinstance(value, str) or not value or "/" in value or value != value.strip():
+        raise ValueError('must be a unit name like "billing-worker.service"')
+    if not value.endswith(_UNIT_SUFFIXES):
+        raise ValueError(f'{value!r} has no unit type suffix: did you mean "{value}.service"?')
+    return value
+
+
+def _ftok_key(entry: object) -> int:
+    """One { path, proj } entry -> its key; raises _Skipped when the path cannot be read."""
+    if not isinstance(entry, Mapping) or set(entry) - {"path", "proj"} or "path" not in entry:
+        raise ValueError('each entry is { path = "/srv/app/file", proj = "a" }')
+    path, proj = entry["path"], entry.get("proj", 1)
+    if isinstance(proj, str) and len(proj.encode()) == 1:
+        proj = ord(proj)
+    if isinstance(proj, bool) or not isinstance(proj, int) or not 0 < proj <= 255:
+        raise ValueError(f"proj {entry.get('proj')!r} must be one character (as in PHP) or 1..255")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"path {path!r} must be an absolute path")
+    try:
+        return ftok(path, proj)
+    except OSError as exc:
+        raise _Skipped(f"ftok path {path} cannot be read ({exc.strerror})") from None
+
+
+class _Skipped(Exception):
+    """A policy entry that is warned about and left out, not an error."""
+
+
+_FIELD_PARSERS: dict[str, Callable[[object], Any]] = {
+    "unit": _unit,
+    "keys": _keys,
+    "kinds": _kinds,
+    "uid": resolve_uid,
+    "cuid": resolve_uid,
+    "private": _bool,
+    "min_age": parse_duration,
+    "keep_queued_messages": _bool,
+}
+
+
+def _parse_owner(
+    name: str, table: object, where: str, lines: _LineFinder, warnings: list[str]
+) -> tuple[Owner | None, list[PolicyProblem]]:
+    section = f"owners.{name}"
+    head = lines.find(section)
+    errors: list[PolicyProblem] = []
+
+    def err(problem: str, key: str | None = None) -> None:
+        line = (lines.find(section, key) if key else None) or head
+        errors.append(PolicyProblem(where, line, f"[{section}] {problem}"))
+
+    if not _OWNER_NAME.match(name):
+        err("owner names use letters, digits, '_', '-', '.', '@'")
+    if not isinstance(table, Mapping):
+        err("must be a table")
+        return None, errors
+    for unknown in sorted(set(table) - _OWNER_FIELDS):
+        err(f"unknown field {unknown!r}; fields are {', '.join(sorted(_OWNER_FIELDS))}", unknown)
+    values: dict[str, Any] = {}
+    for key, parse in _FIELD_PARSERS.items():
+        if key in table:
+            try:
+                values[key] = parse(table[key])
+            except ValueError as exc:
+                err(f"{key}: {exc}", key)
+            except TypeError:  # a table or array where a scalar belongs, and the like
+                err(f"{key}: has the wrong type ({type(table[key]).__name__})", key)
+    ranges = list(values.get("keys", []))
+    ftoks = table.get("ftok", [])
+    try:
+        for entry in _list(ftoks, 'ftok = [{ path = "/srv/app/file", proj = "a" }]'):
+            try:
+                ftok_key = _ftok_key(entry)
+            except _Skipped as skip:
+                warnings.append(f"{where}: [{section}] {skip}: that ftok entry is skipped")
+                continue
+            ranges.append((ftok_key, ftok_key))
+    except ValueError as exc:
+        err(f"ftok: {exc}", "ftok")
+    if "cuid" in table and "uid" not in table:
+        err("cuid needs uid: it only says who created the objects of uid", "cuid")
+    if values.get("private") and "uid" not in table:
+        err("private = true needs uid: IPC_PRIVATE objects are claimed by their uid", "private")
+    if not ranges and not values.get("private") and not errors and not ftoks:
+        err("claims nothing: give keys, ftok, or private = true with uid")
+    if errors:
+        return None, errors
+    owner = Owner(
+        name=name,
+        key_ranges=tuple(ranges),
+        kinds=values.get("kinds", frozenset(IpcKind)),
+        unit=values.get("unit"),
+        uid=values.get("uid"),
+        cuid=values.get("cuid"),
+        private=values.get("private", False),
+        min_age=values.get("min_age"),
+        keep_queued_messages=values.get("keep_queued_messages", True),
+        source=f"{where}:{head}" if head else where,
+    )
+    return owner, errors
+
+
+def parse_policy_text(text: str, path: str | os.PathLike[str]) -> ParsedFile:
+    """Pure-ish (ftok stats files): one policy file's text -> what it says, or PolicyErrors."""
+    where = os.fspath(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"at line (\d+)", str(exc))
+        problem = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
+        line = int(m.group(1)) if m else max(1, len(text.splitlines()))
+        raise PolicyErrors.one(where, line, f"not valid TOML: {problem}") from None
+    lines = _LineFinder(text)
+    errors: list[PolicyProblem] = []
+    warnings: list[str] = []
+    for unknown in sorted(set(data) - _TOP_FIELDS):
+        errors.append(
+            PolicyProblem(
+                where,
+                lines.find(None, unknown) or lines.find(unknown),
+                f"unknown field {unknown!r}; top-level fields are min_age and [owners.NAME] tables",
+            )
+        )
+    min_age: int | None = None
+    if "min_age" in data:
+        try:
+            min_age = parse_duration(data["min_age"])
+        except ValueError as exc:
+            errors.append(PolicyProblem(where, lines.find(None, "min_age"), f"min_age: {exc}"))
+    complete: bool | None = None
+    if "pid_namespace_complete" in data:
+        try:
+            complete = _bool(data["pid_namespace_complete"])
+        except ValueError as exc:
+            at = lines.find(None, "pid_namespace_complete")
+            errors.append(PolicyProblem(where, at, f"pid_namespace_complete: {exc}"))
+    owners: dict[str, Owner] = {}
+    raw_owners = data.get("owners", {})
+    if not isinstance(raw_owners, Mapping):
+        errors.append(PolicyProblem(where, lines.find(None, "owners"), "owners must be tables"))
+        raw_owners = {}
+    for name, table in raw_owners.items():
+        owner, owner_errors = _parse_owner(name, table, where, lines, warnings)
+        errors.extend(owner_errors)
+        if owner is not None:
+            owners[name] = owner
+    if errors:
+        raise PolicyErrors(errors)
+    return ParsedFile(owners, min_age, warnings, complete)
