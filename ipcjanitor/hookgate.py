@@ -3,8 +3,9 @@
 `hook` runs after every stop of every hooked service, so when nothing is bound to the unit it
 must cost little more than starting Python (bench/). An owner is bound by `unit = "NAME"`
 (or the template "PREFIX@.service"), so a policy whose files never contain that text cannot
-bind it. Anything unusual — other arguments, an unreadable file, the name present anywhere —
-returns None and the full path parses, validates and decides as always.
+bind it. Anything unusual — other arguments, a file the full path would refuse, the name
+present anywhere — returns None and the full path parses, validates and decides
+as always.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def _hook_unit(argv: Sequence[str]) -> tuple[str, str | None] | None:
 
 
 def unbound_unit(argv: Sequence[str]) -> str | None:
-    """The unit of a `hook` call that no policy file can bind; None means: take the full path."""
+    """The unit of a `hook` call that no policy file can bind; None means: take the full path.
+
+    Files are read as the full path reads them (chase.py), so whatever it would refuse (a FIFO;
+    as root, a file others can change) falls through to it.
+    """
     call = _hook_unit(argv)
     if call is None:
         return None
@@ -51,15 +56,11 @@ def unbound_unit(argv: Sequence[str]) -> str | None:
     if "@" in unit:  # worker@3.service is bound by "worker@.service" too
         prefix, _, rest = unit.partition("@")
         names.append(f"{prefix}@.{rest.rpartition('.')[2]}".encode())
-    files = policy_files.search(policy or os.environ.get("IPCJANITOR_POLICY") or None)
-    if files is None:
-        return None  # let the full path report the missing policy
-    for path in files:
-        try:
-            with open(path, "rb") as f:
-                text = f.read()
-        except OSError:
-            return None
+    explicit = policy or os.environ.get("IPCJANITOR_POLICY") or None
+    files, problems = policy_files.read(explicit, strict=os.geteuid() == 0)
+    if problems:
+        return None  # let the full path report them
+    for _, text in files:
         if any(name in text for name in names) or b"\\u" in text or b"\\U" in text:
             return None  # mentioned (or possibly escaped): parse it properly
     return unit

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Sequence
-from pathlib import Path
 
 from . import policy_files
 from .errors import PolicyErrors, PolicyProblem
@@ -13,81 +11,30 @@ from .model import IpcKind
 from .policy import DEFAULT_MIN_AGE, EMBEDDED_DEFAULT, Owner, Policy, key_spans
 from .policy_parse import parse_policy_text
 
-MAX_POLICY_BYTES = 4 * 1024 * 1024
-
-
-def find_policy_files(explicit: str | None) -> list[Path]:
-    """The files to read, in order: --policy/IPCJANITOR_POLICY, else the search path."""
-    found = policy_files.search(explicit, policy_files.SEARCH_PATH)
-    if found is None:
-        raise PolicyErrors.one(explicit, None, "no such policy file or directory")
-    return [Path(f) for f in found]
-
-
-def _check_not_writable_by_others(path: Path, is_dir_scan: bool) -> None:
-    """Like sshd's StrictModes: refuse what a non-root user could have written or swapped.
-
-    The file and its directory (or a scanned directory) and every directory above must be
-    owned by root and not writable by group or others; higher up a sticky directory (like
-    /tmp) is accepted, since nobody else can rename our entries out of it.
-    A symlink is followed, and the directories holding the link are checked the same way.
-    """
-    _check_chain(path, path.resolve(), is_dir_scan)
-    if path.is_symlink():
-        _check_chain(path, path.parent.resolve(), True)
-
-
-def _check_chain(named: Path, real: Path, starts_with_dir: bool) -> None:
-    strict = 1 if starts_with_dir else 2  # a file and its directory, or a scanned directory
-    for i, p in enumerate([real, *real.parents]):
-        st = p.stat()
-        what = "directory" if i > 0 or starts_with_dir else "file"
-        if st.st_uid != 0:
-            raise PolicyErrors.one(
-                named,
-                None,
-                f"{what} {p} is owned by uid {st.st_uid}, not root; as root "
-                f"ipcjanitor only reads policy that only root can change (chown root {p})",
-            )
-        loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        # the file and the directory holding it must be strict; a sticky directory higher
-        # up cannot have our entries renamed away by others
-        if loose and not (i >= strict and st.st_mode & stat.S_ISVTX):
-            raise PolicyErrors.one(
-                named,
-                None,
-                f"{what} {p} is writable by group or others (mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); as root ipcjanitor refuses it (chmod go-w {p})",
-            )
-
 
 def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None) -> Policy:
-    """Read, check and merge the policy; raise PolicyErrors naming every problem."""
+    """Read, check and merge the policy; raise PolicyErrors naming every problem.
+
+    strict_modes (default: when running as root) refuses what a non-root user could have
+    written or redirected, like sshd's StrictModes; see chase.py.
+    """
     if explicit is None:
         explicit = os.environ.get("IPCJANITOR_POLICY") or None
     if strict_modes is None:
         strict_modes = os.geteuid() == 0
-    files = find_policy_files(explicit)
-    if not files:
+    files, refused = policy_files.read(explicit, strict_modes)
+    problems = [PolicyProblem(path, None, problem) for path, problem in refused]
+    if not files and not problems:
         if explicit:
             return Policy(sources=(f"{explicit} (no *.toml files)",))
         return EMBEDDED_DEFAULT
-    problems: list[PolicyProblem] = []
     owners: dict[str, Owner] = {}
     min_age = DEFAULT_MIN_AGE
     complete = False
     warnings: list[str] = []
-    if strict_modes and explicit and Path(explicit).is_dir():
+    for path, data in files:
         try:
-            _check_not_writable_by_others(Path(explicit), True)
-        except PolicyErrors as exc:
-            problems.extend(exc.problems)
-    for path in files:
-        try:
-            if strict_modes:
-                _check_not_writable_by_others(path, False)
-            text = _read_policy_file(path)
-            parsed = parse_policy_text(text, str(path))
+            parsed = parse_policy_text(_text(path, data), path)
         except PolicyErrors as exc:
             problems.extend(exc.problems)
             continue
@@ -104,30 +51,24 @@ def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None
     return Policy(
         owners=tuple(owners.values()),
         min_age=min_age,
-        sources=tuple(str(f) for f in files),
+        sources=tuple(path for path, _ in files),
         warnings=tuple(warnings),
         pid_namespace_complete=complete,
     )
 
 
-def _read_policy_file(path: Path) -> str:
+def _text(path: str, data: bytes) -> str:
     try:
-        if path.stat().st_size > MAX_POLICY_BYTES:
-            raise PolicyErrors.one(
-                path, None, f"larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy"
-            )
-        text = path.read_bytes().decode("utf-8")
-        if not text.strip():
-            raise PolicyErrors.one(
-                path, None, "is empty: a truncated policy? give it owners or remove the file"
-            )
-        return text
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyErrors.one(
             path, None, f"not UTF-8 text (byte {exc.start}): is this a policy?"
         ) from None
-    except OSError as exc:
-        raise PolicyErrors.one(path, None, f"cannot read: {exc.strerror}") from None
+    if not text.strip():
+        raise PolicyErrors.one(
+            path, None, "is empty: a truncated policy? give it owners or remove the file"
+        )
+    return text
 
 
 def check_overlaps(owners: Sequence[Owner]) -> list[PolicyProblem]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +22,37 @@ from ipcjanitor.policy_load import load_policy
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="StrictModes apply to root runs")
 
 
+GOOD = "[owners.good]\nkeys = ['0x10']\n"
+EVIL = "[owners.evil]\nkeys = ['0x10']\n"
+NOBODY = 65534
+
+
 def check(capsys: pytest.CaptureFixture[str], policy: Path) -> tuple[int, str]:
     rc = main(["--policy", str(policy), "policy", "check"])
     return rc, capsys.readouterr().err
+
+
+@pytest.fixture
+def watchdog() -> Iterator[None]:
+    """A read that blocks (a FIFO without a writer) fails the test instead of hanging it."""
+
+    class Hung(BaseException):  # not an OSError: nothing on the way may swallow it
+        pass
+
+    def hung(signum: int, frame: object) -> None:
+        raise Hung("blocked reading the policy")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def root_dir(path: Path, mode: int = 0o755) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(mode)
+    return path
 
 
 @pytest.mark.parametrize(
@@ -149,3 +182,134 @@ def test_fuzzed_bytes_never_escape_as_a_traceback(data: bytes) -> None:
         p = Path(d, "p.toml")
         p.write_bytes(data)
         assert main(["--policy", str(p), "-q", "policy", "check"]) in (0, 78)
+
+
+@as_root
+def test_a_user_owned_symlink_in_the_middle_of_the_path_exits_78(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # /etc/link/p.toml where `link` is a user's: the user can point it anywhere
+    real = root_dir(tmp_path / "real")
+    (real / "p.toml").write_text(GOOD)
+    link = root_dir(tmp_path / "etc") / "link"
+    link.symlink_to(real)
+    os.lchown(link, NOBODY, NOBODY)
+    rc, err = check(capsys, link / "p.toml")
+    assert rc == 78 and f"symlink {link} is owned by uid {NOBODY}" in err, err
+    os.lchown(link, 0, 0)
+    assert check(capsys, link / "p.toml")[0] == 0
+
+
+@as_root
+def test_a_symlink_in_a_directory_others_can_write_exits_78(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    real = root_dir(tmp_path / "real")
+    (real / "p.toml").write_text(GOOD)
+    open_dir = root_dir(tmp_path / "open", 0o777)  # anyone can replace `link`
+    (open_dir / "link").symlink_to(real)
+    rc, err = check(capsys, open_dir / "link" / "p.toml")
+    assert rc == 78 and f"directory {open_dir} is writable by group or others" in err, err
+
+
+@as_root
+def test_the_file_read_is_the_file_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Re-point a symlink on the path the moment the policy file is opened for reading, after
+    every check: what is read is still what was checked, never the new target."""
+    good = root_dir(tmp_path / "good")
+    (good / "p.toml").write_text(GOOD)
+    evil = root_dir(tmp_path / "evil", 0o777)
+    (evil / "p.toml").write_text(EVIL)
+    os.chown(evil, NOBODY, NOBODY)
+    os.chown(evil / "p.toml", NOBODY, NOBODY)
+    link = root_dir(tmp_path / "etc") / "link"
+    link.symlink_to(good)
+    flipped: list[object] = []
+
+    def flip(path: object) -> None:
+        if str(path).endswith("p.toml") and not flipped:
+            (tmp_path / "etc" / "new").symlink_to(evil)
+            os.rename(tmp_path / "etc" / "new", link)
+            flipped.append(path)
+
+    real_os_open, real_io_open = os.open, io.open
+
+    def os_open(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        if not flags & os.O_PATH:
+            flip(path)
+        return real_os_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    def io_open(file: object, *args: object, **kwargs: object) -> object:
+        flip(file)
+        return real_io_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(io, "open", io_open)
+    policy = load_policy(str(link / "p.toml"), strict_modes=True)
+    assert flipped and os.readlink(link) == str(evil)  # the swap happened mid-read
+    assert [o.name for o in policy.owners] == ["good"]
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["root", "not-root"])
+def test_a_fifo_is_not_a_policy_and_never_blocks(
+    tmp_path: Path, watchdog: None, strict: bool
+) -> None:
+    fifo = tmp_path / "p.toml"
+    os.mkfifo(fifo, 0o644)
+    with pytest.raises(PolicyErrors, match="is a FIFO, not a policy file"):
+        load_policy(str(fifo), strict_modes=strict)
+    with pytest.raises(PolicyErrors, match="is a FIFO, not a policy file"):
+        load_policy(str(tmp_path), strict_modes=strict)  # a *.toml FIFO in a policy directory
+
+
+def test_a_fifo_exits_78_for_an_unprivileged_user() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        fifo = Path(d, "p.toml")
+        os.mkfifo(fifo, 0o644)
+        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        if os.geteuid() != 0:
+            as_nobody = []
+        cmd = [
+            *as_nobody,
+            sys.executable,
+            "-m",
+            "ipcjanitor",
+            "--policy",
+            str(fifo),
+            "policy",
+            "check",
+        ]
+        env = {"PATH": os.environ["PATH"]}
+        r = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, timeout=60, cwd="/", env=env
+        )
+    assert r.returncode == 78 and "is a FIFO, not a policy file" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["root", "not-root"])
+def test_a_device_is_not_a_policy(tmp_path: Path, strict: bool) -> None:
+    with pytest.raises(PolicyErrors, match="is a character device, not a policy file"):
+        load_policy("/dev/null", strict_modes=strict)
+    (tmp_path / "10-masked.toml").symlink_to("/dev/null")
+    with pytest.raises(PolicyErrors, match="is a character device, not a policy file"):
+        load_policy(str(tmp_path), strict_modes=strict)
+
+
+def test_a_directory_where_a_file_is_expected_is_a_policy_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "policy.toml").mkdir()
+    monkeypatch.setattr("ipcjanitor.policy_files.SEARCH_PATH", (str(tmp_path / "policy.toml"),))
+    monkeypatch.delenv("IPCJANITOR_POLICY", raising=False)
+    with pytest.raises(PolicyErrors, match="is a directory, not a policy file"):
+        load_policy(strict_modes=False)
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["root", "not-root"])
+def test_symlink_loops_are_policy_errors(tmp_path: Path, strict: bool) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    for path in (tmp_path / "a", tmp_path / "a" / "p.toml"):
+        with pytest.raises(PolicyErrors, match="too many levels of symbolic links"):
+            load_policy(str(path), strict_modes=strict)

@@ -1,0 +1,217 @@
+"""Open a policy path the way systemd's chase() does with CHASE_SAFE, and read it from that fd.
+
+Imports only os, stat and errno: the hook's fast path uses it.
+
+The path is walked from / one component at a time: each is opened with O_PATH|O_NOFOLLOW
+relative to the directory before it and fstat()ed, and a symlink is read through its own fd
+and followed by hand (at most MAX_HOPS in all). With ``strict`` (a root run) every directory,
+every symlink and the file must be root's, so no other user can redirect the walk, and no
+directory may be writable by group or others unless it is sticky and is not the one a file is
+read from or listed. A file must be a regular file: a FIFO or a device is refused before it
+is opened for reading. It is then opened relative to its checked directory's fd, fstat()ed
+again (the same inode, still acceptable) and read from that fd: what was checked is what is
+read, whatever happens to the names meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+MAX_HOPS = 32  # symlinks followed in one walk, as systemd's CHASE_MAX
+_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+_NOT_A_FILE = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+class Refused(Exception):
+    """A path not read as policy: the path as the user named it, and what is wrong."""
+
+    def __init__(self, path: str, problem: str, missing: bool = False) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+        self.missing = missing  # no such file or directory, somewhere on the way
+
+
+Dir = tuple[int, str, os.stat_result]  # an O_PATH fd, the real path it was reached by, its stat
+
+
+class _Chase:
+    """One walk's state: the path as named, strictness, and every fd it opened (to close)."""
+
+    def __init__(self, shown: str, strict: bool) -> None:
+        self.shown = shown
+        self.strict = strict
+        self.fds: list[int] = []
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+    def refuse(self, problem: str, missing: bool = False) -> Refused:
+        return Refused(self.shown, problem, missing)
+
+    def open_at(self, name: str, dir_fd: int | None, real: str, flags: int = _PATH) -> int:
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise self.refuse(f"no such file or directory: {real}", missing=True) from None
+            raise self.refuse(f"cannot read {real}: {exc.strerror}") from None
+        self.fds.append(fd)
+        return fd
+
+    def check_owner(self, st: os.stat_result, real: str) -> None:
+        if self.strict and st.st_uid != 0:
+            what, h = ("symlink", " -h") if stat.S_ISLNK(st.st_mode) else (_what(st), "")
+            raise self.refuse(
+                f"{what} {real} is owned by uid {st.st_uid}, not root; as root ipcjanitor "
+                f"only reads policy that only root can change (chown{h} root {real})"
+            )
+
+    def check_mode(self, st: os.stat_result, real: str, sticky_ok: bool) -> None:
+        """Group/other-writable is refused; a sticky directory (/tmp) only where it may be."""
+        loose = st.st_mode & _OTHERS_WRITE
+        if self.strict and loose and not (sticky_ok and st.st_mode & stat.S_ISVTX):
+            raise self.refuse(
+                f"{_what(st)} {real} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); as root ipcjanitor refuses it "
+                f"(chmod go-w {real})"
+            )
+
+    def root(self) -> Dir:
+        fd = self.open_at("/", None, "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        self.check_owner(st, "/")
+        self.check_mode(st, "/", sticky_ok=True)
+        return fd, "/", st
+
+    def walk(self, path: str, start: list[Dir] | None = None) -> tuple[list[Dir], Dir, str]:
+        """Resolve path (relative: to start, else to the working directory) component by
+        component; -> (the directories leading to it, it, the name it has in the last one)."""
+        if start is None or path.startswith("/"):
+            path = os.path.join(os.getcwd(), path)
+            start = [self.root()]
+        stack = list(start)
+        todo = path.split("/")[::-1]
+        hops, name = 0, ""
+        while todo:
+            name = todo.pop()
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if len(stack) > 1:
+                    stack.pop()
+                continue
+            dir_fd, dir_real, _ = stack[-1]
+            real = os.path.join(dir_real, name)
+            fd = self.open_at(name, dir_fd, real)
+            st = os.fstat(fd)
+            self.check_owner(st, real)
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > MAX_HOPS:
+                    raise self.refuse(f"too many levels of symbolic links at {real} (a loop?)")
+                target = os.readlink("", dir_fd=fd)
+                if target.startswith("/"):
+                    del stack[1:]
+                todo.extend(target.split("/")[::-1])
+            elif stat.S_ISDIR(st.st_mode):
+                self.check_mode(st, real, sticky_ok=True)
+                stack.append((fd, real, st))
+            elif todo:
+                raise self.refuse(f"{real} is not a directory")
+            else:
+                return stack, (fd, real, st), name
+        if len(stack) == 1:
+            return stack, stack[0], "/"
+        return stack[:-1], stack[-1], name
+
+    def read(self, parents: list[Dir], found: Dir, name: str, max_bytes: int) -> bytes:
+        """The regular file found, opened relative to its checked directory, read from its fd."""
+        _, real, st = found
+        self.check_file(st, real)
+        self.check_mode(parents[-1][2], parents[-1][1], sticky_ok=False)
+        rfd = self.open_at(name, parents[-1][0], real, _READ)
+        now = os.fstat(rfd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise self.refuse(f"{real} was replaced while it was being read; run again")
+        self.check_file(now, real)
+        if now.st_size > max_bytes:
+            raise self.refuse(_too_large(max_bytes))
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(rfd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            raise self.refuse(_too_large(max_bytes))
+        return b"".join(chunks)
+
+    def check_file(self, st: os.stat_result, real: str) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            kind = _NOT_A_FILE.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            where = "" if real == os.path.abspath(self.shown) else f": {real}"
+            raise self.refuse(f"is {kind}, not a policy file{where}")
+        self.check_owner(st, real)
+        self.check_mode(st, real, sticky_ok=False)
+
+
+def _what(st: os.stat_result) -> str:
+    return "directory" if stat.S_ISDIR(st.st_mode) else "file"
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"larger than {max_bytes // 2**20} MiB: not a policy"
+
+
+def read_policy(
+    path: str, strict: bool, max_bytes: int, suffix: str, want_dir: bool | None
+) -> list[tuple[str, bytes | Refused]]:
+    """The file at path, or (a directory) each entry whose name ends in suffix, in name order.
+
+    want_dir: True, False, or None for either. Raises Refused for the path itself; an entry's
+    problem is returned in its place, so that every problem can be reported.
+    """
+    chase = _Chase(path, strict)
+    try:
+        parents, found, name = chase.walk(path)
+        is_dir = stat.S_ISDIR(found[2].st_mode)
+        if want_dir is True and not is_dir:
+            raise chase.refuse("is not a directory: the search path names a policy directory")
+        if not is_dir or want_dir is False:
+            return [(path, chase.read(parents, found, name, max_bytes))]
+        chase.check_mode(found[2], found[1], sticky_ok=False)  # others could add entries
+        listing = chase.open_at(
+            ".", found[0], found[1], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        )
+        names = sorted(n for n in os.listdir(listing) if n.endswith(suffix))
+        return [
+            _entry(os.path.join(path, n), n, [*parents, found], strict, max_bytes) for n in names
+        ]
+    finally:
+        chase.close()
+
+
+def _entry(
+    shown: str, name: str, parents: list[Dir], strict: bool, max_bytes: int
+) -> tuple[str, bytes | Refused]:
+    chase = _Chase(shown, strict)
+    try:
+        return shown, chase.read(*chase.walk(name, parents), max_bytes)
+    except Refused as exc:
+        return shown, exc
+    finally:
+        chase.close()
