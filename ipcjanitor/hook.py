@@ -28,7 +28,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
     """After every stop of a service: it runs in its stop path, so the no-owner case is cheap."""
     unit: str = args.unit
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, from_env=False)  # not the service's Environment=
     except PolicyErrors as exc:
         from .journal import Journal  # noqa: PLC0415
 

@@ -4,7 +4,7 @@
 must cost little more than starting Python (bench/). An owner is bound by `unit = "NAME"`
 (or the template "PREFIX@.service"), so a policy whose files never contain that text cannot
 bind it. Anything unusual — other arguments, a file the full path would refuse, the name
-present anywhere — returns None and the full path parses, validates and decides
+present anywhere, any backslash — returns None and the full path parses, validates and decides
 as always.
 """
 
@@ -45,8 +45,9 @@ def _hook_unit(argv: Sequence[str]) -> tuple[str, str | None] | None:
 def unbound_unit(argv: Sequence[str]) -> str | None:
     """The unit of a `hook` call that no policy file can bind; None means: take the full path.
 
-    Files are read as the full path reads them (chase.py), so whatever it would refuse (a FIFO;
-    as root, a file others can change) falls through to it.
+    The policy is --policy or the search path, never IPCJANITOR_POLICY: the hook runs as root
+    with the service's Environment=. Files are read as the full path reads them (chase.py), so
+    whatever it would refuse (a FIFO; as root, a file others can change) falls through to it.
     """
     call = _hook_unit(argv)
     if call is None:
@@ -56,11 +57,12 @@ def unbound_unit(argv: Sequence[str]) -> str | None:
     if "@" in unit:  # worker@3.service is bound by "worker@.service" too
         prefix, _, rest = unit.partition("@")
         names.append(f"{prefix}@.{rest.rpartition('.')[2]}".encode())
-    explicit = policy or os.environ.get("IPCJANITOR_POLICY") or None
-    files, problems = policy_files.read(explicit, strict=os.geteuid() == 0)
+    files, problems = policy_files.read(policy, strict=os.geteuid() == 0)
     if problems:
         return None  # let the full path report them
     for _, text in files:
-        if any(name in text for name in names) or b"\\u" in text or b"\\U" in text:
-            return None  # mentioned (or possibly escaped): parse it properly
+        # any backslash may spell a name the bytes do not show: "\u0062", "a\\x2db" (which
+        # is systemd's a\x2db), a line-ending backslash inside a multi-line string
+        if b"\\" in text or any(name in text for name in names):
+            return None  # mentioned, or possibly: parse it properly
     return unit

@@ -12,13 +12,17 @@ from .policy import DEFAULT_MIN_AGE, EMBEDDED_DEFAULT, Owner, Policy, key_spans
 from .policy_parse import parse_policy_text
 
 
-def load_policy(explicit: str | None = None, *, strict_modes: bool | None = None) -> Policy:
+def load_policy(
+    explicit: str | None = None, *, strict_modes: bool | None = None, from_env: bool = True
+) -> Policy:
     """Read, check and merge the policy; raise PolicyErrors naming every problem.
 
+    explicit (--policy) replaces the search path, and so does IPCJANITOR_POLICY unless
+    from_env is false (the hook: it runs as root with the service's Environment=).
     strict_modes (default: when running as root) refuses what a non-root user could have
     written or redirected, like sshd's StrictModes; see chase.py.
     """
-    if explicit is None:
+    if explicit is None and from_env:
         explicit = os.environ.get("IPCJANITOR_POLICY") or None
     if strict_modes is None:
         strict_modes = os.geteuid() == 0
