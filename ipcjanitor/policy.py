@@ -63,7 +63,7 @@ class Policy:
         self.min_age = min_age
         self.sources = sources
         self.warnings = warnings
-        # the operator states that our pid namespace holds every process of our IPC namespace
+        # the operator's word: our pid namespace holds every process of our IPC namespace
         self.pid_namespace_complete = pid_namespace_complete
         self._index: dict[IpcKind, tuple[list[int], list[tuple[int, Owner]]]] = {}
         self._private: dict[tuple[IpcKind, int], Owner] = {}
@@ -137,6 +137,7 @@ def describe(policy: Policy) -> Iterable[str]:
     """Human lines for `policy check`."""
     yield f"policy from: {', '.join(policy.sources) or '<embedded default>'}"
     yield f"global min_age: {format_duration(policy.min_age)}"
+    yield f"pid_namespace_complete: {str(policy.pid_namespace_complete).lower()}"
     if not policy.owners:
         yield "no owners: every object is unowned and nothing will be removed"
     for o in policy.owners:

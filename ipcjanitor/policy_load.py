@@ -35,6 +35,7 @@ def load_policy(
     owners: dict[str, Owner] = {}
     min_age = DEFAULT_MIN_AGE
     complete = False
+    set_in: dict[str, str] = {}  # top-level setting -> the file:line that set it
     warnings: list[str] = []
     for path, data in files:
         try:
@@ -42,6 +43,11 @@ def load_policy(
         except PolicyErrors as exc:
             problems.extend(exc.problems)
             continue
+        for key, line in parsed.lines.items():
+            if key in set_in:
+                again = f"{key} is also set in {set_in[key]}: set it in one file only"
+                problems.append(PolicyProblem(path, line, again))
+            set_in[key] = f"{path}:{line}" if line else path
         if parsed.min_age is not None:
             min_age = parsed.min_age
         if parsed.pid_namespace_complete is not None:

@@ -13,7 +13,7 @@ from .errors import PolicyErrors, PolicyProblem
 from .model import IpcKind
 from .policy import Owner
 
-_TOP_FIELDS = {"min_age", "owners", "pid_namespace_complete"}
+_TOP_FIELDS = {"min_age", "pid_namespace_complete", "owners"}
 _OWNER_FIELDS = {
     "unit",
     "keys",
@@ -25,19 +25,46 @@ _OWNER_FIELDS = {
     "min_age",
     "keep_queued_messages",
 }
-_UNIT_SUFFIXES = (".service", ".scope", ".socket", ".slice", ".timer", ".mount", ".swap")
-_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
+_OWNER_UNITS = (".service", ".scope")  # only these have processes of their own
+_PROCESSLESS_UNITS = (
+    ".socket",
+    ".timer",
+    ".slice",
+    ".target",
+    ".mount",
+    ".path",
+    ".swap",
+    ".device",
+    ".automount",
+)
+_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)", re.ASCII)
+_KEY = re.compile(r"0x[0-9a-f]+|[0-9]+")
+_DIGITS = re.compile(r"[0-9]+")
+UID_MAX = 2**32 - 2  # (uid_t)-1 means "no uid" to the kernel
+# A policy nests two deep (ftok = [{ ... }], [[ ]]); tomllib recurses about 500 deep and
+# then raises RecursionError. Beyond this, refuse before parsing.
+MAX_NESTING = 8
+_NESTING_TOKENS = re.compile(
+    r'"""(?:[^\\]|\\.)*?"""'  # multi-line basic string
+    r"|'''.*?'''"  # multi-line literal string
+    r'|"(?:[^"\\\n]|\\.)*"'  # basic string
+    r"|'[^'\n]*'"  # literal string
+    r"|#[^\n]*"  # comment
+    r"|[\[\]{}]",
+    re.DOTALL,
+)
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
 
 
 class ParsedFile(NamedTuple):
-    """What one policy file says: its owners by name, and its top-level min_age if set."""
+    """What one policy file says: its owners by name, and the top-level settings it sets."""
 
     owners: dict[str, Owner]
     min_age: int | None
     warnings: list[str]
     pid_namespace_complete: bool | None
+    lines: dict[str, int | None]  # where each top-level setting it sets is
 
 
 def ftok(path: str | os.PathLike[str], proj: int) -> int:
@@ -57,7 +84,7 @@ def parse_duration(value: object) -> int:
     if not isinstance(value, str):
         raise ValueError('a duration is a string like "10m" or a number of seconds')
     text = value.strip()
-    if text.isdigit():
+    if _DIGITS.fullmatch(text):
         return int(text)
     parts = _DURATION.findall(text)
     if not parts or _DURATION.sub("", text).strip():
@@ -67,6 +94,8 @@ def parse_duration(value: object) -> int:
 
 def parse_key(text: str) -> int:
     t = text.strip().lower()
+    if not _KEY.fullmatch(t):
+        raise ValueError(f"{text!r} is not a key")
     value = int(t, 16) if t.startswith("0x") else int(t, 10)
     if value < 0 or value > 0xFFFFFFFF:
         raise ValueError(f"key {text} is outside 0..0xffffffff (keys are 32 bits)")
@@ -78,7 +107,9 @@ def parse_key_spec(spec: object) -> tuple[int, int]:
     if isinstance(spec, bool):
         raise ValueError('a key is a number or a string like "0x61040000"')
     if isinstance(spec, int):
-        low = high = parse_key(str(spec))
+        if not 0 <= spec <= 0xFFFFFFFF:
+            raise ValueError(f"key {spec} is outside 0..0xffffffff (keys are 32 bits)")
+        low = high = spec
     elif isinstance(spec, str):
         ends = spec.split("-")
         if len(ends) > 2 or not all(e.strip() for e in ends):
@@ -101,15 +132,16 @@ def parse_key_spec(spec: object) -> tuple[int, int]:
 
 
 def resolve_uid(value: object) -> int:
+    """A user name, or a number (also as a string of ASCII digits) in 0..2^32-2."""
     if isinstance(value, bool):
         raise ValueError("uid is a user name or a number")
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        value = int(value)
     if isinstance(value, int):
-        if not 0 <= value < 2**32 - 1:
-            raise ValueError(f"uid {value} is out of range")
+        if not 0 <= value <= UID_MAX:
+            raise ValueError(f"uid {value} is outside 0..{UID_MAX}")
         return value
     if isinstance(value, str):
-        if value.isdigit():
-            return int(value)
         try:
             return pwd.getpwnam(value).pw_uid
         except KeyError:
@@ -173,9 +205,16 @@ def _kinds(value: object) -> frozenset[IpcKind]:
 def _unit(value: object) -> str:
     if not isinstance(value, str) or not value or "/" in value or value != value.strip():
         raise ValueError('must be a unit name like "billing-worker.service"')
-    if not value.endswith(_UNIT_SUFFIXES):
-        raise ValueError(f'{value!r} has no unit type suffix: did you mean "{value}.service"?')
-    return value
+    if value.endswith(_OWNER_UNITS):
+        return value
+    name, _, kind = value.rpartition(".")
+    if value.endswith(_PROCESSLESS_UNITS):
+        raise ValueError(
+            f"{value!r}: a {kind} unit never has processes, so its owner would always look "
+            "stopped and its objects removable while the service using them runs; only "
+            f'.service and .scope units own objects: write unit = "{name}.service"'
+        )
+    raise ValueError(f'{value!r} has no unit type suffix: did you mean "{value}.service"?')
 
 
 def _ftok_key(entry: object) -> int:
@@ -208,6 +247,11 @@ _FIELD_PARSERS: dict[str, Callable[[object], Any]] = {
     "private": _bool,
     "min_age": parse_duration,
     "keep_queued_messages": _bool,
+}
+# the top-level settings: at most one file may set each
+_SETTING_PARSERS: dict[str, Callable[[object], Any]] = {
+    "min_age": parse_duration,
+    "pid_namespace_complete": _bool,
 }
 
 
@@ -273,9 +317,38 @@ def _parse_owner(
     return owner, errors
 
 
+def _too_deep(text: str, limit: int) -> int | None:
+    """The line where arrays and inline tables first nest deeper than limit, if they do
+    (counted outside strings and comments)."""
+    if text.count("[") + text.count("{") <= limit:
+        return None
+    depth = 0
+    for m in _NESTING_TOKENS.finditer(text):
+        token = m.group()
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return text.count("\n", 0, m.start()) + 1
+        elif token in "]}":
+            depth = max(0, depth - 1)
+    return None
+
+
+def _too_deep_error(where: str, line: int | None) -> PolicyErrors:
+    return PolicyErrors.one(
+        where,
+        line,
+        f"arrays or inline tables nested more than {MAX_NESTING} deep: nesting deeper than "
+        'the format needs (at most two: ftok = [{ path = "...", proj = "a" }])',
+    )
+
+
 def parse_policy_text(text: str, path: str | os.PathLike[str]) -> ParsedFile:
     """Pure-ish (ftok stats files): one policy file's text -> what it says, or PolicyErrors."""
     where = os.fspath(path)
+    deep = _too_deep(text, MAX_NESTING)
+    if deep is not None:
+        raise _too_deep_error(where, deep)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -283,6 +356,8 @@ def parse_policy_text(text: str, path: str | os.PathLike[str]) -> ParsedFile:
         problem = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         line = int(m.group(1)) if m else max(1, len(text.splitlines()))
         raise PolicyErrors.one(where, line, f"not valid TOML: {problem}") from None
+    except RecursionError:  # a nesting the pre-scan missed: find where, at any depth
+        raise _too_deep_error(where, _too_deep(text, 64)) from None
     lines = _LineFinder(text)
     errors: list[PolicyProblem] = []
     warnings: list[str] = []
@@ -291,22 +366,18 @@ def parse_policy_text(text: str, path: str | os.PathLike[str]) -> ParsedFile:
             PolicyProblem(
                 where,
                 lines.find(None, unknown) or lines.find(unknown),
-                f"unknown field {unknown!r}; top-level fields are min_age and [owners.NAME] tables",
+                f"unknown field {unknown!r}; top-level fields are min_age, "
+                "pid_namespace_complete and [owners.NAME] tables",
             )
         )
-    min_age: int | None = None
-    if "min_age" in data:
+    setting_lines = {key: lines.find(None, key) for key in _SETTING_PARSERS if key in data}
+    settings: dict[str, Any] = {}
+    for key, parse in _SETTING_PARSERS.items():
         try:
-            min_age = parse_duration(data["min_age"])
+            if key in data:
+                settings[key] = parse(data[key])
         except ValueError as exc:
-            errors.append(PolicyProblem(where, lines.find(None, "min_age"), f"min_age: {exc}"))
-    complete: bool | None = None
-    if "pid_namespace_complete" in data:
-        try:
-            complete = _bool(data["pid_namespace_complete"])
-        except ValueError as exc:
-            at = lines.find(None, "pid_namespace_complete")
-            errors.append(PolicyProblem(where, at, f"pid_namespace_complete: {exc}"))
+            errors.append(PolicyProblem(where, setting_lines[key], f"{key}: {exc}"))
     owners: dict[str, Owner] = {}
     raw_owners = data.get("owners", {})
     if not isinstance(raw_owners, Mapping):
@@ -319,4 +390,10 @@ def parse_policy_text(text: str, path: str | os.PathLike[str]) -> ParsedFile:
             owners[name] = owner
     if errors:
         raise PolicyErrors(errors)
-    return ParsedFile(owners, min_age, warnings, complete)
+    return ParsedFile(
+        owners,
+        settings.get("min_age"),
+        warnings,
+        settings.get("pid_namespace_complete"),
+        setting_lines,
+    )

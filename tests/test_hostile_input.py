@@ -67,6 +67,8 @@ def root_dir(path: Path, mode: int = 0o755) -> Path:
         (b"[owners.a]\nkeys = ['0x10']\nowner = 'me'\n", "unknown field 'owner'"),
         (b"[owners]\na = 1\n", "must be a table"),
         (b"[[owners.a]]\nkeys = ['0x10']\n", "must be a table"),
+        (b"x = " + b"[" * 3000 + b"]" * 3000, "nesting deeper than the format needs"),
+        (b"x = " + b"{a=" * 3000 + b"1" + b"}" * 3000, "nesting deeper than the format needs"),
     ],
 )
 def test_bad_files_exit_78(
@@ -313,3 +315,16 @@ def test_symlink_loops_are_policy_errors(tmp_path: Path, strict: bool) -> None:
     for path in (tmp_path / "a", tmp_path / "a" / "p.toml"):
         with pytest.raises(PolicyErrors, match="too many levels of symbolic links"):
             load_policy(str(path), strict_modes=strict)
+
+
+def test_a_deeply_nested_policy_is_logged_by_the_hook(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """It was a RecursionError: exit 70 and no record of why the hook removed nothing."""
+    p = tmp_path / "p.toml"
+    p.write_text("[owners.a]\nunit = 'a.service'\nkeys = " + "[" * 3000 + "]" * 3000 + "\n")
+    rc = main(["--policy", str(p), "hook", "--unit", "a.service"])
+    err = capsys.readouterr().err
+    assert rc == 78
+    assert "policy error, nothing was removed after a.service stopped" in err  # the record
+    assert f"{p}:3: " in err and "nesting deeper than the format needs" in err

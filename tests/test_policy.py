@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ipcjanitor.cli import main
 from ipcjanitor.errors import PolicyErrors
 from ipcjanitor.model import IpcKind, IpcObject
 from ipcjanitor.policy import EMBEDDED_DEFAULT, Owner, Policy, format_duration, unit_matches
@@ -106,6 +107,31 @@ def test_a_full_policy_resolves(tmp_path: Path) -> None:
         ),
         ("[owners.'a b']\nkeys = ['0x10']\n", 1, "owner names"),
         ("owners = 3\n", 1, "owners must be tables"),
+        ("x = " + "[" * 3000 + "]" * 3000, 1, "nesting deeper than the format needs"),
+        ("x = " + "{a=" * 3000 + "1" + "}" * 3000, 1, "nesting deeper than the format needs"),
+        (
+            "[owners.a]\nunit = 'a.service'\nkeys = " + "[" * 600 + "]" * 600,
+            3,
+            "nesting deeper than the format needs",
+        ),
+        ("[owners.a]\nkeys = ['0x10']\nuid = '99999999999'\n", 3, "outside 0..4294967294"),
+        ("[owners.a]\nkeys = ['0x10']\nuid = '4294967295'\n", 3, "outside 0..4294967294"),
+        ("[owners.a]\nkeys = ['0x10']\nuid = 4294967295\n", 3, "outside 0..4294967294"),
+        ("[owners.a]\nkeys = ['0x10']\nuid = '\u0661\u0662\u0663'\n", 3, "no user named"),
+        ("[owners.a]\nkeys = ['\u0661\u0662\u0663']\n", 2, "is not a key"),
+        ("[owners.a]\nkeys = ['1_000']\n", 2, "is not a key"),
+        ("[owners.a]\nkeys = ['0x10']\nmin_age = '\u0661m'\n", 3, "not a duration"),
+        (
+            "[owners.a]\nkeys = ['0x10']\nunit = 'billing.socket'\n",
+            3,
+            "a socket unit never has processes",
+        ),
+        (
+            "[owners.a]\nkeys = ['0x10']\nunit = 'worker@.timer'\n",
+            3,
+            'unit = "worker@.service"',
+        ),
+        ("pid_namespace_complete = 'yes'\n", 1, "pid_namespace_complete: must be true or false"),
     ],
 )
 def test_each_policy_error_names_file_line_and_problem(
@@ -354,3 +380,60 @@ def test_the_model_decide_needs_imports_no_parser_and_no_loader() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [".socket", ".timer", ".slice", ".target", ".mount", ".path", ".swap", ".device", ".automount"],
+)
+def test_only_services_and_scopes_own_objects(tmp_path: Path, suffix: str) -> None:
+    path = write(tmp_path / "p.toml", f"[owners.a]\nkeys = ['0x10']\nunit = 'app{suffix}'\n")
+    with pytest.raises(PolicyErrors, match=r'never has processes.*unit = "app\.service"'):
+        load(path)
+
+
+@pytest.mark.parametrize("unit", ["a.service", "a.scope", "worker@.service", "worker@3.service"])
+def test_services_scopes_and_templates_are_owners(tmp_path: Path, unit: str) -> None:
+    p = load(write(tmp_path / "p.toml", f"[owners.a]\nkeys = ['0x10']\nunit = '{unit}'\n"))
+    assert p.owners[0].unit == unit
+
+
+@pytest.mark.parametrize(("uid", "expected"), [("0", 0), ("4294967294", 2**32 - 2), (65534, 65534)])
+def test_uids_at_the_ends_of_the_range(tmp_path: Path, uid: object, expected: int) -> None:
+    value = f"'{uid}'" if isinstance(uid, str) else str(uid)
+    p = load(write(tmp_path / "p.toml", f"[owners.a]\nkeys = ['0x10']\nuid = {value}\n"))
+    assert p.owners[0].uid == expected
+
+
+@pytest.mark.parametrize("setting", ["min_age = '5m'", "pid_namespace_complete = true"])
+def test_a_top_level_setting_in_two_files_names_both(tmp_path: Path, setting: str) -> None:
+    write(tmp_path / "10-a.toml", f"{setting}\n[owners.a]\nkeys = ['0x10']\n")
+    write(tmp_path / "20-b.toml", f"# b\n\n{setting}\n[owners.b]\nkeys = ['0x20']\n")
+    with pytest.raises(PolicyErrors) as info:
+        load(tmp_path)
+    name = setting.split(maxsplit=1)[0]
+    assert str(info.value) == (
+        f"{tmp_path}/20-b.toml:3: {name} is also set in {tmp_path}/10-a.toml:1: "
+        "set it in one file only"
+    )
+
+
+def test_pid_namespace_complete_defaults_to_false_and_is_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = write(tmp_path / "a" / "p.toml", "[owners.a]\nkeys = ['0x10']\n")
+    assert load(plain).pid_namespace_complete is False
+    stated = write(tmp_path / "b" / "p.toml", "pid_namespace_complete = true\n")
+    assert load(stated).pid_namespace_complete is True
+    assert main(["policy", "check", str(stated)]) == 0
+    assert "pid_namespace_complete: true" in capsys.readouterr().out
+
+
+def test_recursion_in_the_parser_is_a_policy_error_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the depth pre-scan miss a nesting, the parser's RecursionError still is one."""
+    monkeypatch.setattr("ipcjanitor.policy_parse.MAX_NESTING", 10**6)
+    path = write(tmp_path / "p.toml", "\n\nx = " + "[" * 3000 + "]" * 3000)
+    with pytest.raises(PolicyErrors, match=f"{path}:3: .*nesting deeper than the format needs"):
+        load(path)
