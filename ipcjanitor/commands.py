@@ -13,7 +13,7 @@ from .errors import ExitCode, PolicyErrors, UsageError
 from .janitor import Scope, survey
 from .journal import Journal
 from .model import Decision, IpcKind, Verdict
-from .policy import Policy, describe
+from .policy import Policy, describe, unitless_warnings
 from .policy_load import load_policy
 from .procfs import read_objects
 
@@ -44,6 +44,8 @@ def _policy(args: argparse.Namespace) -> Policy:
         print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
     if args.verbose:
         print(f"ipcjanitor: policy from {', '.join(policy.sources)}", file=sys.stderr)
+        for warning in unitless_warnings(policy):
+            print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
     return policy
 
 
@@ -98,7 +100,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     if args.policy_command != "check":
         raise UsageError("usage: ipcjanitor policy {check [PATH],owners,units}")
     policy = load_policy(args.path or args.policy)
-    for warning in policy.warnings:
+    for warning in [*policy.warnings, *unitless_warnings(policy)]:
         print(f"warning: {warning}")
     for line in describe(policy):
         print(line)

@@ -133,6 +133,18 @@ def format_duration(seconds: float) -> str:
     return f"{s // 86400}d"
 
 
+def unitless_warnings(policy: Policy) -> list[str]:
+    """One warning per owner without a unit: what its proof of death is worth."""
+    return [
+        f"owner {o.name} ({o.source}) has no unit: only the pids the kernel recorded and idle "
+        "time prove its objects dead, and they miss a live process that holds one without a "
+        "trace (a semaphore set's holder that has not operated on it yet, a thread id recorded "
+        'instead of its process); bind it to its service: unit = "NAME.service"'
+        for o in policy.owners
+        if o.unit is None
+    ]
+
+
 def describe(policy: Policy) -> Iterable[str]:
     """Human lines for `policy check`."""
     yield f"policy from: {', '.join(policy.sources) or '<embedded default>'}"

@@ -437,3 +437,40 @@ def test_recursion_in_the_parser_is_a_policy_error_too(
     path = write(tmp_path / "p.toml", "\n\nx = " + "[" * 3000 + "]" * 3000)
     with pytest.raises(PolicyErrors, match=f"{path}:3: .*nesting deeper than the format needs"):
         load(path)
+
+
+UNITLESS = """
+[owners.bound]
+unit = "a.service"
+keys = ["0x7fff0010"]
+
+[owners.legacy]
+keys = ["0x7fff0020"]
+"""
+
+
+def test_policy_check_warns_once_per_owner_without_a_unit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path / "p.toml", UNITLESS)
+    assert main(["policy", "check", str(path)]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "has no unit" in line]
+    assert warnings == [
+        f"warning: owner legacy ({path}:6) has no unit: only the pids the kernel recorded "
+        "and idle time prove its objects dead, and they miss a live process that holds one "
+        "without a trace (a semaphore set's holder that has not operated on it yet, a thread "
+        'id recorded instead of its process); bind it to its service: unit = "NAME.service"'
+    ]
+
+
+@pytest.mark.parametrize("command", [["scan"], ["clean", "--dry-run"]])
+def test_scan_and_clean_warn_about_owners_without_a_unit_when_verbose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Read-only here (scan, clean --dry-run): the policy's keys are nobody's on this host."""
+    path = write(tmp_path / "p.toml", UNITLESS)
+    assert main(["--policy", str(path), "-q", *command]) == 0
+    assert "has no unit" not in capsys.readouterr().err
+    assert main(["--policy", str(path), "-v", *command]) == 0
+    err = capsys.readouterr().err
+    assert err.count("has no unit") == 1 and "owner legacy" in err
