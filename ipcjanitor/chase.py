@@ -100,7 +100,8 @@ class _Chase:
         """Resolve path (relative: to start, else to the working directory) component by
         component; -> (the directories leading to it, it, the name it has in the last one)."""
         if start is None or path.startswith("/"):
-            path = os.path.join(os.getcwd(), path)
+            if not path.startswith("/"):
+                path = os.path.join(os.getcwd(), path)
             start = [self.root()]
         stack = list(start)
         todo = path.split("/")[::-1]
@@ -187,22 +188,29 @@ def read_policy(
     """
     chase = _Chase(path, strict)
     try:
-        parents, found, name = chase.walk(path)
-        is_dir = stat.S_ISDIR(found[2].st_mode)
-        if want_dir is True and not is_dir:
-            raise chase.refuse("is not a directory: the search path names a policy directory")
-        if not is_dir or want_dir is False:
-            return [(path, chase.read(parents, found, name, max_bytes))]
-        chase.check_mode(found[2], found[1], sticky_ok=False)  # others could add entries
-        listing = chase.open_at(
-            ".", found[0], found[1], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-        )
-        names = sorted(n for n in os.listdir(listing) if n.endswith(suffix))
-        return [
-            _entry(os.path.join(path, n), n, [*parents, found], strict, max_bytes) for n in names
-        ]
+        return _read(chase, max_bytes, suffix, want_dir)
+    except OSError as exc:  # what the walk does not expect (a vanished cwd, EIO): still a refusal
+        raise chase.refuse(f"cannot read: {exc.strerror}") from None
     finally:
         chase.close()
+
+
+def _read(
+    chase: _Chase, max_bytes: int, suffix: str, want_dir: bool | None
+) -> list[tuple[str, bytes | Refused]]:
+    path = chase.shown
+    parents, found, name = chase.walk(path)
+    is_dir = stat.S_ISDIR(found[2].st_mode)
+    if want_dir is True and not is_dir:
+        raise chase.refuse("is not a directory: the search path names a policy directory")
+    if not is_dir or want_dir is False:
+        return [(path, chase.read(parents, found, name, max_bytes))]
+    chase.check_mode(found[2], found[1], sticky_ok=False)  # others could add entries
+    listing = chase.open_at(".", found[0], found[1], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    names = sorted(n for n in os.listdir(listing) if n.endswith(suffix))
+    return [
+        _entry(os.path.join(path, n), n, [*parents, found], chase.strict, max_bytes) for n in names
+    ]
 
 
 def _entry(
@@ -213,5 +221,7 @@ def _entry(
         return shown, chase.read(*chase.walk(name, parents), max_bytes)
     except Refused as exc:
         return shown, exc
+    except OSError as exc:
+        return shown, chase.refuse(f"cannot read: {exc.strerror}")
     finally:
         chase.close()

@@ -142,3 +142,21 @@ def test_no_descriptor_is_left_open(tree: Path) -> None:
     with pytest.raises(Refused):
         read(tree / "etc" / "a.toml" / "x")
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_any_os_error_on_the_way_is_a_refusal(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never an OSError escaping (exit 1, or a traceback from the hook's fast path)."""
+    gone = tree / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # getcwd() now fails with ENOENT
+    assert read(tree / "etc" / "a.toml") == ["a.toml=A"]  # an absolute path needs no cwd
+    with pytest.raises(Refused, match="cannot read"):
+        read("a.toml")
+
+    def failing_listdir(fd: int) -> list[str]:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "listdir", failing_listdir)
+    with pytest.raises(Refused, match="cannot read: Input/output error"):
+        read(tree / "etc")
