@@ -211,6 +211,7 @@ def _tail(obj: IpcObject, idle: float, last: int) -> list[str]:
 
 
 Claim = tuple[IpcObject, Owner | None]
+_new = tuple.__new__
 
 
 def claims(objects: Iterable[IpcObject], policy: Policy) -> list[Claim]:
@@ -229,20 +230,22 @@ def decide(
     """
     out = []
     seen: dict[tuple[object, ...], tuple[Verdict, str]] = {}
+    waiters = facts.queue_waiters or {}
+    msg = IpcKind.MSG
     for obj, owner in claimed:
         if owner is None:
             out.append(Decision(obj, None, Verdict.UNOWNED, _unowned_reason(obj, policy)))
             continue
         same = (owner.name, obj.kind, obj.nattch, obj.ncnt, obj.zcnt, obj.qnum, obj.qbytes,
                 obj.pids, obj.values, obj.times, obj.unreadable,
-                _queue_waiters(obj, facts))  # fmt: skip
+                waiters.get(obj.id) if obj.kind is msg else None)  # fmt: skip
         known = seen.get(same)
         if known is None:
             d = decide_one(obj, owner, facts, policy.grace(owner), now)
             seen[same] = (d.verdict, d.reason)
             out.append(d)
-        else:
-            out.append(Decision(obj, owner.name, *known))
+        else:  # a Decision from its fields in order, at C speed (64k per run)
+            out.append(_new(Decision, (obj, owner.name, *known)))
     return out
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .model import Decision, IpcKind, Verdict
+
+if TYPE_CHECKING:
+    import socket
 
 _VERDICT_NAMES = {v: v.value for v in Verdict}
 _KIND_NAMES = {k: k.value for k in IpcKind}
@@ -15,7 +18,9 @@ _KIND_NAMES = {k: k.value for k in IpcKind}
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 # `systemd-id128 new`: one id for "ipcjanitor removed an object" records
 MESSAGE_ID_REMOVED = "3b1f8f6a4d2c4e7f9a0b5c6d7e8f9012"
-MESSAGE_ID_KEPT = "5c2e7b9d1a3f4b6c8d0e2f4a6b8c0d1e"
+# Text records (outside systemd) are written this many lines at a time: one write(2) each,
+# not one per removal (64k of them in a big sweep), and the first ones still come at once.
+LINES_PER_WRITE = 256
 PRIORITY = {"err": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
 
 
@@ -44,6 +49,7 @@ class Journal:
         self.unit = unit
         self.to_journal = under_systemd() if to_journal is None else to_journal
         self._sock: socket.socket | None = None
+        self._lines: list[str] = []
 
     def send(self, message: str, priority: str, fields: Sequence[tuple[str, object]] = ()) -> None:
         if self.to_journal:
@@ -55,12 +61,15 @@ class Journal:
             ]
             try:
                 if self._sock is None:
+                    import socket  # noqa: PLC0415  (2.6 ms that runs outside systemd never need)
+
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sock.sendto(encode(record), JOURNAL_SOCKET)
                 return
             except OSError:
                 pass  # fall through to stderr: a record is never lost silently
-        print(f"ipcjanitor: {message}", file=sys.stderr)
+        self._lines.append(f"ipcjanitor: {message}\n")
+        self.flush()
 
     def decision(self, d: Decision) -> None:
         """One record per removal (or failed/changed removal) with the contract's fields."""
@@ -72,7 +81,9 @@ class Journal:
             f"of {d.owner}: {d.reason}"
         )
         if not self.to_journal:
-            sys.stderr.write(f"ipcjanitor: {text}\n")
+            self._lines.append(f"ipcjanitor: {text}\n")
+            if len(self._lines) >= LINES_PER_WRITE:
+                self.flush()
             return
         fields: list[tuple[str, object]] = [
             ("MESSAGE_ID", MESSAGE_ID_REMOVED),
@@ -89,6 +100,13 @@ class Journal:
             fields.append(("IPCJANITOR_UNIT", self.unit))
         self.send(text, prio, fields)
 
+    def flush(self) -> None:
+        if self._lines:
+            sys.stderr.write("".join(self._lines))
+            sys.stderr.flush()
+            self._lines.clear()
+
     def close(self) -> None:
+        self.flush()
         if self._sock is not None:
             self._sock.close()

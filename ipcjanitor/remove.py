@@ -19,6 +19,7 @@ from .model import Decision, IpcKind, IpcObject, Verdict
 from .procfs import VANISHED, build
 from .tasks import QueueWaiters, queue_waiters
 
+_new = tuple.__new__
 VANISHED_REASON = "vanished before removal (someone else removed it)"
 # Objects re-checked and removed per call into the C extension: small enough that records of
 # the first removals reach the journal at once (and a run killed half-way leaves them told).
@@ -58,8 +59,8 @@ def _meaning(d: Decision, outcome: Outcome, recheck: Recheck) -> Decision:
     def result(v: Verdict, reason: str) -> Decision:
         return Decision(d.obj, d.owner, v, reason)
 
-    if outcome is None:
-        return result(Verdict.REMOVED, d.reason)
+    if outcome is None:  # the common case, built at C speed
+        return _new(Decision, (d.obj, d.owner, Verdict.REMOVED, d.reason))
     what, detail = outcome
     if what in ("stat", "rmid") and detail in VANISHED:
         return result(Verdict.CHANGED, VANISHED_REASON)
