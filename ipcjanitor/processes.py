@@ -183,6 +183,17 @@ def own_pids() -> frozenset[Pid]:
     return frozenset({os.getpid()})
 
 
+def cgroup_unit_name(component: str) -> str:
+    """The unit name a cgroup directory stands for: systemd's cg_unescape().
+
+    systemd escapes a unit's cgroup directory with a leading "_" when the name would clash
+    with the cgroup file system's own names (memory.service lives in _memory.service) or starts
+    with "_" or "." itself (_billing.service in __billing.service); read raw, such a running
+    unit would look stopped.
+    """
+    return component[1:] if component.startswith("_") else component
+
+
 def running_units(
     patterns: Iterable[str], procfs: Path, exclude: frozenset[Pid]
 ) -> dict[str, bool]:
@@ -205,7 +216,8 @@ def running_units(
             for component in parts[2].split("/"):
                 if "." not in component:
                     continue
-                for pattern in [p for p in pending if unit_matches(p, component)]:
+                name = cgroup_unit_name(component)
+                for pattern in [p for p in pending if unit_matches(p, name)]:
                     found[pattern] = True
                     pending.discard(pattern)
         if not pending:
@@ -226,7 +238,7 @@ def unit_of_pid(pid: Pid, procfs: Path = Path("/proc")) -> str | None:
             continue
         for component in parts[2].split("/"):
             if component.endswith((".service", ".scope")):
-                best = component
+                best = cgroup_unit_name(component)
     return best
 
 

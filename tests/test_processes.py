@@ -78,3 +78,25 @@ def test_the_clock_history_is_asked_for_only_when_a_live_process_looks_younger(
     # we look 60 s younger than the object: reuse, unless the clock was stepped since
     facts = processes.gather({me: int(started) - 60})
     assert asked == [True] and facts.reuse_margin >= BASE_REUSE_MARGIN + 99
+
+
+@pytest.mark.parametrize(
+    ("cgroup_path", "unit"),
+    [
+        ("/system.slice/billing.service", "billing.service"),
+        ("/system.slice/_memory.service", "memory.service"),  # cg_escape: a controller's name
+        ("/system.slice/_io.service", "io.service"),
+        ("/system.slice/__billing.service", "_billing.service"),  # a leading "_" itself
+        ("/system.slice/_.hidden.service", ".hidden.service"),
+        ("/system.slice/_cgroup.x.service", "cgroup.x.service"),
+    ],
+)
+def test_escaped_cgroup_names_are_read_as_their_units(
+    tmp_path: Path, cgroup_path: str, unit: str
+) -> None:
+    proc = tmp_path / "proc"
+    (proc / "42").mkdir(parents=True)
+    (proc / "42" / "cgroup").write_text(f"0::{cgroup_path}\n")
+    assert processes.unit_of_pid(42, proc) == unit
+    assert processes.running_units([unit], proc, frozenset()) == {unit: True}
+    assert processes.running_units(["other.service"], proc, frozenset()) == {"other.service": False}

@@ -44,3 +44,56 @@ def test_a_clock_step_before_the_first_run_never_passes_a_live_creator_off_as_de
     assert obj["verdict"] == "in-use", obj["reason"]
     assert f"creator pid {holder} is alive" in obj["reason"]
     box.run("systemctl stop holder.service")
+
+
+REQUEST_WORKER_SERVICE = """\
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None)
+libc.shmat.restype = ctypes.c_void_p
+key = int(sys.argv[1], 16)
+if os.fork() == 0:  # a request worker: create, attach, detach, exit
+    libc.shmdt(ctypes.c_void_p(libc.shmat(libc.shmget(key, 4096, 0o1600), None, 0)))
+    os._exit(0)
+os.wait()
+while True:  # the service runs on and will attach by key on its next request
+    time.sleep(60)
+"""
+# systemd escapes these units' cgroup directories (cg_escape): _memory.service, _io.service,
+# __billing.service; a plain name is the control
+ESCAPED_UNITS = {
+    "plain.service": 0x61060001,
+    "memory.service": 0x61060002,
+    "io.service": 0x61060003,
+    "_billing.service": 0x61060004,
+}
+
+
+def test_a_running_unit_with_an_escaped_cgroup_name_keeps_its_objects(box: Container) -> None:
+    """Found by attacking the engine: a running unit whose cgroup directory systemd escapes
+    looked stopped, and its objects were removed while it ran (its worker had exited)."""
+    box.write("/usr/local/bin/request-worker", REQUEST_WORKER_SERVICE, 0o755)
+    policy = []
+    for i, (unit, key) in enumerate(ESCAPED_UNITS.items()):
+        policy.append(f'[owners.o{i}]\nunit = "{unit}"\nkeys = ["0x{key:08x}"]\nmin_age = "0s"\n')
+        box.write(
+            f"/etc/systemd/system/{unit}",
+            f"[Service]\nExecStart=/usr/bin/python3 /usr/local/bin/request-worker 0x{key:08x}\n",
+        )
+    box.write("/etc/ipcjanitor/policy.d/escaped.toml", "".join(policy))
+    box.run("systemctl daemon-reload")
+    for unit in ESCAPED_UNITS:
+        box.run(f"systemctl start {unit}")
+    box.wait_until(f"test $(wc -l < /proc/sysvipc/shm) -ge {len(ESCAPED_UNITS) + 1}")
+    cgroups = box.run("cat /proc/*/cgroup 2>/dev/null | grep -o '/_[^/]*service' | sort -u")
+    assert "/_memory.service" in cgroups.stdout  # systemd did escape it
+    out = json.loads(box.run("ipcjanitor clean --json").stdout)
+    by_key = {o["key"]: o for o in out["objects"]}
+    for unit, key in ESCAPED_UNITS.items():
+        o = by_key[f"0x{key:08x}"]
+        assert o["verdict"] == "in-use" and f"{unit} is running" in o["reason"], (unit, o)
+    for unit in ESCAPED_UNITS:
+        box.run(f"systemctl kill -s KILL {unit}")
+    box.wait_until("! systemctl is-active -q memory.service")
+    out = json.loads(box.run("ipcjanitor clean --json").stdout)
+    removed = {o["key"] for o in out["objects"] if o["verdict"] == "removed"}
+    assert removed == {f"0x{key:08x}" for key in ESCAPED_UNITS.values()}
