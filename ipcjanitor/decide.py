@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from . import unowned
 from .model import (
     BASE_REUSE_MARGIN,
     Decision,
@@ -119,15 +120,8 @@ def _note(pid: int, last: int, facts: HostFacts) -> str | None:
 
 
 def _unowned_reason(obj: IpcObject, policy: Policy) -> str:
-    if obj.key == 0:
-        return f"IPC_PRIVATE; no owner claims private objects of uid {obj.uid}"
-    claimant = policy.owner_of(obj, check_uid=False)
-    if claimant is not None:
-        return (
-            f"key is {claimant.name}'s, but uid {obj.uid}/cuid {obj.cuid} is not "
-            f"{claimant.name}'s uid {claimant.uid}/cuid {claimant.creator_uid}"
-        )
-    return "no owner claims this key"
+    """What no owner claims, and for a near miss, what differs and what to write."""
+    return unowned.reason(obj, policy)
 
 
 def decide_one(

@@ -7,7 +7,7 @@ TOML into Owners; policy_load.py finds, checks and merges the files into a Polic
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from .model import IpcKind, IpcObject
@@ -22,17 +22,18 @@ class Owner(NamedTuple):
     key_ranges: tuple[tuple[int, int], ...] = ()  # inclusive; ftok keys as (k, k)
     kinds: frozenset[IpcKind] = frozenset(IpcKind)
     unit: str | None = None
-    uid: int | None = None
-    cuid: int | None = None  # the creator's uid when it differs from uid (Apache's semaphores)
+    uid: int | None = None  # the object's owner uid (ipcs OWNER) must be this
+    cuid: int | None = None  # narrows: its creator's uid must be this too (Apache: root)
     private: bool = False
     min_age: int | None = None  # None: the policy's global min_age
     keep_queued_messages: bool = True
     source: str = "<embedded>"
 
-    @property
-    def creator_uid(self) -> int | None:
-        """The cuid an object must have: cuid if given, else uid (the contract's rule)."""
-        return self.uid if self.cuid is None else self.cuid
+    def admits(self, obj: IpcObject) -> bool:
+        """Whether the object's owner uid and creator uid are the ones this owner claims."""
+        return (self.uid is None or obj.uid == self.uid) and (
+            self.cuid is None or obj.cuid == self.cuid
+        )
 
     def matches_unit(self, unit: str) -> bool:
         return self.unit is not None and unit_matches(self.unit, unit)
@@ -48,6 +49,7 @@ class Policy:
         "owners",
         "pid_namespace_complete",
         "sources",
+        "user_name",
         "warnings",
     )
 
@@ -57,7 +59,9 @@ class Policy:
         min_age: int = DEFAULT_MIN_AGE,
         sources: tuple[str, ...] = (),
         warnings: tuple[str, ...] = (),
+        *,
         pid_namespace_complete: bool = False,
+        user_name: Callable[[int], str | None] = lambda uid: None,
     ) -> None:
         self.owners = owners
         self.min_age = min_age
@@ -65,32 +69,42 @@ class Policy:
         self.warnings = warnings
         # the operator's word: our pid namespace holds every process of our IPC namespace
         self.pid_namespace_complete = pid_namespace_complete
+        # a uid's user name for the reasons (the loader passes the user database's; pure here)
+        self.user_name = user_name
         self._index: dict[IpcKind, tuple[list[int], list[tuple[int, Owner]]]] = {}
-        self._private: dict[tuple[IpcKind, int], Owner] = {}
+        # IPC_PRIVATE: owners of one uid may split its objects by creator (disjoint cuids)
+        self._private: dict[tuple[IpcKind, int], tuple[Owner, ...]] = {}
         for kind in IpcKind:
             spans = key_spans(self.owners, kind)
             self._index[kind] = ([s[0] for s in spans], [(s[1], s[2]) for s in spans])
             for o in self.owners:
                 if o.private and o.uid is not None and kind in o.kinds:
-                    self._private[(kind, o.uid)] = o
+                    self._private[(kind, o.uid)] = (*self._private.get((kind, o.uid), ()), o)
 
-    def owner_of(self, obj: IpcObject, check_uid: bool = True) -> Owner | None:
-        """The owner claiming this object, or None: key (or IPC_PRIVATE + uid), kind and uid."""
+    def owner_of(self, obj: IpcObject) -> Owner | None:
+        """The owner claiming this object, or None: key (or IPC_PRIVATE + uid), kind, uids."""
         if obj.key == 0:
-            owner = self._private.get((obj.kind, obj.uid))
-            return owner if owner is not None and obj.cuid == owner.creator_uid else None
-        lows, spans = self._index[obj.kind]
-        i = bisect.bisect_right(lows, obj.key) - 1
-        if i < 0 or spans[i][0] < obj.key:
+            for candidate in self._private.get((obj.kind, obj.uid), ()):
+                if candidate.cuid is None or obj.cuid == candidate.cuid:
+                    return candidate
             return None
-        owner = spans[i][1]
-        if (
-            check_uid
-            and owner.uid is not None
-            and (obj.uid != owner.uid or obj.cuid != owner.creator_uid)
+        owner = self.key_owner(obj.kind, obj.key)
+        if owner is None:
+            return None
+        # Owner.admits, inline: this runs once per object of the tables
+        if (owner.uid is None or obj.uid == owner.uid) and (
+            owner.cuid is None or obj.cuid == owner.cuid
         ):
+            return owner
+        return None
+
+    def key_owner(self, kind: IpcKind, key: int) -> Owner | None:
+        """The owner whose keys hold this key for this kind, whatever the object's uids."""
+        lows, spans = self._index[kind]
+        i = bisect.bisect_right(lows, key) - 1
+        if i < 0 or spans[i][0] < key:
             return None
-        return owner
+        return spans[i][1]
 
     def grace(self, owner: Owner) -> int:
         """The owner's min_age, or the global one when it sets none."""
@@ -145,6 +159,12 @@ def unitless_warnings(policy: Policy) -> list[str]:
     ]
 
 
+def user(policy: Policy, uid: int) -> str:
+    """A uid as reasons and `policy check` write it: 33 (www-data), or 4321 without a name."""
+    name = policy.user_name(uid)
+    return f"{uid} ({name})" if name else str(uid)
+
+
 def describe(policy: Policy) -> Iterable[str]:
     """Human lines for `policy check`."""
     yield f"policy from: {', '.join(policy.sources) or '<embedded default>'}"
@@ -160,9 +180,10 @@ def describe(policy: Policy) -> Iterable[str]:
         yield f"  unit:  {o.unit or '-'}"
         yield f"  keys:  {keys or '-'}"
         yield f"  kinds: {', '.join(k.value for k in IpcKind if k in o.kinds)}"
-        uid = "any" if o.uid is None else str(o.uid)
-        if o.cuid is not None:
-            uid += f" (created by uid {o.cuid})"
+        uid = "any"
+        if o.uid is not None:
+            by = "any user" if o.cuid is None else f"uid {user(policy, o.cuid)}"
+            uid = f"owner uid {user(policy, o.uid)}, created by {by}"
         yield f"  uid:   {uid}{'  + IPC_PRIVATE' if o.private else ''}"
         keep = str(o.keep_queued_messages).lower()
         yield f"  min_age: {format_duration(policy.grace(o))}   keep_queued_messages: {keep}"

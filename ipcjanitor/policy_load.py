@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Sequence
+from functools import cache
 
 from . import policy_files
 from .errors import PolicyErrors, PolicyProblem
@@ -64,7 +66,17 @@ def load_policy(
         sources=tuple(path for path, _ in files),
         warnings=tuple(warnings),
         pid_namespace_complete=complete,
+        user_name=user_name,
     )
+
+
+@cache
+def user_name(uid: int) -> str | None:
+    """The user database's name for a uid, for reasons and `policy check`; None if it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return None
 
 
 def _text(path: str, data: bytes) -> str:
@@ -82,7 +94,7 @@ def _text(path: str, data: bytes) -> str:
 
 
 def check_overlaps(owners: Sequence[Owner]) -> list[PolicyProblem]:
-    """Two owners may not claim one key of one kind (or IPC_PRIVATE of one uid)."""
+    """Two owners may not claim one key of one kind (or IPC_PRIVATE of one uid and creator)."""
     clashes: dict[tuple[str, str], tuple[Owner, Owner, str, list[str]]] = {}
 
     def clash(a: Owner, b: Owner, what: str, kind: IpcKind) -> None:
@@ -97,12 +109,16 @@ def check_overlaps(owners: Sequence[Owner]) -> list[PolicyProblem]:
                 clash(o, reach[1], f"key 0x{low:08x}", kind)
             if reach is None or high > reach[0]:
                 reach = (high, o)
-        private: dict[int, Owner] = {}
+        private: dict[int, list[Owner]] = {}
         for o in owners:
             if o.private and o.uid is not None and kind in o.kinds:
-                if o.uid in private:
-                    clash(o, private[o.uid], f"IPC_PRIVATE of uid {o.uid}", kind)
-                private[o.uid] = o
+                for other in private.setdefault(o.uid, []):
+                    # cuid narrows: only two different creators keep two owners apart
+                    if o.cuid is None or other.cuid is None or o.cuid == other.cuid:
+                        by = o.cuid if o.cuid is not None else other.cuid
+                        created = "" if by is None else f" created by uid {by}"
+                        clash(o, other, f"IPC_PRIVATE of uid {o.uid}{created}", kind)
+                private[o.uid].append(o)
     return [_overlap_error(a, b, "/".join(kinds), what) for a, b, what, kinds in clashes.values()]
 
 

@@ -88,7 +88,8 @@ def test_unowned() -> None:
 def test_uid_mismatch_is_explained() -> None:
     policy = Policy(owners=(Owner(name="app", key_ranges=((0x100, 0x1FF),), uid=33),))
     (d,) = decide(claims([shm()], policy), facts(), policy, NOW)
-    assert d.verdict is Verdict.UNOWNED and "not app's uid 33/cuid 33" in d.reason
+    assert d.verdict is Verdict.UNOWNED and "its owner uid is 0" in d.reason
+    assert "where app says uid = 33: write uid = 0 in [owners.app]" in d.reason
 
 
 def test_running_unit_keeps_even_a_dead_object() -> None:

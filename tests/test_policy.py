@@ -60,8 +60,8 @@ def test_a_full_policy_resolves(tmp_path: Path) -> None:
     assert billing.keep_queued_messages is False and legacy.keep_queued_messages is True
     assert p.owner_of(obj(0x6104E88B)) is billing
     assert p.owner_of(obj(0x6104E88B, IpcKind.MSG)) is None  # kinds
-    assert p.owner_of(obj(0x6104E88B, uid=33)) is None  # uid AND cuid must match
-    assert p.owner_of(obj(0x6104E88B, cuid=33)) is None
+    assert p.owner_of(obj(0x6104E88B, uid=33)) is None  # uid is the object's owner uid
+    assert p.owner_of(obj(0x6104E88B, cuid=33)) is billing  # without cuid, any creator
     assert p.owner_of(obj(150, IpcKind.MSG, uid=33)) is legacy
     assert p.owner_of(obj(201)) is None and p.owner_of(obj(0)) is None
     assert billing.source.endswith("p.toml:3")
@@ -163,6 +163,22 @@ def test_two_private_owners_of_one_uid_overlap(tmp_path: Path) -> None:
     text = "[owners.a]\nuid = 5\nprivate = true\n[owners.b]\nuid = 5\nprivate = true\n"
     with pytest.raises(PolicyErrors, match="IPC_PRIVATE of uid 5"):
         load(write(tmp_path / "p.toml", text))
+    # cuid narrows: one owner without it claims what any creator made, so it still overlaps
+    narrowed = text.replace("[owners.b]\n", "[owners.b]\ncuid = 0\n")
+    with pytest.raises(PolicyErrors, match="IPC_PRIVATE of uid 5 created by uid 0"):
+        load(write(tmp_path / "q.toml", narrowed))
+
+
+def test_private_owners_of_one_uid_with_different_creators_are_disjoint(tmp_path: Path) -> None:
+    """www-data's sets made by Apache's root parent, and php-fpm's own, made by www-data."""
+    text = (
+        "[owners.apache]\nuid = 33\ncuid = 0\nprivate = true\n"
+        "[owners.fpm]\nuid = 33\ncuid = 33\nprivate = true\n"
+    )
+    p = load(write(tmp_path / "p.toml", text))
+    assert p.owner_of(obj(0, IpcKind.SEM, uid=33, cuid=0)) is p.owner("apache")
+    assert p.owner_of(obj(0, IpcKind.SEM, uid=33, cuid=33)) is p.owner("fpm")
+    assert p.owner_of(obj(0, IpcKind.SEM, uid=33, cuid=1000)) is None
 
 
 def test_cuid_claims_objects_created_by_another_user(tmp_path: Path) -> None:
@@ -173,16 +189,48 @@ def test_cuid_claims_objects_created_by_another_user(tmp_path: Path) -> None:
         )
     )
     assert p.owner_of(obj(0, IpcKind.SEM, uid=33, cuid=0)) is p.owner("a")
-    assert p.owner_of(obj(0, IpcKind.SEM, uid=33, cuid=33)) is None
+    assert p.owner_of(obj(0, IpcKind.SEM, uid=33, cuid=33)) is None  # cuid narrows
     with pytest.raises(PolicyErrors, match="cuid needs uid"):
         load(write(tmp_path / "q.toml", "[owners.a]\ncuid = 0\nkeys = ['0x10']\n"))
+
+
+def test_uid_is_the_owner_uid_and_cuid_only_narrows(tmp_path: Path) -> None:
+    """The issue's Apache policy: no cuid, and the root-made sets of www-data are claimed."""
+    text = "[owners.apache]\nuid = 33\nprivate = true\nkinds = ['sem']\nkeys = ['0x10']\n"
+    p = load(write(tmp_path / "p.toml", text))
+    apache = p.owner("apache")
+    for key in (0, 0x10):
+        assert p.owner_of(obj(key, IpcKind.SEM, uid=33, cuid=0)) is apache
+        assert p.owner_of(obj(key, IpcKind.SEM, uid=33, cuid=33)) is apache
+        assert p.owner_of(obj(key, IpcKind.SEM, uid=0, cuid=33)) is None
+    narrowed = load(write(tmp_path / "q.toml", text.replace("uid = 33", "uid = 33\ncuid = 0")))
+    for key in (0, 0x10):
+        assert narrowed.owner_of(obj(key, IpcKind.SEM, uid=33, cuid=0)) is narrowed.owners[0]
+        assert narrowed.owner_of(obj(key, IpcKind.SEM, uid=33, cuid=33)) is None
+
+
+def test_policy_check_says_whose_objects_uid_and_cuid_claim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "[owners.a]\nuid = 0\nkeys = ['0x10']\n"
+        "[owners.b]\nuid = 0\ncuid = 0\nkeys = ['0x20']\n[owners.c]\nkeys = ['0x30']\n"
+    )
+    assert main(["policy", "check", str(write(tmp_path / "p.toml", text))]) == 0
+    uids = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  uid:")]
+    assert uids == [
+        "  uid:   owner uid 0 (root), created by any user",
+        "  uid:   owner uid 0 (root), created by uid 0 (root)",
+        "  uid:   any",
+    ]
 
 
 def test_private_claims_key_zero_of_that_uid(tmp_path: Path) -> None:
     p = load(write(tmp_path / "p.toml", "[owners.a]\nuid = 5\nprivate = true\n"))
     assert p.owner_of(obj(0, uid=5)) is p.owner("a")
     assert p.owner_of(obj(0, uid=6)) is None
-    assert p.owner_of(obj(0, uid=5, cuid=0)) is None
+    assert p.owner_of(obj(0, uid=5, cuid=0)) is p.owner("a")  # whoever created it
+    assert p.owner_of(obj(0, uid=0, cuid=5)) is None  # uid is the owner, not the creator
 
 
 def test_ftok_matches_c_ftok(tmp_path: Path) -> None:
@@ -474,3 +522,16 @@ def test_scan_and_clean_warn_about_owners_without_a_unit_when_verbose(
     assert main(["--policy", str(path), "-v", *command]) == 0
     err = capsys.readouterr().err
     assert err.count("has no unit") == 1 and "owner legacy" in err
+
+
+def test_the_apache_example_claims_the_sets_root_makes_for_www_data() -> None:
+    import pwd
+
+    example = next(e for e in EXAMPLES if e.name == "apache-mutex-sysvsem.toml")
+    policy = load_policy(str(example), strict_modes=False)
+    www = pwd.getpwnam("www-data").pw_uid
+    apache = policy.owner("apache")
+    assert apache and apache.unit == "apache2.service" and apache.cuid is None
+    assert policy.owner_of(obj(0, IpcKind.SEM, uid=www, cuid=0)) is apache
+    assert policy.owner_of(obj(0, IpcKind.SHM, uid=www, cuid=0)) is None
+    assert policy.owner_of(obj(0, IpcKind.SEM, uid=0, cuid=www)) is None
