@@ -225,3 +225,21 @@ def _entry(
         return shown, chase.refuse(f"cannot read: {exc.strerror}")
     finally:
         chase.close()
+
+
+def list_directory(path: str, strict: bool) -> list[str]:
+    """The names in the directory at path, walked as read_policy walks it; with strict, only
+    when root alone can change it and every directory above it (else Refused)."""
+    chase = _Chase(path, strict)
+    try:
+        _, found, _ = chase.walk(path)
+        fd, real, st = found
+        if not stat.S_ISDIR(st.st_mode):
+            raise chase.refuse(f"{real} is not a directory")
+        chase.check_mode(st, real, sticky_ok=False)  # others could add entries
+        listing = chase.open_at(".", fd, real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return sorted(os.listdir(listing))
+    except OSError as exc:
+        raise chase.refuse(f"cannot read: {exc.strerror}") from None
+    finally:
+        chase.close()

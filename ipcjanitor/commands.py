@@ -56,7 +56,8 @@ def _scope(args: argparse.Namespace, policy: Policy) -> Scope:
         if unknown:
             names = ", ".join(o.name for o in policy.owners) or "none"
             raise UsageError(f"no owner named {', '.join(unknown)} in the policy (owners: {names})")
-        owners = frozenset(args.owner)
+        # a template owner's name takes its instances' owners too (workers: workers@2, ...)
+        owners = frozenset(args.owner) | {o.name for o in policy.owners if o.template in args.owner}
     kinds = frozenset(IpcKind(k) for k in args.kind) if args.kind else frozenset(IpcKind)
     return Scope(kinds=kinds, owners=owners)
 

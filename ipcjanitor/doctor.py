@@ -229,7 +229,11 @@ def missing_hooks(policy: Policy, dirs: Iterable[Path] = UNIT_DIRS) -> list[dict
     return [
         {"owner": o.name, "unit": o.unit, "fix": f"ipcjanitor install-hook {o.unit}"}
         for o in policy.owners
-        if o.unit and o.unit.endswith(".service") and not hook_installed(o.unit, dirs)
+        # an instance's owner is hooked by its template's drop-in: its template owner's row
+        if o.unit
+        and o.unit.endswith(".service")
+        and o.template is None
+        and not hook_installed(o.unit, dirs)
     ]
 
 

@@ -28,6 +28,12 @@ class Owner(NamedTuple):
     min_age: int | None = None  # None: the policy's global min_age
     keep_queued_messages: bool = True
     source: str = "<embedded>"
+    # a template owner (unit "worker@.service"): its ftok paths with %i, as (path, proj), from
+    # which the loader makes one owner per instance found on disk (policy_instances.py); an
+    # instance's owner: those paths, of its instance
+    per_instance: tuple[tuple[str, int], ...] = ()
+    template: str | None = None  # an instance's owner: its template owner's name ...
+    instance: str | None = None  # ... and the instance ("2" of worker@2.service)
 
     def admits(self, obj: IpcObject) -> bool:
         """Whether the object's owner uid and creator uid are the ones this owner claims."""
@@ -159,6 +165,10 @@ def unitless_warnings(policy: Policy) -> list[str]:
     ]
 
 
+def _proj(proj: int) -> str:
+    return repr(chr(proj)) if 0x20 < proj < 0x7F else str(proj)
+
+
 def user(policy: Policy, uid: int) -> str:
     """A uid as reasons and `policy check` write it: 33 (www-data), or 4321 without a name."""
     name = policy.user_name(uid)
@@ -176,9 +186,18 @@ def describe(policy: Policy) -> Iterable[str]:
         keys = ", ".join(
             f"0x{lo:08x}" if lo == hi else f"0x{lo:08x}-0x{hi:08x}" for lo, hi in o.key_ranges
         )
-        yield f"[{o.name}]  ({o.source})"
+        if o.template is None:
+            yield f"[{o.name}]  ({o.source})"
+        else:
+            yield f"[{o.name}]  (instance {o.instance} of {o.template}, {o.source})"
         yield f"  unit:  {o.unit or '-'}"
         yield f"  keys:  {keys or '-'}"
+        for path, proj in o.per_instance:
+            found = [i.name for i in policy.owners if i.template == o.name] or ["no instance"]
+            if o.template is None:
+                yield f"  per instance: ftok {path} proj {_proj(proj)} -> {', '.join(found)}"
+            else:
+                yield f"  ftok:  {path} proj {_proj(proj)}"
         yield f"  kinds: {', '.join(k.value for k in IpcKind if k in o.kinds)}"
         uid = "any"
         if o.uid is not None:

@@ -7,7 +7,7 @@ import pwd
 from collections.abc import Sequence
 from functools import cache
 
-from . import policy_files
+from . import policy_files, policy_instances
 from .errors import PolicyErrors, PolicyProblem
 from .model import IpcKind
 from .policy import DEFAULT_MIN_AGE, EMBEDDED_DEFAULT, Owner, Policy, key_spans
@@ -56,12 +56,17 @@ def load_policy(
             complete = parsed.pid_namespace_complete
         owners.update(parsed.owners)  # a later file's owner of the same name replaces it
         warnings.extend(parsed.warnings)
+    resolved = list(owners.values())
     if not problems:
-        problems.extend(check_overlaps(list(owners.values())))
+        resolved, found, clashes = policy_instances.expand(resolved, strict_modes)
+        warnings.extend(found)
+        problems.extend(clashes)
+    if not problems:
+        problems.extend(check_overlaps(resolved))
     if problems:
         raise PolicyErrors(problems)
     return Policy(
-        owners=tuple(owners.values()),
+        owners=tuple(resolved),
         min_age=min_age,
         sources=tuple(path for path, _ in files),
         warnings=tuple(warnings),
@@ -124,9 +129,11 @@ def check_overlaps(owners: Sequence[Owner]) -> list[PolicyProblem]:
 
 def _overlap_error(a: Owner, b: Owner, kinds: str, what: str) -> PolicyProblem:
     path, _, line = a.source.rpartition(":")
+    fix = "give each key to one owner"
+    if a.template == b.name or b.template == a.name:
+        fix = "a key is one instance's (ftok with %i) or shared by all (keys, ftok without %i)"
     return PolicyProblem(
         path or a.source,
         int(line) if line.isdigit() else None,
-        f"owners {b.name!r} ({b.source}) and {a.name!r} both claim {kinds} {what}: "
-        "give each key to one owner",
+        f"owners {b.name!r} ({b.source}) and {a.name!r} both claim {kinds} {what}: {fix}",
     )

@@ -55,6 +55,7 @@ _NESTING_TOKENS = re.compile(
 )
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
+_SPECIFIER = re.compile(r"(%.?)", re.DOTALL)
 
 
 class ParsedFile(NamedTuple):
@@ -217,8 +218,8 @@ def _unit(value: object) -> str:
     raise ValueError(f'{value!r} has no unit type suffix: did you mean "{value}.service"?')
 
 
-def _ftok_key(entry: object) -> int:
-    """One { path, proj } entry -> its key; raises _Skipped when the path cannot be read."""
+def _ftok_entry(entry: object) -> tuple[str, int]:
+    """One { path, proj } entry -> (path, proj), checked."""
     if not isinstance(entry, Mapping) or set(entry) - {"path", "proj"} or "path" not in entry:
         raise ValueError('each entry is { path = "/srv/app/file", proj = "a" }')
     path, proj = entry["path"], entry.get("proj", 1)
@@ -228,10 +229,44 @@ def _ftok_key(entry: object) -> int:
         raise ValueError(f"proj {entry.get('proj')!r} must be one character (as in PHP) or 1..255")
     if not isinstance(path, str) or not path.startswith("/"):
         raise ValueError(f"path {path!r} must be an absolute path")
+    return path, proj
+
+
+def _ftok_key(path: str, proj: int) -> int:
+    """A path's key; raises _Skipped when the path cannot be read."""
     try:
         return ftok(path, proj)
     except OSError as exc:
         raise _Skipped(f"ftok path {path} cannot be read ({exc.strerror})") from None
+
+
+def instance_parts(path: str) -> list[str]:
+    """An ftok path split at each %i (systemd's instance specifier), with %% made one %.
+
+    One part: no %i. Any other specifier is refused: a path means what it says, or fails.
+    """
+    parts, text = [], ""
+    for piece in _SPECIFIER.split(path):
+        if piece == "%%":
+            text += "%"
+        elif piece == "%i":
+            parts.append(text)
+            text = ""
+        elif piece.startswith("%"):
+            raise ValueError(
+                f"path {path!r}: {piece!r}: only %i (the instance) and %% (a %) are understood"
+            )
+        else:
+            text += piece
+    return [*parts, text]
+
+
+def _template_of(unit: str | None) -> str:
+    """The template unit name to suggest for an owner whose unit is not one."""
+    if unit is None:
+        return "NAME@.service"
+    name, _, kind = unit.rpartition(".")
+    return f"{name.partition('@')[0]}@.{kind}"
 
 
 class _Skipped(Exception):
@@ -283,11 +318,24 @@ def _parse_owner(
             except TypeError:  # a table or array where a scalar belongs, and the like
                 err(f"{key}: has the wrong type ({type(table[key]).__name__})", key)
     ranges = list(values.get("keys", []))
+    per_instance: list[tuple[str, int]] = []
     ftoks = table.get("ftok", [])
     try:
         for entry in _list(ftoks, 'ftok = [{ path = "/srv/app/file", proj = "a" }]'):
+            path, proj = _ftok_entry(entry)
+            parts = instance_parts(path)
+            unit = values.get("unit")
+            if len(parts) > 1 and (unit is None or "@." not in unit):
+                raise ValueError(
+                    f"path {path!r}: %i needs a template unit: "
+                    f'unit = "{_template_of(unit)}" (each instance found on disk is then '
+                    "an owner of its own)"
+                )
+            if len(parts) > 1:
+                per_instance.append((path, proj))
+                continue
             try:
-                ftok_key = _ftok_key(entry)
+                ftok_key = _ftok_key(parts[0], proj)
             except _Skipped as skip:
                 warnings.append(f"{where}: [{section}] {skip}: that ftok entry is skipped")
                 continue
@@ -313,6 +361,7 @@ def _parse_owner(
         min_age=values.get("min_age"),
         keep_queued_messages=values.get("keep_queued_messages", True),
         source=f"{where}:{head}" if head else where,
+        per_instance=tuple(per_instance),
     )
     return owner, errors
 

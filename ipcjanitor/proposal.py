@@ -455,7 +455,8 @@ def render(proposal: Proposal, watch: Watch, user_name: Callable[[int], str | No
                     shown = ", ".join(comment_text(p) for p in f.others[:_MAX_PIDS_LISTED])
                     lines.append(f"    # (these files give the same key too: {shown})")
                 lines += _comments(f.sightings, watch, "    ")
-                lines.append(f"    {{ path = {toml_string(f.path)}, proj = {_proj(f.proj)} }},")
+                path = toml_string(f.path.replace("%", "%%"))  # %i is the instance specifier
+                lines.append(f"    {{ path = {path}, proj = {_proj(f.proj)} }},")
             lines.append("]")
         if t.keys:
             lines.append("keys = [")
