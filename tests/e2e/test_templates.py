@@ -8,14 +8,15 @@ import json
 import pytest
 
 from .conftest import journal, sysvipc_keys
-from .container import Container, available
+from .container import ROOT, Container, available
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(available() is not None, reason=str(available())),
 ]
 
-SHARED = 0x73000001
+EXAMPLE = ROOT / "packaging" / "examples" / "worker-template.toml"
+SHARED = 0x57000001  # the example's shared key
 WORKER = """\
 import ctypes, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
@@ -34,19 +35,11 @@ assert os.waitpid(child, 0)[1] == 0
 sem = libc.semget(SHARED_KEY, 1, 0o1600)  # one set every instance uses
 op = (ctypes.c_short * 3)(0, 1, 0)
 assert sem >= 0 and libc.semop(sem, op, 1) == 0
-with open(f"/run/worker-{instance}.key", "w") as f:
+with open(f"/run/worker-{instance}/key", "w") as f:
     f.write(f"{key}\\n")
 while True:
     time.sleep(60)
 """.replace("SHARED_KEY", str(SHARED))
-
-POLICY = f"""\
-[owners.workers]
-unit = "worker@.service"
-keys = ["0x{SHARED:08x}"]
-ftok = [{{ path = "/srv/worker/%i/queue", proj = "q" }}]
-min_age = "0s"
-"""
 
 
 def _objects(c: Container) -> dict[tuple[str, int], tuple[str, str, str]]:
@@ -58,13 +51,21 @@ def _objects(c: Container) -> dict[tuple[str, int], tuple[str, str, str]]:
 
 
 def test_a_killed_instance_loses_its_own_objects_while_the_other_runs(box: Container) -> None:
+    assert f'keys = ["0x{SHARED:08x}"]' in EXAMPLE.read_text()
+    box.run("useradd --system --no-create-home worker")  # in the container's /etc overlay
     box.write("/usr/local/bin/worker", WORKER, 0o755)
     box.write(
         "/etc/systemd/system/worker@.service",
-        "[Service]\nExecStart=/usr/bin/python3 /usr/local/bin/worker %i\n",
+        "[Service]\nUser=worker\nExecStart=/usr/bin/python3 /usr/local/bin/worker %i\n"
+        "RuntimeDirectory=worker-%i\n",
     )
-    box.run("mkdir -p /srv/worker/1 /srv/worker/2 && touch /srv/worker/1/queue /srv/worker/2/queue")
-    box.write("/etc/ipcjanitor/policy.d/workers.toml", POLICY)
+    # root's spool directory, each instance's own below it (/srv is the container's tmpfs)
+    box.run("install -d -m 0755 /srv/worker")
+    for i in (1, 2):
+        box.run(f"install -d -o worker /srv/worker/{i} && install -o worker /dev/null "
+                f"/srv/worker/{i}/queue")  # fmt: skip
+    assert box.run("stat -c '%U %a' /srv/worker").stdout == "root 755\n"
+    box.write("/etc/ipcjanitor/policy.d/worker.toml", EXAMPLE.read_text())
     check = box.run("ipcjanitor policy check").stdout
     assert "  per instance: ftok /srv/worker/%i/queue proj 'q' -> workers@1, workers@2" in check
     assert "[workers@2]  (instance 2 of workers, " in check
@@ -73,10 +74,10 @@ def test_a_killed_instance_loses_its_own_objects_while_the_other_runs(box: Conta
     assert installed.startswith("wrote /etc/systemd/system/worker@.service.d/ipcjanitor.conf")
 
     box.run("systemctl daemon-reload && systemctl start worker@1.service")
-    box.wait_until("test -s /run/worker-1.key")
+    box.wait_until("test -s /run/worker-1/key")
     box.run("systemctl start worker@2.service")  # the last to operate on the shared set
-    box.wait_until("test -s /run/worker-2.key")
-    one, two = (int(box.run(f"cat /run/worker-{i}.key").stdout) for i in (1, 2))
+    box.wait_until("test -s /run/worker-2/key")
+    one, two = (int(box.run(f"cat /run/worker-{i}/key").stdout) for i in (1, 2))
     assert sorted(sysvipc_keys(box, "shm")) == sorted([one, two])
     assert sysvipc_keys(box, "sem") == [SHARED]
 
