@@ -7,6 +7,7 @@ TOML into Owners; policy_load.py finds, checks and merges the files into a Polic
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -49,6 +50,8 @@ class Policy:
     """The resolved policy: owners by name, and a fast key -> owner index. Read-only."""
 
     __slots__ = (
+        "_by_uid",
+        "_claimed",
         "_index",
         "_private",
         "min_age",
@@ -86,6 +89,15 @@ class Policy:
             for o in self.owners:
                 if o.private and o.uid is not None and kind in o.kinds:
                     self._private[(kind, o.uid)] = (*self._private.get((kind, o.uid), ()), o)
+        # for the reasons of unowned objects: is a key anyone's for any kind (lows, and the
+        # highest high up to each), and the owners that name each uid
+        every = sorted((lo, hi) for o in self.owners for lo, hi in o.key_ranges)
+        reach = list(itertools.accumulate((hi for _, hi in every), max))
+        self._claimed = ([lo for lo, _ in every], reach)
+        self._by_uid: dict[int, tuple[Owner, ...]] = {}
+        for o in self.owners:
+            if o.uid is not None:
+                self._by_uid[o.uid] = (*self._by_uid.get(o.uid, ()), o)
 
     def owner_of(self, obj: IpcObject) -> Owner | None:
         """The owner claiming this object, or None: key (or IPC_PRIVATE + uid), kind, uids."""
@@ -103,6 +115,16 @@ class Policy:
         ):
             return owner
         return None
+
+    def key_claimed(self, key: int) -> bool:
+        """Whether any owner's keys hold this key, for any kind."""
+        lows, reach = self._claimed
+        i = bisect.bisect_right(lows, key) - 1
+        return i >= 0 and reach[i] >= key
+
+    def owners_of_uid(self, uid: int) -> tuple[Owner, ...]:
+        """The owners whose `uid` is this one, in policy order."""
+        return self._by_uid.get(uid, ())
 
     def key_owner(self, kind: IpcKind, key: int) -> Owner | None:
         """The owner whose keys hold this key for this kind, whatever the object's uids."""

@@ -18,6 +18,8 @@ def reason(obj: IpcObject, policy: Policy) -> str:
     owner = policy.key_owner(obj.kind, obj.key)
     if owner is not None:
         return f"key 0x{obj.key:08x} is {owner.name}'s, but {_uids(obj, owner, policy)}"
+    if not policy.key_claimed(obj.key):  # most unowned objects: answered by one bisect
+        return "no owner claims this key"
     misses = []
     for o in dict.fromkeys(policy.key_owner(k, obj.key) for k in IpcKind if k is not obj.kind):
         if o is not None:
@@ -28,19 +30,20 @@ def reason(obj: IpcObject, policy: Policy) -> str:
 def _private(obj: IpcObject, policy: Policy) -> str:
     u = user(policy, obj.uid)
     misses = []
-    for o in policy.owners:
-        if o.uid == obj.uid and o.private and obj.kind not in o.kinds:
+    for o in policy.owners_of_uid(obj.uid):
+        if o.private and obj.kind not in o.kinds:
             misses.append(
                 f"{o.name} claims that uid's IPC_PRIVATE objects for {_kinds(o)}, {_add(obj, o)}"
             )
-        elif o.uid == obj.uid and o.private:
+        elif o.private:
             misses.append(f"{o.name} claims it, but {_uids(obj, o, policy)}")
-        elif o.uid == obj.uid and obj.kind in o.kinds:
+        elif obj.kind in o.kinds:
             misses.append(
                 f"{o.name} has uid = {u} but not private = true: set private = true in "
                 f"[owners.{o.name}] if it is {o.name}'s"
             )
-        elif o.private and o.uid == obj.cuid and obj.kind in o.kinds:
+    for o in policy.owners_of_uid(obj.cuid) if obj.cuid != obj.uid else ():
+        if o.private and obj.kind in o.kinds:
             c = user(policy, obj.cuid)
             creator = policy.user_name(obj.cuid) or f"uid {obj.cuid}"
             misses.append(
