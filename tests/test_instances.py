@@ -253,3 +253,16 @@ def test_doctor_asks_for_the_templates_hook_not_each_instances(tmp_path: Path) -
             "fix": "ipcjanitor install-hook worker@.service",
         }
     ]
+
+
+def test_completion_offers_instance_owners_and_units(tmp_path: Path) -> None:
+    from .test_completion import complete
+
+    instances(tmp_path / "srv", "1", "2")
+    path = str(policy_file(tmp_path, f"{tmp_path}/srv/%i/queue"))
+    assert complete("ipcjanitor", "--policy", path, "scan", "--owner", "workers@") == [
+        "workers@1", "workers@2",
+    ]  # fmt: skip
+    assert complete("ipcjanitor", "--policy", path, "hook", "--unit", "worker@2") == [
+        "worker@2.service"
+    ]
