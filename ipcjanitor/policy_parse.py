@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from .errors import PolicyErrors, PolicyProblem
 from .model import IpcKind
-from .policy import Owner
+from .policy import Owner, template_parts
 
 _TOP_FIELDS = {"min_age", "pid_namespace_complete", "owners"}
 _OWNER_FIELDS = {
@@ -325,7 +325,7 @@ def _parse_owner(
             path, proj = _ftok_entry(entry)
             parts = instance_parts(path)
             unit = values.get("unit")
-            if len(parts) > 1 and (unit is None or "@." not in unit):
+            if len(parts) > 1 and (unit is None or template_parts(unit) is None):
                 raise ValueError(
                     f"path {path!r}: %i needs a template unit: "
                     f'unit = "{_template_of(unit)}" (each instance found on disk is then '

@@ -535,3 +535,44 @@ def test_the_apache_example_claims_the_sets_root_makes_for_www_data() -> None:
     assert policy.owner_of(obj(0, IpcKind.SEM, uid=www, cuid=0)) is apache
     assert policy.owner_of(obj(0, IpcKind.SHM, uid=www, cuid=0)) is None
     assert policy.owner_of(obj(0, IpcKind.SEM, uid=0, cuid=www)) is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "unit", "matches"),
+    [
+        ("worker@.service", "worker@2.service", True),
+        ("worker@.service", "worker@1.blue.service", True),  # instance "1.blue"
+        ("worker@.service", "worker@.service", True),  # itself (install-hook of a template)
+        ("worker@.service", "worker@2.scope", False),
+        ("worker@.service", "worker.service", False),
+        ("worker.service", "worker.service", True),
+        # not templates, as systemd reads them: the first "@" starts the instance
+        ("app@blue@.service", "app@blue@1.service", False),  # found by attacking the hook
+        ("app@blue@.service", "app@blue@.service", True),
+        ("app@.blue.service", "app@1.blue.service", False),
+        ("app@.blue.service", "app@.blue.service", True),
+    ],
+)
+def test_templates_match_as_systemd_reads_them(pattern: str, unit: str, matches: bool) -> None:
+    from ipcjanitor.policy import unit_matches
+
+    assert unit_matches(pattern, unit) is matches
+
+
+unit_chars = st.sampled_from(list("ab1@.-_"))
+
+
+@given(st.text(unit_chars, min_size=1, max_size=8), st.text(unit_chars, min_size=1, max_size=8),
+       st.sampled_from(["service", "scope"]))  # fmt: skip
+def test_a_pattern_binds_a_unit_only_as_its_name_or_its_template(
+    stem: str, other: str, kind: str
+) -> None:
+    """What the hook's fast path relies on: it looks for exactly these two names."""
+    from ipcjanitor.policy import unit_matches
+
+    for pattern in (f"{stem}.{kind}", f"{stem}@.{kind}", f"{other}@.{kind}"):
+        for unit in (f"{stem}.{kind}", f"{other}.{kind}", f"{stem}@{other}.{kind}"):
+            if unit_matches(pattern, unit):
+                name, _, unit_kind = unit.rpartition(".")
+                template = f"{name.partition('@')[0]}@.{unit_kind}"
+                assert pattern in (unit, template), (pattern, unit)
