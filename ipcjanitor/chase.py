@@ -89,6 +89,9 @@ class _Chase:
                 f"(chmod go-w {real})"
             )
 
+    def saw(self, parent: Dir, st: os.stat_result, real: str) -> None:
+        """Called for each entry the walk reaches, with the directory it was found in."""
+
     def root(self) -> Dir:
         fd = self.open_at("/", None, "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(fd)
@@ -118,6 +121,7 @@ class _Chase:
             real = os.path.join(dir_real, name)
             fd = self.open_at(name, dir_fd, real)
             st = os.fstat(fd)
+            self.saw(stack[-1], st, real)
             self.check_owner(st, real)
             if stat.S_ISLNK(st.st_mode):
                 hops += 1
@@ -243,3 +247,41 @@ def list_directory(path: str, strict: bool) -> list[str]:
         raise chase.refuse(f"cannot read: {exc.strerror}") from None
     finally:
         chase.close()
+
+
+class _Controllers(_Chase):
+    """A walk that notes who, besides root, could change what the path resolves to."""
+
+    def __init__(self, shown: str) -> None:
+        super().__init__(shown, strict=False)
+        self.uids: set[int] = set()
+        self.anyone: str | None = None
+
+    def saw(self, parent: Dir, st: os.stat_result, real: str) -> None:
+        _, parent_real, pst = parent
+        if pst.st_uid != 0:  # the directory's owner can rename or replace any entry in it
+            self.uids.add(pst.st_uid)
+        if pst.st_mode & _OTHERS_WRITE:
+            if pst.st_mode & stat.S_ISVTX:  # sticky: only an entry's owner can replace it
+                if st.st_uid != 0:
+                    self.uids.add(st.st_uid)
+            elif self.anyone is None:
+                self.anyone = f"directory {parent_real} is writable by group or others"
+
+
+def stat_controlled(path: str) -> tuple[os.stat_result, frozenset[int], str | None]:
+    """stat(path), symlinks followed as chase() follows them, and who could change what it
+    resolves to: the non-root uids owning a directory on the way (or an entry in a sticky
+    one), and why anyone could (a directory writable by group or others), if so.
+
+    ftok(3) keys are computed from stat(): whoever controls the path chooses the key.
+    Raises Refused when the path cannot be walked.
+    """
+    walk = _Controllers(path)
+    try:
+        _, (_, _, st), _ = walk.walk(path)
+        return st, frozenset(walk.uids), walk.anyone
+    except OSError as exc:
+        raise walk.refuse(f"cannot read: {exc.strerror}") from None
+    finally:
+        walk.close()

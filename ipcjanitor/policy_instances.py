@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from .chase import Refused, list_directory
 from .errors import PolicyProblem
 from .policy import Owner
-from .policy_parse import ftok, instance_parts
+from .policy_parse import Skipped, ftok_claim, instance_parts
 
 # systemd's unit name characters (unit-name.c, VALID_CHARS_WITH_AT): what an instance may be
 _INSTANCE = re.compile(r"[A-Za-z0-9:_.\\@-]+")
@@ -44,9 +44,11 @@ def expand(owners: list[Owner], strict: bool) -> tuple[list[Owner], list[str], l
         for pattern, proj in t.per_instance:
             for instance, path in _instances(pattern, strict, where, warnings):
                 try:
-                    keys.setdefault(instance, []).append((ftok(path, proj), path, proj))
-                except OSError as exc:
-                    warnings.append(f"{where} ftok path {path} cannot be read ({exc.strerror})")
+                    key = ftok_claim(path, proj, t.uid, strict)
+                except Skipped as skip:
+                    warnings.append(f"{where} {skip}: that instance's ftok entry is skipped")
+                    continue
+                keys.setdefault(instance, []).append((key, path, proj))
         holders: dict[int, list[str]] = {}
         for instance, found in keys.items():
             for k in dict.fromkeys(k for k, _, _ in found):

@@ -41,7 +41,7 @@ def load_policy(
     warnings: list[str] = []
     for path, data in files:
         try:
-            parsed = parse_policy_text(_text(path, data), path)
+            parsed = parse_policy_text(_text(path, data), path, strict_modes)
         except PolicyErrors as exc:
             problems.extend(exc.problems)
             continue

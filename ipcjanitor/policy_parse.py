@@ -9,6 +9,7 @@ import tomllib  # Python >= 3.11, which pystemd requires too: the tomli fallback
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from . import chase
 from .errors import PolicyErrors, PolicyProblem
 from .model import IpcKind
 from .policy import Owner, template_parts
@@ -70,8 +71,42 @@ class ParsedFile(NamedTuple):
 
 def ftok(path: str | os.PathLike[str], proj: int) -> int:
     """The key ftok(3) and PHP's ftok() compute: proj, st_dev and st_ino bits, unsigned."""
-    st = os.stat(path)
+    return _key(os.stat(path), proj)
+
+
+def _key(st: os.stat_result, proj: int) -> int:
     return ((proj & 0xFF) << 24) | ((st.st_dev & 0xFF) << 16) | (st.st_ino & 0xFFFF)
+
+
+def ftok_claim(path: str, proj: int, uid: int | None, strict: bool) -> int:
+    """The key an owner may claim by ftok(path, proj); raises Skipped when it may not.
+
+    As root (strict), whoever can change what the path resolves to chooses the key root
+    claims — a user who owns a directory on the way could point it at another user's live
+    objects. The key is claimed only when root alone controls the path, or the one user who
+    does is the owner's uid: then only objects that user owns (and could remove) are claimed.
+    """
+    if not strict:
+        return _ftok_key(path, proj)
+    try:
+        st, uids, anyone = chase.stat_controlled(path)
+    except chase.Refused as exc:
+        raise Skipped(f"ftok path {path} cannot be read ({exc.problem})") from None
+    if anyone:
+        raise Skipped(
+            f"ftok path {path}: {anyone}, so any user could choose the key it gives (make it "
+            "root's and chmod go-w, or claim the key with keys = [...])"
+        )
+    others = sorted(uids - {uid}) if uid is not None else sorted(uids)
+    if others:
+        who = ", ".join(str(u) for u in others)
+        raise Skipped(
+            f"ftok path {path} can be replaced by uid {who} (owner of a directory on the "
+            "way): root would claim whatever key that user chose, another user's objects "
+            f"included; set uid = {others[0]} on this owner if its objects are that user's "
+            "(it then claims only objects that user owns), or make the directories root's"
+        )
+    return _key(st, proj)
 
 
 def parse_duration(value: object) -> int:
@@ -233,11 +268,11 @@ def _ftok_entry(entry: object) -> tuple[str, int]:
 
 
 def _ftok_key(path: str, proj: int) -> int:
-    """A path's key; raises _Skipped when the path cannot be read."""
+    """A path's key; raises Skipped when the path cannot be read."""
     try:
         return ftok(path, proj)
     except OSError as exc:
-        raise _Skipped(f"ftok path {path} cannot be read ({exc.strerror})") from None
+        raise Skipped(f"ftok path {path} cannot be read ({exc.strerror})") from None
 
 
 def instance_parts(path: str) -> list[str]:
@@ -269,7 +304,7 @@ def _template_of(unit: str | None) -> str:
     return f"{name.partition('@')[0]}@.{kind}"
 
 
-class _Skipped(Exception):
+class Skipped(Exception):
     """A policy entry that is warned about and left out, not an error."""
 
 
@@ -291,7 +326,13 @@ _SETTING_PARSERS: dict[str, Callable[[object], Any]] = {
 
 
 def _parse_owner(
-    name: str, table: object, where: str, lines: _LineFinder, warnings: list[str]
+    name: str,
+    table: object,
+    where: str,
+    lines: _LineFinder,
+    warnings: list[str],
+    *,
+    strict: bool = False,
 ) -> tuple[Owner | None, list[PolicyProblem]]:
     section = f"owners.{name}"
     head = lines.find(section)
@@ -335,8 +376,8 @@ def _parse_owner(
                 per_instance.append((path, proj))
                 continue
             try:
-                ftok_key = _ftok_key(parts[0], proj)
-            except _Skipped as skip:
+                ftok_key = ftok_claim(parts[0], proj, values.get("uid"), strict)
+            except Skipped as skip:
                 warnings.append(f"{where}: [{section}] {skip}: that ftok entry is skipped")
                 continue
             ranges.append((ftok_key, ftok_key))
@@ -392,7 +433,7 @@ def _too_deep_error(where: str, line: int | None) -> PolicyErrors:
     )
 
 
-def parse_policy_text(text: str, path: str | os.PathLike[str]) -> ParsedFile:
+def parse_policy_text(text: str, path: str | os.PathLike[str], strict: bool = False) -> ParsedFile:
     """Pure-ish (ftok stats files): one policy file's text -> what it says, or PolicyErrors."""
     where = os.fspath(path)
     deep = _too_deep(text, MAX_NESTING)
@@ -433,7 +474,7 @@ def parse_policy_text(text: str, path: str | os.PathLike[str]) -> ParsedFile:
         errors.append(PolicyProblem(where, lines.find(None, "owners"), "owners must be tables"))
         raw_owners = {}
     for name, table in raw_owners.items():
-        owner, owner_errors = _parse_owner(name, table, where, lines, warnings)
+        owner, owner_errors = _parse_owner(name, table, where, lines, warnings, strict=strict)
         errors.extend(owner_errors)
         if owner is not None:
             owners[name] = owner

@@ -46,8 +46,11 @@ def test_the_service_resolves_ftok_paths_under_home_and_tmp(box: Container) -> N
                       f"/usr/bin/python3 -c '{DIE_HOLDING}' {path} {proj}", check=False)  # fmt: skip
         keys[path] = int(out.stdout)
         name = path.split("/")[1]
+        # deploy controls these paths (and could point them anywhere): as root, the key is
+        # claimed only for deploy's own objects
         policy += (
-            f'[owners.{name}]\nftok = [{{ path = "{path}", proj = "{proj}" }}]\nmin_age = "0s"\n'
+            f'[owners.{name}]\nftok = [{{ path = "{path}", proj = "{proj}" }}]\n'
+            'uid = "deploy"\nmin_age = "0s"\n'
         )
     box.write("/etc/ipcjanitor/policy.d/ftok.toml", policy)
     assert sorted(sysvipc_keys(box, "shm")) == sorted(keys.values())
