@@ -491,8 +491,12 @@ def _refuse_existing(name: str, existing: Policy, directory: Path) -> None:
 
 
 def _check(text: str, target: Path, existing: Policy, name: str) -> None:
-    """The proposal must pass `policy check`, alone and beside the existing owners."""
-    owners = parse_policy_text(text, target)[0]
+    """The proposal must pass `policy check`, alone and beside the existing owners; what a
+    root run would skip (an ftok path another user controls) is said on stderr."""
+    parsed = parse_policy_text(text, target, strict=os.geteuid() == 0)
+    owners = parsed.owners
+    for warning in parsed.warnings:
+        print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
     others = [o for o in existing.owners if o.name not in owners and o.name != name]
     clashes = check_overlaps([*others, *owners.values()])
     if clashes:  # propose() leaves claimed keys out: a clash here is a bug
