@@ -97,9 +97,9 @@ class IpcObject(NamedTuple):
         return not any(t for name, t in self.times if name in names) and not any(self.values)
 
     def facts(self) -> tuple[object, ...]:
-        """Everything a re-check compares: identity and every liveness fact."""
-        return (self.key, self.times, self.nattch, self.ncnt, self.zcnt, self.qnum, self.pids,
-                self.values)  # fmt: skip
+        """Everything a re-check compares: identity, ownership and every liveness fact."""
+        return (self.key, self.uid, self.cuid, self.times, self.nattch, self.ncnt, self.zcnt,
+                self.qnum, self.pids, self.values)  # fmt: skip
 
 
 _USE_TIMES = {

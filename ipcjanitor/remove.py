@@ -37,6 +37,11 @@ def what_changed(before: IpcObject, after: IpcObject) -> str | None:
             f"key/ctime changed since the scan (0x{before.key:08x}/{before.ctime} -> "
             f"0x{after.key:08x}/{after.ctime}): the id was reused"
         )
+    if (after.uid, after.cuid) != (before.uid, before.cuid):  # IPC_SET within the same second
+        return (
+            f"its owner changed since the scan (uid {before.uid} -> {after.uid}): "
+            "judged again by the next run"
+        )
     for name in ("nattch", "ncnt", "zcnt", "qnum"):
         if getattr(after, name) != getattr(before, name):
             return (

@@ -66,6 +66,8 @@ def remove_one(d: Decision, kernel: Kernel) -> Decision:
         (raw(nattch=1), Verdict.CHANGED, "nattch changed"),
         (raw(lpid=6), Verdict.CHANGED, "pids changed"),
         (raw(atime=200), Verdict.CHANGED, "used since"),
+        # IPC_SET giving it away within the second of the scan: same ctime, another owner
+        (raw(uid=33), Verdict.CHANGED, "owner changed since the scan (uid 0 -> 33)"),
     ],
 )
 def test_recheck(now: tuple[Any, ...] | None, verdict: Verdict, fragment: str) -> None:
