@@ -1,4 +1,4 @@
-"""`hook` (run by ExecStopPost= after every stop) and `install-hook` (writes that drop-in)."""
+"""`install-hook`: write the ExecStopPost= drop-in that runs `hook` (hookrun.py) after a stop."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import re
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ExitCode, NotPermittedError, PolicyErrors, UsageError
-from .policy import Owner, Policy, format_duration
+from .policy import format_duration
 from .policy_load import load_policy
 
 DROPIN_NAME = "ipcjanitor.conf"
@@ -22,71 +21,6 @@ DROPIN_NAME = "ipcjanitor.conf"
 TRAMPOLINE = Path(__file__).resolve().parent / "ipcjanitor-hook"
 # Words that need no quotes in an Exec line (after % and $ are doubled).
 _PLAIN = re.compile(r"[A-Za-z0-9/_.,:=+@%$-]+")
-
-
-def cmd_hook(args: argparse.Namespace) -> int:
-    """After every stop of a service: it runs in its stop path, so the no-owner case is cheap."""
-    unit: str = args.unit
-    try:
-        policy = load_policy(args.policy, from_env=False)  # not the service's Environment=
-    except PolicyErrors as exc:
-        from .journal import Journal  # noqa: PLC0415
-
-        Journal(unit=unit).send(
-            f"policy error, nothing was removed after {unit} stopped: {exc}", "err"
-        )
-        raise
-    owners = policy.owners_for_unit(unit)
-    if not owners:  # the quick path: nothing more to import, no D-Bus round trip
-        print(f"no policy owner is bound to {unit}: nothing to do")
-        return ExitCode.OK
-    return _clean_owners_of(unit, owners, policy, args)
-
-
-def _clean_owners_of(
-    unit: str, owners: tuple[Owner, ...], policy: Policy, args: argparse.Namespace
-) -> int:
-    # Imported here, not at the top: the hook's no-owner path must start fast (bench/).
-    from . import metrics, report  # noqa: PLC0415
-    from .janitor import Scope, clean  # noqa: PLC0415
-    from .journal import Journal  # noqa: PLC0415
-    from .model import HostFacts  # noqa: PLC0415
-    from .systemd import StopInfo, unit_run  # noqa: PLC0415
-
-    if args.metrics:
-        metrics.require()
-
-    journal = Journal(unit=unit)
-    stop = StopInfo.from_env()
-    run, no_bus = unit_run(unit)
-    notes = [f"{unit} stopped: {stop.describe()}"]
-    if run is not None:
-        how = stop.how()
-        notes.append(
-            f"systemd: main pid {run.main_pid}, {len(run.remaining)} process(es) in "
-            f"{run.control_group or 'its cgroup'}"
-        )
-
-        def add_main_pid(facts: HostFacts) -> HostFacts:
-            if not run.main_pid:
-                return facts
-            text = f"was {unit}'s main process" + (f", {how}" if how else ", now gone")
-            notes_by_pid = {**facts.pid_notes, run.main_pid: (run.main_start, text)}
-            return facts._replace(pid_notes=notes_by_pid)
-
-        facts_hook = add_main_pid
-    else:
-        notes.append(f"deciding from the policy and /proc alone: {no_bus}")
-        facts_hook = None
-    scope = Scope(owners=frozenset(o.name for o in owners))
-    started = time.time()
-    done, waited = clean(policy, scope, journal, facts_hook)
-    if args.metrics:
-        metrics.write(args.metrics, done, started, time.time())
-    if waited:
-        notes.append(waited)
-    report.emit(done, as_json=args.json, quiet=args.quiet, notes=notes, extra={"unit": unit})
-    return ExitCode.FAILED if report.failed(done) else ExitCode.OK
 
 
 def hook_argv(policy: str | None) -> list[str]:

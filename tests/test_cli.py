@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ipcjanitor.cli import main
+from ipcjanitor.cli import main, parse
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -87,3 +87,96 @@ def test_metrics_without_prometheus_client_is_one_clear_line(
     assert rc == 64
     assert err.strip().count("\n") == 0 and "python3-prometheus-client" in err
     assert not (tmp_path / "m.prom").exists()
+
+
+# Each command with arguments of its own; the global options may go before or after them.
+COMMANDS = [
+    ["scan", "--json", "--kind", "shm"],
+    ["clean", "--dry-run", "--owner", "a"],
+    ["hook", "--unit", "a.service", "--json"],
+    ["install-hook", "--runtime", "a.service"],
+    ["policy", "check", "p.toml"],
+    ["policy", "owners"],
+    ["policy", "units"],
+    ["doctor", "--json"],
+    ["learn", "a.service", "--for", "5s"],
+]
+GLOBALS = [["--policy", "/etc/x.toml"], ["--policy=/etc/x.toml"], ["-q"], ["--quiet"], ["-v"],
+           ["--verbose"], ["--policy", "/etc/x.toml", "-v"]]  # fmt: skip
+
+
+def placements(command: list[str], options: list[str]) -> list[list[str]]:
+    """The options before the command, right after its name(s), and after its arguments."""
+    names = 2 if command[0] == "policy" else 1
+    return [
+        [*options, *command],
+        [*command[:names], *options, *command[names:]],
+        [*command, *options],
+    ]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+@pytest.mark.parametrize("options", GLOBALS, ids=" ".join)
+def test_global_options_go_before_or_after_the_command(
+    command: list[str], options: list[str]
+) -> None:
+    before, *after = placements(command, options)
+    expected = vars(parse(before))
+    assert expected["policy"] == ("/etc/x.toml" if "/etc/x.toml" in " ".join(options) else None)
+    assert expected["quiet"] == any(o in ("-q", "--quiet") for o in options)
+    assert expected["verbose"] == any(o in ("-v", "--verbose") for o in options)
+    for argv in after:
+        assert vars(parse(argv)) == expected, argv
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_the_later_policy_wins_and_v_q_stay_exclusive(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in placements(command, ["--policy", "/late.toml"])[1:]:
+        assert parse(["--policy", "/early.toml", *argv]).policy == "/late.toml"
+    assert parse(["--policy=/a", *command, "--policy=/b", "--policy=/c"]).policy == "/c"
+    assert parse(["-q", *command, "-q"]).quiet  # saying it twice is fine
+    for first, second in (("-v", "-q"), ("-q", "--verbose")):
+        for argv in (
+            [first, *command, second],
+            [*placements(command, [first])[1], second],
+            [first, second, *command],
+        ):
+            with pytest.raises(SystemExit) as info:
+                parse(argv)
+            assert info.value.code == 64, argv
+            assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["scan", "--policy"],  # a value is missing
+        ["hook", "--unit", "a.service", "--bogus"],
+        ["--json", "scan"],  # a command's own option before the command
+        ["policy", "check", "a", "b"],
+        ["scan", "-qv"],
+    ],
+)
+def test_usage_errors_after_the_command_still_exit_64(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 64
+    assert "usage: ipcjanitor" in capsys.readouterr().err
+
+
+def test_options_after_the_command_act(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Not just parsed: -q, -v and --policy after the command change what a run does."""
+    p = tmp_path / "p.toml"
+    p.write_text('[owners.a]\nkeys = ["0x10"]\n')
+    rc, quiet, _ = run(capsys, "scan", "--kind", "shm", "-q", "--policy", str(p))
+    assert rc == 0 and len(quiet.splitlines()) == 1
+    rc, _, err = run(capsys, "scan", "--kind", "shm", "--policy", str(p), "-v")
+    assert rc == 0 and f"policy from {p}" in err and "has no unit" in err
+    rc, out, _ = run(capsys, "policy", "owners", f"--policy={p}")
+    assert (rc, out) == (0, "a\n")
+    rc, out, _ = run(capsys, "policy", "check", "-q", str(p))
+    assert rc == 0 and "[a]" in out

@@ -12,6 +12,7 @@ import pytest
 
 SCRIPT = Path(__file__).parent.parent / "packaging" / "bash-completion" / "ipcjanitor"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+GLOBAL = ["--policy", "--quiet", "--verbose"]  # before or after any command
 
 
 def complete(*words: str) -> list[str]:
@@ -40,13 +41,9 @@ def test_commands_and_options() -> None:
         ["scan", "clean", "hook", "policy", "install-hook", "doctor", "learn"]
     )
     assert complete("ipcjanitor", "cl") == ["clean"]
-    assert complete("ipcjanitor", "clean", "--") == [
-        "--dry-run",
-        "--json",
-        "--kind",
-        "--metrics",
-        "--owner",
-    ]
+    assert complete("ipcjanitor", "clean", "--") == sorted(
+        ["--dry-run", "--json", "--kind", "--metrics", "--owner", *GLOBAL]
+    )
     assert complete("ipcjanitor", "scan", "--kind", "s") == ["sem", "shm"]
     assert complete("ipcjanitor", "policy", "") == ["check", "owners", "units"]
 
@@ -66,7 +63,7 @@ def test_owner_and_unit_names_come_from_the_policy(policy: str) -> None:
 
 
 def test_learn_options_and_a_new_owner_name(policy: str) -> None:
-    assert complete("ipcjanitor", "learn", "--") == ["--for", "--owner", "--write"]
+    assert complete("ipcjanitor", "learn", "--") == sorted(["--for", "--owner", "--write", *GLOBAL])
     assert complete("ipcjanitor", "learn", "x.service", "--for", "") == [
         "10m",
         "1h",
@@ -77,3 +74,29 @@ def test_learn_options_and_a_new_owner_name(policy: str) -> None:
     # learn --owner names a new owner: the policy's names would be refused
     assert complete("ipcjanitor", "--policy", policy, "learn", "x.service", "--owner", "b") == []
     assert complete("ipcjanitor", "--policy", policy, "scan", "--owner", "b") != []
+
+
+def test_global_options_are_offered_after_the_command_too() -> None:
+    for command in (["scan"], ["clean"], ["hook"], ["doctor"], ["learn", "x.service"],
+                    ["install-hook"], ["policy"], ["policy", "check"]):  # fmt: skip
+        offered = complete("ipcjanitor", *command, "--")
+        assert {"--policy", "--verbose", "--quiet"} <= set(offered), command
+    assert complete("ipcjanitor", "scan", "--q") == ["--quiet"]
+    assert complete("ipcjanitor", "policy", "check", "-q", "") != ["check", "owners", "units"]
+    assert complete("ipcjanitor", "policy", "-q", "") == ["check", "owners", "units"]
+
+
+def test_the_policy_after_the_command_and_the_last_one_count(policy: str, tmp_path: Path) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text('[owners.other]\nunit = "other.service"\nkeys = ["0x30"]\n')
+    assert complete("ipcjanitor", "scan", "--policy", policy, "--owner", "b") == [
+        "batch",
+        "billing",
+    ]
+    assert complete("ipcjanitor", "--policy", str(other), "hook", f"--policy={policy}",
+                    "--unit", "b") == ["batch@.service", "billing.service"]  # fmt: skip
+    # as bash splits it: --policy = PATH
+    assert complete("ipcjanitor", "--policy", "=", policy, "scan", "--owner", "") == [
+        "batch",
+        "billing",
+    ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import signal
 import tempfile
@@ -12,8 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipcjanitor.cli import main
-from ipcjanitor.hookgate import unbound_unit
+from ipcjanitor.cli import main, parse
+from ipcjanitor.entry import main as entry_main
+from ipcjanitor.hookgate import HookCall, hook_call, unbound, unbound_unit
 from ipcjanitor.policy_load import load_policy
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="StrictModes apply to root runs")
@@ -44,15 +48,20 @@ def watchdog() -> Iterator[None]:
 
 
 def hook(policy: Path | str, unit: str) -> str | None:
-    return unbound_unit(["--policy", str(policy), "hook", "--unit", unit])
+    """The unit when the fast exit proves it unbound, else None (the full path decides)."""
+    call = hook_call(["--policy", str(policy), "hook", "--unit", unit])
+    assert call is not None
+    assert unbound_unit(["--policy", str(policy), "hook", "--unit", unit]) == (
+        unit if unbound(call) else None
+    )
+    return unit if unbound(call) else None
 
 
 def test_unbound_units_exit_fast(policy: Path) -> None:
     assert hook(policy, "b.service") == "b.service"
-    assert (
-        unbound_unit([f"--policy={policy}", "-q", "hook", "--unit=b.service", "--json"])
-        == "b.service"
-    )
+    call = hook_call([f"--policy={policy}", "-q", "hook", "--unit=b.service", "--json"])
+    assert call == HookCall("b.service", str(policy), True, None, True)
+    assert unbound(call)
 
 
 @pytest.mark.parametrize("unit", ["a.service", "worker@3.service", "worker@.service"])
@@ -72,7 +81,8 @@ def test_bound_units_take_the_full_path(policy: Path, unit: str) -> None:
     ],
 )
 def test_anything_unusual_takes_the_full_path(argv: list[str]) -> None:
-    assert unbound_unit(argv) is None
+    call = hook_call(argv)
+    assert call is None or not unbound(call)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +125,8 @@ def test_the_hook_ignores_ipcjanitor_policy_in_its_environment(
     (chosen / "p.toml").write_text("[owners.x]\nunit = 'b.service'\nkeys = ['0x20-0x10']\n")
     monkeypatch.setattr("ipcjanitor.policy_files.SEARCH_PATH", (str(search),))
     monkeypatch.setenv("IPCJANITOR_POLICY", str(chosen))
-    assert unbound_unit(["hook", "--unit", "b.service"]) == "b.service"
+    call = hook_call(["hook", "--unit", "b.service"])
+    assert call is not None and unbound(call)
     assert main(["hook", "--unit", "b.service"]) == 0  # the full path: the search path
     assert "no policy owner is bound to b.service" in capsys.readouterr().out
     assert main(["--policy", str(chosen), "hook", "--unit", "b.service"]) == 78  # still honoured
@@ -171,3 +182,117 @@ def test_never_fast_when_the_policy_binds_it(data: st.DataObject, base: str, ins
             assert fast is None
         else:
             assert fast in (None, asked)
+
+
+def full_path_call(argv: list[str]) -> HookCall | None:
+    """What the full command line makes of argv: the hook call, or None (another command or
+    a usage error)."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            args = parse(argv)  # -h and --version print, then exit
+    except SystemExit:
+        return None
+    if args.command != "hook":
+        return None
+    return HookCall(args.unit, args.policy, args.json, args.metrics, args.quiet)
+
+
+# Words a hook's argv is made of, the plain and the unusual: options of both levels, values,
+# abbreviations, "--", a value that looks like an option, other commands.
+WORDS = st.sampled_from(
+    ["hook", "hook", "--unit", "--unit", "--unit=a.service", "--unit=", "a.service",
+     "b@1.service", "--policy", "--policy=/p", "--policy=", "/p", "/q", "-q", "--quiet", "-v",
+     "--verbose", "--json", "--json=1", "--metrics", "--metrics=/m", "/m", "--", "-1", "-qv",
+     "--uni", "--pol=/p", "--unit=-q", "scan", "policy", "-h", "", "--version", "é"]
+)  # fmt: skip
+
+
+@st.composite
+def hook_argvs(draw: st.DrawFn) -> tuple[list[str], HookCall]:
+    """A valid hook call in a random order: global options anywhere, the hook's after it."""
+    unit = draw(st.sampled_from(["a.service", "b@1.service", "c\\x2dd.service"]))
+    policy = draw(st.none() | st.sampled_from(["/p", "/etc/my policy.toml", ""]))
+    loud = draw(st.sampled_from([None, "-q", "--quiet", "-v", "--verbose"]))
+    json = draw(st.booleans())
+    metrics = draw(st.none() | st.just("/m.prom"))
+
+    def valued(name: str, value: str) -> list[str]:
+        joined = draw(st.booleans()) or not value  # "" only as --name=: argparse's rule
+        return [f"{name}={value}"] if joined else [name, value]
+
+    options = [[loud]] if loud else []
+    options += [valued("--policy", policy)] if policy is not None else []
+    before = [o for o in options if draw(st.booleans())]
+    own = [valued("--unit", unit), *([["--json"]] if json else [])]
+    own += [valued("--metrics", metrics)] if metrics else []
+    after = draw(st.permutations(own + [o for o in options if o not in before]))
+    argv = [word for group in [*before, ["hook"], *after] for word in group]
+    return argv, HookCall(unit, policy, json, metrics, loud in ("-q", "--quiet"))
+
+
+@st.composite
+def mangled(draw: st.DrawFn) -> list[str]:
+    """A valid hook call with random words inserted, replaced, dropped or moved."""
+    argv, _ = draw(hook_argvs())
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(argv)))
+        how = draw(st.sampled_from(["insert", "replace", "drop", "move"]))
+        if how == "insert" or i == len(argv):
+            argv.insert(i, draw(WORDS))
+        elif how == "replace":
+            argv[i] = draw(WORDS)
+        elif how == "drop":
+            del argv[i]
+        else:
+            argv.insert(draw(st.integers(0, len(argv) - 1)), argv.pop(i))
+    return argv
+
+
+@given(st.lists(WORDS, max_size=9) | mangled())
+def test_the_fast_grammar_never_disagrees_with_argparse(argv: list[str]) -> None:
+    """Random argv: whatever the fast path reads as a hook call, argparse reads the same."""
+    fast = hook_call(argv)
+    if fast is not None:
+        assert full_path_call(argv) == fast
+
+
+@given(hook_argvs())
+def test_every_plain_order_takes_the_fast_grammar(case: tuple[list[str], HookCall]) -> None:
+    """Options after `hook` (as operators type them) are read without argparse, the same."""
+    argv, expected = case
+    assert hook_call(argv) == expected
+    assert full_path_call(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["hook", "--unit", "-q"],  # argparse: "expected one argument", not a unit named -q
+        ["hook", "--unit", "a.service", "-q", "-v"],  # exclusive
+        ["-v", "hook", "--unit", "a.service", "--quiet"],
+        ["--json", "hook", "--unit", "a.service"],  # the hook's own option before `hook`
+        ["hook", "--unit", "a.service", "--", "x"],
+    ],
+)
+def test_what_argparse_refuses_is_never_a_fast_call(argv: list[str]) -> None:
+    assert full_path_call(argv) is None
+    assert hook_call(argv) is None
+
+
+def test_entry_and_the_full_path_print_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unbound unit, in the hook's argv forms: the same output and exit code both ways."""
+    (tmp_path / "a.toml").write_text('[owners.a]\nunit = "a.service"\nkeys = ["0x10"]\n')
+    monkeypatch.setattr("ipcjanitor.policy_files.SEARCH_PATH", (str(tmp_path),))
+    for argv in (
+        ["hook", "--unit", "b.service"],
+        ["hook", "-q", "--unit=b.service"],
+        ["hook", "--unit", "b.service", f"--policy={tmp_path}", "--json"],
+        [f"--policy={tmp_path}", "hook", "--quiet", "--unit", "b.service", "--json"],
+    ):
+        fast = entry_main(argv), capsys.readouterr()
+        full = main(argv), capsys.readouterr()
+        assert fast == full, argv
+        assert fast[0] == 0
+    assert "no policy owner is bound to b.service" in json.loads(fast[1].out)["summary"]["notes"][0]
