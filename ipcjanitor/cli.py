@@ -141,8 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .hookgate import HookCall  # noqa: PLC0415
         from .hookrun import run_hook  # noqa: PLC0415
 
-        call = HookCall(args.unit, args.policy, args.json, args.metrics, args.quiet)
-        return guarded(lambda: run_hook(call))
+        return run_hook(HookCall(args.unit, args.policy, args.json, args.metrics, args.quiet))
 
     def dispatch() -> int:
         from . import commands  # noqa: PLC0415  (lazy: `--help` and usage errors stay cheap)

@@ -1,31 +1,47 @@
 """`hook`: what ExecStopPost= runs after every stop of a hooked service, SIGKILL included.
 
 systemd waits for it before each `Restart=`, so it is in every crashing service's restart
-path (bench/restart.py). It is reached without argparse (entry.py, hookgate.py), and imports
-what it needs only once it knows it needs it.
+path (bench/restart.py, bench/README.md). It is reached without argparse (entry.py,
+hookgate.py); the first thing it does is start asking systemd in a child process, and only
+then does it import what it needs: the TOML parser, the policy, the engine.
 """
 
 from __future__ import annotations
 
-import time
-
-from .errors import ExitCode, PolicyErrors
-from .hookgate import HookCall, no_owner_message
-from .policy_load import load_policy
+import marshal
+import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
+    from .hookgate import HookCall
     from .model import HostFacts
     from .policy import Owner, Policy
+    from .systemd import UnitRun
 
 
 def run_hook(call: HookCall) -> int:
-    """Clean the owners bound to call.unit; a policy error is also logged to the journal."""
+    """Clean the owners bound to call.unit; errors become exit codes (cli.guarded)."""
+    asking = Asking(call.unit)  # first: its work overlaps with everything below
+    try:
+        from .cli import guarded  # noqa: PLC0415
+
+        return guarded(lambda: _run(call, asking))
+    finally:
+        asking.cancel()  # unless it answered: no owner, a policy error, anything raised
+
+
+def _run(call: HookCall, asking: Asking) -> int:
+    from .errors import ExitCode  # noqa: PLC0415
+    from .hookgate import no_owner_message  # noqa: PLC0415
+
     unit = call.unit
     policy = _policy(unit, call.policy)
     owners = policy.owners_for_unit(unit)
     if owners:
-        return _clean_owners_of(unit, owners, policy, call)
+        return _clean_owners_of(unit, owners, policy, call, asking)
+    asking.cancel()
     if call.json:
         from . import report  # noqa: PLC0415
 
@@ -37,6 +53,9 @@ def run_hook(call: HookCall) -> int:
 
 
 def _policy(unit: str, explicit: str | None) -> Policy:
+    from .errors import PolicyErrors  # noqa: PLC0415
+    from .policy_load import load_policy  # noqa: PLC0415
+
     try:
         return load_policy(explicit, from_env=False)  # not the service's Environment=
     except PolicyErrors as exc:
@@ -48,11 +67,16 @@ def _policy(unit: str, explicit: str | None) -> Policy:
         raise
 
 
-def _clean_owners_of(unit: str, owners: tuple[Owner, ...], policy: Policy, call: HookCall) -> int:
+def _clean_owners_of(
+    unit: str, owners: tuple[Owner, ...], policy: Policy, call: HookCall, asking: Asking
+) -> int:
+    import time  # noqa: PLC0415
+
     from . import report  # noqa: PLC0415
+    from .errors import ExitCode  # noqa: PLC0415
     from .janitor import Scope, clean  # noqa: PLC0415
     from .journal import Journal  # noqa: PLC0415
-    from .systemd import StopInfo, unit_run  # noqa: PLC0415
+    from .systemd import StopInfo  # noqa: PLC0415
 
     if call.metrics:
         from . import metrics  # noqa: PLC0415
@@ -61,7 +85,7 @@ def _clean_owners_of(unit: str, owners: tuple[Owner, ...], policy: Policy, call:
 
     journal = Journal(unit=unit)
     stop = StopInfo.from_env()
-    run, no_bus = unit_run(unit)
+    run, no_bus = asking.answer()
     notes = [f"{unit} stopped: {stop.describe()}"]
     if run is not None:
         how = stop.how()
@@ -90,3 +114,95 @@ def _clean_owners_of(unit: str, owners: tuple[Owner, ...], policy: Policy, call:
         notes.append(waited)
     report.emit(done, as_json=call.json, quiet=call.quiet, notes=notes, extra={"unit": unit})
     return ExitCode.FAILED if report.failed(done) else ExitCode.OK
+
+
+class Asking:
+    """systemd.unit_run(unit), asked by a child process while this one goes on.
+
+    In the restart path, importing pystemd and the D-Bus round trips (~11 ms) overlap with
+    parsing the policy and importing the engine. The child asks exactly what unit_run asks
+    and sends the answer back through a pipe (marshal: plain tuples, no code). answer()
+    returns what unit_run would have returned, and raises what it would have raised (a
+    bug, not a D-Bus failure); a child that ends without an answer is no answer (the hook
+    then decides from the policy and /proc alone, and says why). When the process cannot
+    fork, the question is asked here, at answer(). Fork only where no other thread runs:
+    the hook's own process.
+    """
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self._pid: int | None = None
+        self._fd: int | None = None
+        try:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+        except OSError:  # EAGAIN, ENOMEM: ask in this process, later
+            return
+        if pid == 0:  # the child: ask, answer, leave without running any of the parent's exits
+            status = 0
+            try:
+                os.close(read_end)
+                _write_all(write_end, marshal.dumps(_asked(unit)))
+            except BaseException:  # whatever it is, the parent reads no answer and says so
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        self._pid, self._fd = pid, read_end
+
+    def answer(self) -> tuple[UnitRun | None, str | None]:
+        """What systemd.unit_run(unit) returns (or raises)."""
+        from .systemd import UnitRun, unit_run  # noqa: PLC0415
+
+        if self._fd is None:
+            return unit_run(self.unit)
+        chunks = []
+        while chunk := os.read(self._fd, 65536):
+            chunks.append(chunk)
+        ended = self._reap()
+        if not chunks:
+            return None, f"no answer from systemd: the process asking it ended ({ended})"
+        what, value = marshal.loads(b"".join(chunks))
+        if what == "run":
+            return UnitRun(*value), None
+        if what == "bug":
+            raise RuntimeError(f"asking systemd about {self.unit}: {value}")
+        return None, value
+
+    def cancel(self) -> None:
+        """Not needed (or no longer): end the child, ours by its pid, and reap it."""
+        if self._pid is not None:
+            import signal  # noqa: PLC0415  (not before the fork: it builds enums)
+
+            os.kill(self._pid, signal.SIGKILL)
+            self._reap()
+
+    def _reap(self) -> str:
+        pid, fd = self._pid, self._fd
+        self._pid = self._fd = None
+        if fd is not None:
+            os.close(fd)
+        if pid is None:
+            return "already reaped"
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            return f"killed by signal {os.WTERMSIG(status)}"
+        return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _asked(unit: str) -> tuple[str, Any]:
+    """unit_run(unit) as plain data: ("run", fields), ("none", why) or ("bug", what)."""
+    from .systemd import unit_run  # noqa: PLC0415
+
+    try:
+        run, why = unit_run(unit)
+    except Exception as exc:  # a bug, not "no bus": the parent raises it
+        return "bug", f"{type(exc).__name__}: {exc}"
+    return ("run", tuple(run)) if run is not None else ("none", why)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.close(fd)

@@ -10,6 +10,7 @@ Anything else is a bug (say, a pystemd API change) and propagates; it never read
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -145,9 +146,45 @@ class Systemd:
         return wall / 1e6 - mono / 1e6
 
 
+def _defer_pystemd_init() -> None:
+    """Make `pystemd` importable without running its package __init__ until a name is used.
+
+    The one unusual import in ipcjanitor, for the hook's restart path (bench/README.md).
+    pystemd/__init__.py imports its Unit and Manager classes and through them lxml, inspect
+    and ast: 6-7 ms of a start, for classes this adapter never uses (it needs the compiled
+    pystemd.dbuslib and pystemd.dbusexc only). So the package module is created from its own
+    spec and registered without executing its __init__; the first access of any attribute
+    the submodules did not set (`pystemd.systemd1`, `from pystemd import SDUnit`) runs that
+    __init__ in it (PEP 562 __getattr__), so later users in this process see the whole
+    package. Anything unexpected (no spec, not a package, pystemd already imported) leaves
+    the normal import to do what it always does.
+    """
+    if "pystemd" in sys.modules:
+        return
+    import importlib.util  # noqa: PLC0415
+
+    try:
+        spec = importlib.util.find_spec("pystemd")
+    except (ImportError, ValueError):
+        return
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def complete(name: str) -> Any:
+        del vars(package)["__getattr__"]  # this hook's own work is done: exactly once
+        loader.exec_module(package)  # the package's __init__, in this same module object
+        return getattr(package, name)
+
+    vars(package)["__getattr__"] = complete
+    sys.modules["pystemd"] = package
+
+
 @contextmanager
 def connect() -> Iterator[tuple[Systemd | None, str | None]]:
     """(adapter, None) over the system bus, or (None, why) when there is no answer."""
+    _defer_pystemd_init()
     try:
         from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415  (lazy: scan never loads it)
         from pystemd.dbuslib import DBus, apply_signature  # noqa: PLC0415

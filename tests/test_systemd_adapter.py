@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -125,3 +127,32 @@ def test_connect_to_a_missing_bus_is_no_answer(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
     with systemd.connect() as (sd, why):
         assert sd is None and why is not None and "no answer from systemd" in why
+
+
+DEFERRED = """
+import sys
+from ipcjanitor import systemd
+systemd._defer_pystemd_init()
+from pystemd.dbusexc import DBusBaseError
+from pystemd.dbuslib import DBus, apply_signature
+heavy = sorted(m for m in ("lxml.etree", "pystemd.systemd1", "pystemd.base") if m in sys.modules)
+print("heavy before:", heavy)
+import pystemd
+from pystemd import SDUnit  # the package's own names: its __init__ runs now, once
+print("complete:", SDUnit is pystemd.systemd1.Unit, pystemd.dbuslib.DBus is DBus)
+"""
+
+
+def test_pystemd_without_its_package_init_until_a_name_is_used() -> None:
+    """The hook loads pystemd's bus module only; anyone later still gets the whole package."""
+    out = subprocess.run([sys.executable, "-c", DEFERRED], capture_output=True, text=True,
+                         check=True, cwd="/", env={"PATH": "/usr/bin:/bin"}).stdout  # fmt: skip
+    assert out == "heavy before: []\ncomplete: True True\n"
+
+
+def test_a_pystemd_already_imported_is_left_alone() -> None:
+    import pystemd
+
+    before = sys.modules["pystemd"]
+    systemd._defer_pystemd_init()
+    assert sys.modules["pystemd"] is before is pystemd
