@@ -2,8 +2,8 @@
 
 systemd waits for it before each `Restart=`, so it is in every crashing service's restart
 path (bench/restart.py, bench/README.md). It is reached without argparse (entry.py,
-hookgate.py); the first thing it does is start asking systemd in a child process, and only
-then does it import what it needs: the TOML parser, the policy, the engine.
+hookgate.py); it imports what both of its processes need, starts asking systemd in a child
+process, and only then imports the rest: the TOML parser, the policy, the engine.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ if TYPE_CHECKING:
 
 def run_hook(call: HookCall) -> int:
     """Clean the owners bound to call.unit; errors become exit codes (cli.guarded)."""
-    asking = Asking(call.unit)  # first: its work overlaps with everything below
-    try:
-        from .cli import guarded  # noqa: PLC0415
+    # What both processes need (typing, enum, re: ~6 ms) is imported once, before the fork;
+    # then the child's pystemd and D-Bus overlap with the policy and the engine (bench/).
+    from . import systemd  # noqa: PLC0415, F401
+    from .cli import guarded  # noqa: PLC0415
 
+    asking = Asking(call.unit)
+    try:
         return guarded(lambda: _run(call, asking))
     finally:
         asking.cancel()  # unless it answered: no owner, a policy error, anything raised

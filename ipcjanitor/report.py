@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pwd
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -117,6 +116,8 @@ def document(decisions: Sequence[Decision], extra: dict[str, Any] | None = None)
         "by_verdict": {v.value: counts.get(v.value, 0) for v in Verdict},
         **(extra or {}),
     }
+    import json  # noqa: PLC0415  (here: the hook, in every restart path, prints text)
+
     return json.dumps(
         {"objects": [object_json(d) for d in decisions], "summary": summary}, indent=2
     )

@@ -146,25 +146,44 @@ class Systemd:
         return wall / 1e6 - mono / 1e6
 
 
-def _defer_pystemd_init() -> None:
-    """Make `pystemd` importable without running its package __init__ until a name is used.
+def _pystemd_bus() -> tuple[Any, Callable[[bytes, list[Any]], Any], type[Exception]]:
+    """pystemd's DBus, apply_signature and DBusBaseError, loading no more of pystemd than them.
 
-    The one unusual import in ipcjanitor, for the hook's restart path (bench/README.md).
-    pystemd/__init__.py imports its Unit and Manager classes and through them lxml, inspect
-    and ast: 6-7 ms of a start, for classes this adapter never uses (it needs the compiled
-    pystemd.dbuslib and pystemd.dbusexc only). So the package module is created from its own
-    spec and registered without executing its __init__; the first access of any attribute
-    the submodules did not set (`pystemd.systemd1`, `from pystemd import SDUnit`) runs that
-    __init__ in it (PEP 562 __getattr__), so later users in this process see the whole
-    package. Anything unexpected (no spec, not a package, pystemd already imported) leaves
-    the normal import to do what it always does.
+    The one unusual import in ipcjanitor, for the hook's restart path (bench/README.md): a
+    plain `import pystemd.dbuslib` costs a hook ~10 ms for code it never runs.
+
+    - pystemd/__init__.py imports the Unit and Manager classes and, through them, lxml (6-7
+      ms). When nothing has imported pystemd yet, its package module is made from its own
+      spec and registered without running that __init__; the first access of a name the
+      submodules did not set (`pystemd.systemd1`, `from pystemd import SDUnit`) runs it in
+      that same module object (PEP 562 __getattr__), so later users see the whole package.
+    - pystemd.dbuslib imports pformat from pprint (pprint -> dataclasses -> inspect, ast,
+      dis: ~4.5 ms) for one error message. While it loads, when pprint is not loaded yet, a
+      stand-in `pprint` module gives it a pformat that imports the real one when called;
+      the stand-in is gone from sys.modules once dbuslib is loaded.
+
+    Anything unexpected (no spec, not a package, already imported) takes the normal import.
     """
-    if "pystemd" in sys.modules:
-        return
+    if "pystemd" not in sys.modules:
+        _register_without_init("pystemd")
+    stand_in = None
+    if "pprint" not in sys.modules:
+        stand_in = sys.modules["pprint"] = _module("pprint", pformat=_pformat)
+    try:
+        from pystemd.dbuslib import DBus, apply_signature  # noqa: PLC0415
+    finally:
+        if stand_in is not None and sys.modules.get("pprint") is stand_in:
+            del sys.modules["pprint"]
+    from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415
+
+    return DBus, apply_signature, DBusBaseError
+
+
+def _register_without_init(name: str) -> None:
     import importlib.util  # noqa: PLC0415
 
     try:
-        spec = importlib.util.find_spec("pystemd")
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return
     if spec is None or spec.loader is None or spec.submodule_search_locations is None:
@@ -172,22 +191,35 @@ def _defer_pystemd_init() -> None:
     package = importlib.util.module_from_spec(spec)
     loader = spec.loader
 
-    def complete(name: str) -> Any:
-        del vars(package)["__getattr__"]  # this hook's own work is done: exactly once
-        loader.exec_module(package)  # the package's __init__, in this same module object
-        return getattr(package, name)
+    def complete(attribute: str) -> Any:
+        del vars(package)["__getattr__"]  # exactly once
+        loader.exec_module(package)  # the package's own __init__, in this module object
+        return getattr(package, attribute)
 
     vars(package)["__getattr__"] = complete
-    sys.modules["pystemd"] = package
+    sys.modules[name] = package
+
+
+def _module(name: str, **attributes: Any) -> Any:
+    import types  # noqa: PLC0415
+
+    module = types.ModuleType(name)
+    vars(module).update(attributes)
+    return module
+
+
+def _pformat(*args: Any, **kwargs: Any) -> str:
+    """pprint.pformat, imported when first called (see _pystemd_bus)."""
+    import pprint  # noqa: PLC0415
+
+    return pprint.pformat(*args, **kwargs)
 
 
 @contextmanager
 def connect() -> Iterator[tuple[Systemd | None, str | None]]:
     """(adapter, None) over the system bus, or (None, why) when there is no answer."""
-    _defer_pystemd_init()
     try:
-        from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415  (lazy: scan never loads it)
-        from pystemd.dbuslib import DBus, apply_signature  # noqa: PLC0415
+        DBus, apply_signature, DBusBaseError = _pystemd_bus()  # lazy: scan never loads it
     except ImportError as exc:
         yield None, f"pystemd is not importable ({exc})"
         return

@@ -132,27 +132,38 @@ def test_connect_to_a_missing_bus_is_no_answer(monkeypatch: pytest.MonkeyPatch) 
 DEFERRED = """
 import sys
 from ipcjanitor import systemd
-systemd._defer_pystemd_init()
-from pystemd.dbusexc import DBusBaseError
-from pystemd.dbuslib import DBus, apply_signature
-heavy = sorted(m for m in ("lxml.etree", "pystemd.systemd1", "pystemd.base") if m in sys.modules)
-print("heavy before:", heavy)
-import pystemd
-from pystemd import SDUnit  # the package's own names: its __init__ runs now, once
+DBus, apply_signature, DBusBaseError = systemd._pystemd_bus()
+import pystemd.dbuslib, pystemd.dbusexc
+assert (DBus, apply_signature) == (pystemd.dbuslib.DBus, pystemd.dbuslib.apply_signature)
+assert DBusBaseError is pystemd.dbusexc.DBusBaseError
+heavy = ("lxml.etree", "pystemd.systemd1", "pystemd.base", "pprint", "inspect", "dataclasses")
+print("loaded before:", sorted(m for m in heavy if m in sys.modules))
+print("pformat:", pystemd.dbuslib.pformat({"b": [1] * 3, "a": 2}))  # the real one, on demand
+import pprint
+print("pprint is real:", hasattr(pprint, "PrettyPrinter"))
+from pystemd import SDUnit  # a name of the package's own: its __init__ runs now, once
 print("complete:", SDUnit is pystemd.systemd1.Unit, pystemd.dbuslib.DBus is DBus)
 """
 
 
-def test_pystemd_without_its_package_init_until_a_name_is_used() -> None:
-    """The hook loads pystemd's bus module only; anyone later still gets the whole package."""
+def test_pystemd_bus_loads_only_the_bus_module() -> None:
+    """The hook loads pystemd's bus module alone; anyone later still gets the whole package."""
     out = subprocess.run([sys.executable, "-c", DEFERRED], capture_output=True, text=True,
                          check=True, cwd="/", env={"PATH": "/usr/bin:/bin"}).stdout  # fmt: skip
-    assert out == "heavy before: []\ncomplete: True True\n"
+    assert out == (
+        "loaded before: []\n"
+        "pformat: {'a': 2, 'b': [1, 1, 1]}\n"
+        "pprint is real: True\n"
+        "complete: True True\n"
+    )
 
 
-def test_a_pystemd_already_imported_is_left_alone() -> None:
+def test_a_pystemd_already_imported_is_taken_as_it_is() -> None:
+    import pprint
+
     import pystemd
+    import pystemd.dbuslib
 
     before = sys.modules["pystemd"]
-    systemd._defer_pystemd_init()
-    assert sys.modules["pystemd"] is before is pystemd
+    assert systemd._pystemd_bus()[0] is pystemd.dbuslib.DBus
+    assert sys.modules["pystemd"] is before is pystemd and sys.modules["pprint"] is pprint
