@@ -81,8 +81,11 @@ package-test: deb rpm
 	sh packaging/test-deb-install.sh
 	sh packaging/test-rpm.sh
 
+# run.py: the 64k clean and the no-owner hook (unshare'd); restart.py: a SIGKILLed service's
+# restart with and without the hook under the contained real systemd (~10 s, root).
 bench: setup
 	$(PY) bench/run.py
+	$(PY) bench/restart.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info ipcjanitor/*.so ipcjanitor/ipcjanitor-hook
