@@ -9,7 +9,8 @@ property tests explore new examples each time and a tier may skip, saying why.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+import signal
+from collections.abc import Generator, Iterator
 
 import pytest
 from hypothesis import settings
@@ -31,6 +32,23 @@ def pytest_runtest_makereport(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, which must run every tier: {reason}"
+
+
+@pytest.fixture
+def watchdog() -> Iterator[None]:
+    """A read that blocks (a FIFO without a writer) fails the test instead of hanging it."""
+
+    class Hung(BaseException):  # not an OSError: nothing on the way may swallow it
+        pass
+
+    def hung(signum: int, frame: object) -> None:
+        raise Hung("blocked reading the policy")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 pytest_plugins = ["pytester"]

@@ -6,9 +6,7 @@ import contextlib
 import io
 import json
 import os
-import signal
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,23 +26,6 @@ def policy(tmp_path: Path) -> Path:
     (tmp_path / "a.toml").write_text('[owners.a]\nunit = "a.service"\nkeys = ["0x10"]\n')
     (tmp_path / "w.toml").write_text('[owners.w]\nunit = "worker@.service"\nkeys = ["0x20"]\n')
     return tmp_path
-
-
-@pytest.fixture
-def watchdog() -> Iterator[None]:
-    """A read that blocks (a FIFO without a writer) fails the test instead of hanging it."""
-
-    class Hung(BaseException):  # not an OSError: nothing on the way may swallow it
-        pass
-
-    def hung(signum: int, frame: object) -> None:
-        raise Hung("blocked reading the policy")
-
-    old = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def hook(policy: Path | str, unit: str) -> str | None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,23 +28,6 @@ NOBODY = 65534
 def check(capsys: pytest.CaptureFixture[str], policy: Path) -> tuple[int, str]:
     rc = main(["--policy", str(policy), "policy", "check"])
     return rc, capsys.readouterr().err
-
-
-@pytest.fixture
-def watchdog() -> Iterator[None]:
-    """A read that blocks (a FIFO without a writer) fails the test instead of hanging it."""
-
-    class Hung(BaseException):  # not an OSError: nothing on the way may swallow it
-        pass
-
-    def hung(signum: int, frame: object) -> None:
-        raise Hung("blocked reading the policy")
-
-    old = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def root_dir(path: Path, mode: int = 0o755) -> Path:
