@@ -221,6 +221,8 @@ def decide(
     decide_one is pure, and within one call facts, policy and now are fixed, so objects that
     agree on everything decide_one reads get the same verdict and reason: it is asked once
     for each such group (a dead worker's many objects share their pids and often their times).
+    Groups are keyed by the owner itself, not its name: what decide_one reads of an owner is
+    its unit, grace and settings, and names are not where that safety should rest.
     """
     out = []
     seen: dict[tuple[object, ...], tuple[Verdict, str]] = {}
@@ -230,7 +232,7 @@ def decide(
         if owner is None:
             out.append(Decision(obj, None, Verdict.UNOWNED, _unowned_reason(obj, policy)))
             continue
-        same = (owner.name, obj.kind, obj.nattch, obj.ncnt, obj.zcnt, obj.qnum, obj.qbytes,
+        same = (id(owner), obj.kind, obj.nattch, obj.ncnt, obj.zcnt, obj.qnum, obj.qbytes,
                 obj.pids, obj.values, obj.times, obj.unreadable,
                 waiters.get(obj.id) if obj.kind is msg else None)  # fmt: skip
         known = seen.get(same)

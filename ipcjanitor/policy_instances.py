@@ -65,18 +65,25 @@ def expand(owners: list[Owner], strict: bool) -> tuple[list[Owner], list[str], l
             name = f"{t.name}@{instance}"
             if not own:
                 continue
-            if name in named:
+            if name in named:  # an owner of the policy, or another template's instance
                 clash = named[name]
                 path, _, line = clash.source.rpartition(":")
+                what = (
+                    f"instance {clash.instance} of template owner {clash.template!r}"
+                    if clash.template
+                    else f"owner {name!r}"
+                )
                 problems.append(
                     PolicyProblem(
                         path or clash.source,
                         int(line) if line.isdigit() else None,
-                        f"owner {name!r} ({clash.source}) has the name of instance {instance} "
-                        f"of template owner {t.name!r} ({t.source}): rename it",
+                        f"{what} ({clash.source}) and instance {instance} of template owner "
+                        f"{t.name!r} ({t.source}) are both named {name!r}: owner names must "
+                        "tell owners apart (a hook cleans by name): rename one",
                     )
                 )
                 continue
+            named[name] = t._replace(name=name, template=t.name, instance=instance)
             out.append(
                 t._replace(
                     name=name,

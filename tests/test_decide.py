@@ -352,3 +352,17 @@ def test_a_forward_clock_step_widens_the_reuse_margin() -> None:
     assert one(shm(), facts(p10=looks_younger)).verdict is Verdict.STALE
     stepped = HostFacts(processes={10: looks_younger}, reuse_margin=PID_REUSE_MARGIN + 10)
     assert one(shm(), stepped).verdict is Verdict.IN_USE
+
+
+def test_owners_that_share_a_name_are_never_grouped() -> None:
+    """The verdict cache keys on the owner itself: a running unit's objects are never judged
+    by another owner's stopped unit, whatever their names."""
+    stopped = Owner(name="w@x@y", key_ranges=((0x101, 0x101),), unit="a@x@y.service", min_age=0)
+    running = stopped._replace(unit="b@y.service")
+    f = facts()._replace(
+        units={"a@x@y.service": UnitState.STOPPED, "b@y.service": UnitState.RUNNING}
+    )
+    policy = Policy(owners=())
+    objs = [sem((0,)), sem((0,))._replace(id=9)]
+    got = decide([(objs[0], stopped), (objs[1], running)], f, policy, NOW)
+    assert [d.verdict for d in got] == [Verdict.STALE, Verdict.IN_USE]

@@ -154,7 +154,10 @@ def test_an_owner_named_like_an_instance_is_an_error(tmp_path: Path) -> None:
     path = policy_file(
         tmp_path, f"{tmp_path}/srv/%i/queue", '[owners."workers@2"]\nkeys = ["0x99"]\n'
     )
-    with pytest.raises(PolicyErrors, match=r"owner 'workers@2' .* has the name of instance 2"):
+    with pytest.raises(
+        PolicyErrors,
+        match=r"owner 'workers@2' .* and instance 2 of template owner 'workers' .* are both named",
+    ):
         load(path)
 
 
@@ -266,3 +269,19 @@ def test_completion_offers_instance_owners_and_units(tmp_path: Path) -> None:
     assert complete("ipcjanitor", "--policy", path, "hook", "--unit", "worker@2") == [
         "worker@2.service"
     ]
+
+
+def test_two_templates_whose_instances_share_a_name_are_refused(tmp_path: Path) -> None:
+    """Found by attacking: template `w` (a@.service) instance `x@y` and template `w@x`
+    (b@.service) instance `y` were both owner `w@x@y`; a running b@y's set was then removed
+    (verdicts were grouped by owner name, and the hook's scope is by name)."""
+    instances(tmp_path / "a", "x@y")
+    instances(tmp_path / "b", "y")
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        f'[owners.w]\nunit = "a@.service"\nftok = [{{ path = "{tmp_path}/a/%i/queue", proj = "q" }}]\n'
+        f'[owners."w@x"]\nunit = "b@.service"\nftok = [{{ path = "{tmp_path}/b/%i/queue", proj = "q" }}]\n'
+    )
+    with pytest.raises(PolicyErrors) as err:
+        load(path)
+    assert "are both named 'w@x@y'" in str(err.value)
