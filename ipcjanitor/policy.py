@@ -33,6 +33,9 @@ class Owner(NamedTuple):
     # which the loader makes one owner per instance found on disk (policy_instances.py); an
     # instance's owner: those paths, of its instance
     per_instance: tuple[tuple[str, int], ...] = ()
+    # keys claimed by an ftok path a non-root user controls (allowed with uid = that user):
+    # that user could point them at another owner's key, so a clash skips them, not the run
+    steered: tuple[int, ...] = ()
     template: str | None = None  # an instance's owner: its template owner's name ...
     instance: str | None = None  # ... and the instance ("2" of worker@2.service)
 

@@ -41,14 +41,17 @@ def expand(owners: list[Owner], strict: bool) -> tuple[list[Owner], list[str], l
             continue
         where = f"{t.source}: [owners.{t.name}]"
         keys: dict[str, list[tuple[int, str, int]]] = {}  # instance -> (key, path, proj)
+        steered: set[int] = set()  # keys of paths a non-root user controls
         for pattern, proj in t.per_instance:
             for instance, path in _instances(pattern, strict, where, warnings):
                 try:
-                    key = ftok_claim(path, proj, t.uid, strict)
+                    key, steerable = ftok_claim(path, proj, t.uid, strict)
                 except Skipped as skip:
                     warnings.append(f"{where} {skip}: that instance's ftok entry is skipped")
                     continue
                 keys.setdefault(instance, []).append((key, path, proj))
+                if steerable:
+                    steered.add(key)
         holders: dict[int, list[str]] = {}
         for instance, found in keys.items():
             for k in dict.fromkeys(k for k, _, _ in found):
@@ -59,7 +62,12 @@ def expand(owners: list[Owner], strict: bool) -> tuple[list[Owner], list[str], l
                 f"{where} key 0x{k:08x} is the ftok key of instances {', '.join(insts)}: it "
                 "cannot tell them apart, so it is shared (kept while any instance runs)"
             )
-        out.append(t._replace(key_ranges=(*t.key_ranges, *((k, k) for k in sorted(shared)))))
+        out.append(
+            t._replace(
+                key_ranges=(*t.key_ranges, *((k, k) for k in sorted(shared))),
+                steered=(*t.steered, *sorted(steered & set(shared))),
+            )
+        )
         for instance in sorted(keys, key=_natural):
             own = [(k, path, proj) for k, path, proj in keys[instance] if k not in shared]
             name = f"{t.name}@{instance}"
@@ -88,6 +96,7 @@ def expand(owners: list[Owner], strict: bool) -> tuple[list[Owner], list[str], l
                 t._replace(
                     name=name,
                     key_ranges=tuple((k, k) for k in dict.fromkeys(k for k, _, _ in own)),
+                    steered=tuple(sorted({k for k, _, _ in own} & steered)),
                     unit=(t.unit or "").replace("@.", f"@{instance}.", 1),
                     private=False,
                     per_instance=tuple((path, proj) for _, path, proj in own),

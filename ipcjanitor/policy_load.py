@@ -62,6 +62,8 @@ def load_policy(
         warnings.extend(found)
         problems.extend(clashes)
     if not problems:
+        resolved, dropped = drop_steered_clashes(resolved)
+        warnings.extend(dropped)
         problems.extend(check_overlaps(resolved))
     if problems:
         raise PolicyErrors(problems)
@@ -96,6 +98,33 @@ def _text(path: str, data: bytes) -> str:
             path, None, "is empty: a truncated policy? give it owners or remove the file"
         )
     return text
+
+
+def drop_steered_clashes(owners: Sequence[Owner]) -> tuple[list[Owner], list[str]]:
+    """Keys a non-root user steers (Owner.steered) that another owner also claims are skipped
+    with a warning, not a policy error: an error would let that user stop every clean."""
+    out, warnings = [], []
+    for o in owners:
+        dropped = [
+            k
+            for k in o.steered
+            if any(
+                p is not o and p.kinds & o.kinds and any(lo <= k <= hi for lo, hi in p.key_ranges)
+                for p in owners
+            )
+        ]
+        if not dropped:
+            out.append(o)
+            continue
+        for k in dropped:
+            warnings.append(
+                f"{o.source}: [owners.{o.name}] key 0x{k:08x} comes from an ftok path uid {o.uid} "
+                "controls and another owner claims it too: that entry is skipped (its user could "
+                "have pointed it there; make the path root's to have it checked as an error)"
+            )
+        keep = [r for r in o.key_ranges if not (r[0] == r[1] and r[0] in dropped)]
+        out.append(o._replace(key_ranges=tuple(keep), steered=()))
+    return out, warnings
 
 
 def check_overlaps(owners: Sequence[Owner]) -> list[PolicyProblem]:

@@ -78,8 +78,9 @@ def _key(st: os.stat_result, proj: int) -> int:
     return ((proj & 0xFF) << 24) | ((st.st_dev & 0xFF) << 16) | (st.st_ino & 0xFFFF)
 
 
-def ftok_claim(path: str, proj: int, uid: int | None, strict: bool) -> int:
-    """The key an owner may claim by ftok(path, proj); raises Skipped when it may not.
+def ftok_claim(path: str, proj: int, uid: int | None, strict: bool) -> tuple[int, bool]:
+    """The key an owner may claim by ftok(path, proj), and whether a non-root user could
+    steer it (the owner's uid controls the path); raises Skipped when it may not be claimed.
 
     As root (strict), whoever can change what the path resolves to chooses the key root
     claims — a user who owns a directory on the way could point it at another user's live
@@ -87,7 +88,7 @@ def ftok_claim(path: str, proj: int, uid: int | None, strict: bool) -> int:
     does is the owner's uid: then only objects that user owns (and could remove) are claimed.
     """
     if not strict:
-        return _ftok_key(path, proj)
+        return _ftok_key(path, proj), False
     try:
         st, uids, anyone = chase.stat_controlled(path)
     except chase.Refused as exc:
@@ -106,7 +107,7 @@ def ftok_claim(path: str, proj: int, uid: int | None, strict: bool) -> int:
             f"included; set uid = {others[0]} on this owner if its objects are that user's "
             "(it then claims only objects that user owns), or make the directories root's"
         )
-    return _key(st, proj)
+    return _key(st, proj), bool(uids)
 
 
 def parse_duration(value: object) -> int:
@@ -325,6 +326,37 @@ _SETTING_PARSERS: dict[str, Callable[[object], Any]] = {
 }
 
 
+def _ftok_claims(
+    ftoks: object, values: Mapping[str, Any], strict: bool, where: str, warnings: list[str]
+) -> tuple[list[int], list[int], list[tuple[str, int]]]:
+    """An owner's ftok entries -> (keys claimed, those a non-root user steers, %i patterns)."""
+    keys: list[int] = []
+    steered: list[int] = []
+    per_instance: list[tuple[str, int]] = []
+    for entry in _list(ftoks, 'ftok = [{ path = "/srv/app/file", proj = "a" }]'):
+        path, proj = _ftok_entry(entry)
+        parts = instance_parts(path)
+        unit = values.get("unit")
+        if len(parts) > 1 and (unit is None or template_parts(unit) is None):
+            raise ValueError(
+                f"path {path!r}: %i needs a template unit: "
+                f'unit = "{_template_of(unit)}" (each instance found on disk is then '
+                "an owner of its own)"
+            )
+        if len(parts) > 1:
+            per_instance.append((path, proj))
+            continue
+        try:
+            key, steerable = ftok_claim(parts[0], proj, values.get("uid"), strict)
+        except Skipped as skip:
+            warnings.append(f"{where} {skip}: that ftok entry is skipped")
+            continue
+        keys.append(key)
+        if steerable:
+            steered.append(key)
+    return keys, steered, per_instance
+
+
 def _parse_owner(
     name: str,
     table: object,
@@ -359,28 +391,13 @@ def _parse_owner(
             except TypeError:  # a table or array where a scalar belongs, and the like
                 err(f"{key}: has the wrong type ({type(table[key]).__name__})", key)
     ranges = list(values.get("keys", []))
-    per_instance: list[tuple[str, int]] = []
     ftoks = table.get("ftok", [])
+    steered: list[int] = []
+    per_instance: list[tuple[str, int]] = []
     try:
-        for entry in _list(ftoks, 'ftok = [{ path = "/srv/app/file", proj = "a" }]'):
-            path, proj = _ftok_entry(entry)
-            parts = instance_parts(path)
-            unit = values.get("unit")
-            if len(parts) > 1 and (unit is None or template_parts(unit) is None):
-                raise ValueError(
-                    f"path {path!r}: %i needs a template unit: "
-                    f'unit = "{_template_of(unit)}" (each instance found on disk is then '
-                    "an owner of its own)"
-                )
-            if len(parts) > 1:
-                per_instance.append((path, proj))
-                continue
-            try:
-                ftok_key = ftok_claim(parts[0], proj, values.get("uid"), strict)
-            except Skipped as skip:
-                warnings.append(f"{where}: [{section}] {skip}: that ftok entry is skipped")
-                continue
-            ranges.append((ftok_key, ftok_key))
+        claimed = _ftok_claims(ftoks, values, strict, f"{where}: [{section}]", warnings)
+        ranges += [(k, k) for k in claimed[0]]
+        steered, per_instance = claimed[1], claimed[2]
     except ValueError as exc:
         err(f"ftok: {exc}", "ftok")
     if "cuid" in table and "uid" not in table:
@@ -403,6 +420,7 @@ def _parse_owner(
         keep_queued_messages=values.get("keep_queued_messages", True),
         source=f"{where}:{head}" if head else where,
         per_instance=tuple(per_instance),
+        steered=tuple(steered),
     )
     return owner, errors
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ipcjanitor.errors import PolicyErrors
 from ipcjanitor.policy_load import load_policy
 from ipcjanitor.policy_parse import ftok
 
@@ -89,3 +90,30 @@ def test_in_a_sticky_directory_the_entrys_owner_controls_it(tmp_path: Path) -> N
     policy = load_policy(str(policies), strict_modes=True)
     assert policy.owner("app").key_ranges == ()  # type: ignore[union-attr]
     assert f"can be replaced by uid {NOBODY}" in policy.warnings[0]
+
+
+def test_a_user_steering_a_key_into_another_owners_cannot_stop_the_janitor(
+    tmp_path: Path,
+) -> None:
+    """Found by attacking: with uid = the user who controls the path (allowed), that user
+    pointed it at billing's key; the clash was a policy error, so every clean and hook stopped
+    (exit 78) until root noticed. Now the steered entry is skipped with a warning."""
+    policies, app = setup(tmp_path, f"uid = {NOBODY}\n")
+    billing = tmp_path / "billing"
+    billing.write_text("")
+    key = ftok(billing, ord("v"))
+    (policies / "billing.toml").write_text(f'[owners.billing]\nkeys = ["0x{key:08x}"]\n')
+    (app / "artisan").unlink()
+    (app / "artisan").symlink_to(billing)
+    os.lchown(app / "artisan", NOBODY, NOBODY)
+    policy = load_policy(str(policies), strict_modes=True)
+    assert policy.owner("billing").key_ranges == ((key, key),)  # type: ignore[union-attr]
+    assert policy.owner("app").key_ranges == ()  # type: ignore[union-attr]
+    (warning,) = policy.warnings
+    assert f"key 0x{key:08x} comes from an ftok path uid {NOBODY} controls" in warning
+    # a clash root wrote itself (both paths root's) stays a policy error
+    (app / "artisan").unlink()
+    os.chown(app, 0, 0)
+    (app / "artisan").symlink_to(billing)
+    with pytest.raises(PolicyErrors, match="both claim"):
+        load_policy(str(policies), strict_modes=True)
