@@ -154,6 +154,24 @@ def _private_claimed_by(
 # -- proposing -------------------------------------------------------------------------------
 
 
+def _by_whose(watch: Watch) -> tuple[list[Sighting], list[Sighting]]:
+    """Sightings split into the unit's own and objects of others it only uses.
+
+    Found by attacking learn: a process of the watched unit attached another running
+    service's world-readable segment, learn claimed it (with that service's uid) and the
+    unit's hook later removed it under the running service. An object is the unit's when its
+    owner or creator uid is one of the unit's processes' users, or a unit process created it.
+    """
+    users = {p.uid for p in watch.processes.values()}
+    ours: list[Sighting] = []
+    foreign: list[Sighting] = []
+    for s in watch.sightings:
+        made_here = any(what == "creator" and pid in watch.processes for what, pid in s.evidence)
+        mine = s.obj.uid in users or s.obj.cuid in users or made_here
+        (ours if mine else foreign).append(s)
+    return ours, foreign
+
+
 def propose(watch: Watch, name: str, existing: Policy) -> Proposal:
     """The tables for what the unit was seen using, minus what existing owners claim.
 
@@ -161,8 +179,15 @@ def propose(watch: Watch, name: str, existing: Policy) -> Proposal:
     """
     others = [o for o in existing.owners if o.name != name]
     left_out: list[str] = []
-    keyed = [s for s in watch.sightings if s.obj.key != 0]
-    private = [s for s in watch.sightings if s.obj.key == 0]
+    ours, foreign = _by_whose(watch)
+    for s in foreign:
+        left_out.append(
+            f"{_label(s.obj)} (uid {s.obj.uid}, cuid {s.obj.cuid}): neither uid is a user of "
+            "the unit's processes and none of them created it: another service's object they "
+            "only use? claim it by hand if it is this unit's"
+        )
+    keyed = [s for s in ours if s.obj.key != 0]
+    private = [s for s in ours if s.obj.key == 0]
 
     # Private objects: one (uid, cuid) per table; the most common one is proposed.
     combos = Counter((s.obj.uid, s.obj.cuid) for s in private)

@@ -358,8 +358,9 @@ def test_rendered_tables_parse_and_claim_what_they_list(
     left_out = "\n".join(proposal.left_out)
     for o in objs:
         owner = policy.owner_of(o)
-        if owner is None:  # only a second IPC_PRIVATE user is left out, and said so
-            assert o.key == 0 and f"{o.kind.value} id {o.id} " in left_out
+        if owner is None:  # a second IPC_PRIVATE user, or another user's object: said so
+            assert o.key == 0 or 0 not in (o.uid, o.cuid)
+            assert f"{o.kind.value} id {o.id} " in left_out
         else:
             assert o.kind in owner.kinds
     for owner in owners.values():
@@ -507,3 +508,20 @@ def test_elf_class_tells_32_bit_processes(tmp_path: Path) -> None:
     assert learn._elf_class(tmp_path / "i386") == learn.ELFCLASS32
     assert learn._elf_class(tmp_path / "script") is None
     assert learn._elf_class(tmp_path / "missing") is None
+
+
+def test_another_services_object_the_unit_only_uses_is_not_claimed(tmp_path: Path) -> None:
+    """Found by attacking learn: a unit process attached a running service's world-readable
+    segment; learn claimed it, and the unit's hook later removed it under that service."""
+    theirs = _obj(IpcKind.SHM, 1, 0x0BADBEEF, uid=999, cuid=999)
+    proposal = propose(_watch(_seen(theirs)), "attacker", Policy())
+    assert proposal.tables == ()
+    assert any(
+        "shm id 1 (uid 999, cuid 999): neither uid is a user" in n for n in proposal.left_out
+    )
+    # one a unit process created is the unit's, whoever it was given to
+    made = propose(_watch(_seen(theirs, what="creator")), "attacker", Policy())
+    owners = _parse(
+        render(made, _watch(_seen(theirs, what="creator")), _names), tmp_path / "p.toml"
+    )
+    assert owners["attacker"].key_ranges == ((0x0BADBEEF, 0x0BADBEEF),)
