@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -209,7 +210,17 @@ def find_stuck_pipes(procfs: Path = Path("/proc")) -> list[StuckPipe]:
     return found
 
 
-def hook_installed(unit: str, dirs: Iterable[Path] = UNIT_DIRS) -> bool:
+_HOOK = re.compile(r'(^|[\s"])hook([\s"]|$)')  # the word, quoted by install-hook or not
+UNSAFE_HOOK = (
+    "its hook starts without a clean environment (a drop-in of an older install-hook: the "
+    "service's PYTHONPATH or LD_PRELOAD would run as root)"
+)
+
+
+def hook_state(unit: str, dirs: Iterable[Path] = UNIT_DIRS) -> str | None:
+    """None when the unit's ipcjanitor hook is installed through the clean-environment
+    trampoline (ipcjanitor-hook); else what is wrong: no hook, or an unsafe one."""
+    found = False
     for d in dirs:
         dropins = d / f"{unit}.d"
         if not dropins.is_dir():
@@ -219,22 +230,29 @@ def hook_installed(unit: str, dirs: Iterable[Path] = UNIT_DIRS) -> bool:
                 text = conf.read_text()
             except OSError:
                 continue
-            if "ipcjanitor" in text and " hook" in text and "ExecStopPost=" in text:
-                return True
-    return False
+            for line in text.splitlines():
+                if line.startswith("ExecStopPost=") and "ipcjanitor" in line and _HOOK.search(line):
+                    if "ipcjanitor-hook" not in line:
+                        return UNSAFE_HOOK
+                    found = True
+    return None if found else "has no ipcjanitor hook"
 
 
 def missing_hooks(policy: Policy, dirs: Iterable[Path] = UNIT_DIRS) -> list[dict[str, str]]:
+    """Owners whose unit has no hook (a hint), or an unsafe one (a problem)."""
     dirs = list(dirs)
-    return [
-        {"owner": o.name, "unit": o.unit, "fix": f"ipcjanitor install-hook {o.unit}"}
-        for o in policy.owners
+    rows = []
+    for o in policy.owners:
         # an instance's owner is hooked by its template's drop-in: its template owner's row
-        if o.unit
-        and o.unit.endswith(".service")
-        and o.template is None
-        and not hook_installed(o.unit, dirs)
-    ]
+        if not o.unit or not o.unit.endswith(".service") or o.template is not None:
+            continue
+        state = hook_state(o.unit, dirs)
+        if state is not None:
+            row = {"owner": o.name, "unit": o.unit, "fix": f"ipcjanitor install-hook {o.unit}"}
+            if state == UNSAFE_HOOK:
+                row["problem"] = state
+            rows.append(row)
+    return rows
 
 
 class Report(NamedTuple):
@@ -245,7 +263,11 @@ class Report(NamedTuple):
 
     @property
     def healthy(self) -> bool:
-        return not any(r.problem for r in self.limits) and not self.stuck_pipes
+        return (
+            not any(r.problem for r in self.limits)
+            and not self.stuck_pipes
+            and not any("problem" in h for h in self.hooks_missing)
+        )
 
     def json(self) -> str:
         limits = [
@@ -299,9 +321,13 @@ class Report(NamedTuple):
                 f"unit {s.unit or '-'}{orphan}; {who}"
             )
         for h in self.hooks_missing:
-            lines.append(
-                f"hint: owner {h['owner']}: {h['unit']} has no ipcjanitor hook: {h['fix']}"
-            )
+            if "problem" in h:
+                lines.append(f"UNSAFE HOOK: owner {h['owner']}: {h['unit']}: {h['problem']}: "
+                             f"{h['fix']}")  # fmt: skip
+            else:
+                lines.append(
+                    f"hint: owner {h['owner']}: {h['unit']} has no ipcjanitor hook: {h['fix']}"
+                )
         lines.extend(f"note: {n}" for n in self.notes)
         lines.append("healthy" if self.healthy else "PROBLEMS FOUND")
         return "\n".join(lines)

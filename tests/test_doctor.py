@@ -45,5 +45,24 @@ def test_owners_without_a_hook_are_listed_with_the_fix(tmp_path: Path) -> None:
     ]
     dropin = tmp_path / "a.service.d" / "ipcjanitor.conf"
     dropin.parent.mkdir()
-    dropin.write_text("[Service]\nExecStopPost=-+/usr/bin/ipcjanitor hook --unit=%n\n")
+    dropin.write_text(
+        '[Service]\nExecStopPost=-+"/usr/lib/python3/dist-packages/ipcjanitor/ipcjanitor-hook" '
+        '"/usr/bin/ipcjanitor" "hook" "--unit=%n"\n'
+    )
     assert missing_hooks(policy, [tmp_path]) == []
+
+
+def test_a_hook_without_the_clean_environment_is_a_problem(tmp_path: Path) -> None:
+    """A drop-in of an older install-hook runs the hook with the service's environment
+    (PYTHONPATH, LD_PRELOAD as root): doctor says so, and it is a problem, not a hint."""
+    from ipcjanitor.doctor import Report
+
+    policy = Policy(owners=(Owner(name="a", key_ranges=((1, 1),), unit="a.service"),))
+    dropin = tmp_path / "a.service.d" / "ipcjanitor.conf"
+    dropin.parent.mkdir()
+    dropin.write_text("[Service]\nExecStopPost=-+/usr/bin/ipcjanitor hook --unit=%n\n")
+    (row,) = missing_hooks(policy, [tmp_path])
+    assert row["fix"] == "ipcjanitor install-hook a.service"
+    assert "without a clean environment" in row["problem"]
+    report = Report([], [], [row], [])
+    assert not report.healthy and "UNSAFE HOOK: owner a: a.service" in report.text()

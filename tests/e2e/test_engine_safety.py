@@ -97,3 +97,16 @@ def test_a_running_unit_with_an_escaped_cgroup_name_keeps_its_objects(box: Conta
     out = json.loads(box.run("ipcjanitor clean --json").stdout)
     removed = {o["key"] for o in out["objects"] if o["verdict"] == "removed"}
     assert removed == {f"0x{key:08x}" for key in ESCAPED_UNITS.values()}
+
+
+def test_doctor_tells_an_installed_hook_from_an_unsafe_old_one(box: Container) -> None:
+    box.run("ipcjanitor install-hook leaky.service")
+    doc = json.loads(box.run("ipcjanitor doctor --json", check=False).stdout)
+    assert [h for h in doc["hooks_missing"] if h["unit"] == "leaky.service"] == []
+    # what install-hook wrote before the trampoline: the hook with the service's environment
+    box.write(
+        "/etc/systemd/system/leaky.service.d/ipcjanitor.conf",
+        "[Service]\nExecStopPost=-+/usr/bin/ipcjanitor hook --unit=%n\n",
+    )
+    out = box.run("ipcjanitor doctor", check=False)
+    assert out.returncode == 1 and "UNSAFE HOOK: owner leaky: leaky.service" in out.stdout
