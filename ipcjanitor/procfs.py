@@ -200,22 +200,5 @@ def read_objects(
     return objects
 
 
-_STAT: dict[IpcKind, Callable[[int], tuple[Any, ...]]] = {
-    IpcKind.SHM: _sysvipc.shm_stat,
-    IpcKind.SEM: _sysvipc.sem_stat,
-    IpcKind.MSG: _sysvipc.msg_stat,
-}
-
-
-def stat_raw(kind: IpcKind, ipc_id: int) -> tuple[Any, ...] | None:
-    """Re-read one object's kernel record by id; None when it is gone. Raises OSError."""
-    try:
-        return _STAT[kind](ipc_id)
-    except OSError as exc:
-        if exc.errno in VANISHED:
-            return None
-        raise
-
-
 def build(kind: IpcKind, ipc_id: int, raw: tuple[Any, ...]) -> IpcObject:
     return _BUILD[kind](ipc_id, raw)
