@@ -35,8 +35,14 @@ lint: setup
 test-fast: setup
 	$(PY) -m pytest -q -m 'not integration'
 
+# Line coverage (coverage.py) of every tier, subprocesses in namespaces included; the figure
+# is printed at the end (build/coverage/ holds the data; `coverage html` renders it).
 test: setup-test lint
-	$(PY) -m pytest -q
+	rm -rf build/coverage && mkdir -p build/coverage
+	$(PY) -m coverage run -m pytest -q
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report --sort=cover | tail -n 12
+	@echo "line coverage: $$($(PY) -m coverage report --format=total)%"
 	$(MAKE) package-test
 
 MAN_SRC := $(wildcard docs/*.scd)

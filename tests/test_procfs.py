@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ipcjanitor.errors import ProcfsFormatError
-from ipcjanitor.model import IpcKind
+from ipcjanitor.model import IpcKind, IpcObject
 from ipcjanitor.procfs import parse_table
 
 SHM = """       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
@@ -97,6 +99,31 @@ def test_garbage_never_escapes_as_anything_but_a_format_error(text: str) -> None
         parse_table(IpcKind.SHM, text)
 
 
+REAL_HEADERS = [SHM.splitlines()[0], SEM.splitlines()[0], MSG.splitlines()[0]]
+cell = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(["", "-", "0x10", "1e3", "\u0661", "nan", "644", "-0"]),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=4),
+)
+
+
+@given(
+    st.sampled_from(list(IpcKind)),
+    st.sampled_from(REAL_HEADERS),
+    st.lists(st.lists(cell, min_size=9, max_size=18).map(" ".join), max_size=4),
+)
+def test_rows_under_a_real_header_parse_or_say_where(
+    kind: IpcKind, header: str, rows: list[str]
+) -> None:
+    """Seeded with a real header, the fuzzer reaches the row parser, not just the header check."""
+    try:
+        parsed = parse_table(kind, "\n".join([header, *rows]) + "\n", "t")
+    except ProcfsFormatError as exc:
+        assert str(exc).startswith("t:")
+    else:
+        assert len(parsed) == len([r for r in rows if r.strip()])
+
+
 ints = st.integers(0, 2**31 - 1)
 
 
@@ -131,3 +158,42 @@ def test_each_builder_puts_every_field_where_its_name_says(t: tuple[int, ...]) -
         IpcKind.SEM, t[0], t[6], t[11], t[12], (1, 0), None, 0)  # fmt: skip
     assert [(r.pid, r.traced) for r in s.pids] == [(t[9], True), (t[10], False)]
     assert s.last_activity == max(t[7], t[8]) and s.raw == sem_t
+
+
+CORPUS = Path(__file__).parent / "data" / "sysvipc"
+LAYOUTS = sorted(p for p in CORPUS.iterdir() if p.is_dir())
+
+
+def _as_expected(o: IpcObject) -> dict[str, object]:
+    """The fields expected.json names, in its notation (keys hex, modes octal)."""
+    fields = {
+        IpcKind.SHM: ("size", "nattch"),
+        IpcKind.SEM: ("nsems",),
+        IpcKind.MSG: ("qnum", "qbytes"),
+    }[o.kind]
+    return {
+        "key": f"0x{o.key:08x}",
+        "id": o.id,
+        "mode": f"{o.mode:o}",
+        **{f: getattr(o, f) for f in fields},
+        "uid": o.uid,
+        "gid": o.gid,
+        "cuid": o.cuid,
+        "cgid": o.cgid,
+        "pids": [[r.role, r.pid] for r in o.pids],
+        "times": dict(o.times),
+        "last_activity": o.last_activity,
+    }
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[p.name for p in LAYOUTS])
+def test_every_captured_layout_parses_as_expected(layout: Path) -> None:
+    expected = json.loads((layout / "expected.json").read_text())
+    assert expected and set(expected) == {p.name for p in layout.iterdir()} - {"expected.json"}
+    for name, objects in expected.items():
+        parsed = parse_table(IpcKind(name), (layout / name).read_text(), str(layout / name))
+        assert [_as_expected(o) for o in parsed] == objects
+
+
+def test_the_corpus_has_more_than_one_layout() -> None:
+    assert len(LAYOUTS) >= 2 and all((p / "expected.json").exists() for p in LAYOUTS)
