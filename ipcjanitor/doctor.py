@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from . import unitctx
 from .model import IpcKind, IpcObject
 from .policy import Policy
 from .processes import stat_fields, unit_of_pid
@@ -215,11 +216,17 @@ UNSAFE_HOOK = (
     "its hook starts without a clean environment (a drop-in of an older install-hook: the "
     "service's PYTHONPATH or LD_PRELOAD would run as root)"
 )
+NO_HOOK = "has no ipcjanitor hook"
+VIEW_PROBLEM = "its hook runs as root inside the service's file-system view: "
 
 
-def hook_state(unit: str, dirs: Iterable[Path] = UNIT_DIRS) -> str | None:
-    """None when the unit's ipcjanitor hook is installed through the clean-environment
-    trampoline (ipcjanitor-hook); else what is wrong: no hook, or an unsafe one."""
+def hook_state(
+    unit: str, dirs: Iterable[Path] = UNIT_DIRS, reader: unitctx.Reader | None = None
+) -> tuple[str | None, str | None]:
+    """(problem, note) about the unit's ipcjanitor hook: (None, None) when it is installed
+    through the clean-environment trampoline (ipcjanitor-hook) on a unit whose options
+    leave the hook's file-system view alone; a note when systemd cannot say which."""
+    dirs = list(dirs)
     found = False
     for d in dirs:
         dropins = d / f"{unit}.d"
@@ -233,25 +240,44 @@ def hook_state(unit: str, dirs: Iterable[Path] = UNIT_DIRS) -> str | None:
             for line in text.splitlines():
                 if line.startswith("ExecStopPost=") and "ipcjanitor" in line and _HOOK.search(line):
                     if "ipcjanitor-hook" not in line:
-                        return UNSAFE_HOOK
+                        return UNSAFE_HOOK, None
                     found = True
-    return None if found else "has no ipcjanitor hook"
+    if not found:
+        return NO_HOOK, None
+    views, why = unitctx.views(unit, dirs, reader or unitctx.read)
+    if why is not None:
+        return None, f"cannot check the file-system view its hook runs in: {why}"
+    problems = [f"{v.unit}: {p}" for v in views for p in v.problems()]
+    if problems:
+        return VIEW_PROBLEM + "; ".join(problems), None
+    if any(v.need_reload for v in views):
+        return None, "systemd has not loaded its latest unit files: run systemctl daemon-reload"
+    return None, None
 
 
-def missing_hooks(policy: Policy, dirs: Iterable[Path] = UNIT_DIRS) -> list[dict[str, str]]:
-    """Owners whose unit has no hook (a hint), or an unsafe one (a problem)."""
+def missing_hooks(
+    policy: Policy, dirs: Iterable[Path] = UNIT_DIRS, reader: unitctx.Reader | None = None
+) -> list[dict[str, str]]:
+    """Owners whose unit has no hook (a hint), an unsafe one (a problem), or one whose
+    file-system view systemd could not be asked about (a note)."""
     dirs = list(dirs)
     rows = []
     for o in policy.owners:
         # an instance's owner is hooked by its template's drop-in: its template owner's row
         if not o.unit or not o.unit.endswith(".service") or o.template is not None:
             continue
-        state = hook_state(o.unit, dirs)
-        if state is not None:
-            row = {"owner": o.name, "unit": o.unit, "fix": f"ipcjanitor install-hook {o.unit}"}
-            if state == UNSAFE_HOOK:
-                row["problem"] = state
-            rows.append(row)
+        problem, note = hook_state(o.unit, dirs, reader)
+        if problem is None and note is None:
+            continue
+        row = {"owner": o.name, "unit": o.unit, "fix": f"ipcjanitor install-hook {o.unit}"}
+        if problem is not None and problem.startswith(VIEW_PROBLEM):
+            row["problem"] = problem
+            row["fix"] = f"ipcjanitor install-hook --remove {o.unit} until the unit is changed"
+        elif problem not in (None, NO_HOOK):
+            row["problem"] = problem
+        elif note is not None:
+            row["note"] = note
+        rows.append(row)
     return rows
 
 
@@ -324,6 +350,8 @@ class Report(NamedTuple):
             if "problem" in h:
                 lines.append(f"UNSAFE HOOK: owner {h['owner']}: {h['unit']}: {h['problem']}: "
                              f"{h['fix']}")  # fmt: skip
+            elif "note" in h:
+                lines.append(f"note: owner {h['owner']}: {h['unit']}: {h['note']}")
             else:
                 lines.append(
                     f"hint: owner {h['owner']}: {h['unit']} has no ipcjanitor hook: {h['fix']}"

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import unitctx
 from .errors import ExitCode, NotPermittedError, PolicyErrors, UsageError
 from .policy import format_duration
 from .policy_load import load_policy
@@ -19,6 +20,7 @@ from .policy_load import load_policy
 DROPIN_NAME = "ipcjanitor.conf"
 # Built with the package (setup.py, ipcjanitor/ipcjanitor-hook.c): it belongs to this ipcjanitor.
 TRAMPOLINE = Path(__file__).resolve().parent / "ipcjanitor-hook"
+DROPIN_MODE, DIR_MODE = 0o644, 0o755  # whatever the caller's umask: systemd reads them as root
 # Words that need no quotes in an Exec line (after % and $ are doubled).
 _PLAIN = re.compile(r"[A-Za-z0-9/_.,:=+@%$-]+")
 
@@ -163,14 +165,92 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
                 "clean right after a kill", file=sys.stderr,
             )  # fmt: skip
     text = dropin_text(f"{exec_line(hook_argv(policy_path))} --unit=%n")
+    check_context(unit)
     if path.exists() and path.read_text() == text:
         print(f"{path} is already installed: nothing changed")
         return ExitCode.OK
     with _as_root(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_dropin(path, text)
     print(f"wrote {path}{_reload()}")
     return ExitCode.OK
+
+
+def check_context(unit: str, reader: unitctx.Reader | None = None) -> None:
+    """Refuse (77) a unit whose options give its hook another file-system view.
+
+    The hook runs in the unit's own mount namespace: RootDirectory=, BindPaths= and the
+    rest (unitctx.FILE_SYSTEM_OPTIONS) decide what the drop-in's absolute paths, the policy
+    and the lock name there, and a tree the service's user writes would be code root runs.
+    What systemd has loaded is what counts (drop-ins included); unit files changed since
+    the last reload are loaded first.
+    """
+    ask = reader or unitctx.read
+    found, why = unitctx.views(unit, unitctx.UNIT_DIRS, ask)
+    if any(v.need_reload for v in found):
+        _reload()
+        found, why = unitctx.views(unit, unitctx.UNIT_DIRS, ask)
+    if why is not None:
+        raise NotPermittedError(
+            f"cannot ask systemd which file-system view {unit}'s hook would run in ({why}): "
+            "its RootDirectory=, BindPaths=, ... decide whether the hook would run code others "
+            "control; run install-hook where systemd runs; no drop-in was written"
+        )
+    for v in found:
+        if v.need_reload:
+            raise NotPermittedError(
+                f"systemd has not loaded {v.unit}'s latest unit files: run `systemctl "
+                "daemon-reload`, then install-hook again; no drop-in was written"
+            )
+        if v.load_state != "loaded":
+            raise UsageError(
+                f"{v.unit} is not a unit systemd can load (LoadState={v.load_state or '?'}): "
+                "install (or unmask) its unit file first, then install-hook again"
+            )
+    problems = [f"{v.unit}: {p}" for v in found for p in v.problems()]
+    if problems:
+        raise NotPermittedError(
+            "the hook runs inside the service's file-system view; "
+            + "; ".join(problems)
+            + "; no drop-in was written"
+        )
+    for v in found:
+        if v.log_namespace:
+            print(
+                f"warning: {v.unit} has LogNamespace={v.log_namespace}: its hook's records "
+                f"go there too (journalctl --namespace={v.log_namespace} "
+                f"IPCJANITOR_UNIT={unit})", file=sys.stderr,
+            )  # fmt: skip
+
+
+def write_dropin(path: Path, text: str) -> None:
+    """path (and its directory, where missing) with explicit modes, replaced in one rename.
+
+    The modes are set with fchmod, not left to the umask of whoever runs install-hook:
+    UMask=0000 or a root shell's `umask 0` would make a drop-in that anyone can rewrite.
+    """
+    directory = path.parent
+    try:
+        os.mkdir(directory, DIR_MODE)
+    except FileExistsError:
+        pass
+    else:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(dfd, DIR_MODE)
+        finally:
+            os.close(dfd)
+    tmp = directory / f".{path.name}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), DROPIN_MODE)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 
 def run_hook(call: HookCall) -> int:
-    """Clean the owners bound to call.unit; errors become exit codes (cli.guarded)."""
+    """Clean the owners bound to call.unit; errors become exit codes (cli.guarded).
+
+    The umask is set first: the service's UMask= reaches ExecStopPost=, and every file the
+    hook creates (lock, clock record, metrics) must get the mode its code asks for.
+    ipcjanitor-hook sets the same umask before the interpreter starts (bytecode caches).
+    """
+    os.umask(0o022)
     # What both processes need (typing, enum, re: ~6 ms) is imported once, before the fork;
     # then the child's pystemd and D-Bus overlap with the policy and the engine (bench/).
     from . import systemd  # noqa: PLC0415, F401
@@ -64,7 +70,7 @@ def _policy(unit: str, explicit: str | None) -> Policy:
     except PolicyErrors as exc:
         from .journal import Journal  # noqa: PLC0415
 
-        Journal(unit=unit).send(
+        Journal.for_hook(unit).send(
             f"policy error, nothing was removed after {unit} stopped: {exc}", "err"
         )
         raise
@@ -86,9 +92,10 @@ def _clean_owners_of(
 
         metrics.require()
 
-    journal = Journal(unit=unit)
-    stop = StopInfo.from_env()
+    journal = Journal.for_hook(unit)
     run, no_bus = asking.answer()
+    # stop facts from systemd; without it, what the environment says, labelled as the service's
+    stop = StopInfo.from_run(run) if run is not None else StopInfo.from_env()
     notes = [f"{unit} stopped: {stop.describe()}"]
     if run is not None:
         how = stop.how()

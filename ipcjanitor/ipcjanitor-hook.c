@@ -10,12 +10,15 @@
  * This program is linked statically: no dynamic loader runs for it, so no LD_* variable
  * reaches it (`env -i` is dynamically linked: ld.so would load LD_PRELOAD into env itself,
  * as root). It keeps only what systemd sets for ExecStopPost= commands, sets a fixed PATH,
- * changes to /, and execs its first argument (an absolute path) with the rest. It allocates
+ * changes to /, sets umask 022 (the service's UMask= reaches ExecStopPost= too: with 0000 the
+ * interpreter's bytecode caches and the hook's files would be world-writable), and execs its
+ * first argument (an absolute path) with the rest. It allocates
  * nothing and reads nothing but its arguments and the environment it filters.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *const KEPT[] = {
@@ -36,7 +39,8 @@ int main(int argc, char *argv[])
         fprintf(stderr,
                 "usage: %s /ABSOLUTE/PROGRAM [ARGUMENT...]\n"
                 "runs PROGRAM with only SERVICE_RESULT, EXIT_CODE, EXIT_STATUS and "
-                "INVOCATION_ID of the environment, PATH=/usr/sbin:/usr/bin:/sbin:/bin, in /\n",
+                "INVOCATION_ID of the environment, PATH=/usr/sbin:/usr/bin:/sbin:/bin, in /, "
+                "umask 022\n",
                 argc > 0 ? argv[0] : "ipcjanitor-hook");
         return 64;
     }
@@ -55,6 +59,7 @@ int main(int argc, char *argv[])
         fprintf(stderr, "%s: chdir /: %s\n", argv[0], strerror(errno));
         return 71;
     }
+    umask(022);
     execve(argv[1], argv + 1, env);
     fprintf(stderr, "%s: cannot execute %s: %s\n", argv[0], argv[1], strerror(errno));
     return errno == ENOENT ? 127 : 126;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -42,8 +43,22 @@ def under_systemd() -> bool:
     return started and os.path.exists(JOURNAL_SOCKET)
 
 
+def journal_socket_exists() -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(JOURNAL_SOCKET).st_mode)
+    except OSError:
+        return False
+
+
 class Journal:
     """Where a run's records go: the journal under systemd, stderr lines otherwise."""
+
+    @classmethod
+    def for_hook(cls, unit: str) -> Journal:
+        """The hook's records: to the journal whenever its socket is there. Never decided by
+        the environment, which is the hooked service's (INVOCATION_ID= in an EnvironmentFile=
+        sent every record to stderr, and none had IPCJANITOR_UNIT=)."""
+        return cls(unit=unit, to_journal=journal_socket_exists())
 
     def __init__(self, unit: str | None = None, to_journal: bool | None = None) -> None:
         self.unit = unit

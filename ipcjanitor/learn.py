@@ -556,8 +556,10 @@ def _open_dir(directory: Path) -> Iterator[int]:
         here = Path("/")
         for i, part in enumerate(parts):
             here = here / part
+            made = False
             try:
                 os.mkdir(part, 0o755, dir_fd=fd)
+                made = True
             except FileExistsError:
                 pass
             except PermissionError as exc:
@@ -573,6 +575,8 @@ def _open_dir(directory: Path) -> Iterator[int]:
                         "link; write the file by hand"
                     ) from None
                 raise
+            if made:  # 0755 whatever the caller's umask
+                os.fchmod(nxt, 0o755)
             os.close(fd)
             fd = nxt
             _check_dir(fd, here, last=i == len(parts) - 1)

@@ -43,22 +43,61 @@ class UnitRun(NamedTuple):
     main_start: float | None  # ExecMainStartTimestamp, epoch seconds
     control_group: str
     remaining: tuple[int, ...]  # processes still in the unit's cgroup
+    result: str = ""  # Result: success, exit-code, signal, core-dump, timeout, ...
+    main_code: int = 0  # ExecMainCode: CLD_EXITED 1, CLD_KILLED 2, CLD_DUMPED 3; 0 none yet
+    main_status: int = 0  # ExecMainStatus: the exit status, or the signal's number
+
+
+_CLD = {1: "exited", 2: "killed", 3: "dumped"}
+UNTRUSTED_LIMIT = 64  # characters of a service-supplied value shown, escaped
+
+
+def untrusted(text: str) -> str:
+    """PURE: text a service supplied, quoted, non-printable characters (controls, bidi)
+    escaped, at most UNTRUSTED_LIMIT characters of it: never read as a fact or a command."""
+    shown = repr(text[:UNTRUSTED_LIMIT])
+    return shown + f"... ({len(text)} characters)" if len(text) > UNTRUSTED_LIMIT else shown
 
 
 class StopInfo(NamedTuple):
-    """How the service stopped, from the environment systemd gives ExecStopPost= commands."""
+    """How the service stopped: from systemd (D-Bus), or as its environment reports it.
 
-    result: str | None  # SERVICE_RESULT: success, exit-code, signal, core-dump, timeout, ...
-    exit_code: str | None  # EXIT_CODE: exited, killed, dumped
-    exit_status: str | None  # EXIT_STATUS: a number if exited, else a signal name (KILL)
+    SERVICE_RESULT, EXIT_CODE and EXIT_STATUS are what systemd sets for ExecStopPost=, but
+    the service's own Environment=/EnvironmentFile= override them: from there they are only
+    what the service says (`reported`), quoted and bounded, and never part of a reason.
+    """
+
+    result: str | None  # success, exit-code, signal, core-dump, timeout, ...
+    exit_code: str | None  # exited, killed, dumped
+    exit_status: str | None  # a number if exited, else a signal name (KILL)
+    reported: bool = False  # True: read from the environment the service controls
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StopInfo:
         e = os.environ if env is None else env
-        return cls(e.get("SERVICE_RESULT"), e.get("EXIT_CODE"), e.get("EXIT_STATUS"))
+        return cls(e.get("SERVICE_RESULT"), e.get("EXIT_CODE"), e.get("EXIT_STATUS"), True)
+
+    @classmethod
+    def from_run(cls, run: UnitRun) -> StopInfo:
+        """What systemd recorded: Result, ExecMainCode and ExecMainStatus."""
+        code = _CLD.get(run.main_code)
+        status: str | None = None
+        if code == "exited":
+            status = str(run.main_status)
+        elif code is not None:
+            import signal  # noqa: PLC0415  (only in the hook's stop path)
+
+            try:
+                status = signal.Signals(run.main_status).name.removeprefix("SIG")
+            except ValueError:
+                status = str(run.main_status)
+        return cls(run.result or None, code, status)
 
     def how(self) -> str | None:
-        """'killed by SIGKILL', 'exited with status 3', ... or None when systemd said nothing."""
+        """'killed by SIGKILL', 'exited with status 3', ... or None when systemd said nothing
+        (and always None for what the service's environment reports)."""
+        if self.reported:
+            return None
         if self.exit_code == "killed" and self.exit_status:
             return f"killed by SIG{self.exit_status}"
         if self.exit_code == "dumped" and self.exit_status:
@@ -73,8 +112,12 @@ class StopInfo(NamedTuple):
             ("EXIT_CODE", self.exit_code),
             ("EXIT_STATUS", self.exit_status),
         )
-        parts = [f"{k}={v}" for k, v in pairs if v]
-        return " ".join(parts) or "no stop information in the environment"
+        if self.reported:
+            parts = [f"{k}={untrusted(v)}" for k, v in pairs if v is not None]
+            said = " ".join(parts) or "nothing"
+            return f"its environment (which the service sets) reports {said}"
+        parts = [f"{k.partition('_')[2].lower()} {v}" for k, v in pairs if v]
+        return "systemd: " + (", ".join(parts) or "no record of the main process")
 
 
 def _text(value: Any) -> str:
@@ -114,6 +157,9 @@ class Systemd:
             main_start=start_us / 1e6 if start_us else None,
             control_group=_text(service(b"ControlGroup", b"s")),
             remaining=self.unit_processes(unit),
+            result=_text(service(b"Result", b"s")),
+            main_code=int(service(b"ExecMainCode", b"i")),
+            main_status=int(service(b"ExecMainStatus", b"i")),
         )
 
     def unit_processes(self, unit: str) -> tuple[int, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ipcjanitor import unitctx
 from ipcjanitor.doctor import Limits, limit_rows, missing_hooks
 from ipcjanitor.model import IpcKind, IpcObject
 from ipcjanitor.policy import Owner, Policy
@@ -49,7 +50,8 @@ def test_owners_without_a_hook_are_listed_with_the_fix(tmp_path: Path) -> None:
         '[Service]\nExecStopPost=-+"/usr/lib/python3/dist-packages/ipcjanitor/ipcjanitor-hook" '
         '"/usr/bin/ipcjanitor" "hook" "--unit=%n"\n'
     )
-    assert missing_hooks(policy, [tmp_path]) == []
+    loaded = unitctx.parse_show("a.service", "LoadState=loaded\n")  # what systemd would say
+    assert missing_hooks(policy, [tmp_path], lambda unit: (loaded, None)) == []
 
 
 def test_a_hook_without_the_clean_environment_is_a_problem(tmp_path: Path) -> None:

@@ -35,12 +35,15 @@ class FakeBus:
             (UNIT_PATH, SERVICE, b"MainPID"): 0,
             (UNIT_PATH, SERVICE, b"ExecMainStartTimestamp"): 1_700_000_100_500_000,
             (UNIT_PATH, SERVICE, b"ControlGroup"): b"/system.slice/leaky.service",
+            (UNIT_PATH, SERVICE, b"Result"): b"signal",
+            (UNIT_PATH, SERVICE, b"ExecMainCode"): 2,
+            (UNIT_PATH, SERVICE, b"ExecMainStatus"): 9,
         }
 
     def get_property(
         self, dest: bytes, path: bytes, iface: bytes, prop: bytes, rtype: bytes
     ) -> Any:
-        assert dest == b"org.freedesktop.systemd1" and rtype in (b"u", b"t", b"s")
+        assert dest == b"org.freedesktop.systemd1" and rtype in (b"u", b"t", b"s", b"i")
         self.calls.append((b"get", iface, prop))
         return self.properties[(path, iface, prop)]
 
@@ -65,8 +68,9 @@ def test_unit_run_reads_what_the_hook_needs() -> None:
     bus = FakeBus()
     run = Systemd(bus, apply_signature).unit_run("leaky.service")
     assert run == UnitRun(
-        "leaky.service", 812, 1_700_000_100.5, "/system.slice/leaky.service", (812,)
-    )
+        "leaky.service", 812, 1_700_000_100.5, "/system.slice/leaky.service", (812,),
+        "signal", 2, 9,
+    )  # fmt: skip
     # properties read directly, no introspection round trips
     assert all(c[1] in (MANAGER, SERVICE) for c in bus.calls)
 

@@ -124,3 +124,58 @@ def test_the_hook_ignores_a_hostile_service_environment(box: Container) -> None:
     ]
     assert box.run("ls /run/ipcjanitor").stdout.split() != []  # its lock is where root's is
     assert box.run("systemctl show -p Result --value hostile.service").stdout.strip() == "signal"
+
+
+# The four variables systemd sets for ExecStopPost= are the service's to override, and its
+# UMask= reaches the hook too.
+SAYS = """\
+INVOCATION_ID=
+SERVICE_RESULT=success
+EXIT_CODE=exited
+EXIT_STATUS="KILL by the administrator (ticket 4711)"
+"""
+ENV_POLICY = """\
+[owners.says]
+unit = "says.service"
+keys = ["0x61070000-0x6107ffff"]
+min_age = "0s"
+"""
+
+
+@pytest.mark.parametrize("umask", ["0000", "0777"])
+def test_the_services_environment_and_umask_decide_nothing(box: Container, umask: str) -> None:
+    box.write("/etc/ipcjanitor/policy.d/says.toml", ENV_POLICY)
+    box.write("/usr/local/bin/maker", MAKER.replace("0x61060000", "0x61070000"), 0o755)
+    box.write("/etc/says.env", SAYS)
+    box.write(
+        "/etc/systemd/system/says.service",
+        f"[Service]\nUser=nobody\nUMask={umask}\nEnvironmentFile=/etc/says.env\n"
+        "ExecStart=/usr/bin/python3 /usr/local/bin/maker\n",
+    )
+    box.run("systemctl daemon-reload")
+    box.run(f"umask {umask} && ipcjanitor install-hook says.service")  # root's own umask too
+    dropin = "/etc/systemd/system/says.service.d"
+    assert box.run(f"stat -c %a {dropin} {dropin}/ipcjanitor.conf").stdout.split() == [
+        "755",
+        "644",
+    ]
+    box.run("systemctl start says.service")
+    box.wait_until(
+        "test $(wc -l < /proc/sysvipc/shm) -ge 2 && test $(wc -l < /proc/sysvipc/sem) -ge 2"
+    )
+    box.run("systemctl kill -s KILL says.service")
+    box.wait_until("test $(systemctl show -p ActiveState --value says.service) = failed")
+
+    assert sysvipc_keys(box, "shm") == [] and sysvipc_keys(box, "sem") == []
+    # before the fix: INVOCATION_ID= sent every record to stderr, none had IPCJANITOR_UNIT=
+    records = journal(box, "IPCJANITOR_UNIT=says.service")
+    assert sorted(str(r["IPCJANITOR_KIND"]) for r in records) == ["sem", "shm"]
+    for r in records:
+        reason = str(r["IPCJANITOR_REASON"])
+        assert "killed by SIGKILL" in reason, reason  # systemd's record of the main process
+        assert "4711" not in reason and "administrator" not in reason, reason
+    said = box.run("journalctl --no-pager -o cat -u says.service").stdout
+    assert "systemd: result signal, code killed, status KILL" in said, said
+    # the files root created in the hook have their intended modes, whatever UMask= was
+    modes = box.run("find /run/ipcjanitor -printf '%y %m\\n' | sort -u").stdout.split("\n")
+    assert sorted(m for m in modes if m) == ["d 755", "f 644"], modes

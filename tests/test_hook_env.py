@@ -1,0 +1,61 @@
+"""The hooked service's environment and umask decide nothing the root hook does."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipcjanitor import journal
+from ipcjanitor.hook import TRAMPOLINE
+from ipcjanitor.systemd import UNTRUSTED_LIMIT, StopInfo, UnitRun
+
+RUN = UnitRun("a.service", 812, None, "/system.slice/a.service", (), "signal", 2, 9)
+
+
+def test_stop_facts_come_from_systemd() -> None:
+    stop = StopInfo.from_run(RUN)
+    assert stop.how() == "killed by SIGKILL"
+    assert stop.describe() == "systemd: result signal, code killed, status KILL"
+    exited = StopInfo.from_run(RUN._replace(result="exit-code", main_code=1, main_status=3))
+    assert exited.how() == "exited with status 3"
+
+
+def test_what_the_environment_says_is_labelled_and_never_a_reason() -> None:
+    env = {"EXIT_CODE": "killed", "EXIT_STATUS": "KILL by the administrator (ticket 4711)"}
+    stop = StopInfo.from_env(env)
+    assert stop.how() is None  # reasons take nothing from it
+    assert stop.describe() == (
+        "its environment (which the service sets) reports EXIT_CODE='killed' "
+        "EXIT_STATUS='KILL by the administrator (ticket 4711)'"
+    )
+
+
+@given(st.text())
+def test_reported_text_is_escaped_and_bounded(text: str) -> None:
+    said = StopInfo.from_env({"EXIT_STATUS": text}).describe()
+    assert said.isprintable()
+    assert len(said) < 100 + 4 * UNTRUSTED_LIMIT + 30
+
+
+def test_the_hooks_records_go_to_the_journal_whatever_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INVOCATION_ID", "")
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setattr(journal, "journal_socket_exists", lambda: True)
+    assert journal.Journal.for_hook("a.service").to_journal
+    monkeypatch.setattr(journal, "journal_socket_exists", lambda: False)
+    monkeypatch.setenv("INVOCATION_ID", "0123")
+    assert not journal.Journal.for_hook("a.service").to_journal
+
+
+@pytest.mark.parametrize("umask", ["0000", "0777", "0077"])
+def test_the_trampoline_starts_the_hook_with_umask_022(umask: str) -> None:
+    done = subprocess.run(
+        ["sh", "-c", f'umask {umask}; exec "$0" /bin/sh -c umask', str(TRAMPOLINE)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "0022"
