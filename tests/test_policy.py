@@ -426,7 +426,9 @@ def test_the_model_decide_needs_imports_no_parser_and_no_loader() -> None:
         "print(sorted(m for m in sys.modules if m in "
         "('tomllib', 'ipcjanitor.policy_parse', 'ipcjanitor.policy_load')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # a bare environment: coverage's start-up hook (COVERAGE_PROCESS_*) reads pyproject with tomllib
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
     assert out.stdout.strip() == "[]"
 
 
