@@ -138,13 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().print_usage(sys.stderr)
         return ExitCode.USAGE
     if args.command == "hook":  # in every service's stop path: import only what it needs
-        from .hookgate import HookCall  # noqa: PLC0415
-        from .hookrun import run_hook  # noqa: PLC0415
+        from .hook.gate import HookCall  # noqa: PLC0415
+        from .hook.run import run_hook  # noqa: PLC0415
 
         return run_hook(HookCall(args.unit, args.policy, args.json, args.metrics, args.quiet))
 
     def dispatch() -> int:
-        from . import commands  # noqa: PLC0415  (lazy: `--help` and usage errors stay cheap)
+        from .commands import table as commands  # noqa: PLC0415  (lazy: `--help` and usage errors stay cheap)
 
         return commands.dispatch(args)
 

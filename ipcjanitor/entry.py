@@ -10,7 +10,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy kno
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .hookgate import HookCall
+    from .hook.gate import HookCall
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # cycles; the cyclic collector would only re-walk them (measured: 40 % of reading 64k).
     gc.disable()
     args = sys.argv[1:] if argv is None else list(argv)
-    from .hookgate import hook_call  # noqa: PLC0415
+    from .hook.gate import hook_call  # noqa: PLC0415
 
     call = hook_call(args)
     if call is None:
@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _hook(call: HookCall) -> int:
-    from .hookgate import no_owner_message, unbound  # noqa: PLC0415
+    from .hook.gate import no_owner_message, unbound  # noqa: PLC0415
 
     if not call.json and unbound(call):  # the fast exit: no TOML parser, no engine
         try:
@@ -42,7 +42,7 @@ def _hook(call: HookCall) -> int:
             return 0
         except ValueError:  # a unit name stdout cannot encode: the full path reports it
             pass
-    from .hookrun import run_hook  # noqa: PLC0415
+    from .hook.run import run_hook  # noqa: PLC0415
 
     return run_hook(call)
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ipcjanitor.decide import PID_REUSE_MARGIN, claims, decide, decide_one
+from ipcjanitor.engine.decide import PID_REUSE_MARGIN, claims, decide, decide_one
+from ipcjanitor.kernel.sysvipc import msg_object, sem_object, shm_object
 from ipcjanitor.model import (
     HostFacts,
     IpcKind,
@@ -19,8 +20,7 @@ from ipcjanitor.model import (
     UnitState,
     Verdict,
 )
-from ipcjanitor.policy import Owner, Policy
-from ipcjanitor.procfs import msg_object, sem_object, shm_object
+from ipcjanitor.policy.model import Owner, Policy
 
 NOW = 1_800_000_000.0
 T = 1_700_000_000  # the objects' last activity, long ago

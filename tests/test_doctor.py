@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ipcjanitor import unitctx
-from ipcjanitor.doctor import Limits, limit_rows, missing_hooks
+from ipcjanitor.commands.doctor import Limits, limit_rows, missing_hooks
 from ipcjanitor.model import IpcKind, IpcObject
-from ipcjanitor.policy import Owner, Policy
+from ipcjanitor.policy.model import Owner, Policy
+from ipcjanitor.systemd import unitctx
 
 LIMITS = Limits(shmmni=10, shmall=100, semmni=10, semmns=20, msgmni=10)
 
@@ -57,7 +57,7 @@ def test_owners_without_a_hook_are_listed_with_the_fix(tmp_path: Path) -> None:
 def test_a_hook_without_the_clean_environment_is_a_problem(tmp_path: Path) -> None:
     """A drop-in of an older install-hook runs the hook with the service's environment
     (PYTHONPATH, LD_PRELOAD as root): doctor says so, and it is a problem, not a hint."""
-    from ipcjanitor.doctor import Report
+    from ipcjanitor.commands.doctor import Report
 
     policy = Policy(owners=(Owner(name="a", key_ranges=((1, 1),), unit="a.service"),))
     dropin = tmp_path / "a.service.d" / "ipcjanitor.conf"

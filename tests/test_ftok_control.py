@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ipcjanitor.errors import PolicyErrors
-from ipcjanitor.policy_load import load_policy
-from ipcjanitor.policy_parse import ftok
+from ipcjanitor.policy.load import load_policy
+from ipcjanitor.policy.parse import ftok
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="ownership needs root to chown")
 NOBODY, OTHER = 65534, 65533

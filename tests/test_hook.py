@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipcjanitor import hook
 from ipcjanitor.errors import NotPermittedError, UsageError
+from ipcjanitor.hook import install as hook
 
 # One word as install-hook writes it: bare, or double-quoted with \\ and \" escapes.
 WORD = re.compile(r'"((?:[^"\\]|\\.)*)"|([^\s"\\\']+)')

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipcjanitor import journal
-from ipcjanitor.hook import TRAMPOLINE
-from ipcjanitor.systemd import UNTRUSTED_LIMIT, StopInfo, UnitRun
+from ipcjanitor.hook.install import TRAMPOLINE
+from ipcjanitor.output import journal
+from ipcjanitor.systemd.bus import UNTRUSTED_LIMIT, StopInfo, UnitRun
 
 RUN = UnitRun("a.service", 812, None, "/system.slice/a.service", (), "signal", 2, 9)
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from ipcjanitor.cli import main, parse
 from ipcjanitor.entry import main as entry_main
-from ipcjanitor.hookgate import HookCall, hook_call, unbound, unbound_unit
-from ipcjanitor.policy_load import load_policy
+from ipcjanitor.hook.gate import HookCall, hook_call, unbound, unbound_unit
+from ipcjanitor.policy.load import load_policy
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="StrictModes apply to root runs")
 
@@ -104,7 +104,7 @@ def test_the_hook_ignores_ipcjanitor_policy_in_its_environment(
     search.mkdir()
     chosen.mkdir()
     (chosen / "p.toml").write_text("[owners.x]\nunit = 'b.service'\nkeys = ['0x20-0x10']\n")
-    monkeypatch.setattr("ipcjanitor.policy_files.SEARCH_PATH", (str(search),))
+    monkeypatch.setattr("ipcjanitor.policy.files.SEARCH_PATH", (str(search),))
     monkeypatch.setenv("IPCJANITOR_POLICY", str(chosen))
     call = hook_call(["hook", "--unit", "b.service"])
     assert call is not None and unbound(call)
@@ -265,7 +265,7 @@ def test_entry_and_the_full_path_print_the_same(
 ) -> None:
     """An unbound unit, in the hook's argv forms: the same output and exit code both ways."""
     (tmp_path / "a.toml").write_text('[owners.a]\nunit = "a.service"\nkeys = ["0x10"]\n')
-    monkeypatch.setattr("ipcjanitor.policy_files.SEARCH_PATH", (str(tmp_path),))
+    monkeypatch.setattr("ipcjanitor.policy.files.SEARCH_PATH", (str(tmp_path),))
     for argv in (
         ["hook", "--unit", "b.service"],
         ["hook", "-q", "--unit=b.service"],

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from ipcjanitor import systemd
-from ipcjanitor.hookrun import Asking
-from ipcjanitor.systemd import UnitRun
+from ipcjanitor.hook.run import Asking
+from ipcjanitor.systemd import bus as systemd
+from ipcjanitor.systemd.bus import UnitRun
 
 RUN = UnitRun("leaky.service", 812, 1_700_000_100.5, "/system.slice/leaky.service", (812, 813))
 

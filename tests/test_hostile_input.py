@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ipcjanitor.entry import main
 from ipcjanitor.errors import PolicyErrors
-from ipcjanitor.policy_load import load_policy
+from ipcjanitor.policy.load import load_policy
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="StrictModes apply to root runs")
 
@@ -283,7 +283,7 @@ def test_a_directory_where_a_file_is_expected_is_a_policy_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "policy.toml").mkdir()
-    monkeypatch.setattr("ipcjanitor.policy_files.SEARCH_PATH", (str(tmp_path / "policy.toml"),))
+    monkeypatch.setattr("ipcjanitor.policy.files.SEARCH_PATH", (str(tmp_path / "policy.toml"),))
     monkeypatch.delenv("IPCJANITOR_POLICY", raising=False)
     with pytest.raises(PolicyErrors, match="is a directory, not a policy file"):
         load_policy(strict_modes=False)

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from ipcjanitor.cli import build_parser, main
-from ipcjanitor.commands import _scope
+from ipcjanitor.commands.table import _scope
 from ipcjanitor.errors import PolicyErrors
-from ipcjanitor.hookgate import unbound_unit
+from ipcjanitor.hook.gate import unbound_unit
 from ipcjanitor.model import IpcKind, IpcObject
-from ipcjanitor.policy import Policy
-from ipcjanitor.policy_load import load_policy
-from ipcjanitor.policy_parse import ftok
+from ipcjanitor.policy.load import load_policy
+from ipcjanitor.policy.model import Policy
+from ipcjanitor.policy.parse import ftok
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="StrictModes apply to root runs")
 
@@ -229,8 +229,8 @@ def test_owner_workers_takes_the_templates_instances_too(tmp_path: Path) -> None
 
 def test_learn_writes_a_percent_in_a_path_so_that_it_reads_back(tmp_path: Path) -> None:
     """%i and %% mean something in ftok paths now: a learned path is written escaped."""
-    from ipcjanitor.policy_parse import parse_policy_text
-    from ipcjanitor.proposal import propose, render
+    from ipcjanitor.learn.propose import propose, render
+    from ipcjanitor.policy.parse import parse_policy_text
 
     from .test_learn import _candidate, _names, _obj, _seen, _watch
 
@@ -245,7 +245,7 @@ def test_learn_writes_a_percent_in_a_path_so_that_it_reads_back(tmp_path: Path) 
 
 
 def test_doctor_asks_for_the_templates_hook_not_each_instances(tmp_path: Path) -> None:
-    from ipcjanitor.doctor import missing_hooks
+    from ipcjanitor.commands.doctor import missing_hooks
 
     instances(tmp_path / "srv", "1", "2")
     policy = load(policy_file(tmp_path, f"{tmp_path}/srv/%i/queue"))

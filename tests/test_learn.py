@@ -13,14 +13,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipcjanitor import learn
 from ipcjanitor.cli import main
 from ipcjanitor.errors import IpcJanitorError
-from ipcjanitor.learn import blocked_on, named_paths, owner_name_for, parse_maps, write_policy
-from ipcjanitor.model import IpcKind, IpcObject, PidRecord
-from ipcjanitor.policy import Owner, Policy
-from ipcjanitor.policy_parse import ftok, parse_policy_text
-from ipcjanitor.proposal import (
+from ipcjanitor.learn import command as learn
+from ipcjanitor.learn.command import (
+    blocked_on,
+    named_paths,
+    owner_name_for,
+    parse_maps,
+    write_policy,
+)
+from ipcjanitor.learn.propose import (
     MIN_RUN,
     Candidate,
     Process,
@@ -34,6 +37,9 @@ from ipcjanitor.proposal import (
     summarise_keys,
     toml_string,
 )
+from ipcjanitor.model import IpcKind, IpcObject, PidRecord
+from ipcjanitor.policy.model import Owner, Policy
+from ipcjanitor.policy.parse import ftok, parse_policy_text
 
 MAPS = """\
 55d0c8a00000-55d0c8a2e000 r--p 00000000 fe:01 1447234                    /usr/bin/php8.2
@@ -265,7 +271,7 @@ def test_keys_claimed_elsewhere_are_left_out_and_named(tmp_path: Path) -> None:
     text = render(proposal, watch, _names)
     assert "# NOT CLAIMED: key 0x00000150" in text
     owners = _parse(text, tmp_path / "p.toml")
-    from ipcjanitor.policy_load import check_overlaps
+    from ipcjanitor.policy.load import check_overlaps
 
     assert check_overlaps([other, *owners.values()]) == []
 

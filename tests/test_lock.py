@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ipcjanitor import lock
+from ipcjanitor.engine import lock
 
 
 def test_root_ignores_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from ipcjanitor.cli import main
 from ipcjanitor.errors import PolicyErrors
 from ipcjanitor.model import IpcKind, IpcObject
-from ipcjanitor.policy import EMBEDDED_DEFAULT, Owner, Policy, format_duration, unit_matches
-from ipcjanitor.policy_load import load_policy
-from ipcjanitor.policy_parse import ftok, parse_duration, parse_key_spec
+from ipcjanitor.policy.load import load_policy
+from ipcjanitor.policy.model import EMBEDDED_DEFAULT, Owner, Policy, format_duration, unit_matches
+from ipcjanitor.policy.parse import ftok, parse_duration, parse_key_spec
 
 
 def write(path: Path, text: str) -> Path:
@@ -264,7 +264,7 @@ def test_search_order_and_override_by_name(tmp_path: Path, monkeypatch: pytest.M
     write(etc_file, "min_age = '1h'\n[owners.app]\nkeys = ['0x20']\n")
     write(etc_d / "50-app.toml", "[owners.app]\nkeys = ['0x30']\nmin_age = '5m'\n")
     monkeypatch.setattr(
-        "ipcjanitor.policy_files.SEARCH_PATH", (str(vendor), str(etc_file), str(etc_d))
+        "ipcjanitor.policy.files.SEARCH_PATH", (str(vendor), str(etc_file), str(etc_d))
     )
     monkeypatch.delenv("IPCJANITOR_POLICY", raising=False)
     p = load_policy(strict_modes=False)
@@ -289,7 +289,7 @@ def test_env_and_directory_replace_the_search(
 def test_no_policy_files_means_the_embedded_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("ipcjanitor.policy_files.SEARCH_PATH", (str(tmp_path / "none.d"),))
+    monkeypatch.setattr("ipcjanitor.policy.files.SEARCH_PATH", (str(tmp_path / "none.d"),))
     monkeypatch.delenv("IPCJANITOR_POLICY", raising=False)
     assert load_policy(strict_modes=False) is EMBEDDED_DEFAULT
     assert EMBEDDED_DEFAULT.owner_of(obj(0x10)) is None
@@ -422,9 +422,9 @@ def test_two_owners_with_the_same_single_key_are_an_overlap_not_a_crash(tmp_path
 
 def test_the_model_decide_needs_imports_no_parser_and_no_loader() -> None:
     code = (
-        "import sys, ipcjanitor.decide, ipcjanitor.processes;"
+        "import sys, ipcjanitor.engine.decide, ipcjanitor.kernel.processes;"
         "print(sorted(m for m in sys.modules if m in "
-        "('tomllib', 'ipcjanitor.policy_parse', 'ipcjanitor.policy_load')))"
+        "('tomllib', 'ipcjanitor.policy.parse', 'ipcjanitor.policy.load')))"
     )
     # a bare environment: coverage's start-up hook (COVERAGE_PROCESS_*) reads pyproject with tomllib
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -483,7 +483,7 @@ def test_recursion_in_the_parser_is_a_policy_error_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Should the depth pre-scan miss a nesting, the parser's RecursionError still is one."""
-    monkeypatch.setattr("ipcjanitor.policy_parse.MAX_NESTING", 10**6)
+    monkeypatch.setattr("ipcjanitor.policy.parse.MAX_NESTING", 10**6)
     path = write(tmp_path / "p.toml", "\n\nx = " + "[" * 3000 + "]" * 3000)
     with pytest.raises(PolicyErrors, match=f"{path}:3: .*nesting deeper than the format needs"):
         load(path)
@@ -556,7 +556,7 @@ def test_the_apache_example_claims_the_sets_root_makes_for_www_data() -> None:
     ],
 )
 def test_templates_match_as_systemd_reads_them(pattern: str, unit: str, matches: bool) -> None:
-    from ipcjanitor.policy import unit_matches
+    from ipcjanitor.policy.model import unit_matches
 
     assert unit_matches(pattern, unit) is matches
 
@@ -570,7 +570,7 @@ def test_a_pattern_binds_a_unit_only_as_its_name_or_its_template(
     stem: str, other: str, kind: str
 ) -> None:
     """What the hook's fast path relies on: it looks for exactly these two names."""
-    from ipcjanitor.policy import unit_matches
+    from ipcjanitor.policy.model import unit_matches
 
     for pattern in (f"{stem}.{kind}", f"{stem}@.{kind}", f"{other}@.{kind}"):
         for unit in (f"{stem}.{kind}", f"{other}.{kind}", f"{stem}@{other}.{kind}"):

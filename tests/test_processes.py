@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ipcjanitor import processes
-from ipcjanitor.model import BASE_REUSE_MARGIN, Presence
-from ipcjanitor.processes import (
+from ipcjanitor.kernel import processes
+from ipcjanitor.kernel.processes import (
     _boot_id,
     boot_time,
     clock_offset,
@@ -17,6 +16,7 @@ from ipcjanitor.processes import (
     parse_stat,
     probe,
 )
+from ipcjanitor.model import BASE_REUSE_MARGIN, Presence
 
 
 def test_forward_steps_are_measured_from_the_smallest_offset_of_this_boot(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipcjanitor.errors import ProcfsFormatError
+from ipcjanitor.kernel.sysvipc import parse_table
 from ipcjanitor.model import IpcKind, IpcObject
-from ipcjanitor.procfs import parse_table
 
 SHM = """       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
  -74491771          0   644                  4096  1892  1900      1    33    33    33    33 1795337441 1795337442 1795337440                     0                     0
@@ -130,7 +130,7 @@ ints = st.integers(0, 2**31 - 1)
 @given(st.tuples(*[ints] * 13))
 def test_each_builder_puts_every_field_where_its_name_says(t: tuple[int, ...]) -> None:
     """The builders construct records positionally (fast): every field must land by name."""
-    from ipcjanitor.procfs import STAT_FIELDS, msg_object, sem_object, shm_object
+    from ipcjanitor.kernel.sysvipc import STAT_FIELDS, msg_object, sem_object, shm_object
 
     shm = dict(zip(STAT_FIELDS[IpcKind.SHM], t, strict=True))
     o = shm_object(7, t)

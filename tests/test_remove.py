@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from ipcjanitor import remove
+from ipcjanitor.engine import remove
+from ipcjanitor.kernel.sysvipc import STAT_FIELDS, msg_object, shm_object
+from ipcjanitor.kernel.tasks import QueueWaiters
 from ipcjanitor.model import Decision, IpcKind, Verdict
-from ipcjanitor.procfs import STAT_FIELDS, msg_object, shm_object
-from ipcjanitor.tasks import QueueWaiters
 
 BASE = {"key": 0x10, "uid": 0, "gid": 0, "cuid": 0, "cgid": 0, "perms": 0o600, "size": 1,
         "atime": 100, "dtime": 100, "ctime": 90, "cpid": 5, "lpid": 5, "nattch": 0}  # fmt: skip
@@ -120,7 +120,7 @@ def test_only_stale_objects_are_touched_and_order_is_kept() -> None:
 
 
 def test_a_change_of_semaphore_values_alone_keeps_the_set() -> None:
-    from ipcjanitor.procfs import sem_object
+    from ipcjanitor.kernel.sysvipc import sem_object
 
     before = sem_object(2, (0x20, 0, 0, 0, 0, 0o600, 1, 100, 90, (5,), (0,), (0,), (1,)))
     after = sem_object(2, (0x20, 0, 0, 0, 0, 0o600, 1, 100, 90, (5,), (0,), (0,), (2,)))

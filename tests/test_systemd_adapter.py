@@ -12,8 +12,8 @@ import pytest
 from pystemd.dbusexc import DBusNoSuchUnitError, DBusTimeoutError
 from pystemd.dbuslib import apply_signature
 
-from ipcjanitor import systemd
-from ipcjanitor.systemd import MANAGER, MANAGER_PATH, SERVICE, Systemd, UnitRun
+from ipcjanitor.systemd import bus as systemd
+from ipcjanitor.systemd.bus import MANAGER, MANAGER_PATH, SERVICE, Systemd, UnitRun
 
 UNIT_PATH = b"/org/freedesktop/systemd1/unit/leaky_2eservice"
 
@@ -135,7 +135,7 @@ def test_connect_to_a_missing_bus_is_no_answer(monkeypatch: pytest.MonkeyPatch) 
 
 DEFERRED = """
 import sys
-from ipcjanitor import systemd
+from ipcjanitor.systemd import bus as systemd
 DBus, apply_signature, DBusBaseError = systemd._pystemd_bus()
 import pystemd.dbuslib, pystemd.dbusexc
 assert (DBus, apply_signature) == (pystemd.dbuslib.DBus, pystemd.dbuslib.apply_signature)

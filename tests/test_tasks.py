@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ipcjanitor.tasks import parse_syscall, queue_waiters
+from ipcjanitor.kernel.tasks import parse_syscall, queue_waiters
 
 SP_PC = "0x7ffe9e0324c8 0x7ff189c803d3"
 

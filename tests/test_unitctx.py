@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from ipcjanitor import hook, unitctx
-from ipcjanitor.doctor import missing_hooks
+from ipcjanitor.commands.doctor import missing_hooks
 from ipcjanitor.errors import NotPermittedError, UsageError
-from ipcjanitor.policy import Owner, Policy
+from ipcjanitor.hook import install as hook
+from ipcjanitor.policy.model import Owner, Policy
+from ipcjanitor.systemd import unitctx
 
 SHOW = """\
 RootDirectory=

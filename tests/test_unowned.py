@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipcjanitor.decide import claims, decide
+from ipcjanitor.engine.decide import claims, decide
 from ipcjanitor.model import HostFacts, IpcKind, IpcObject, Verdict
-from ipcjanitor.policy import Owner, Policy
-from ipcjanitor.policy_load import check_overlaps
+from ipcjanitor.policy.load import check_overlaps
+from ipcjanitor.policy.model import Owner, Policy
 
 NAMES = {0: "root", 33: "www-data", 1000: "alice"}
 SEM, SHM, MSG = IpcKind.SEM, IpcKind.SHM, IpcKind.MSG

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ipcjanitor.hook import TRAMPOLINE
+from ipcjanitor.hook.install import TRAMPOLINE
 
 from .conftest import VENV_BIN
 from .container import Container, available

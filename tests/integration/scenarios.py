@@ -191,9 +191,9 @@ def pid_reuse() -> dict[str, Any]:
 def changed_between() -> dict[str, Any]:
     """Between the scan and the removal: one object is removed and recreated, one is attached."""
     sys.path.insert(0, str(Path(__file__).parents[2]))
-    from ipcjanitor import policy_load as policy_mod
-    from ipcjanitor.janitor import survey
-    from ipcjanitor.remove import remove_stale
+    from ipcjanitor.engine.remove import remove_stale
+    from ipcjanitor.engine.run import survey
+    from ipcjanitor.policy import load as policy_mod
 
     def make() -> None:
         sysv.shmat(sysv.shmget(0x10000041))
@@ -363,7 +363,7 @@ def stuck_pipes() -> dict[str, Any]:
 @scenario
 def sources_agree() -> dict[str, Any]:
     """The kernel's *_STAT_ANY listing and /proc/sysvipc give the very same objects."""
-    from ipcjanitor import procfs
+    from ipcjanitor.kernel import sysvipc as procfs
     from ipcjanitor.model import IpcKind
 
     def make() -> None:

@@ -9,10 +9,10 @@ import tomllib  # Python >= 3.11, which pystemd requires too: the tomli fallback
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from . import chase
-from .errors import PolicyErrors, PolicyProblem
-from .model import IpcKind
-from .policy import Owner, template_parts
+from .. import chase
+from ..errors import PolicyErrors, PolicyProblem
+from ..model import IpcKind
+from .model import Owner, template_parts
 
 _TOP_FIELDS = {"min_age", "pid_namespace_complete", "owners"}
 _OWNER_FIELDS = {

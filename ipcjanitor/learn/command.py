@@ -24,15 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-from .errors import IpcJanitorError, NotPermittedError, UsageError
-from .model import BASE_REUSE_MARGIN, IpcKind, IpcObject, Pid
-from .policy import Policy, unit_matches
-from .policy_load import check_overlaps, load_policy
-from .policy_parse import parse_duration, parse_policy_text
-from .processes import boot_time, own_pids, parse_stat, unit_of_pid
-from .procfs import read_objects
-from .proposal import Candidate, Process, Sighting, Watch, propose, render
-from .tasks import parse_syscall
+from ..errors import IpcJanitorError, NotPermittedError, UsageError
+from ..kernel.processes import boot_time, own_pids, parse_stat, unit_of_pid
+from ..kernel.sysvipc import read_objects
+from ..kernel.tasks import parse_syscall
+from ..model import BASE_REUSE_MARGIN, IpcKind, IpcObject, Pid
+from ..policy.load import check_overlaps, load_policy
+from ..policy.model import Policy, unit_matches
+from ..policy.parse import parse_duration, parse_policy_text
+from .propose import Candidate, Process, Sighting, Watch, propose, render
 
 POLICY_DIR = Path("/etc/ipcjanitor/policy.d")
 SAMPLE_INTERVAL = 0.02  # seconds between samples: a 100 ms request is seen about 5 times

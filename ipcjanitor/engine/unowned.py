@@ -8,8 +8,8 @@ uid where the owner uid belongs (Apache's sets: made by root, owned by www-data)
 
 from __future__ import annotations
 
-from .model import IpcKind, IpcObject
-from .policy import Owner, Policy, user
+from ..model import IpcKind, IpcObject
+from ..policy.model import Owner, Policy, user
 
 
 def reason(obj: IpcObject, policy: Policy) -> str:

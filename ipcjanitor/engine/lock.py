@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import IpcJanitorError, NotPermittedError
+from ..errors import IpcJanitorError, NotPermittedError
 
 WAIT_LIMIT = 120.0
 

@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import UsageError
-from .model import Decision, IpcKind, Verdict
+from ..errors import UsageError
+from ..model import Decision, IpcKind, Verdict
 
 MISSING = (
     "--metrics needs the Python package prometheus_client: apt install "

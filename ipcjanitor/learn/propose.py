@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from .model import IpcKind, IpcObject, Key, Pid
-from .policy import Owner, Policy
+from ..model import IpcKind, IpcObject, Key, Pid
+from ..policy.model import Owner, Policy
 
 # A run of keys is claimed as one range when it holds at least MIN_RUN keys that were seen
 # and at least half of the keys it spans were seen (README "Writing a policy").

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from ..kernel.processes import gather
+from ..kernel.sysvipc import read_objects
+from ..model import Decision, HostFacts, IpcKind, Verdict
+from ..output.journal import Journal
+from ..policy.model import Owner, Policy
 from .decide import claims, decide, pids_to_probe, queues_to_probe, units_to_probe
-from .journal import Journal
 from .lock import acquire
-from .model import Decision, HostFacts, IpcKind, Verdict
-from .policy import Owner, Policy
-from .processes import gather
-from .procfs import read_objects
 from .remove import remove_stale
 
 

@@ -7,11 +7,12 @@ import pwd
 from collections.abc import Sequence
 from functools import cache
 
-from . import policy_files, policy_instances
-from .errors import PolicyErrors, PolicyProblem
-from .model import IpcKind
-from .policy import DEFAULT_MIN_AGE, EMBEDDED_DEFAULT, Owner, Policy, key_spans
-from .policy_parse import parse_policy_text
+from ..errors import PolicyErrors, PolicyProblem
+from ..model import IpcKind
+from . import files as policy_files
+from . import instances as policy_instances
+from .model import DEFAULT_MIN_AGE, EMBEDDED_DEFAULT, Owner, Policy, key_spans
+from .parse import parse_policy_text
 
 
 def load_policy(

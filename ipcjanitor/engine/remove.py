@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import groupby, islice
 from typing import Any
 
-from . import _sysvipc
-from .model import Decision, IpcKind, IpcObject, Verdict
-from .procfs import VANISHED, build
-from .tasks import QueueWaiters, queue_waiters
+from .. import _sysvipc
+from ..kernel.sysvipc import VANISHED, build
+from ..kernel.tasks import QueueWaiters, queue_waiters
+from ..model import Decision, IpcKind, IpcObject, Verdict
 
 _new = tuple.__new__
 VANISHED_REASON = "vanished before removal (someone else removed it)"

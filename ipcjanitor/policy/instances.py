@@ -19,10 +19,10 @@ import os
 import re
 from collections.abc import Iterator
 
-from .chase import Refused, list_directory
-from .errors import PolicyProblem
-from .policy import Owner
-from .policy_parse import Skipped, ftok_claim, instance_parts
+from ..chase import Refused, list_directory
+from ..errors import PolicyProblem
+from .model import Owner
+from .parse import Skipped, ftok_claim, instance_parts
 
 # systemd's unit name characters (unit-name.c, VALID_CHARS_WITH_AT): what an instance may be
 _INSTANCE = re.compile(r"[A-Za-z0-9:_.\\@-]+")

@@ -8,14 +8,15 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-from . import janitor, metrics, report
-from .errors import ExitCode, PolicyErrors, UsageError
-from .janitor import Scope, survey
-from .journal import Journal
-from .model import Decision, IpcKind, Verdict
-from .policy import Policy, describe, unitless_warnings
-from .policy_load import load_policy
-from .procfs import read_objects
+from ..engine import run as janitor
+from ..engine.run import Scope, survey
+from ..errors import ExitCode, PolicyErrors, UsageError
+from ..kernel.sysvipc import read_objects
+from ..model import Decision, IpcKind, Verdict
+from ..output import metrics, report
+from ..output.journal import Journal
+from ..policy.load import load_policy
+from ..policy.model import Policy, describe, unitless_warnings
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -28,11 +29,11 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return cmd_doctor(args)
     if args.command == "install-hook":
-        from .hook import cmd_install_hook  # noqa: PLC0415
+        from ..hook.install import cmd_install_hook  # noqa: PLC0415
 
         return cmd_install_hook(args)
     if args.command == "learn":
-        from .learn import cmd_learn  # noqa: PLC0415
+        from ..learn.command import cmd_learn  # noqa: PLC0415
 
         return cmd_learn(args)
     raise UsageError(f"unknown command {args.command!r}")

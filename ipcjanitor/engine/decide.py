@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from . import unowned
-from .model import (
+from ..model import (
     BASE_REUSE_MARGIN,
     Decision,
     HostFacts,
@@ -21,7 +20,8 @@ from .model import (
     UnitState,
     Verdict,
 )
-from .policy import Owner, Policy, format_duration
+from ..policy.model import Owner, Policy, format_duration
+from . import unowned
 
 # A process is "younger than the object" only when it started more than the margin after the
 # object's newest timestamp (facts.reuse_margin, at least this). Closer than that, it is taken

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from .model import Decision, IpcKind, IpcObject, Verdict
+from ..model import Decision, IpcKind, IpcObject, Verdict
 
 _COLUMNS = ("KIND", "KEY", "ID", "OWNER", "USER", "PERMS", "SIZE", "NATTCH", "VERDICT", "REASON")
 

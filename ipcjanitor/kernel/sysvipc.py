@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import _sysvipc
-from .errors import IpcJanitorError, ProcfsFormatError
-from .model import IpcKind, IpcObject, PidRecord
+from .. import _sysvipc
+from ..errors import IpcJanitorError, ProcfsFormatError
+from ..model import IpcKind, IpcObject, PidRecord
 
 TABLE_FILES = {IpcKind.SHM: "shm", IpcKind.SEM: "sem", IpcKind.MSG: "msg"}
 # The C extension's stat tuples, field by field; /proc columns are mapped onto these names.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from . import policy_files
+from ..policy import files as policy_files
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

@@ -12,14 +12,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import unitctx
-from .errors import ExitCode, NotPermittedError, PolicyErrors, UsageError
-from .policy import format_duration
-from .policy_load import load_policy
+from ..errors import ExitCode, NotPermittedError, PolicyErrors, UsageError
+from ..policy.load import load_policy
+from ..policy.model import format_duration
+from ..systemd import unitctx
 
 DROPIN_NAME = "ipcjanitor.conf"
 # Built with the package (setup.py, ipcjanitor/ipcjanitor-hook.c): it belongs to this ipcjanitor.
-TRAMPOLINE = Path(__file__).resolve().parent / "ipcjanitor-hook"
+TRAMPOLINE = Path(__file__).resolve().parent.parent / "ipcjanitor-hook"
 DROPIN_MODE, DIR_MODE = 0o644, 0o755  # whatever the caller's umask: systemd reads them as root
 # Words that need no quotes in an Exec line (after % and $ are doubled).
 _PLAIN = re.compile(r"[A-Za-z0-9/_.,:=+@%$-]+")
@@ -72,7 +72,7 @@ def _exec_word(word: str) -> str:
 
 def _same_package_when_isolated(python: str) -> None:
     """`python -I -m ipcjanitor` from / must import this package, not another or none."""
-    here = str(Path(__file__).resolve().parent)
+    here = str(Path(__file__).resolve().parent.parent)
     found = subprocess.run(
         [python, "-I", "-c", "import ipcjanitor, os; print(os.path.dirname(ipcjanitor.__file__))"],
         capture_output=True, text=True, cwd="/", env={}, check=False,
@@ -262,7 +262,7 @@ def _as_root(what: Path) -> Iterator[None]:
 
 
 def _reload() -> str:
-    from .systemd import daemon_reload  # noqa: PLC0415
+    from ..systemd.bus import daemon_reload  # noqa: PLC0415
 
     why = daemon_reload()
     if why is None:

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from . import unitctx
-from .model import IpcKind, IpcObject
-from .policy import Policy
-from .processes import stat_fields, unit_of_pid
+from ..kernel.processes import stat_fields, unit_of_pid
+from ..model import IpcKind, IpcObject
+from ..policy.model import Policy
+from ..systemd import unitctx
 
 THRESHOLD = 0.90
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -166,7 +166,7 @@ def _is_orphan(pid: int, unit: str | None, procfs: Path) -> bool:
     if not reaped_by_manager:
         return False
     if unit is not None and unit.endswith(".service"):
-        from .systemd import main_pid  # noqa: PLC0415  (only for the rare stuck process)
+        from ..systemd.bus import main_pid  # noqa: PLC0415  (only for the rare stuck process)
 
         return main_pid(unit) != pid
     return True

@@ -5,7 +5,7 @@ Imports only os, stat and errno (through chase): the hook's fast path uses it.
 
 from __future__ import annotations
 
-from .chase import Refused, read_policy
+from ..chase import Refused, read_policy
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

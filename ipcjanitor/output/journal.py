@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .model import Decision, IpcKind, Verdict
+from ..model import Decision, IpcKind, Verdict
 
 if TYPE_CHECKING:
     import socket

@@ -15,10 +15,10 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy kno
 if TYPE_CHECKING:
     from typing import Any
 
-    from .hookgate import HookCall
-    from .model import HostFacts
-    from .policy import Owner, Policy
-    from .systemd import UnitRun
+    from ..model import HostFacts
+    from ..policy.model import Owner, Policy
+    from ..systemd.bus import UnitRun
+    from .gate import HookCall
 
 
 def run_hook(call: HookCall) -> int:
@@ -31,8 +31,8 @@ def run_hook(call: HookCall) -> int:
     os.umask(0o022)
     # What both processes need (typing, enum, re: ~6 ms) is imported once, before the fork;
     # then the child's pystemd and D-Bus overlap with the policy and the engine (bench/).
-    from . import systemd  # noqa: PLC0415, F401
-    from .cli import guarded  # noqa: PLC0415
+    from ..cli import guarded  # noqa: PLC0415
+    from ..systemd import bus as systemd  # noqa: PLC0415, F401
 
     asking = Asking(call.unit)
     try:
@@ -42,8 +42,8 @@ def run_hook(call: HookCall) -> int:
 
 
 def _run(call: HookCall, asking: Asking) -> int:
-    from .errors import ExitCode  # noqa: PLC0415
-    from .hookgate import no_owner_message  # noqa: PLC0415
+    from ..errors import ExitCode  # noqa: PLC0415
+    from .gate import no_owner_message  # noqa: PLC0415
 
     unit = call.unit
     policy = _policy(unit, call.policy)
@@ -52,7 +52,7 @@ def _run(call: HookCall, asking: Asking) -> int:
         return _clean_owners_of(unit, owners, policy, call, asking)
     asking.cancel()
     if call.json:
-        from . import report  # noqa: PLC0415
+        from ..output import report  # noqa: PLC0415
 
         note = no_owner_message(unit)
         report.emit([], as_json=True, quiet=call.quiet, notes=[note], extra={"unit": unit})
@@ -62,13 +62,13 @@ def _run(call: HookCall, asking: Asking) -> int:
 
 
 def _policy(unit: str, explicit: str | None) -> Policy:
-    from .errors import PolicyErrors  # noqa: PLC0415
-    from .policy_load import load_policy  # noqa: PLC0415
+    from ..errors import PolicyErrors  # noqa: PLC0415
+    from ..policy.load import load_policy  # noqa: PLC0415
 
     try:
         return load_policy(explicit, from_env=False)  # not the service's Environment=
     except PolicyErrors as exc:
-        from .journal import Journal  # noqa: PLC0415
+        from ..output.journal import Journal  # noqa: PLC0415
 
         Journal.for_hook(unit).send(
             f"policy error, nothing was removed after {unit} stopped: {exc}", "err"
@@ -81,14 +81,14 @@ def _clean_owners_of(
 ) -> int:
     import time  # noqa: PLC0415
 
-    from . import report  # noqa: PLC0415
-    from .errors import ExitCode  # noqa: PLC0415
-    from .janitor import Scope, clean  # noqa: PLC0415
-    from .journal import Journal  # noqa: PLC0415
-    from .systemd import StopInfo  # noqa: PLC0415
+    from ..engine.run import Scope, clean  # noqa: PLC0415
+    from ..errors import ExitCode  # noqa: PLC0415
+    from ..output import report  # noqa: PLC0415
+    from ..output.journal import Journal  # noqa: PLC0415
+    from ..systemd.bus import StopInfo  # noqa: PLC0415
 
     if call.metrics:
-        from . import metrics  # noqa: PLC0415
+        from ..output import metrics  # noqa: PLC0415
 
         metrics.require()
 
@@ -162,7 +162,7 @@ class Asking:
 
     def answer(self) -> tuple[UnitRun | None, str | None]:
         """What systemd.unit_run(unit) returns (or raises)."""
-        from .systemd import UnitRun, unit_run  # noqa: PLC0415
+        from ..systemd.bus import UnitRun, unit_run  # noqa: PLC0415
 
         if self._fd is None:
             return unit_run(self.unit)
@@ -202,7 +202,7 @@ class Asking:
 
 def _asked(unit: str) -> tuple[str, Any]:
     """unit_run(unit) as plain data: ("run", fields), ("none", why) or ("bug", what)."""
-    from .systemd import unit_run  # noqa: PLC0415
+    from ..systemd.bus import unit_run  # noqa: PLC0415
 
     try:
         run, why = unit_run(unit)

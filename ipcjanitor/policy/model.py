@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from .model import IpcKind, IpcObject
+from ..model import IpcKind, IpcObject
 
 DEFAULT_MIN_AGE = 600  # "10m": an idle object is left alone for ten minutes
 
