@@ -23,6 +23,13 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 
 fail() { echo "package-test: FAILED: $*" >&2; exit 1; }
 hook=/usr/lib/python3/dist-packages/ipcjanitor/ipcjanitor-hook
+# No systemd runs in a chroot: after install-hook's refusal to guess, a stand-in answers as
+# systemd does for a plain loaded unit, so the drop-in it writes can be checked.
+cat > "$root/tmp/systemctl-stand-in" <<'EOF'
+#!/bin/sh
+[ "$1" = show ] && printf 'LoadState=loaded\nNeedDaemonReload=no\n'
+exit 0
+EOF
 # private mounts, pids and IPC: nothing of this leaks to the host
 unshare --mount --pid --fork --ipc sh -eu -c "
     mount -t proc proc '$root/proc'
@@ -34,7 +41,9 @@ unshare --mount --pid --fork --ipc sh -eu -c "
     chroot '$root' python3 -c 'from pystemd.dbuslib import DBus; from pystemd.systemd1 import Manager, Unit'
     chroot '$root' dpkg-query -W -f='\${Conffiles}\n' ipcjanitor > '$root/tmp/conffiles'
     printf '[owners.t]\nunit = \"t.service\"\nkeys = [\"0x7a000000\"]\n' > '$root/etc/ipcjanitor/policy.d/t.toml'
-    chroot '$root' ipcjanitor install-hook t.service 2>/dev/null  # no systemd to reload here
+    ! chroot '$root' ipcjanitor install-hook t.service 2>'$root/tmp/no-systemd'  # must refuse
+    install -m 755 '$root/tmp/systemctl-stand-in' '$root/usr/sbin/systemctl'
+    chroot '$root' ipcjanitor install-hook t.service 2>/dev/null
     env -i SERVICE_RESULT=signal LD_PRELOAD=/nonexistent.so PYTHONPATH=/tmp FOO=bar \
         /usr/sbin/chroot '$root' $hook /usr/bin/env 2>/dev/null > '$root/tmp/hook-env'
     env -i SERVICE_RESULT=signal EXIT_CODE=killed EXIT_STATUS=KILL PYTHONPATH=/tmp \
@@ -55,5 +64,6 @@ grep -qx "ExecStopPost=-+$hook /usr/bin/ipcjanitor hook --unit=%n" \
     "$root/etc/systemd/system/t.service.d/ipcjanitor.conf" || fail "install-hook did not write the trampoline's drop-in"
 [ "$(cat "$root/tmp/hook-env")" = "$(printf 'SERVICE_RESULT=signal\nPATH=/usr/sbin:/usr/bin:/sbin:/bin')" ] ||
     fail "the trampoline passed on: $(cat "$root/tmp/hook-env")"
+grep -q "cannot ask systemd" "$root/tmp/no-systemd" || fail "install-hook without systemd: $(cat "$root/tmp/no-systemd")"
 grep -q 'SERVICE_RESULT=signal EXIT_CODE=killed EXIT_STATUS=KILL' "$root/tmp/hook-run" || fail "the hook did not run"
 echo "package-test: deb installs on a fresh Debian 12 root and works"

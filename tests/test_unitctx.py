@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,17 @@ def test_doctor_reports_a_hooked_unit_whose_view_changes(tmp_path: Path) -> None
     assert "BindReadOnlyPaths=" in row["problem"] and "--remove a.service" in row["fix"]
     (row,) = missing_hooks(policy, [tmp_path], lambda unit: (None, "no bus"))
     assert "problem" not in row and "no bus" in row["note"]
+
+
+def test_systemctl_that_ignores_the_command_is_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # systemctl in a chroot (or with no systemd) exits 0 with an empty answer: not "not loaded"
+    def ignoring(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(
+            args, 0, "", "Running in chroot, ignoring command 'show'\n"
+        )
+
+    monkeypatch.setattr(subprocess, "run", ignoring)
+    view, why = unitctx.read("a.service")
+    assert view is None and why is not None and "ignoring command" in why
+    with pytest.raises(NotPermittedError, match=r"cannot ask systemd.*ignoring command"):
+        hook.check_context("a.service")

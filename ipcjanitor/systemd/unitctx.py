@@ -113,7 +113,11 @@ def read(unit: str) -> tuple[UnitView | None, str | None]:
     if done.returncode != 0:
         why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
         return None, f"`systemctl show {asked}`: {why[0]}"
-    return parse_show(unit, done.stdout), None
+    view = parse_show(unit, done.stdout)
+    if not view.load_state:  # `systemctl` in a chroot, or without systemd: "ignoring command"
+        why = done.stderr.strip().splitlines()[-1:] or ["no LoadState in its answer"]
+        return None, f"`systemctl show {asked}`: {why[0]}"
+    return view, None
 
 
 def instance_names(template: str, dirs: Iterable[Path]) -> list[str]:
