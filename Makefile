@@ -9,7 +9,7 @@ APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd
 # (learn's e2e test; ~8 s to install, 5 packages with --no-install-recommends).
 APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime
 
-.PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test
+.PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test golden
 
 run: setup
 	$(VENV)/bin/ipcjanitor scan
@@ -34,6 +34,11 @@ lint: setup
 # Unit and property tests only: seconds, no root needed.
 test-fast: setup
 	$(PY) -m pytest -q -m 'not integration'
+
+# Rewrite tests/golden/ (the pinned renderings of scan, --json, policy check, doctor) after a
+# meant change of output; review the diff with the change.
+golden: setup
+	IPCJANITOR_GOLDEN=update $(PY) -m pytest -q tests/test_golden.py
 
 # Line coverage (coverage.py) of every tier, subprocesses in namespaces included; the figure
 # is printed at the end (build/coverage/ holds the data; `coverage html` renders it).
