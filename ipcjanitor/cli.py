@@ -1,21 +1,19 @@
 """Command line: parse, dispatch, map errors to the contract's exit codes. No logic here.
 
 argparse is imported only when a parser is built: the hook's own path (entry.py, hookgate.py)
-parses its argv without it and shares only `guarded`, the mapping of errors to exit codes.
+parses its argv without it and shares only `errors.guarded`, the mapping of errors to exit codes.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import sys
 
-from .errors import ExitCode, IpcJanitorError, PolicyErrors
+from .errors import ExitCode, guarded
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from typing import Any, NoReturn
 
 # The options every command takes, before or after its name (as systemctl and git do).
@@ -149,36 +147,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.dispatch(args)
 
     return guarded(dispatch)
-
-
-def guarded(command: Callable[[], int]) -> int:
-    """Run a command; map what it raises to one line on stderr and the contract's exit code."""
-    try:
-        return command()
-    except PolicyErrors as exc:
-        print(
-            f"ipcjanitor: policy error, nothing was removed:\n{_indent(str(exc))}", file=sys.stderr
-        )
-        return exc.exit_code
-    except IpcJanitorError as exc:
-        print(f"ipcjanitor: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return ExitCode.INTERRUPTED
-    except OSError as exc:  # an OS refusal nothing above translated: say what and where
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"ipcjanitor: {exc.strerror or exc}{where}; stopped there", file=sys.stderr)
-        return ExitCode.NOPERM if exc.errno in (errno.EPERM, errno.EACCES) else ExitCode.FAILED
-    except Exception as exc:  # a bug: one line for the user, the traceback on request
-        if os.environ.get("IPCJANITOR_DEBUG"):
-            raise
-        print(
-            f"ipcjanitor: internal error ({type(exc).__name__}: {exc}); stopped there. "
-            "Run with IPCJANITOR_DEBUG=1 for the traceback and report it.",
-            file=sys.stderr,
-        )
-        return ExitCode.SOFTWARE
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -71,3 +73,36 @@ class NotPermittedError(IpcJanitorError):
 
 class UsageError(IpcJanitorError):
     exit_code = ExitCode.USAGE
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """Run a command; map what it raises to one line on stderr and the contract's exit code."""
+    try:
+        return command()
+    except PolicyErrors as exc:
+        print(
+            f"ipcjanitor: policy error, nothing was removed:\n{_indent(str(exc))}", file=sys.stderr
+        )
+        return exc.exit_code
+    except IpcJanitorError as exc:
+        print(f"ipcjanitor: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except OSError as exc:  # an OS refusal nothing above translated: say what and where
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"ipcjanitor: {exc.strerror or exc}{where}; stopped there", file=sys.stderr)
+        return ExitCode.NOPERM if exc.errno in (errno.EPERM, errno.EACCES) else ExitCode.FAILED
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("IPCJANITOR_DEBUG"):
+            raise
+        print(
+            f"ipcjanitor: internal error ({type(exc).__name__}: {exc}); stopped there. "
+            "Run with IPCJANITOR_DEBUG=1 for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return ExitCode.SOFTWARE
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

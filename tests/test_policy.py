@@ -16,8 +16,9 @@ from ipcjanitor.cli import main
 from ipcjanitor.errors import PolicyErrors
 from ipcjanitor.model import IpcKind, IpcObject
 from ipcjanitor.policy.load import load_policy
-from ipcjanitor.policy.model import EMBEDDED_DEFAULT, Owner, Policy, format_duration, unit_matches
+from ipcjanitor.policy.model import EMBEDDED_DEFAULT, Owner, Policy, format_duration
 from ipcjanitor.policy.parse import ftok, parse_duration, parse_key_spec
+from ipcjanitor.unitnames import unit_matches
 
 
 def write(path: Path, text: str) -> Path:
@@ -556,7 +557,7 @@ def test_the_apache_example_claims_the_sets_root_makes_for_www_data() -> None:
     ],
 )
 def test_templates_match_as_systemd_reads_them(pattern: str, unit: str, matches: bool) -> None:
-    from ipcjanitor.policy.model import unit_matches
+    from ipcjanitor.unitnames import unit_matches
 
     assert unit_matches(pattern, unit) is matches
 
@@ -570,7 +571,7 @@ def test_a_pattern_binds_a_unit_only_as_its_name_or_its_template(
     stem: str, other: str, kind: str
 ) -> None:
     """What the hook's fast path relies on: it looks for exactly these two names."""
-    from ipcjanitor.policy.model import unit_matches
+    from ipcjanitor.unitnames import unit_matches
 
     for pattern in (f"{stem}.{kind}", f"{stem}@.{kind}", f"{other}@.{kind}"):
         for unit in (f"{stem}.{kind}", f"{other}.{kind}", f"{stem}@{other}.{kind}"):

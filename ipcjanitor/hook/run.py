@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def run_hook(call: HookCall) -> int:
-    """Clean the owners bound to call.unit; errors become exit codes (cli.guarded).
+    """Clean the owners bound to call.unit; errors become exit codes (errors.guarded).
 
     The umask is set first: the service's UMask= reaches ExecStopPost=, and every file the
     hook creates (lock, clock record, metrics) must get the mode its code asks for.
@@ -31,7 +31,7 @@ def run_hook(call: HookCall) -> int:
     os.umask(0o022)
     # What both processes need (typing, enum, re: ~6 ms) is imported once, before the fork;
     # then the child's pystemd and D-Bus overlap with the policy and the engine (bench/).
-    from ..cli import guarded  # noqa: PLC0415
+    from ..errors import guarded  # noqa: PLC0415
     from ..systemd import bus as systemd  # noqa: PLC0415, F401
 
     asking = Asking(call.unit)

@@ -18,8 +18,8 @@ from typing import NamedTuple
 from ..engine.lock import state_dir
 from ..errors import NotPermittedError
 from ..model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, Seconds, UnitState
-from ..policy.model import unit_matches
 from ..systemd.bus import boot_clock_offset
+from ..unitnames import unit_matches
 from .tasks import queue_waiters
 
 INIT_PID_NS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO in include/linux/proc_ns.h

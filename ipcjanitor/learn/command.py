@@ -30,8 +30,9 @@ from ..kernel.sysvipc import read_objects
 from ..kernel.tasks import parse_syscall
 from ..model import BASE_REUSE_MARGIN, IpcKind, IpcObject, Pid
 from ..policy.load import check_overlaps, load_policy
-from ..policy.model import Policy, unit_matches
+from ..policy.model import Policy
 from ..policy.parse import parse_duration, parse_policy_text
+from ..unitnames import unit_matches
 from .propose import Candidate, Process, Sighting, Watch, propose, render
 
 POLICY_DIR = Path("/etc/ipcjanitor/policy.d")

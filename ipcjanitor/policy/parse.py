@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 from .. import chase
 from ..errors import PolicyErrors, PolicyProblem
 from ..model import IpcKind
-from .model import Owner, template_parts
+from ..unitnames import template_parts
+from .model import Owner
 
 _TOP_FIELDS = {"min_age", "pid_namespace_complete", "owners"}
 _OWNER_FIELDS = {
