@@ -146,4 +146,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return commands.dispatch(args)
 
-    return guarded(dispatch)
+    return guarded(dispatch, removes=args.command == "clean")

@@ -48,7 +48,8 @@ class PolicyErrors(IpcJanitorError):
     exit_code = ExitCode.CONFIG
 
     def __init__(self, problems: Sequence[PolicyProblem]) -> None:
-        self.problems = list(problems)
+        # by file and line, as a compiler lists them (a problem without a file first)
+        self.problems = sorted(problems, key=lambda p: (p.path or "", p.line or 0))
         super().__init__("\n".join(p.located() for p in self.problems))
 
     @classmethod
@@ -75,14 +76,17 @@ class UsageError(IpcJanitorError):
     exit_code = ExitCode.USAGE
 
 
-def guarded(command: Callable[[], int]) -> int:
-    """Run a command; map what it raises to one line on stderr and the contract's exit code."""
+def guarded(command: Callable[[], int], removes: bool = False) -> int:
+    """Run a command; map what it raises to one line on stderr and the contract's exit code.
+
+    `removes`: the command could have removed something (clean, the hook), so a policy error
+    says that it did not.
+    """
     try:
         return command()
     except PolicyErrors as exc:
-        print(
-            f"ipcjanitor: policy error, nothing was removed:\n{_indent(str(exc))}", file=sys.stderr
-        )
+        what = "policy error, nothing was removed" if removes else "policy error"
+        print(f"ipcjanitor: {what}:\n{_indent(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except IpcJanitorError as exc:
         print(f"ipcjanitor: {exc}", file=sys.stderr)

@@ -32,3 +32,14 @@ def unit_matches(pattern: str, unit: str) -> bool:
         and name.startswith(prefix + "@")
         and (len(name) > len(prefix) + 1)
     )
+
+
+UNIT_TYPES = ("service", "socket", "target", "device", "mount", "automount", "swap", "timer",
+              "path", "slice", "scope")  # fmt: skip
+
+
+def with_type(name: str) -> str:
+    """A name as systemctl completes one: "leaky" is "leaky.service"; a name that ends in a
+    unit type ("app.socket", "worker@.service") is left as it is."""
+    _, dot, kind = name.rpartition(".")
+    return name if dot and kind in UNIT_TYPES else f"{name}.service"

@@ -108,7 +108,7 @@ def test_signs_of_life() -> None:
 
 def test_young_counts_idle_time_not_age() -> None:
     d = one(shm(t=int(NOW) - 60), facts(p10=DEAD))
-    assert d.verdict is Verdict.YOUNG and d.reason == "last active 60s ago, min_age 10m"
+    assert d.verdict is Verdict.YOUNG and d.reason == "last active 1min ago, min_age 10min"
     # a timestamp in the future (clock stepped back) is young, never stale
     assert one(shm(t=int(NOW) + 500), facts(p10=DEAD)).verdict is Verdict.YOUNG
 

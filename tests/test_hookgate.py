@@ -277,3 +277,16 @@ def test_entry_and_the_full_path_print_the_same(
         assert fast == full, argv
         assert fast[0] == 0
     assert "no policy owner is bound to b.service" in json.loads(fast[1].out)["summary"]["notes"][0]
+
+
+@pytest.mark.parametrize(
+    ("given", "unit"),
+    [("leaky", "leaky.service"), ("leaky.service", "leaky.service"), ("app.socket", "app.socket"),
+     ("worker@2", "worker@2.service"), ("worker@.service", "worker@.service"),
+     ("my.app", "my.app.service")],
+)  # fmt: skip
+def test_a_unit_without_a_type_is_a_service_as_in_systemctl(given: str, unit: str) -> None:
+    call = hook_call(["hook", f"--unit={given}"])
+    assert call is not None and call.unit == unit
+    args = parse(["hook", "--unit", given])
+    assert HookCall(args.unit, None, False, None, False).unit == unit

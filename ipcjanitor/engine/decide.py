@@ -125,7 +125,7 @@ def _unowned_reason(obj: IpcObject, policy: Policy) -> str:
 
 
 def decide_one(
-    obj: IpcObject, owner: Owner | None, facts: HostFacts, grace: int, now: float
+    obj: IpcObject, owner: Owner | None, facts: HostFacts, grace: float, now: float
 ) -> Decision:
     def verdict(v: Verdict, reason: str) -> Decision:
         return Decision(obj, owner.name if owner else None, v, reason)

@@ -14,7 +14,7 @@ things here keep argparse, the TOML parser and the engine out of that path:
   refuse, the name present anywhere, any backslash — returns None and the full path parses,
   validates and decides as always.
 
-Imports only os, stat and errno (through policy_files and chase).
+Imports only os, stat and errno (through policy_files and chase), and unitnames.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 from ..policy import files as policy_files
+from ..unitnames import with_type
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class HookCall:
     def __init__(
         self, unit: str, policy: str | None, json: bool, metrics: str | None, quiet: bool
     ) -> None:
-        self.unit = unit
+        self.unit = with_type(unit)  # `--unit leaky` is leaky.service, as systemctl reads it
         self.policy = policy
         self.json = json
         self.metrics = metrics

@@ -16,6 +16,7 @@ from ..errors import ExitCode, NotPermittedError, PolicyErrors, UsageError
 from ..policy.load import load_policy
 from ..policy.model import format_duration
 from ..systemd import unitctx
+from ..unitnames import with_type
 
 DROPIN_NAME = "ipcjanitor.conf"
 # Built with the package (setup.py, ipcjanitor/ipcjanitor-hook.c): it belongs to this ipcjanitor.
@@ -134,7 +135,7 @@ def dropin_text(command: str) -> str:
 
 
 def cmd_install_hook(args: argparse.Namespace) -> int:
-    unit: str = args.unit
+    unit = with_type(args.unit)  # `install-hook leaky` is leaky.service, as in systemctl
     if not unit.endswith(".service") or "/" in unit:
         raise UsageError(f"{unit!r} is not a service: ExecStopPost= hooks go on .service units")
     base = Path("/run/systemd/system" if args.runtime else "/etc/systemd/system")

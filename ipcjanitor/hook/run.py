@@ -36,7 +36,7 @@ def run_hook(call: HookCall) -> int:
 
     asking = Asking(call.unit)
     try:
-        return guarded(lambda: _run(call, asking))
+        return guarded(lambda: _run(call, asking), removes=True)
     finally:
         asking.cancel()  # unless it answered: no owner, a policy error, anything raised
 

@@ -161,13 +161,13 @@ def visibility(procfs: Path = Path("/proc"), pid_namespace_complete: bool = Fals
         except (OSError, ValueError):
             raise NotPermittedError(
                 "/proc is not mounted (or shows no processes): ipcjanitor cannot see the "
-                "process table, so it cannot prove any object unused; nothing was removed"
+                "process table, so it cannot prove any object unused and removes none"
             ) from None
         if self_pid != os.getpid():
             raise NotPermittedError(
                 f"/proc belongs to another pid namespace (/proc/self is {self_pid}, we are "
                 f"{os.getpid()}): its pids are not the ones the kernel records for us, so "
-                "ipcjanitor cannot prove any object unused; nothing was removed"
+                "ipcjanitor cannot prove any object unused and removes none"
             )
     hidden = None
     if not in_host_pid_namespace() and not pid_namespace_complete:

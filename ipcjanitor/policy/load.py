@@ -36,7 +36,7 @@ def load_policy(
             return Policy(sources=(f"{explicit} (no *.toml files)",))
         return EMBEDDED_DEFAULT
     owners: dict[str, Owner] = {}
-    min_age = DEFAULT_MIN_AGE
+    min_age: float = DEFAULT_MIN_AGE
     complete = False
     set_in: dict[str, str] = {}  # top-level setting -> the file:line that set it
     warnings: list[str] = []

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from ..model import IpcKind, IpcObject
 from ..unitnames import unit_matches
+from .timespan import USEC_PER_SEC, format_timespan
 
 DEFAULT_MIN_AGE = 600  # "10m": an idle object is left alone for ten minutes
 
@@ -27,7 +28,7 @@ class Owner(NamedTuple):
     uid: int | None = None  # the object's owner uid (ipcs OWNER) must be this
     cuid: int | None = None  # narrows: its creator's uid must be this too (Apache: root)
     private: bool = False
-    min_age: int | None = None  # None: the policy's global min_age
+    min_age: float | None = None  # seconds; None: the policy's global min_age
     keep_queued_messages: bool = True
     source: str = "<embedded>"
     # a template owner (unit "worker@.service"): its ftok paths with %i, as (path, proj), from
@@ -69,7 +70,7 @@ class Policy:
     def __init__(
         self,
         owners: tuple[Owner, ...] = (),
-        min_age: int = DEFAULT_MIN_AGE,
+        min_age: float = DEFAULT_MIN_AGE,
         sources: tuple[str, ...] = (),
         warnings: tuple[str, ...] = (),
         *,
@@ -138,7 +139,7 @@ class Policy:
             return None
         return spans[i][1]
 
-    def grace(self, owner: Owner) -> int:
+    def grace(self, owner: Owner) -> float:
         """The owner's min_age, or the global one when it sets none."""
         return self.min_age if owner.min_age is None else owner.min_age
 
@@ -158,17 +159,10 @@ def key_spans(owners: Iterable[Owner], kind: IpcKind) -> list[tuple[int, int, Ow
 EMBEDDED_DEFAULT = Policy(sources=("<embedded default: no owners>",))
 
 
-def format_duration(seconds: float) -> str:
-    """Short human form: 45s, 12m, 3h, 3h05m, 4d."""
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 2 * 86400:
-        h, m = divmod(s // 60, 60)
-        return f"{h}h{m:02d}m" if m else f"{h}h"
-    return f"{s // 86400}d"
+def format_duration(seconds: float, exact: bool = False) -> str:
+    """A duration as systemd prints one ("1h 30min", "500ms", "3h 4min 5s"): to the second
+    for what was measured, `exact` for what the policy says (it shows what was written)."""
+    return format_timespan(round(seconds * USEC_PER_SEC), 1 if exact else USEC_PER_SEC)
 
 
 def unitless_warnings(policy: Policy) -> list[str]:
@@ -196,7 +190,7 @@ def user(policy: Policy, uid: int) -> str:
 def describe(policy: Policy) -> Iterable[str]:
     """Human lines for `policy check`."""
     yield f"policy from: {', '.join(policy.sources) or '<embedded default>'}"
-    yield f"global min_age: {format_duration(policy.min_age)}"
+    yield f"global min_age: {format_duration(policy.min_age, exact=True)}"
     yield f"pid_namespace_complete: {str(policy.pid_namespace_complete).lower()}"
     if not policy.owners:
         yield "no owners: every object is unowned and nothing will be removed"
@@ -223,4 +217,5 @@ def describe(policy: Policy) -> Iterable[str]:
             uid = f"owner uid {user(policy, o.uid)}, created by {by}"
         yield f"  uid:   {uid}{'  + IPC_PRIVATE' if o.private else ''}"
         keep = str(o.keep_queued_messages).lower()
-        yield f"  min_age: {format_duration(policy.grace(o))}   keep_queued_messages: {keep}"
+        grace = format_duration(policy.grace(o), exact=True)
+        yield f"  min_age: {grace}   keep_queued_messages: {keep}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pwd
 import re
@@ -14,6 +15,7 @@ from ..errors import PolicyErrors, PolicyProblem
 from ..model import IpcKind
 from ..unitnames import template_parts
 from .model import Owner
+from .timespan import USEC_INFINITY, USEC_PER_SEC, format_timespan, parse_timespan
 
 _TOP_FIELDS = {"min_age", "pid_namespace_complete", "owners"}
 _OWNER_FIELDS = {
@@ -39,7 +41,10 @@ _PROCESSLESS_UNITS = (
     ".device",
     ".automount",
 )
-_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)", re.ASCII)
+_DURATION_HINT = (
+    'a duration is a number of seconds or a systemd time span like "90s", "10min", '
+    '"1h 30min", "500ms", "2d" (systemd.time(7))'
+)
 _KEY = re.compile(r"0x[0-9a-f]+|[0-9]+")
 _DIGITS = re.compile(r"[0-9]+")
 UID_MAX = 2**32 - 2  # (uid_t)-1 means "no uid" to the kernel
@@ -55,7 +60,6 @@ _NESTING_TOKENS = re.compile(
     r"|[\[\]{}]",
     re.DOTALL,
 )
-_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
 _SPECIFIER = re.compile(r"(%.?)", re.DOTALL)
 
@@ -64,7 +68,7 @@ class ParsedFile(NamedTuple):
     """What one policy file says: its owners by name, and the top-level settings it sets."""
 
     owners: dict[str, Owner]
-    min_age: int | None
+    min_age: float | None
     warnings: list[str]
     pid_namespace_complete: bool | None
     lines: dict[str, int | None]  # where each top-level setting it sets is
@@ -111,23 +115,33 @@ def ftok_claim(path: str, proj: int, uid: int | None, strict: bool) -> tuple[int
     return _key(st, proj), bool(uids)
 
 
-def parse_duration(value: object) -> int:
-    """Seconds from "90s", "10m", "1h30m", "2d", "1w" or a non-negative integer of seconds."""
-    if isinstance(value, bool):
-        raise ValueError('a duration is a string like "10m" or a number of seconds')
+def parse_duration(value: object) -> float:
+    """Seconds in a systemd.time(7) span ("90s", "10min", "1h 30min", "500ms") or an integer.
+
+    Parsed as systemd's parse_sec() parses it (timespan.py), with two refusals of our own:
+    "infinity" (a grace time without end removes nothing, a watch without end never writes
+    its proposal), and terms out of order ("10s5m": systemd reads 5min 10s, but a policy
+    that says it so is more likely a typo of "10min 5s" than meant).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(_DURATION_HINT)
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return value
-    if not isinstance(value, str):
-        raise ValueError('a duration is a string like "10m" or a number of seconds')
-    text = value.strip()
-    if _DIGITS.fullmatch(text):
-        return int(text)
-    parts = _DURATION.findall(text)
-    if not parts or _DURATION.sub("", text).strip():
-        raise ValueError(f'{value!r} is not a duration: use e.g. "90s", "10m", "1h30m", "2d"')
-    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    units: list[int] = []
+    try:
+        usec = parse_timespan(value, units)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a duration ({exc}): {_DURATION_HINT}") from None
+    if usec == USEC_INFINITY:
+        raise ValueError(f"{value!r}: a duration must end; {_DURATION_HINT}")
+    if any(a <= b for a, b in itertools.pairwise(units)):
+        raise ValueError(
+            f"{value!r}: write its terms largest first, each unit once "
+            f"(systemd reads it as {format_timespan(usec)!r})"
+        )
+    return usec / USEC_PER_SEC
 
 
 def parse_key(text: str) -> int:

@@ -26,10 +26,8 @@ def test_install_hook_writes_an_idempotent_drop_in(box: Container) -> None:
     text = box.run("cat /etc/systemd/system/leaky.service.d/ipcjanitor.conf").stdout
     trampoline = ROOT / "ipcjanitor" / "ipcjanitor-hook"
     assert f"ExecStopPost=-+{trampoline} /usr/bin/ipcjanitor hook --unit=%n\n" in text
-    assert (
-        "already installed: nothing changed"
-        in box.run("ipcjanitor install-hook leaky.service").stdout
-    )
+    # `leaky` is leaky.service, as systemctl reads it
+    assert "already installed: nothing changed" in box.run("ipcjanitor install-hook leaky").stdout
     # systemd took the drop-in: ExecStopPost is now part of the unit
     shown = box.run("systemctl show -p ExecStopPost leaky.service").stdout
     assert "/usr/bin/ipcjanitor" in shown and "hook" in shown
