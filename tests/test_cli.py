@@ -182,3 +182,16 @@ def test_options_after_the_command_act(capsys: pytest.CaptureFixture[str], tmp_p
     assert (rc, out) == (0, "a\n")
     rc, out, _ = run(capsys, "policy", "check", "-q", str(p))
     assert rc == 0 and "[a]" in out
+
+
+def test_the_handoff_gap_is_said_where_the_operator_decides(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    p = tmp_path / "p.toml"
+    p.write_text('[owners.fast]\nkeys = ["0x7e000010"]\nmin_age = "0s"\n')
+    rc, out, _ = run(capsys, "policy", "check", str(p))
+    assert rc == 0 and "has no unit and min_age 0: an object handed off" in out
+    rc, _, err = run(capsys, "--policy", str(p), "scan", "-v")  # reads the tables, removes none
+    assert rc == 0 and "has no unit and min_age 0: an object handed off" in err
+    rc, _, err = run(capsys, "--policy", str(p), "scan")
+    assert "handed off" not in err

@@ -596,3 +596,38 @@ def test_policy_errors_are_listed_by_file_and_line(tmp_path: Path) -> None:
     where = [(p.path, p.line) for p in err.value.problems]
     assert where == sorted(where, key=lambda w: (w[0] or "", w[1] or 0)) and len(where) == 3
     assert str(err.value).splitlines()[0].startswith(f"{tmp_path / 'a.toml'}:6:")
+
+
+def test_a_unitless_owner_under_the_floor_is_warned_of(tmp_path: Path) -> None:
+    from ipcjanitor.policy.model import UNITLESS_MIN_AGE_FLOOR, handoff_warnings
+
+    text = (
+        '[owners.fast]\nkeys = ["0x10"]\nmin_age = "0s"\n'
+        '[owners.slow]\nkeys = ["0x11"]\nmin_age = "5min"\n'
+        '[owners.bound]\nunit = "a.service"\nkeys = ["0x12"]\nmin_age = "0s"\n'
+        '[owners.default]\nkeys = ["0x13"]\n'
+    )
+    warned = handoff_warnings(load(write(tmp_path / "p.toml", text)))
+    assert len(warned) == 1 and warned[0].startswith("owner fast (") and "min_age 0:" in warned[0]
+    assert "17 s for IPC::Shareable" in warned[0] and 'min_age = "5min"' in warned[0]
+    assert UNITLESS_MIN_AGE_FLOOR == 300
+
+
+def test_no_shipped_policy_has_a_unitless_owner_under_the_floor() -> None:
+    """Read as TOML (the examples name users this host may not have): every owner without a
+    unit has a min_age at or over the floor, its own or the file's, or the default."""
+    import tomllib
+
+    from ipcjanitor.policy.model import DEFAULT_MIN_AGE, UNITLESS_MIN_AGE_FLOOR
+
+    shipped = Path(__file__).parent.parent / "packaging"
+    files = [shipped / "policy.toml", *sorted((shipped / "examples").glob("*.toml"))]
+    owners = 0
+    for f in files:
+        doc = tomllib.loads(f.read_text())
+        default = parse_duration(doc.get("min_age", DEFAULT_MIN_AGE))
+        for name, owner in doc.get("owners", {}).items():
+            owners += 1
+            grace = parse_duration(owner.get("min_age", default))
+            assert "unit" in owner or grace >= UNITLESS_MIN_AGE_FLOOR, f"{f}: {name}"
+    assert len(files) >= 5 and owners >= 4

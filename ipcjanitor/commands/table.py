@@ -16,7 +16,7 @@ from ..model import Decision, IpcKind, Verdict
 from ..output import metrics, report
 from ..output.journal import Journal
 from ..policy.load import load_policy
-from ..policy.model import Policy, describe, unitless_warnings
+from ..policy.model import Policy, describe, handoff_warnings, unitless_warnings
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -45,7 +45,7 @@ def _policy(args: argparse.Namespace) -> Policy:
         print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
     if args.verbose:
         print(f"ipcjanitor: policy from {', '.join(policy.sources)}", file=sys.stderr)
-        for warning in unitless_warnings(policy):
+        for warning in [*unitless_warnings(policy), *handoff_warnings(policy)]:
             print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
     return policy
 
@@ -86,7 +86,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if args.metrics:
         metrics.require()  # before any work: a missing library is a one-line error
     started = time.time()
-    done, waited = janitor.clean(policy, scope, Journal())
+    journal = Journal()
+    if journal.to_journal and not args.verbose:  # -v printed them: its stderr is journaled
+        for warning in handoff_warnings(policy):  # one record per run, beside the removals
+            journal.send(warning, "warning", [("IPCJANITOR_EVENT", "handoff-gap")])
+    done, waited = janitor.clean(policy, scope, journal)
     if args.metrics:
         metrics.write(args.metrics, done, started, time.time())
     _print(args, done, [waited] if waited else [])
@@ -102,7 +106,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     if args.policy_command != "check":
         raise UsageError("usage: ipcjanitor policy {check [PATH],owners,units}")
     policy = load_policy(args.path or args.policy)
-    for warning in [*policy.warnings, *unitless_warnings(policy)]:
+    for warning in [*policy.warnings, *unitless_warnings(policy), *handoff_warnings(policy)]:
         print(f"warning: {warning}")
     for line in describe(policy):
         print(line)

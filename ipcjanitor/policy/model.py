@@ -165,6 +165,31 @@ def format_duration(seconds: float, exact: bool = False) -> str:
     return format_timespan(round(seconds * USEC_PER_SEC), 1 if exact else USEC_PER_SEC)
 
 
+# The least min_age for an owner without a unit. An object whose key or id another process
+# keeps inside its own segment is stale by the contract from its creator's exit until the
+# next process attaches it: peers' suites measured that gap at a moment (PostgreSQL with
+# dynamic_shared_memory_type = sysv refused connections in 2-4 of 100 cycles at "0s", never
+# at "2s") and at 17 s (IPC::Shareable's t/99, 48 of 48 runs broken at "0s"). Five minutes
+# is over ten times the longest measured gap, allows for a loaded host, and lets the default
+# (10min) pass; a unit-less owner is the timer's to clean, so nothing is urgent there.
+UNITLESS_MIN_AGE_FLOOR = 300.0
+
+
+def handoff_warnings(policy: Policy) -> list[str]:
+    """One warning per owner without a unit whose min_age is under UNITLESS_MIN_AGE_FLOOR."""
+    floor = format_duration(UNITLESS_MIN_AGE_FLOOR, exact=True)
+    return [
+        f"owner {o.name} ({o.source}) has no unit and min_age "
+        f"{format_duration(policy.grace(o), exact=True)}: an object handed off through another "
+        "segment (its key or id kept there for the next process) is stale from its creator's "
+        "exit until that process attaches it — measured: a moment for PostgreSQL with "
+        "dynamic_shared_memory_type = sysv, 17 s for IPC::Shareable; set "
+        f'min_age = "{floor}" or more, or bind it to its service: unit = "NAME.service"'
+        for o in policy.owners
+        if o.unit is None and policy.grace(o) < UNITLESS_MIN_AGE_FLOOR
+    ]
+
+
 def unitless_warnings(policy: Policy) -> list[str]:
     """One warning per owner without a unit: what its proof of death is worth."""
     return [
