@@ -7,13 +7,14 @@ parses its argv without it and shares only `errors.guarded`, the mapping of erro
 from __future__ import annotations
 
 import sys
+from typing import NamedTuple
 
 from .errors import ExitCode, guarded
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any, NoReturn
 
 # The options every command takes, before or after its name (as systemctl and git do).
@@ -45,11 +46,99 @@ def _add_global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     )  # fmt: skip
 
 
+class Command(NamedTuple):
+    """One subcommand: where its body is (imported only when it runs), its help, its
+    arguments, and whether it can remove objects (a policy error then says none was)."""
+
+    module: str
+    function: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    removes: bool = False
+
+
+def _scoped(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--json", action="store_true", help="print one JSON document")
+    cmd.add_argument("--owner", action="append", metavar="NAME", help="only this owner's objects")
+    from .model import IpcKind  # noqa: PLC0415
+
+    cmd.add_argument(
+        "--kind", action="append", choices=[k.value for k in IpcKind], help="only this kind"
+    )
+
+
+def _clean(cmd: argparse.ArgumentParser) -> None:
+    _scoped(cmd)
+    cmd.add_argument(
+        "--dry-run", action="store_true", help="print what scan prints; remove nothing"
+    )
+    cmd.add_argument("--metrics", metavar="FILE", help="write Prometheus textfile metrics to FILE")
+
+
+def _hook(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--unit", required=True, help="the unit that stopped (pass %%n)")
+    cmd.add_argument("--json", action="store_true", help="print one JSON document")
+    cmd.add_argument("--metrics", metavar="FILE", help="write Prometheus textfile metrics to FILE")
+
+
+def _install_hook(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("unit", metavar="UNIT", help='a service, or a template like "worker@.service"')
+    cmd.add_argument("--runtime", action="store_true", help="under /run (gone at reboot)")
+    cmd.add_argument("--remove", action="store_true", help="remove the drop-in instead")
+
+
+def _doctor(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _learn(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("unit", metavar="UNIT", help="a running service or scope")
+    cmd.add_argument(
+        "--for", dest="for_", metavar="DURATION", default="60s", help="how long (default 60s)"
+    )
+    cmd.add_argument("--owner", metavar="NAME", help="owner name (default: from UNIT)")
+    cmd.add_argument(
+        "--write", action="store_true", help="write it to policy.d/NAME.toml (never overwrites)"
+    )
+
+
+def _policy(cmd: argparse.ArgumentParser) -> None:
+    sub = cmd.add_subparsers(
+        dest="policy_command", metavar="{check,owners,units}", parser_class=type(cmd)
+    )
+    chk = sub.add_parser("check", help="validate and print the resolved owners")
+    chk.add_argument("path", nargs="?", help="policy file or directory (default: the search path)")
+    for name, help in (
+        ("owners", "owner names, one per line (for shell completion)"),
+        ("units", "units owners are bound to, one per line"),
+    ):
+        sub.add_parser(name, help=help)
+    for leaf in sub.choices.values():
+        _add_global_options(leaf, suppress=True)
+
+
+_BODIES = "ipcjanitor.commands.table"
+# The subcommands, in --help's order: the one place that says where each body is.
+COMMANDS: dict[str, Command] = {
+    "scan": Command(_BODIES, "cmd_scan", "dry run: every object, its verdict and reason", _scoped),
+    "clean": Command(_BODIES, "cmd_clean", "remove the stale objects the policy owns", _clean,
+                     removes=True),
+    "hook": Command(_BODIES, "cmd_hook", "for ExecStopPost=: clean the owners bound to UNIT",
+                    _hook, removes=True),
+    "install-hook": Command(_BODIES, "cmd_install_hook",
+                            "write the ExecStopPost= drop-in for UNIT", _install_hook),
+    "doctor": Command(_BODIES, "cmd_doctor", "IPC table use vs limits; processes stuck on pipes",
+                      _doctor),
+    "learn": Command(_BODIES, "cmd_learn",
+                     "propose an owner table from what the running UNIT uses", _learn),
+    "policy": Command(_BODIES, "cmd_policy", "policy tools", _policy),
+}  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     import argparse  # noqa: PLC0415  (not on the hook's path)
 
     from . import __version__  # noqa: PLC0415
-    from .model import IpcKind  # noqa: PLC0415
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str) -> NoReturn:
@@ -65,59 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ipcjanitor {__version__}")
     _add_global_options(p, suppress=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-    def command(name: str, help: str, *, global_options: bool = True) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help)
-        if global_options:
-            _add_global_options(cmd, suppress=True)
-        return cmd
-
-    def scoped(cmd: argparse.ArgumentParser) -> None:
-        cmd.add_argument("--json", action="store_true", help="print one JSON document")
-        cmd.add_argument(
-            "--owner", action="append", metavar="NAME", help="only this owner's objects"
-        )
-        cmd.add_argument(
-            "--kind", action="append", choices=[k.value for k in IpcKind], help="only this kind"
-        )
-
-    scoped(command("scan", "dry run: every object, its verdict and reason"))
-    c = command("clean", "remove the stale objects the policy owns")
-    scoped(c)
-    c.add_argument("--dry-run", action="store_true", help="print what scan prints; remove nothing")
-    c.add_argument("--metrics", metavar="FILE", help="write Prometheus textfile metrics to FILE")
-    h = command("hook", "for ExecStopPost=: clean the owners bound to UNIT")
-    h.add_argument("--unit", required=True, help="the unit that stopped (pass %%n)")
-    h.add_argument("--json", action="store_true", help="print one JSON document")
-    h.add_argument("--metrics", metavar="FILE", help="write Prometheus textfile metrics to FILE")
-    ih = command("install-hook", "write the ExecStopPost= drop-in for UNIT")
-    ih.add_argument("unit", metavar="UNIT", help='a service, or a template like "worker@.service"')
-    ih.add_argument("--runtime", action="store_true", help="under /run (gone at reboot)")
-    ih.add_argument("--remove", action="store_true", help="remove the drop-in instead")
-    doc = command("doctor", "IPC table use vs limits; processes stuck on pipes")
-    doc.add_argument("--json", action="store_true", help="print one JSON document")
-    lrn = command("learn", "propose an owner table from what the running UNIT uses")
-    lrn.add_argument("unit", metavar="UNIT", help="a running service or scope")
-    lrn.add_argument(
-        "--for", dest="for_", metavar="DURATION", default="60s", help="how long (default 60s)"
-    )
-    lrn.add_argument("--owner", metavar="NAME", help="owner name (default: from UNIT)")
-    lrn.add_argument(
-        "--write", action="store_true", help="write it to policy.d/NAME.toml (never overwrites)"
-    )
-    pol = command("policy", "policy tools")
-    pol_sub = pol.add_subparsers(
-        dest="policy_command", metavar="{check,owners,units}", parser_class=Parser
-    )
-    chk = pol_sub.add_parser("check", help="validate and print the resolved owners")
-    chk.add_argument("path", nargs="?", help="policy file or directory (default: the search path)")
-    for name, help in (
-        ("owners", "owner names, one per line (for shell completion)"),
-        ("units", "units owners are bound to, one per line"),
-    ):
-        pol_sub.add_parser(name, help=help)
-    for leaf in pol_sub.choices.values():
-        _add_global_options(leaf, suppress=True)
+    for name, command in COMMANDS.items():
+        cmd = sub.add_parser(name, help=command.help)
+        _add_global_options(cmd, suppress=True)
+        command.arguments(cmd)
     return p
 
 
@@ -135,15 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_usage(sys.stderr)
         return ExitCode.USAGE
-    if args.command == "hook":  # in every service's stop path: import only what it needs
-        from .hook.gate import HookCall  # noqa: PLC0415
-        from .hook.run import run_hook  # noqa: PLC0415
+    command = COMMANDS[args.command]
 
-        return run_hook(HookCall(args.unit, args.policy, args.json, args.metrics, args.quiet))
+    def run() -> int:
+        import importlib  # noqa: PLC0415  (lazy: `--help` and usage errors stay cheap)
 
-    def dispatch() -> int:
-        from .commands import table as commands  # noqa: PLC0415  (lazy: `--help` and usage errors stay cheap)
+        body: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(command.module), command.function
+        )
+        return int(body(args))
 
-        return commands.dispatch(args)
-
-    return guarded(dispatch, removes=args.command == "clean")
+    return guarded(run, removes=command.removes)

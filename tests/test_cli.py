@@ -195,3 +195,27 @@ def test_the_handoff_gap_is_said_where_the_operator_decides(
     assert rc == 0 and "has no unit and min_age 0: an object handed off" in err
     rc, _, err = run(capsys, "--policy", str(p), "scan")
     assert "handed off" not in err
+
+
+def test_the_commands_table_is_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each row of cli.COMMANDS is a subcommand with its help, and its body exists."""
+    import importlib
+
+    from ipcjanitor import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert isinstance(sub.choices, dict) and list(sub.choices) == list(cli.COMMANDS)
+    for name, row in cli.COMMANDS.items():
+        assert callable(getattr(importlib.import_module(row.module), row.function)), name
+    assert {n for n, r in cli.COMMANDS.items() if r.removes} == {"clean", "hook"}
+
+
+def test_a_library_call_leaves_the_collector_on() -> None:
+    import gc
+
+    from ipcjanitor.entry import main as entry_main
+
+    with pytest.raises(SystemExit):
+        entry_main(["--version"])
+    assert gc.isenabled()

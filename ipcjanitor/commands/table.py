@@ -19,24 +19,23 @@ from ..policy.load import load_policy
 from ..policy.model import Policy, describe, handoff_warnings, unitless_warnings
 
 
-def dispatch(args: argparse.Namespace) -> int:
-    if args.command == "scan":
-        return cmd_scan(args)
-    if args.command == "clean":
-        return cmd_clean(args)
-    if args.command == "policy":
-        return cmd_policy_check(args)
-    if args.command == "doctor":
-        return cmd_doctor(args)
-    if args.command == "install-hook":
-        from ..hook.install import cmd_install_hook  # noqa: PLC0415
+def cmd_hook(args: argparse.Namespace) -> int:
+    from ..hook.gate import HookCall  # noqa: PLC0415
+    from ..hook.run import run_hook  # noqa: PLC0415
 
-        return cmd_install_hook(args)
-    if args.command == "learn":
-        from ..learn.command import cmd_learn  # noqa: PLC0415
+    return run_hook(HookCall(args.unit, args.policy, args.json, args.metrics, args.quiet))
 
-        return cmd_learn(args)
-    raise UsageError(f"unknown command {args.command!r}")
+
+def cmd_install_hook(args: argparse.Namespace) -> int:
+    from ..hook.install import cmd_install_hook  # noqa: PLC0415
+
+    return cmd_install_hook(args)
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from ..learn.command import cmd_learn  # noqa: PLC0415
+
+    return cmd_learn(args)
 
 
 def _policy(args: argparse.Namespace) -> Policy:
@@ -97,7 +96,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return ExitCode.FAILED if report.failed(done) else ExitCode.OK
 
 
-def cmd_policy_check(args: argparse.Namespace) -> int:
+def cmd_policy(args: argparse.Namespace) -> int:
     if args.policy_command in ("owners", "units"):
         policy = load_policy(args.policy)
         names = [o.name if args.policy_command == "owners" else o.unit for o in policy.owners]

@@ -28,6 +28,9 @@ from .parse import Skipped, ftok_claim, instance_parts
 _INSTANCE = re.compile(r"[A-Za-z0-9:_.\\@-]+")
 
 
+Found = dict[str, list[tuple[int, str, int]]]  # instance -> (key, path, proj) of its ftok files
+
+
 def expand(owners: list[Owner], strict: bool) -> tuple[list[Owner], list[str], list[PolicyProblem]]:
     """Each owner, followed by one owner per instance of each template owner; and the
     warnings and problems met."""
@@ -40,23 +43,8 @@ def expand(owners: list[Owner], strict: bool) -> tuple[list[Owner], list[str], l
             out.append(t)
             continue
         where = f"{t.source}: [owners.{t.name}]"
-        keys: dict[str, list[tuple[int, str, int]]] = {}  # instance -> (key, path, proj)
-        steered: set[int] = set()  # keys of paths a non-root user controls
-        for pattern, proj in t.per_instance:
-            for instance, path in _instances(pattern, strict, where, warnings):
-                try:
-                    key, steerable = ftok_claim(path, proj, t.uid, strict)
-                except Skipped as skip:
-                    warnings.append(f"{where} {skip}: that instance's ftok entry is skipped")
-                    continue
-                keys.setdefault(instance, []).append((key, path, proj))
-                if steerable:
-                    steered.add(key)
-        holders: dict[int, list[str]] = {}
-        for instance, found in keys.items():
-            for k in dict.fromkeys(k for k, _, _ in found):
-                holders.setdefault(k, []).append(instance)
-        shared = {k: sorted(i, key=_natural) for k, i in holders.items() if len(i) > 1}
+        keys, steered = _instance_keys(t, strict, where, warnings)
+        shared = _shared_keys(keys)
         for k, insts in sorted(shared.items()):
             warnings.append(
                 f"{where} key 0x{k:08x} is the ftok key of instances {', '.join(insts)}: it "
@@ -74,22 +62,7 @@ def expand(owners: list[Owner], strict: bool) -> tuple[list[Owner], list[str], l
             if not own:
                 continue
             if name in named:  # an owner of the policy, or another template's instance
-                clash = named[name]
-                path, _, line = clash.source.rpartition(":")
-                what = (
-                    f"instance {clash.instance} of template owner {clash.template!r}"
-                    if clash.template
-                    else f"owner {name!r}"
-                )
-                problems.append(
-                    PolicyProblem(
-                        path or clash.source,
-                        int(line) if line.isdigit() else None,
-                        f"{what} ({clash.source}) and instance {instance} of template owner "
-                        f"{t.name!r} ({t.source}) are both named {name!r}: owner names must "
-                        "tell owners apart (a hook cleans by name): rename one",
-                    )
-                )
+                problems.append(_clash(named[name], name, t, instance))
                 continue
             named[name] = t._replace(name=name, template=t.name, instance=instance)
             out.append(
@@ -105,6 +78,51 @@ def expand(owners: list[Owner], strict: bool) -> tuple[list[Owner], list[str], l
                 )
             )
     return out, warnings, problems
+
+
+def _instance_keys(
+    t: Owner, strict: bool, where: str, warnings: list[str]
+) -> tuple[Found, set[int]]:
+    """The ftok keys of each instance found on disk, and those a non-root user can steer."""
+    keys: Found = {}
+    steered: set[int] = set()  # keys of paths a non-root user controls
+    for pattern, proj in t.per_instance:
+        for instance, path in _instances(pattern, strict, where, warnings):
+            try:
+                key, steerable = ftok_claim(path, proj, t.uid, strict)
+            except Skipped as skip:
+                warnings.append(f"{where} {skip}: that instance's ftok entry is skipped")
+                continue
+            keys.setdefault(instance, []).append((key, path, proj))
+            if steerable:
+                steered.add(key)
+    return keys, steered
+
+
+def _shared_keys(keys: Found) -> dict[int, list[str]]:
+    """Keys that more than one instance's files give (ftok collides): key -> instances."""
+    holders: dict[int, list[str]] = {}
+    for instance, found in keys.items():
+        for k in dict.fromkeys(k for k, _, _ in found):
+            holders.setdefault(k, []).append(instance)
+    return {k: sorted(i, key=_natural) for k, i in holders.items() if len(i) > 1}
+
+
+def _clash(clash: Owner, name: str, t: Owner, instance: str) -> PolicyProblem:
+    """An instance owner named like an owner already there: the policy must rename one."""
+    path, _, line = clash.source.rpartition(":")
+    what = (
+        f"instance {clash.instance} of template owner {clash.template!r}"
+        if clash.template
+        else f"owner {name!r}"
+    )
+    return PolicyProblem(
+        path or clash.source,
+        int(line) if line.isdigit() else None,
+        f"{what} ({clash.source}) and instance {instance} of template owner "
+        f"{t.name!r} ({t.source}) are both named {name!r}: owner names must "
+        "tell owners apart (a hook cleans by name): rename one",
+    )
 
 
 def _instances(
