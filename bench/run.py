@@ -170,6 +170,34 @@ def crowded_rows(n: int, jan: float, policy: Path, tmp: Path) -> None:
     )
 
 
+def policy_text(owners: int) -> str:
+    """One policy file of `owners` owners, each bound to a unit (issue 16.9's shape)."""
+    tables = [
+        f'[owners.o{i}]\nunit = "svc{i}.service"\n'
+        f'keys = ["0x{0x61000000 + 16 * i:08x}-0x{0x61000000 + 16 * i + 15:08x}"]\n'
+        'uid = 0\nmin_age = "1m"\n'
+        for i in range(owners)
+    ]
+    return 'min_age = "10m"\n\n' + "\n".join(tables)
+
+
+def policy_rows(tmp: Path) -> None:
+    """`policy check` of one file with many owners against the same owners in 1 file each."""
+    print("one policy file of N owners (policy check, whole process):")
+    for n in (2000, 4000, 8000):
+        one = tmp / f"policy-{n}.toml"
+        one.write_text(policy_text(n))
+        many = tmp / f"policy-{n}.d"
+        many.mkdir(exist_ok=True)
+        for i, table in enumerate(policy_text(n).split("\n\n")[1:]):
+            (many / f"o{i:05d}.toml").write_text(table)
+        check = [PY, "-m", "ipcjanitor", "-q", "--policy"]
+        t_one = min(timed([*check, str(one), "policy", "check"]) for _ in range(REPEATS))
+        t_many = min(timed([*check, str(many), "policy", "check"]) for _ in range(REPEATS))
+        print(f"  {n:5d} owners  {t_one:7.3f} s in one file   {t_many:7.3f} s in {n} files")
+    print()
+
+
 def main_inside() -> None:
     Path("/proc/sys/kernel/shmmni").write_text("32768")
     Path("/proc/sys/kernel/sem").write_text("250 1024000000 500 32768")
@@ -217,6 +245,7 @@ def main_inside() -> None:
     )
 
     crowded_rows(n, jan, policy, tmp)
+    policy_rows(tmp)
 
     creators = int(os.environ.get("BENCH_CREATORS", "2000"))
     distinct = best(lambda: populate(half, half, creators), janitor_cmd(policy))
@@ -251,6 +280,9 @@ def main_inside() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["policy"]:  # this row alone: it needs no namespace
+        policy_rows(Path(tempfile.mkdtemp()))
+        sys.exit(0)
     if os.environ.get("IPCJANITOR_BENCH_INSIDE") != "1":
         env = dict(os.environ, IPCJANITOR_BENCH_INSIDE="1", PYTHONPATH=str(ROOT))
         sys.exit(
