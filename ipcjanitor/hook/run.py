@@ -121,13 +121,19 @@ def _clean_owners_of(
     try:
         done, waited = clean(policy, scope, journal, facts_hook, lock_wait=HOOK_WAIT_LIMIT)
     except LockBusy as busy:  # give up inside TimeoutStopSec=: a stop never fails for it
-        journal.send(
+        why = (
             f"gave up after {unit} stopped, nothing was removed: {busy}; the next run "
-            "(the timer's, or the next stop's hook) judges these objects",
+            "(the timer's, or the next stop's hook) judges these objects"
+        )
+        journal.send(
+            why,
             "warning",
             [("IPCJANITOR_UNIT", unit), ("IPCJANITOR_OWNER", " ".join(sorted(scope.owners or ())))],
         )
         journal.close()
+        if call.json:  # a document still, for whoever reads one; the record said it already
+            extra = {"unit": unit}
+            report.emit([], as_json=True, quiet=call.quiet, notes=[*notes, why], extra=extra)
         return ExitCode.OK
     if call.metrics:
         metrics.write(call.metrics, done, started, time.time())

@@ -126,8 +126,12 @@ def hook_behind_a_long_root_run() -> dict[str, Any]:
         out = {"finished": False}
     finally:
         took = time.monotonic() - start
+    try:  # --json: still one document, its notes saying why
+        doc = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=30,
+                             check=False).stdout  # fmt: skip
+    finally:
         held.release()
-    return {**out, "took": took, "left": ipcs_keys()}
+    return {**out, "took": took, "left": ipcs_keys(), "doc": json.loads(doc)}
 
 
 if __name__ == "__main__":

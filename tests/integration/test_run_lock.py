@@ -54,3 +54,4 @@ def test_the_hook_gives_up_on_a_long_run_inside_any_stop_timeout(tmp_path: Path)
     assert r["rc"] == 0 and 4.5 < r["took"] < 20, r
     assert "gave up after svc.service stopped, nothing was removed" in r["stderr"], r["stderr"]
     assert "has held /run/ipcjanitor/" in r["stderr"] and r["left"] == ["0x10000603"]
+    assert r["doc"]["objects"] == [] and any("gave up" in n for n in r["doc"]["summary"]["notes"])
