@@ -170,6 +170,127 @@ def crowded_rows(n: int, jan: float, policy: Path, tmp: Path) -> None:
     )
 
 
+def policy_text(owners: int) -> str:
+    """One policy file of `owners` owners, each bound to a unit (issue 16.9's shape)."""
+    tables = [
+        f'[owners.o{i}]\nunit = "svc{i}.service"\n'
+        f'keys = ["0x{0x61000000 + 16 * i:08x}-0x{0x61000000 + 16 * i + 15:08x}"]\n'
+        'uid = 0\nmin_age = "1m"\n'
+        for i in range(owners)
+    ]
+    return 'min_age = "10m"\n\n' + "\n".join(tables)
+
+
+def policy_rows(tmp: Path) -> None:
+    """`policy check` of one file with many owners against the same owners in 1 file each."""
+    print("one policy file of N owners (policy check, whole process):")
+    for n in (2000, 4000, 8000):
+        one = tmp / f"policy-{n}.toml"
+        one.write_text(policy_text(n))
+        many = tmp / f"policy-{n}.d"
+        many.mkdir(exist_ok=True)
+        for i, table in enumerate(policy_text(n).split("\n\n")[1:]):
+            (many / f"o{i:05d}.toml").write_text(table)
+        check = [PY, "-m", "ipcjanitor", "-q", "--policy"]
+        t_one = min(timed([*check, str(one), "policy", "check"]) for _ in range(REPEATS))
+        t_many = min(timed([*check, str(many), "policy", "check"]) for _ in range(REPEATS))
+        print(f"  {n:5d} owners  {t_one:7.3f} s in one file   {t_many:7.3f} s in {n} files")
+    print()
+
+
+def _stale_queues(n: int) -> None:
+    def make() -> None:
+        buf = ctypes.create_string_buffer(16)
+        ctypes.c_long.from_buffer(buf).value = 1  # mtype: must be positive
+        for i in range(n):
+            q = libc.msgget(0x12000000 + i, IPC_CREAT | 0o600)
+            assert q >= 0 and libc.msgsnd(q, buf, 8, 0) == 0
+            assert libc.msgrcv(q, buf, 8, 0, 0) == 8
+
+    in_dead_child(make)
+
+
+def _big_stale_set(nsems: int) -> None:
+    def make() -> None:
+        sem = libc.semget(0x11000000, nsems, IPC_CREAT | 0o600)
+        op = SemBuf(nsems - 1, 1, 0)
+        assert sem >= 0 and libc.semop(sem, ctypes.byref(op), 1) == 0
+
+    in_dead_child(make)
+
+
+def removal_windows(policy: Path) -> tuple[float, float, int]:
+    """The engine's own sweep (survey, remove_stale), in this process, with its two kernel
+    steps timed: the longest time from the start of the look a batch was judged by (the read
+    of the tasks for queues; the batch's re-read by id for a semaphore set) to the end of that
+    batch's IPC_RMIDs. Returns (longest, mean, batches)."""
+    from ipcjanitor import _sysvipc  # noqa: PLC0415
+    from ipcjanitor.engine.remove import remove_stale  # noqa: PLC0415
+    from ipcjanitor.engine.run import survey  # noqa: PLC0415
+    from ipcjanitor.kernel.tasks import queue_waiters  # noqa: PLC0415
+    from ipcjanitor.policy.load import load_policy  # noqa: PLC0415
+
+    look = [0.0]
+    windows: list[float] = []
+
+    def waiters():  # type: ignore[no-untyped-def]
+        look[0] = time.perf_counter()
+        return queue_waiters()
+
+    def recheck(kind, items):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        out = _sysvipc.recheck_rmid(kind, items)
+        windows.append(time.perf_counter() - (look[0] if kind == 2 else start))
+        return out
+
+    decisions = survey(load_policy(str(policy)))
+    done = list(remove_stale(decisions, waiters, recheck))
+    assert all(d.verdict.value == "removed" for d in done), {d.verdict for d in done}
+    return max(windows), sum(windows) / len(windows), len(windows)
+
+
+def window_rows(tmp: Path) -> None:
+    """How long before its IPC_RMID the last look at a queue's waiters, or at a big semaphore
+    set's counts, was taken (issue 16: a waiter arriving in that window loses its object)."""
+    policy = tmp / "window-policy.toml"
+    policy.write_text(
+        'pid_namespace_complete = true\nmin_age = "0s"\n'
+        '[owners.bench]\nkeys = ["0x10000000-0x1fffffff"]\nkeep_queued_messages = false\n'
+    )
+    print("the window between the last look and IPC_RMID (the engine's sweep, timed inside):")
+    queues = int(os.environ.get("BENCH_QUEUES", "32000"))
+    for people in (0, 2000):
+        session = crowd(people) if people else None
+        try:
+            rows = []
+            for _ in range(REPEATS):
+                _stale_queues(queues)
+                rows.append(removal_windows(policy))
+                assert count() == 0
+        finally:
+            if session is not None:
+                end_crowd(session)
+        longest, mean, batches = min(rows)
+        print(
+            f"  {queues} queues, {people} more processes: longest {longest * 1000:.2f} ms, "
+            f"mean {mean * 1000:.2f} ms over {batches} batches (read of the tasks + removals)"
+        )
+    nsems = 32000
+    Path("/proc/sys/kernel/sem").write_text(f"{nsems} 1024000000 500 32768")
+    try:
+        rows = []
+        for _ in range(REPEATS):
+            _big_stale_set(nsems)
+            rows.append(removal_windows(policy))
+        longest = min(r[0] for r in rows)
+        print(
+            f"  one set of {nsems} semaphores: {longest * 1000:.2f} ms from reading its first "
+            "semaphore's counts to IPC_RMID\n"
+        )
+    finally:
+        Path("/proc/sys/kernel/sem").write_text("250 1024000000 500 32768")
+
+
 def main_inside() -> None:
     Path("/proc/sys/kernel/shmmni").write_text("32768")
     Path("/proc/sys/kernel/sem").write_text("250 1024000000 500 32768")
@@ -217,6 +338,8 @@ def main_inside() -> None:
     )
 
     crowded_rows(n, jan, policy, tmp)
+    window_rows(tmp)
+    policy_rows(tmp)
 
     creators = int(os.environ.get("BENCH_CREATORS", "2000"))
     distinct = best(lambda: populate(half, half, creators), janitor_cmd(policy))
@@ -251,13 +374,31 @@ def main_inside() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["policy"]:  # this row alone: it needs no namespace
+        policy_rows(Path(tempfile.mkdtemp()))
+        sys.exit(0)
     if os.environ.get("IPCJANITOR_BENCH_INSIDE") != "1":
         env = dict(os.environ, IPCJANITOR_BENCH_INSIDE="1", PYTHONPATH=str(ROOT))
         sys.exit(
             subprocess.run(
-                ["unshare", "--ipc", "--pid", "--fork", "--mount-proc", PY, __file__],
+                [
+                    "unshare",
+                    "--ipc",
+                    "--pid",
+                    "--fork",
+                    "--mount-proc",
+                    PY,
+                    __file__,
+                    *sys.argv[1:],
+                ],
                 env=env,
                 check=False,
             ).returncode
         )
+    if sys.argv[1:] == ["window"]:  # this row alone (python bench/run.py window)
+        Path("/proc/sys/kernel/msgmni").write_text("32000")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"], check=True)
+        sys.path.insert(0, str(ROOT))
+        window_rows(Path(tempfile.mkdtemp()))
+        sys.exit(0)
     main_inside()

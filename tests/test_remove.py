@@ -157,3 +157,46 @@ def test_a_queue_is_removed_only_if_no_task_began_waiting_on_it(
     assert [d.verdict for d in out] == [verdict, verdict] and fragment in out[0].reason
     assert scans == [1]  # one fresh look at the tasks, before the first queue
     assert (kernel.removed == [(2, 9), (2, 9)]) is (verdict is Verdict.REMOVED)
+
+
+def test_the_tasks_are_read_again_before_each_batch_of_queues() -> None:
+    """A consumer that starts waiting during a long sweep (after the first batch) keeps its
+    queue: it was removed when the tasks were read only once, before the first queue."""
+    kernel = Kernel(QUEUE.obj.raw)
+    late = QueueWaiters({9: ("pid 4 is blocked in msgrcv on it",)}, None)
+    scans: list[QueueWaiters] = []
+
+    def waiters() -> QueueWaiters:
+        scans.append(QueueWaiters({}, None) if not scans else late)
+        return scans[-1]
+
+    ticks = iter(range(10**6))  # a clock on which each read of the tasks and each batch take 1
+    queues = [QUEUE] * (remove.BATCH + 1)
+    out = list(remove.remove_stale(queues, waiters, kernel, clock=lambda: next(ticks)))
+    assert len(scans) == 2  # one look per batch, each just before its removals
+    assert [d.verdict for d in out] == [Verdict.REMOVED] * remove.BATCH + [Verdict.CHANGED]
+    assert "since the scan, pid 4 is blocked in msgrcv" in out[-1].reason
+    assert len(kernel.removed) == remove.BATCH
+
+
+def test_a_read_of_the_tasks_slower_than_the_removals_since_is_not_repeated_yet() -> None:
+    """With a crowded process table a read of the tasks outlasts a batch: reading again before
+    every batch would cost a read per 256 queues for no fresher look (the cost stays at most
+    the removals' own; the window at most two reads and a batch)."""
+    now = [0.0]
+    scans = []
+
+    def waiters() -> QueueWaiters:
+        scans.append(now[0])
+        now[0] += 10.0  # a read of the tasks takes 10
+        return QueueWaiters({}, None)
+
+    def kernel(kind: int, items: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+        now[0] += 4.0  # a batch of removals takes 4
+        return [None] * len(items)
+
+    queues = [QUEUE] * (remove.BATCH * 6)
+    out = list(remove.remove_stale(queues, waiters, kernel, clock=lambda: now[0]))
+    assert [d.verdict for d in out] == [Verdict.REMOVED] * len(queues)
+    # read at 0 (ends 10); batches end 14, 18, 22: again at 22 (12 >= 10, ends 32); 36, 40, 44
+    assert scans == [0.0, 22.0]

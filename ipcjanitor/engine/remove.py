@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import groupby, islice
 from typing import Any
@@ -99,24 +100,33 @@ def remove_stale(
     decisions: Iterable[Decision],
     waiters: Callable[[], QueueWaiters] = queue_waiters,
     recheck: Recheck = _sysvipc.recheck_rmid,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[Decision]:
     """Every decision back, in order, stale ones replaced by what removing them did.
 
-    A queue shows no waiter in its own record, so before the first stale queue is removed the
-    tasks are read again: a task that began waiting on it since the scan keeps it.
+    A queue shows no waiter in its own record, so the tasks are read again before each batch
+    of stale queues (a task that began waiting on one since the scan, or during a long sweep,
+    keeps it) — unless reading them took longer than the removals since: then the look is
+    still as fresh as one read can make it. So a waiter can escape only by starting within
+    the last read of the tasks, the removals since (no longer than that read) and one batch,
+    and the reads add at most as much time as the removals (README, "How it decides").
     """
-    fresh: QueueWaiters | None = None
+    looked: tuple[float, float] | None = None  # the last read of the tasks: (ended, took)
+    fresh = QueueWaiters({}, None)
     for stale, run in groupby(decisions, key=lambda d: d.verdict is Verdict.STALE):
         if not stale:
             yield from run
             continue
         for kind, same_kind in groupby(run, key=lambda d: d.obj.kind):
             todo: Iterator[Decision] = iter(same_kind)
-            if kind is IpcKind.MSG:
-                if fresh is None:
-                    fresh = waiters()
-                todo = _without_new_waiters(todo, fresh)
             while batch := list(islice(todo, BATCH)):
+                if kind is IpcKind.MSG:
+                    if looked is None or clock() - looked[0] >= looked[1]:
+                        start = clock()
+                        fresh = waiters()
+                        end = clock()
+                        looked = (end, end - start)
+                    batch = list(_without_new_waiters(batch, fresh))
                 still = [d for d in batch if d.verdict is Verdict.STALE]
                 done = iter(_remove_batch(still, recheck))
                 yield from (next(done) if d.verdict is Verdict.STALE else d for d in batch)

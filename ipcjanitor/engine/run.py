@@ -13,7 +13,7 @@ from ..model import Decision, HostFacts, IpcKind, Verdict
 from ..output.journal import Journal
 from ..policy.model import Owner, Policy
 from .decide import claims, decide, pids_to_probe, queues_to_probe, units_to_probe
-from .lock import acquire
+from .lock import WAIT_LIMIT, acquire
 from .remove import remove_stale
 
 
@@ -60,13 +60,15 @@ def clean(
     scope: Scope,
     journal: Journal,
     facts_hook: Callable[[HostFacts], HostFacts] | None = None,
+    lock_wait: float = WAIT_LIMIT,
 ) -> tuple[list[Decision], str | None]:
     """Under the run lock: survey, remove what is stale, record each removal attempt.
 
     Returns every decision (stale ones replaced by what removing them did) and a note when
-    this run had to wait for another.
+    this run had to wait for another. Raises LockBusy, having touched nothing, when another
+    run held the lock for over lock_wait seconds.
     """
-    held = acquire()
+    held = acquire(limit=lock_wait)
     try:
         decisions = survey(policy, scope, facts_hook=facts_hook)
         done = []

@@ -298,7 +298,7 @@ def _record(state: Path, text: str) -> None:
     """Best effort: without a writable state dir the margin just cannot widen later."""
     tmp = state.with_name(f".{state.name}.{os.getpid()}")
     try:
-        state.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # root's alone (lock.py)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(text)
