@@ -1,0 +1,86 @@
+"""POSIX scenarios, run INSIDE harness.in_namespace(posix=True): a fresh tmpfs on /dev/shm and
+a fresh mqueue on /dev/mqueue in private IPC, mount and pid namespaces. Each prints its
+result as JSON on its last line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ipcjanitor.kernel import posix
+
+HERE = Path(__file__).parent
+SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {}
+POLICY = ""
+
+
+def scenario(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def private_mounts() -> None:
+    """Refuse to run anywhere but on the fresh mounts the harness made."""
+    if os.stat("/dev/shm").st_dev == os.stat("/proc/1/root/dev/shm").st_dev and os.getpid() != 1:
+        raise SystemExit("not in a private mount namespace")
+    if os.listdir("/dev/shm") or os.listdir("/dev/mqueue"):
+        raise SystemExit("/dev/shm or /dev/mqueue is not fresh")
+
+
+def start(how: str, name: str) -> subprocess.Popen[str]:
+    """A real program holding NAME as HOW says; returns once it holds it."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "posix_progs.py"), how, name],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group: SIGKILL takes helpers (resource tracker) too
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def listed(listing: posix.Listing) -> list[list[object]]:
+    return [[o.kind.value, o.name, o.qnum, o.unreadable] for o in listing.objects]
+
+
+@scenario
+def listing() -> dict[str, Any]:
+    """shm files, a glibc semaphore and queues (one with messages), listed by kind."""
+    procs = [start("mapped", "psm_a"), start("sem", "jack_sem.0"), start("mq_data", "q1")]
+    procs.append(start("mq", "q0"))
+    Path("/dev/shm/app").mkdir()
+    Path("/dev/shm/app/buf0").write_bytes(b"")
+    out = {"objects": listed(posix.list_posix()), "notes": list(posix.list_posix().notes)}
+    for p in procs:
+        kill(p)
+    return out
+
+
+@scenario
+def mqueue_unmounted() -> dict[str, Any]:
+    subprocess.run(["umount", "/dev/mqueue"], check=True)
+    result = posix.list_posix()
+    return {"objects": listed(result), "notes": list(result.notes)}
+
+
+def main() -> None:
+    global POLICY  # noqa: PLW0603  (the policy file of this run)
+    POLICY = sys.argv[2]
+    private_mounts()
+    print(json.dumps(SCENARIOS[sys.argv[1]]()))
+
+
+if __name__ == "__main__":
+    main()
