@@ -18,6 +18,15 @@ import time
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.sem_open.restype = ctypes.c_void_p
 LIBC.sem_open.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_uint)
+LIBC.mmap.restype = ctypes.c_void_p
+LIBC.mmap.argtypes = (
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+)
 LIBC.mq_open.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
 
 
@@ -32,12 +41,14 @@ def shm_fd(name: str) -> int:
 
 
 def mapped(name: str) -> object:
-    """A mapping without an fd (the fd is closed after mmap)."""
+    """A mapping without an fd: mmap(2) itself (Python's mmap keeps a dup of the fd), then
+    the fd closed."""
     fd = shm_fd(name)
     os.ftruncate(fd, 4096)
-    m = mmap.mmap(fd, 4096)
+    addr = LIBC.mmap(None, 4096, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    check(addr not in (None, ctypes.c_void_p(-1).value), "mmap")
     os.close(fd)
-    return m
+    return addr
 
 
 def lock_sh(name: str) -> object:

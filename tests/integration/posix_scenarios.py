@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ipcjanitor.kernel import posix
+from ipcjanitor.kernel import holders, posix
 
 HERE = Path(__file__).parent
 SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {}
@@ -73,6 +73,47 @@ def mqueue_unmounted() -> dict[str, Any]:
     subprocess.run(["umount", "/dev/mqueue"], check=True)
     result = posix.list_posix()
     return {"objects": listed(result), "notes": list(result.notes)}
+
+
+def holders_by_name(complete: bool = True) -> tuple[dict[str, list[str]], str | None]:
+    """Holders by kind:name; complete: this pid namespace holds every process (it does)."""
+    listing = posix.list_posix()
+    found = holders.read_holders(
+        [o.identity for o in listing.objects], pid_namespace_complete=complete
+    )
+    return {
+        f"{o.kind.value}:{o.name}": sorted(found.by_identity.get(o.identity, ()))
+        for o in listing.objects
+    }, found.blind
+
+
+@scenario
+def holders_alive_and_killed() -> dict[str, Any]:
+    """Each way of holding an object, by a real program; then the same after SIGKILL."""
+    procs = {
+        how: start(how, name)
+        for how, name in [
+            ("mapped", "map_only"),
+            ("fd", "fd_only"),
+            ("lock_sh", "locked"),
+            ("ofd", "ofd_locked"),
+            ("sem", "sem1"),
+            ("mq_reader", "reader_q"),
+            ("shared_memory", "psm_test"),
+        ]
+    }
+    alive, blind = holders_by_name()
+    _, blind_unstated = holders_by_name(complete=False)
+    for p in procs.values():
+        kill(p)
+    dead, blind_after = holders_by_name()
+    return {
+        "pids": {how: p.pid for how, p in procs.items()},
+        "alive": alive,
+        "dead": dead,
+        "blind": [blind, blind_after],
+        "blind_unstated": blind_unstated,
+    }
 
 
 def main() -> None:
