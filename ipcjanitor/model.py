@@ -223,3 +223,13 @@ class PosixObject(NamedTuple):
     def facts(self) -> tuple[object, ...]:
         """What the re-check before removal compares with the scan."""
         return (self.dev, self.ino, self.ctime_ns, self.mtime_ns, self.size, self.nlink)
+
+
+class PosixDecision(NamedTuple):
+    """One POSIX object, the owner that claims it (if any), its verdict, why, and its holders."""
+
+    obj: PosixObject
+    owner: str | None
+    verdict: Verdict
+    reason: str
+    holders: tuple[str, ...] = ()
