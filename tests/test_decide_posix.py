@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,14 +18,14 @@ PY = Owner("py", names=("psm_*",), posix_kinds=frozenset(PosixKind), uid=33)
 POLICY = Policy((PG, PY), min_age=600)
 
 
-def obj(name: str, kind: PosixKind = PosixKind.SHM, **kw: object) -> PosixObject:
+def obj(name: str, kind: PosixKind = PosixKind.SHM, **kw: Any) -> PosixObject:
     base = PosixObject(
         kind, name, 5, 7, 33, 33, 0o100600, 4096, 1, OLD, OLD, OLD, (("", 5, 1),), name
     )
     return base._replace(**kw)
 
 
-def facts(**kw: object) -> PosixFacts:
+def facts(**kw: Any) -> PosixFacts:
     return PosixFacts(holders={}, units={"pg.service": UnitState.STOPPED})._replace(**kw)
 
 
