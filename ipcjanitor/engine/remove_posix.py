@@ -1,0 +1,176 @@
+"""The only module that removes POSIX objects, and never an inode other than the one judged.
+
+For each batch of stale objects:
+1. walk from the root again by directory fds (O_NOFOLLOW), each directory checked to be the
+   one the scan walked (dev, inode), and open the object itself O_NOFOLLOW from its
+   directory: dev, inode, ctime, mtime, size and links must be the scan's;
+2. take flock(LOCK_EX|LOCK_NB) on it: a cooperative owner's LOCK_SH makes it `changed`;
+3. with every lock of the batch held, read the holders again (maps, fds, /proc/locks; our
+   own excluded): anyone who mapped, opened or locked it since the scan keeps it;
+4. re-stat the name from the directory fd (AT_SYMLINK_NOFOLLOW), compare dev and inode with
+   the open object, and unlinkat.
+The window left is between 4's stat and its unlinkat (README: "how it decides"): a
+process that swaps the name in those microseconds makes the unlink remove its swapped-in
+file. In a sticky directory like /dev/shm only that name's owner or the directory's can.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from itertools import islice
+from pathlib import Path
+
+from ..kernel.holders import Holders, Identity, read_holders
+from ..kernel.posix import MQ_ROOT, SHM_ROOT
+from ..model import PosixDecision, PosixKind, PosixObject, Verdict
+
+BATCH = 256  # objects held open and locked at once (well below the usual 1024 fds)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OBJ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+Reread = Callable[[Iterable[Identity]], Holders]
+
+
+class _Kept(Exception):
+    """The object is not removed: the verdict and why."""
+
+    def __init__(self, verdict: Verdict, reason: str) -> None:
+        super().__init__(reason)
+        self.verdict = verdict
+        self.reason = reason
+
+
+def _errno(exc: OSError) -> str:
+    code = exc.errno or 0
+    return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
+
+
+def _open_dir(stack: ExitStack, obj: PosixObject, root: Path) -> int:
+    """The object's directory, walked from root, each step checked against the scan."""
+    fd = -1
+    for i, (name, dev, ino) in enumerate(obj.parents):
+        try:
+            if i == 0:
+                nxt = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            else:
+                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            raise _Kept(
+                Verdict.CHANGED, f"its directory changed since the scan ({_errno(exc)})"
+            ) from None
+        stack.callback(os.close, nxt)
+        st = os.fstat(nxt)
+        if (st.st_dev, st.st_ino) != (dev, ino):
+            raise _Kept(Verdict.CHANGED, "its directory was replaced since the scan")
+        fd = nxt
+    return fd
+
+
+def _open_object(stack: ExitStack, obj: PosixObject, dirfd: int) -> int:
+    """The object opened from its directory, checked to be the inode judged, and locked."""
+    try:
+        fd = os.open(obj.entry, _OBJ_FLAGS, dir_fd=dirfd)
+    except FileNotFoundError:
+        raise _Kept(Verdict.CHANGED, "vanished before removal (someone else removed it)") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.ENOTDIR):
+            raise _Kept(Verdict.CHANGED, "its name is no longer the file judged") from None
+        raise _Kept(Verdict.FAILED, f"open refused: {_errno(exc)}") from None
+    stack.callback(os.close, fd)
+    st = os.fstat(fd)
+    now = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size, st.st_nlink)
+    if now != obj.facts():
+        if (st.st_dev, st.st_ino) != obj.identity:
+            why = "its name now belongs to another file (replaced since the scan)"
+        else:
+            why = "it was modified since the scan (ctime, mtime, size or links differ)"
+        raise _Kept(Verdict.CHANGED, why)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _Kept(
+            Verdict.CHANGED, "a process holds a lock on it (a cooperative owner is alive)"
+        ) from None
+    except OSError as exc:
+        raise _Kept(Verdict.FAILED, f"flock refused: {_errno(exc)}") from None
+    return fd
+
+
+def _unlink(obj: PosixObject, dirfd: int, fd: int) -> None:
+    """unlinkat, right after checking that the name is still the open, locked inode."""
+    try:
+        st = os.stat(obj.entry, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise _Kept(Verdict.CHANGED, "vanished before removal (someone else removed it)") from None
+    held = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+        raise _Kept(Verdict.CHANGED, "its name now belongs to another file (replaced just now)")
+    try:
+        os.unlink(obj.entry, dir_fd=dirfd)
+    except FileNotFoundError:
+        raise _Kept(Verdict.CHANGED, "vanished before removal (someone else removed it)") from None
+    except OSError as exc:
+        raise _Kept(Verdict.FAILED, f"unlink refused: {_errno(exc)}") from None
+
+
+def _root(obj: PosixObject, shm_root: Path, mq_root: Path) -> Path:
+    return mq_root if obj.kind is PosixKind.MQ else shm_root
+
+
+def _batch(
+    batch: Sequence[PosixDecision], reread: Reread, shm_root: Path, mq_root: Path
+) -> dict[int, PosixDecision]:
+    """Outcomes by position in the batch."""
+    out: dict[int, PosixDecision] = {}
+    with ExitStack() as stack:
+        opened: dict[int, tuple[int, int]] = {}
+        for i, d in enumerate(batch):
+            try:
+                dirfd = _open_dir(stack, d.obj, _root(d.obj, shm_root, mq_root))
+                opened[i] = (dirfd, _open_object(stack, d.obj, dirfd))
+            except _Kept as kept:
+                out[i] = d._replace(verdict=kept.verdict, reason=kept.reason)
+        if not opened:
+            return out
+        fresh = reread(batch[i].obj.identity for i in opened)
+        for i, (dirfd, fd) in opened.items():
+            d = batch[i]
+            holders = fresh.by_identity.get(d.obj.identity, ())
+            if holders or fresh.blind:
+                why = "; ".join(holders) or f"cannot re-check its holders: {fresh.blind}"
+                out[i] = d._replace(verdict=Verdict.CHANGED, reason=f"since the scan, {why}",
+                                    holders=holders)  # fmt: skip
+                continue
+            try:
+                _unlink(d.obj, dirfd, fd)
+            except _Kept as kept:
+                out[i] = d._replace(verdict=kept.verdict, reason=kept.reason)
+            else:
+                out[i] = d._replace(verdict=Verdict.REMOVED)
+    return out
+
+
+def remove_posix(
+    decisions: Iterable[PosixDecision],
+    reread: Reread | None = None,
+    *,
+    shm_root: Path = SHM_ROOT,
+    mq_root: Path = MQ_ROOT,
+    procfs: Path = Path("/proc"),
+    pid_namespace_complete: bool = False,
+) -> Iterator[PosixDecision]:
+    """Every decision back, in order, stale ones replaced by what removing them did."""
+    if reread is None:
+
+        def reread(identities: Iterable[Identity]) -> Holders:
+            return read_holders(identities, procfs, pid_namespace_complete=pid_namespace_complete)
+
+    todo = iter(decisions)
+    while chunk := list(islice(todo, BATCH)):
+        stale = [d for d in chunk if d.verdict is Verdict.STALE]
+        done = _batch(stale, reread, shm_root, mq_root) if stale else {}
+        results = iter(done[i] for i in range(len(stale)))
+        yield from (next(results) if d.verdict is Verdict.STALE else d for d in chunk)
