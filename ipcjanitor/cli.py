@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse  # noqa: PLC0415  (not on the hook's path)
 
     from . import __version__  # noqa: PLC0415
-    from .model import IpcKind  # noqa: PLC0415
+    from .model import IpcKind, PosixKind  # noqa: PLC0415
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str) -> NoReturn:
@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--owner", action="append", metavar="NAME", help="only this owner's objects"
         )
         cmd.add_argument(
-            "--kind", action="append", choices=[k.value for k in IpcKind], help="only this kind"
+            "--kind",
+            action="append",
+            choices=[k.value for k in (*IpcKind, *PosixKind)],
+            help="only this kind",
         )
 
     scoped(command("scan", "dry run: every object, its verdict and reason"))

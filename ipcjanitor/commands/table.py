@@ -9,10 +9,11 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ..engine import run as janitor
+from ..engine.posix_run import PosixScope, survey_posix
 from ..engine.run import Scope, survey
 from ..errors import ExitCode, PolicyErrors, UsageError
 from ..kernel.sysvipc import read_objects
-from ..model import Decision, IpcKind, Verdict
+from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
 from ..output import metrics, report
 from ..output.journal import Journal
 from ..policy.load import load_policy
@@ -59,38 +60,60 @@ def _scope(args: argparse.Namespace, policy: Policy) -> Scope:
             raise UsageError(f"no owner named {', '.join(unknown)} in the policy (owners: {names})")
         # a template owner's name takes its instances' owners too (workers: workers@2, ...)
         owners = frozenset(args.owner) | {o.name for o in policy.owners if o.template in args.owner}
-    kinds = frozenset(IpcKind(k) for k in args.kind) if args.kind else frozenset(IpcKind)
+    sysv = {k.value for k in IpcKind}
+    kinds = (
+        frozenset(IpcKind(k) for k in args.kind if k in sysv) if args.kind else frozenset(IpcKind)
+    )
     return Scope(kinds=kinds, owners=owners)
 
 
+def _posix_scope(args: argparse.Namespace, scope: Scope) -> PosixScope:
+    sysv = {k.value for k in IpcKind}
+    kinds = (
+        frozenset(PosixKind(k) for k in args.kind if k not in sysv)
+        if args.kind
+        else frozenset(PosixKind)
+    )
+    return PosixScope(kinds=kinds, owners=scope.owners)
+
+
 def _print(
-    args: argparse.Namespace, decisions: Sequence[Decision], notes: Sequence[str] = ()
+    args: argparse.Namespace,
+    decisions: Sequence[Decision],
+    notes: Sequence[str] = (),
+    posix: Sequence[PosixDecision] = (),
 ) -> None:
-    report.emit(decisions, as_json=args.json, quiet=args.quiet, notes=notes)
+    report.emit(decisions, as_json=args.json, quiet=args.quiet, notes=notes, posix=posix)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     policy = _policy(args)
-    decisions = survey(policy, _scope(args, policy))
-    _print(args, decisions)
+    scope = _scope(args, policy)
+    decisions = survey(policy, scope)
+    posix = survey_posix(policy, _posix_scope(args, scope))
+    _print(args, decisions, posix.notes, posix.decisions)
     return ExitCode.OK
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
     policy = _policy(args)
     scope = _scope(args, policy)
+    pscope = _posix_scope(args, scope)
     if args.dry_run:
         decisions = survey(policy, scope)
-        _print(args, decisions)
+        posix = survey_posix(policy, pscope)
+        _print(args, decisions, posix.notes, posix.decisions)
         return ExitCode.OK
     if args.metrics:
         metrics.require()  # before any work: a missing library is a one-line error
     started = time.time()
-    done, waited = janitor.clean(policy, scope, Journal())
+    pdone: list[PosixDecision] = []
+    pnotes: list[str] = []
+    done, waited = janitor.clean(policy, scope, Journal(), posix=(pscope, pdone, pnotes))
     if args.metrics:
         metrics.write(args.metrics, done, started, time.time())
-    _print(args, done, [waited] if waited else [])
-    return ExitCode.FAILED if report.failed(done) else ExitCode.OK
+    _print(args, done, [*pnotes, *([waited] if waited else [])], pdone)
+    return ExitCode.FAILED if report.failed([*done, *pdone]) else ExitCode.OK
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:

@@ -9,11 +9,12 @@ from typing import NamedTuple
 
 from ..kernel.processes import gather
 from ..kernel.sysvipc import read_objects
-from ..model import Decision, HostFacts, IpcKind, Verdict
+from ..model import Decision, HostFacts, IpcKind, PosixDecision, Verdict
 from ..output.journal import Journal
 from ..policy.model import Owner, Policy
 from .decide import claims, decide, pids_to_probe, queues_to_probe, units_to_probe
 from .lock import acquire
+from .posix_run import RECORDED, PosixScope, clean_posix, survey_posix
 from .remove import remove_stale
 
 
@@ -60,11 +61,13 @@ def clean(
     scope: Scope,
     journal: Journal,
     facts_hook: Callable[[HostFacts], HostFacts] | None = None,
+    posix: tuple[PosixScope, list[PosixDecision], list[str]] | None = None,
 ) -> tuple[list[Decision], str | None]:
     """Under the run lock: survey, remove what is stale, record each removal attempt.
 
     Returns every decision (stale ones replaced by what removing them did) and a note when
-    this run had to wait for another.
+    this run had to wait for another. posix: (scope, out, notes): the POSIX objects of that
+    scope are surveyed and cleaned under the same lock, their decisions appended to out.
     """
     held = acquire()
     try:
@@ -74,6 +77,14 @@ def clean(
             if d.verdict in _RECORDED:
                 journal.decision(d)
             done.append(d)
+        if posix is not None:
+            pscope, pout, pnotes = posix
+            found = survey_posix(policy, pscope)
+            pnotes.extend(found.notes)
+            for p in clean_posix(policy, found.decisions, pscope):
+                if p.verdict in RECORDED:
+                    journal.posix_decision(p)
+                pout.append(p)
     finally:
         held.release()
         journal.close()

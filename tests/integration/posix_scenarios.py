@@ -116,6 +116,72 @@ def holders_alive_and_killed() -> dict[str, Any]:
     }
 
 
+def janitor(*args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ipcjanitor", "--policy", POLICY, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    out: dict[str, Any] = {"rc": proc.returncode, "stderr": proc.stderr}
+    if "--json" in args and proc.stdout.startswith("{"):
+        out["doc"] = json.loads(proc.stdout)
+    else:
+        out["stdout"] = proc.stdout
+    return out
+
+
+def by_name(run: dict[str, Any]) -> dict[str, list[str]]:
+    return {
+        f"{o['kind']}:{o['name']}": [o["verdict"], o["reason"]]
+        for o in run["doc"]["objects"]
+        if "name" in o
+    }
+
+
+def remaining() -> list[str]:
+    return sorted(os.listdir("/dev/shm")) + [f"mq:{q}" for q in sorted(os.listdir("/dev/mqueue"))]
+
+
+@scenario
+def clean_for_real() -> dict[str, Any]:
+    """Real programs hold some objects, others are left by SIGKILLed ones; clean twice."""
+    dead = [("shared_memory", "psm_dead"), ("sem", "sem_dead"), ("mq_data", "q_data"),
+            ("mq", "q_dead"), ("mq_data", "free_data"), ("mapped", "map_dead")]  # fmt: skip
+    for how, name in dead:
+        kill(start(how, name))
+    live = {
+        name: start(how, name)
+        for how, name in [("mapped", "map_live"), ("fd", "fd_live"), ("lock_sh", "lock_live"),
+                          ("ofd", "ofd_live"), ("sem", "sem_live"), ("mq_reader", "q_reader")]
+    }  # fmt: skip
+    Path("/dev/shm/other").write_bytes(b"not ours")
+    secret = Path("/run/secret")
+    secret.write_bytes(b"root's")
+    Path("/dev/shm/psm_link").symlink_to(secret)
+    Path("/dev/shm/psm_hard").write_bytes(b"")
+    os.link("/dev/shm/psm_hard", "/dev/shm/psm_hard2")
+    scan = janitor("scan", "--json")
+    first = janitor("clean", "--json")
+    after_first = remaining()
+    for p in live.values():
+        kill(p)
+    second = janitor("clean", "--json")
+    table = janitor("scan")
+    return {
+        "pids": {name: p.pid for name, p in live.items()},
+        "scan": by_name(scan),
+        "first": by_name(first),
+        "first_rc": first["rc"],
+        "first_stderr": first["stderr"],
+        "after_first": after_first,
+        "second": by_name(second),
+        "after_second": remaining(),
+        "secret": secret.read_text(),
+        "table": table["stdout"],
+    }
+
+
 def main() -> None:
     global POLICY  # noqa: PLW0603  (the policy file of this run)
     POLICY = sys.argv[2]

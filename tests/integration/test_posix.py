@@ -54,3 +54,54 @@ def test_every_way_of_holding_is_seen_and_gone_after_sigkill(tmp_path: Path) -> 
     assert "outside the host's pid namespace" in r["blind_unstated"]
     assert all(v == [] for v in r["dead"].values()), r["dead"]
     assert len(r["dead"]) == 7
+
+
+CLEAN_POLICY = """
+min_age = "0s"
+pid_namespace_complete = true
+[owners.apps]
+names = ["psm_*", "map_*", "fd_*", "lock_*", "ofd_*", "sem_*", "q_*"]
+[owners.free]
+names = ["free_*"]
+kinds = ["posix-mq"]
+keep_queued_messages = false
+"""
+
+
+def test_clean_removes_the_dead_keeps_the_living_and_explains(tmp_path: Path) -> None:
+    r = run("clean_for_real", tmp_path, CLEAN_POLICY)
+    first, pids = r["first"], r["pids"]
+    assert r["first_rc"] == 0, r["first_stderr"]
+    for name in ["posix-shm:psm_dead", "posix-sem:sem_dead", "posix-mq:q_dead",
+                 "posix-mq:free_data", "posix-shm:map_dead"]:  # fmt: skip
+        assert first[name][0] == "removed", (name, first[name])
+    assert first["posix-mq:q_data"] == [
+        "holds-data",
+        "3 message(s) still queued (keep_queued_messages)",
+    ]
+    assert first["posix-shm:map_live"] == ["in-use", f"mapped by pid {pids['map_live']} (python)"]
+    assert first["posix-shm:fd_live"] == ["in-use", f"fd 3 of pid {pids['fd_live']} (python)"]
+    assert first["posix-shm:lock_live"][0] == "in-use"
+    assert f"LOCK_SH by pid {pids['lock_live']}" in first["posix-shm:lock_live"][1]
+    assert "OFD read lock by pid -1" in first["posix-shm:ofd_live"][1]
+    assert first["posix-sem:sem_live"][0] == "in-use"
+    assert f"fd 3 of pid {pids['q_reader']} (python)" in first["posix-mq:q_reader"][1]
+    assert first["posix-shm:other"] == ["unowned", "no owner's names claim posix-shm 'other'"]
+    assert (
+        first["posix-shm:psm_hard"][0] == "unknown" and "2 links" in first["posix-shm:psm_hard"][1]
+    )
+    assert "posix-shm:psm_link" not in first  # a symlink is no object, and never followed
+    assert r["secret"] == "root's"
+    assert r["scan"]["posix-shm:psm_dead"][0] == "stale"
+    assert r["after_first"] == [
+        "fd_live", "lock_live", "map_live", "ofd_live", "other", "psm_hard", "psm_hard2",
+        "psm_link", "sem.sem_live", "mq:q_data", "mq:q_reader",
+    ]  # fmt: skip
+    assert "removed posix-shm psm_dead" in r["first_stderr"]  # the record, outside systemd
+    # the holders SIGKILLed: everything claimed and provably unused is gone
+    second = r["second"]
+    for name in ["posix-shm:map_live", "posix-shm:fd_live", "posix-shm:lock_live",
+                 "posix-shm:ofd_live", "posix-sem:sem_live", "posix-mq:q_reader"]:  # fmt: skip
+        assert second[name][0] == "removed", (name, second[name])
+    assert r["after_second"] == ["other", "psm_hard", "psm_hard2", "psm_link", "mq:q_data"]
+    assert "NAME" in r["table"].splitlines()[0] and "psm_hard" in r["table"]
