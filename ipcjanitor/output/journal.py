@@ -121,7 +121,8 @@ class Journal:
         o = d.obj
         prio = "err" if d.verdict is Verdict.FAILED else "notice"
         name = safe_name(o.name)
-        text = f"{d.verdict.value} {o.kind.value} {name} (inode {o.ino}) of {d.owner}: {d.reason}"
+        reason = safe_name(d.reason)
+        text = f"{d.verdict.value} {o.kind.value} {name} (inode {o.ino}) of {d.owner}: {reason}"
         fields: list[tuple[str, object]] = [
             ("MESSAGE_ID", MESSAGE_ID_REMOVED),
             ("IPCJANITOR_KIND", o.kind.value),
@@ -130,7 +131,7 @@ class Journal:
             ("IPCJANITOR_DEV", f"{os.major(o.dev)}:{os.minor(o.dev)}"),
             ("IPCJANITOR_OWNER", d.owner or ""),
             ("IPCJANITOR_VERDICT", d.verdict.value),
-            ("IPCJANITOR_REASON", d.reason),
+            ("IPCJANITOR_REASON", reason),
             ("IPCJANITOR_UID", o.uid),
         ]
         if self.unit:

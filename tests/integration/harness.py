@@ -53,6 +53,8 @@ def in_namespace(
     policy_file.write_text(policy)
     ns = ["--ipc", "--mount", *(["--pid", "--fork", "--mount-proc"] if pid_ns else [])]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if posix:  # so the scenario can refuse to run on the host's /dev/shm
+        env["POSIX_TEST_HOST_SHM_DEV"] = str(os.stat("/dev/shm").st_dev)
     proc = subprocess.run(
         [
             "unshare",

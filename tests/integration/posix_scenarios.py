@@ -26,9 +26,14 @@ def scenario(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
 
 
 def private_mounts() -> None:
-    """Refuse to run anywhere but on the fresh mounts the harness made."""
-    if os.stat("/dev/shm").st_dev == os.stat("/proc/1/root/dev/shm").st_dev and os.getpid() != 1:
-        raise SystemExit("not in a private mount namespace")
+    """Refuse to run anywhere but on the fresh mounts the harness made: another /dev/shm
+    than the host's (whose st_dev the harness passes), an mqueue mounted on /dev/mqueue,
+    both empty."""
+    host = os.environ.get("POSIX_TEST_HOST_SHM_DEV")
+    if host is None or os.stat("/dev/shm").st_dev == int(host):
+        raise SystemExit("/dev/shm is the host's: refusing to run")
+    if posix.mount_type(Path("/proc"), Path("/dev/mqueue")) != "mqueue":
+        raise SystemExit("no private mqueue on /dev/mqueue: refusing to run")
     if os.listdir("/dev/shm") or os.listdir("/dev/mqueue"):
         raise SystemExit("/dev/shm or /dev/mqueue is not fresh")
 
@@ -179,6 +184,29 @@ def clean_for_real() -> dict[str, Any]:
         "after_second": remaining(),
         "secret": secret.read_text(),
         "table": table["stdout"],
+    }
+
+
+@scenario
+def hostile_names_and_mounts() -> dict[str, Any]:
+    """A container's own /dev/shm mounted below ours (another st_dev), and names with a
+    newline, a terminal escape and invalid UTF-8."""
+    Path("/dev/shm/container").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/dev/shm/container"], check=True)
+    Path("/dev/shm/container/psm_inner").write_bytes(b"")
+    for raw in [b"psm_new\nline", b"psm_\x1b[2J", b"psm_bad\xff"]:
+        with open(os.path.join(b"/dev/shm", raw), "wb"):
+            pass
+    scan = janitor("scan", "--json")
+    table = janitor("scan")
+    clean = janitor("clean", "--json")
+    return {
+        "scan": by_name(scan),
+        "notes": scan["doc"]["summary"]["notes"],
+        "table": table["stdout"],
+        "clean": by_name(clean),
+        "inner": os.listdir("/dev/shm/container"),
+        "left": sorted(os.listdir("/dev/shm")),
     }
 
 

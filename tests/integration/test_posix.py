@@ -105,3 +105,32 @@ def test_clean_removes_the_dead_keeps_the_living_and_explains(tmp_path: Path) ->
         assert second[name][0] == "removed", (name, second[name])
     assert r["after_second"] == ["other", "psm_hard", "psm_hard2", "psm_link", "mq:q_data"]
     assert "NAME" in r["table"].splitlines()[0] and "psm_hard" in r["table"]
+
+
+HOSTILE_POLICY = (
+    'min_age = "0s"\npid_namespace_complete = true\n[owners.a]\nnames = ["psm_*", "*/psm_*"]\n'
+)
+
+
+def test_another_filesystem_is_never_entered_and_hostile_names_are_safe(tmp_path: Path) -> None:
+    r = run("hostile_names_and_mounts", tmp_path, HOSTILE_POLICY)
+    assert sorted(r["scan"]) == [
+        "posix-shm:psm_\\x1b[2J", "posix-shm:psm_bad\\xff", "posix-shm:psm_new\\x0aline",
+    ]  # fmt: skip
+    assert r["notes"] == ["/dev/shm/container is another filesystem: not entered"]
+    assert "\x1b" not in r["table"] and "psm_new\\x0aline" in r["table"]
+    assert all(v[0] == "removed" for v in r["clean"].values()), r["clean"]
+    assert r["inner"] == ["psm_inner"] and r["left"] == ["container"]
+
+
+def test_in_a_child_pid_namespace_nothing_is_proven_unless_complete(tmp_path: Path) -> None:
+    policy = HOSTILE_POLICY.replace("pid_namespace_complete = true\n", "")
+    r = run("hostile_names_and_mounts", tmp_path, policy)
+    assert len(r["clean"]) == 3
+    for verdict, reason in r["clean"].values():
+        assert verdict == "unknown"
+        assert (
+            "a holder could be invisible (ipcjanitor runs outside the host's pid namespace"
+            in reason
+        )
+    assert len(r["left"]) == 4  # container and the three, all kept
