@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ..engine import run as janitor
-from ..engine.posix_run import PosixScope, survey_posix
 from ..engine.run import Scope, survey
 from ..errors import ExitCode, PolicyErrors, UsageError
 from ..kernel.sysvipc import read_objects
@@ -18,6 +17,10 @@ from ..output import metrics, report
 from ..output.journal import Journal
 from ..policy.load import load_policy
 from ..policy.model import Policy, describe, unitless_warnings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..engine.posix_run import PosixScope
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -67,14 +70,30 @@ def _scope(args: argparse.Namespace, policy: Policy) -> Scope:
     return Scope(kinds=kinds, owners=owners)
 
 
-def _posix_scope(args: argparse.Namespace, scope: Scope) -> PosixScope:
+def _posix_scope(args: argparse.Namespace, policy: Policy, scope: Scope) -> PosixScope | None:
+    """The POSIX part of the run, or None when no owner claims a POSIX kind asked for."""
     sysv = {k.value for k in IpcKind}
     kinds = (
         frozenset(PosixKind(k) for k in args.kind if k not in sysv)
         if args.kind
         else frozenset(PosixKind)
     )
+    if not any(policy.claims_posix(k) for k in kinds):
+        return None  # nothing POSIX imported, listed or read: System V runs pay nothing
+    from ..engine.posix_run import PosixScope  # noqa: PLC0415
+
     return PosixScope(kinds=kinds, owners=scope.owners)
+
+
+def _survey_posix(
+    policy: Policy, pscope: PosixScope | None
+) -> tuple[list[str], list[PosixDecision]]:
+    if pscope is None:
+        return [], []
+    from ..engine.posix_run import survey_posix  # noqa: PLC0415
+
+    found = survey_posix(policy, pscope)
+    return found.notes, found.decisions
 
 
 def _print(
@@ -90,26 +109,27 @@ def cmd_scan(args: argparse.Namespace) -> int:
     policy = _policy(args)
     scope = _scope(args, policy)
     decisions = survey(policy, scope)
-    posix = survey_posix(policy, _posix_scope(args, scope))
-    _print(args, decisions, posix.notes, posix.decisions)
+    notes, posix = _survey_posix(policy, _posix_scope(args, policy, scope))
+    _print(args, decisions, notes, posix)
     return ExitCode.OK
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
     policy = _policy(args)
     scope = _scope(args, policy)
-    pscope = _posix_scope(args, scope)
+    pscope = _posix_scope(args, policy, scope)
     if args.dry_run:
         decisions = survey(policy, scope)
-        posix = survey_posix(policy, pscope)
-        _print(args, decisions, posix.notes, posix.decisions)
+        notes, posix = _survey_posix(policy, pscope)
+        _print(args, decisions, notes, posix)
         return ExitCode.OK
     if args.metrics:
         metrics.require()  # before any work: a missing library is a one-line error
     started = time.time()
     pdone: list[PosixDecision] = []
     pnotes: list[str] = []
-    done, waited = janitor.clean(policy, scope, Journal(), posix=(pscope, pdone, pnotes))
+    posix_part = (pscope, pdone, pnotes) if pscope is not None else None
+    done, waited = janitor.clean(policy, scope, Journal(), posix=posix_part)
     if args.metrics:
         metrics.write(args.metrics, done, started, time.time())
     _print(args, done, [*pnotes, *([waited] if waited else [])], pdone)

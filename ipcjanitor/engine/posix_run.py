@@ -14,7 +14,7 @@ from typing import NamedTuple
 from ..kernel.holders import read_holders
 from ..kernel.posix import MQ_ROOT, SHM_ROOT, list_posix
 from ..kernel.processes import gather
-from ..model import PosixDecision, PosixKind, Verdict
+from ..model import PosixDecision, PosixKind, PosixObject, Verdict
 from ..policy.model import Policy
 from .decide import PosixFacts, decide_posix_all, posix_units_to_probe
 from .remove_posix import remove_posix
@@ -44,7 +44,11 @@ def survey_posix(policy: Policy, scope: PosixScope = EVERY_POSIX) -> PosixSurvey
     if not kinds:
         return PosixSurvey([], [])
     listing = list_posix(kinds, scope.procfs, scope.shm_root, scope.mq_root)
-    claimed = [o for o in listing.objects if len(policy.name_owners(o)) == 1]
+    objects = list(listing.objects)
+    if scope.owners is not None:  # only the objects those owners alone claim (the hook's)
+        wanted = scope.owners
+        objects = [o for o in objects if _sole_owner(policy, o) in wanted]
+    claimed = [o for o in objects if _sole_owner(policy, o) is not None]
     facts = PosixFacts(holders={})
     if claimed:  # the one read of every process's maps and fds, for all of them at once
         found = read_holders(
@@ -59,10 +63,13 @@ def survey_posix(policy: Policy, scope: PosixScope = EVERY_POSIX) -> PosixSurvey
             pid_namespace_complete=policy.pid_namespace_complete,
         )
         facts = PosixFacts(found.by_identity, found.blind, host.units, host.blind)
-    decisions = decide_posix_all(listing.objects, facts, policy, time.time())
-    if scope.owners is not None:
-        decisions = [d for d in decisions if d.owner in scope.owners]
+    decisions = decide_posix_all(objects, facts, policy, time.time())
     return PosixSurvey(decisions, list(listing.notes))
+
+
+def _sole_owner(policy: Policy, obj: PosixObject) -> str | None:
+    owners = policy.name_owners(obj)
+    return owners[0].name if len(owners) == 1 else None
 
 
 def clean_posix(

@@ -14,8 +14,11 @@ from ..output.journal import Journal
 from ..policy.model import Owner, Policy
 from .decide import claims, decide, pids_to_probe, queues_to_probe, units_to_probe
 from .lock import acquire
-from .posix_run import RECORDED, PosixScope, clean_posix, survey_posix
 from .remove import remove_stale
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .posix_run import PosixScope
 
 
 class Scope(NamedTuple):
@@ -77,7 +80,9 @@ def clean(
             if d.verdict in _RECORDED:
                 journal.decision(d)
             done.append(d)
-        if posix is not None:
+        if posix is not None:  # imported only then: System V runs never pay for it
+            from .posix_run import RECORDED, clean_posix, survey_posix  # noqa: PLC0415
+
             pscope, pout, pnotes = posix
             found = survey_posix(policy, pscope)
             pnotes.extend(found.notes)

@@ -14,14 +14,13 @@ Where nothing says whose it is, its queues are not listed and the listing says w
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..model import PosixKind, PosixObject
 
@@ -40,25 +39,29 @@ class Listing(NamedTuple):
     ignored: int = 0  # entries that are no POSIX object: symlinks, FIFOs, sockets, devices
 
 
-class _MqAttr(ctypes.Structure):
-    _fields_ = (  # struct mq_attr (<mqueue.h>): four longs and reserved space
-        ("mq_flags", ctypes.c_long),
-        ("mq_maxmsg", ctypes.c_long),
-        ("mq_msgsize", ctypes.c_long),
-        ("mq_curmsgs", ctypes.c_long),
-        ("reserved", ctypes.c_long * 4),
-    )
-
-
 @cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)  # glibc >= 2.34 has mq_* in libc itself
+def _libc() -> Any:
+    """libc through ctypes, imported only when a queue is looked at (SysV runs never pay)."""
+    import ctypes  # noqa: PLC0415
+
+    class MqAttr(ctypes.Structure):
+        _fields_ = (  # struct mq_attr (<mqueue.h>): four longs and reserved space
+            ("mq_flags", ctypes.c_long),
+            ("mq_maxmsg", ctypes.c_long),
+            ("mq_msgsize", ctypes.c_long),
+            ("mq_curmsgs", ctypes.c_long),
+            ("reserved", ctypes.c_long * 4),
+        )
+
+    libc = ctypes.CDLL(None, use_errno=True)  # glibc >= 2.34 has mq_* in libc itself
+    return ctypes, libc, MqAttr
 
 
 def mq_messages(fd: int) -> int:
     """Messages queued on an open queue (mq_getattr works on any fd of the mqueue fs)."""
-    attr = _MqAttr()
-    if _libc().mq_getattr(fd, ctypes.byref(attr)) != 0:
+    ctypes, libc, mq_attr = _libc()
+    attr = mq_attr()
+    if libc.mq_getattr(fd, ctypes.byref(attr)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return int(attr.mq_curmsgs)
@@ -66,7 +69,8 @@ def mq_messages(fd: int) -> int:
 
 def mq_open_readonly(name: str) -> int:
     """mq_open("/NAME", O_RDONLY): the queue of that name in OUR IPC namespace, as an fd."""
-    fd = int(_libc().mq_open(os.fsencode("/" + name), os.O_RDONLY | os.O_NONBLOCK))
+    ctypes, libc, _ = _libc()
+    fd = int(libc.mq_open(os.fsencode("/" + name), os.O_RDONLY | os.O_NONBLOCK))
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
