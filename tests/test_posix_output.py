@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,18 @@ def test_journal_records_name_and_inode(monkeypatch: pytest.MonkeyPatch) -> None
     assert got["IPCJANITOR_NAME"] == "psm\\x0a1" and got["IPCJANITOR_INODE"] == 4242
     assert got["IPCJANITOR_KIND"] == "posix-shm" and got["IPCJANITOR_UNIT"] == "app.service"
     assert prio == "notice"
+
+
+def test_metrics_per_posix_kind(tmp_path: Path) -> None:
+    from ipcjanitor.output import metrics
+
+    out = tmp_path / "m.prom"
+    ds = [decision("a"), decision("b"), decision("q", PosixKind.MQ)]
+    ds[1] = ds[1]._replace(verdict=Verdict.FAILED)
+    metrics.write(str(out), [], 0.0, 1.0, ds)
+    text = out.read_text()
+    assert 'ipcjanitor_removed_objects_total{kind="posix-shm"} 1.0' in text
+    assert 'ipcjanitor_removed_objects_total{kind="posix-mq"} 1.0' in text
+    assert 'ipcjanitor_failed_removals{kind="posix-shm"} 1.0' in text
+    assert 'ipcjanitor_objects{kind="posix-sem",verdict="removed"} 0.0' in text
+    assert "ipcjanitor_last_success_timestamp_seconds 0.0" in text

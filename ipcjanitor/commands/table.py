@@ -131,7 +131,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     posix_part = (pscope, pdone, pnotes) if pscope is not None else None
     done, waited = janitor.clean(policy, scope, Journal(), posix=posix_part)
     if args.metrics:
-        metrics.write(args.metrics, done, started, time.time())
+        metrics.write(args.metrics, done, started, time.time(), pdone)
     _print(args, done, [*pnotes, *([waited] if waited else [])], pdone)
     return ExitCode.FAILED if report.failed([*done, *pdone]) else ExitCode.OK
 

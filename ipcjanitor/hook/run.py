@@ -126,7 +126,7 @@ def _clean_owners_of(
         posix_part = (PosixScope(owners=scope.owners), posix, notes)
     done, waited = clean(policy, scope, journal, facts_hook, posix=posix_part)
     if call.metrics:
-        metrics.write(call.metrics, done, started, time.time())
+        metrics.write(call.metrics, done, started, time.time(), posix)
     if waited:
         notes.append(waited)
     report.emit(
