@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,13 +122,19 @@ def holders_alive_and_killed() -> dict[str, Any]:
     }
 
 
-def janitor(*args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "ipcjanitor", "--policy", POLICY, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def janitor(*args: str, user: str | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "ipcjanitor", "--policy", POLICY, *args]
+    env = dict(os.environ)
+    if user:  # a policy and a lock directory that user can read and use
+        scratch = Path(tempfile.mkdtemp())
+        scratch.chmod(0o1777)
+        policy = scratch / "policy.toml"
+        policy.write_text(Path(POLICY).read_text())
+        policy.chmod(0o644)
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
+               sys.executable, "-m", "ipcjanitor", "--policy", str(policy), *args]  # fmt: skip
+        env["IPCJANITOR_LOCK_DIR"] = str(scratch)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     out: dict[str, Any] = {"rc": proc.returncode, "stderr": proc.stderr}
     if "--json" in args and proc.stdout.startswith("{"):
         out["doc"] = json.loads(proc.stdout)
@@ -137,6 +144,8 @@ def janitor(*args: str) -> dict[str, Any]:
 
 
 def by_name(run: dict[str, Any]) -> dict[str, list[str]]:
+    if "doc" not in run:
+        raise SystemExit(f"no JSON from the janitor: {run}")
     return {
         f"{o['kind']}:{o['name']}": [o["verdict"], o["reason"]]
         for o in run["doc"]["objects"]
@@ -207,6 +216,28 @@ def hostile_names_and_mounts() -> dict[str, Any]:
         "clean": by_name(clean),
         "inner": os.listdir("/dev/shm/container"),
         "left": sorted(os.listdir("/dev/shm")),
+    }
+
+
+@scenario
+def unprivileged_and_hidepid() -> dict[str, Any]:
+    """The janitor as nobody: other users' maps and fds cannot be read (EACCES), then /proc
+    remounted hidepid=invisible: nothing may be proven unused either way."""
+    live = start("mapped", "psm_root")
+    kill(start("fd", "psm_dead"))
+    for name in ("psm_root", "psm_dead"):
+        os.chmod(f"/dev/shm/{name}", 0o666)  # readable by nobody: only the holders are hidden
+    eacces = janitor("clean", "--json", user="65534")
+    subprocess.run(["mount", "-o", "remount,hidepid=invisible", "/proc"], check=True)
+    hidden = janitor("clean", "--json", user="65534")
+    as_root = janitor("scan", "--json")  # root with CAP_SYS_PTRACE sees through hidepid
+    kill(live)
+    return {
+        "pid": live.pid,
+        "eacces": by_name(eacces),
+        "hidden": by_name(hidden),
+        "as_root": by_name(as_root),
+        "left": remaining(),
     }
 
 

@@ -134,3 +134,16 @@ def test_in_a_child_pid_namespace_nothing_is_proven_unless_complete(tmp_path: Pa
             in reason
         )
     assert len(r["left"]) == 4  # container and the three, all kept
+
+
+def test_unreadable_holders_and_hidepid_make_every_object_unknown(tmp_path: Path) -> None:
+    policy = 'min_age = "0s"\npid_namespace_complete = true\n[owners.a]\nnames = ["psm_*"]\n'
+    r = run("unprivileged_and_hidepid", tmp_path, policy)
+    for name in ("posix-shm:psm_root", "posix-shm:psm_dead"):
+        verdict, reason = r["eacces"][name]
+        assert verdict == "unknown" and "cannot read the maps or fds of pid 1 " in reason, reason
+        verdict, reason = r["hidden"][name]
+        assert verdict == "unknown" and "hidepid=invisible" in reason, reason
+    assert r["as_root"]["posix-shm:psm_root"] == ["in-use", f"mapped by pid {r['pid']} (python)"]
+    assert r["as_root"]["posix-shm:psm_dead"][0] == "stale"
+    assert r["left"] == ["psm_dead", "psm_root"]
