@@ -153,3 +153,13 @@ def test_an_unreadable_root_is_said(tmp_path: Path) -> None:
     listing = posix.list_posix({PosixKind.SHM}, shm_root=tmp_path / "missing")
     assert listing.objects == ()
     assert "cannot be read" in listing.notes[0]
+
+
+def test_our_own_removal_directory_is_not_entered(tmp_path: Path) -> None:
+    (tmp_path / ".ipcjanitor-0123").mkdir(mode=0o700)
+    (tmp_path / ".ipcjanitor-0123" / "1").write_bytes(b"")
+    listing = posix.list_posix({PosixKind.SHM}, shm_root=tmp_path)
+    assert listing.objects == ()
+    assert listing.notes == (
+        f"{tmp_path}/.ipcjanitor-0123 is ipcjanitor's own removal directory: not entered",
+    )

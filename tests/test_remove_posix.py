@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import pytest
+
 from ipcjanitor.engine.remove_posix import remove_posix
 from ipcjanitor.kernel import posix
 from ipcjanitor.kernel.holders import Holders, Identity
@@ -151,9 +153,46 @@ def test_a_name_swapped_between_the_last_check_and_unlink_is_kept(tmp_path: Path
 
     assert run(tmp_path, ds, swap)[0][1:] == (
         Verdict.CHANGED,
-        "its name now belongs to another file (replaced just now)",
+        "its name was swapped for another file at the moment of removal: that file was put "
+        "back, untouched",
     )
     assert (tmp_path / "psm_1").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["psm_1"]  # our directory is gone
+
+
+def test_a_directory_swapped_in_at_the_moment_of_removal_is_put_back(tmp_path: Path) -> None:
+    (tmp_path / "psm_1").write_bytes(b"old")
+    ds = judged(tmp_path)
+
+    def swap(ids: Iterable[Identity]) -> Holders:
+        (tmp_path / "psm_1").rename(tmp_path / "aside")
+        (tmp_path / "psm_1").mkdir()
+        (tmp_path / "psm_1" / "inner").write_bytes(b"keep")
+        return Holders({}, None)
+
+    assert run(tmp_path, ds, swap)[0][1] is Verdict.CHANGED
+    assert (tmp_path / "psm_1" / "inner").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aside", "psm_1"]
+
+
+def test_removal_goes_through_a_directory_of_our_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "psm_1").write_bytes(b"")
+    ds = judged(tmp_path)
+    seen: list[tuple[int, int]] = []
+    real_unlink = os.unlink
+
+    def unlink(path: str, *, dir_fd: int | None = None) -> None:
+        st = os.fstat(dir_fd) if dir_fd is not None else None
+        if st is not None:
+            seen.append((st.st_uid, st.st_mode & 0o777))
+        real_unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert run(tmp_path, ds)[0][1] is Verdict.REMOVED
+    assert seen == [(os.geteuid(), 0o700)]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_vanished_is_changed(tmp_path: Path) -> None:

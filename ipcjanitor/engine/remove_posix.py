@@ -7,25 +7,30 @@ For each batch of stale objects:
 2. take flock(LOCK_EX|LOCK_NB) on it: a cooperative owner's LOCK_SH makes it `changed`;
 3. with every lock of the batch held, read the holders again (maps, fds, /proc/locks; our
    own excluded): anyone who mapped, opened or locked it since the scan keeps it;
-4. re-stat the name from the directory fd (AT_SYMLINK_NOFOLLOW), compare dev and inode with
-   the open object, and unlinkat.
-The window left is between 4's stat and its unlinkat (README: "how it decides"): a
-process that swaps the name in those microseconds makes the unlink remove its swapped-in
-file. In a sticky directory like /dev/shm only that name's owner or the directory's can.
+4. /dev/shm: rename the name into a directory of our own (mode 0700, in /dev/shm's root),
+   compare what arrived there with the open object, and unlink it there: the check and the
+   removal are one step nobody else can come between. A file swapped in at that moment is
+   put back (link, which never replaces) and the object is `changed`.
+   /dev/mqueue has no rename: re-stat the name from the directory fd (AT_SYMLINK_NOFOLLOW),
+   compare, unlinkat. The window left there is between that stat and the unlinkat (README:
+   "how it decides"); in its sticky root only the name's owner can swap it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import secrets
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
 
 from ..kernel.holders import Holders, Identity, read_holders
-from ..kernel.posix import MQ_ROOT, SHM_ROOT
+from ..kernel.posix import ASIDE_PREFIX, MQ_ROOT, SHM_ROOT
 from ..model import PosixDecision, PosixKind, PosixObject, Verdict
 
 BATCH = 256  # objects held open and locked at once (well below the usual 1024 fds)
@@ -116,6 +121,86 @@ def _unlink(obj: PosixObject, dirfd: int, fd: int) -> None:
         raise _Kept(Verdict.FAILED, f"unlink refused: {_errno(exc)}") from None
 
 
+class _Aside:
+    """A directory of ours (mode 0700) in /dev/shm's root: a file judged stale is renamed
+    into it, checked there — where nobody else can swap it — and only then unlinked."""
+
+    def __init__(self, stack: ExitStack, root: Path) -> None:
+        self.stack, self.root = stack, root
+        self.fd: int | None = None
+        self.rootfd = -1
+        self.name = ""
+        self.used = 0
+
+    def slot(self) -> tuple[int, str]:
+        """The directory's fd and a fresh name in it."""
+        if self.fd is None:
+            self.rootfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.stack.callback(os.close, self.rootfd)
+            self.fd = self._make()
+        self.used += 1
+        return self.fd, str(self.used)
+
+    def _make(self) -> int:
+        for _ in range(8):
+            name = ASIDE_PREFIX + secrets.token_hex(8)
+            try:
+                os.mkdir(name, 0o700, dir_fd=self.rootfd)
+            except FileExistsError:
+                continue
+            fd = os.open(name, _DIR_FLAGS, dir_fd=self.rootfd)
+            self.name = name
+            self.stack.callback(self._close, fd)
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                raise _Kept(Verdict.FAILED, f"{self.root}/{name} is not ours alone")
+            return fd
+        raise _Kept(Verdict.FAILED, f"cannot make a directory of our own in {self.root}")
+
+    def _close(self, fd: int) -> None:
+        os.close(fd)
+        with contextlib.suppress(OSError):  # not empty: a file could not be put back (said)
+            os.rmdir(self.name, dir_fd=self.rootfd)
+
+
+def _remove_aside(obj: PosixObject, dirfd: int, fd: int, aside: _Aside) -> None:
+    """Rename the name into our own directory, check there that it is the open, locked
+    inode, and unlink it; a file swapped in at that moment is put back untouched."""
+    try:
+        privfd, slot = aside.slot()
+    except OSError as exc:
+        raise _Kept(Verdict.FAILED, f"cannot make a directory of our own: {_errno(exc)}") from None
+    try:
+        os.rename(obj.entry, slot, src_dir_fd=dirfd, dst_dir_fd=privfd)
+    except FileNotFoundError:
+        raise _Kept(Verdict.CHANGED, "vanished before removal (someone else removed it)") from None
+    except OSError as exc:
+        raise _Kept(Verdict.FAILED, f"rename refused: {_errno(exc)}") from None
+    moved = os.stat(slot, dir_fd=privfd, follow_symlinks=False)
+    held = os.fstat(fd)
+    if (moved.st_dev, moved.st_ino) == (held.st_dev, held.st_ino):
+        os.unlink(slot, dir_fd=privfd)  # ours alone: nobody else can have touched it
+        return
+    where = f"{aside.root}/{aside.name}/{slot}"
+    try:
+        if stat.S_ISDIR(moved.st_mode):
+            os.rename(slot, obj.entry, src_dir_fd=privfd, dst_dir_fd=dirfd)
+        else:  # link never replaces: a name taken again meanwhile is not overwritten
+            os.link(slot, obj.entry, src_dir_fd=privfd, dst_dir_fd=dirfd, follow_symlinks=False)
+            os.unlink(slot, dir_fd=privfd)
+    except OSError as exc:
+        raise _Kept(
+            Verdict.FAILED,
+            f"its name was swapped for another file at the moment of removal, and that file "
+            f"could not be put back ({_errno(exc)}): it is in {where}, untouched",
+        ) from None
+    raise _Kept(
+        Verdict.CHANGED,
+        "its name was swapped for another file at the moment of removal: that file was put "
+        "back, untouched",
+    )
+
+
 def _root(obj: PosixObject, shm_root: Path, mq_root: Path) -> Path:
     return mq_root if obj.kind is PosixKind.MQ else shm_root
 
@@ -126,6 +211,7 @@ def _batch(
     """Outcomes by position in the batch."""
     out: dict[int, PosixDecision] = {}
     with ExitStack() as stack:
+        aside = _Aside(stack, shm_root)
         opened: dict[int, tuple[int, int]] = {}
         for i, d in enumerate(batch):
             try:
@@ -145,7 +231,10 @@ def _batch(
                                     holders=holders)  # fmt: skip
                 continue
             try:
-                _unlink(d.obj, dirfd, fd)
+                if d.obj.kind is PosixKind.MQ:  # the mqueue fs has no rename: stat, unlink
+                    _unlink(d.obj, dirfd, fd)
+                else:
+                    _remove_aside(d.obj, dirfd, fd, aside)
             except _Kept as kept:
                 out[i] = d._replace(verdict=kept.verdict, reason=kept.reason)
             else:

@@ -27,6 +27,7 @@ from ..model import PosixKind, PosixObject
 SHM_ROOT = Path("/dev/shm")
 MQ_ROOT = Path("/dev/mqueue")
 MAX_DEPTH = 32  # deeper directories are not entered (each level holds one fd open)
+ASIDE_PREFIX = ".ipcjanitor-"  # engine/remove_posix.py renames files there to remove them
 SEM_PREFIX = "sem."  # glibc names /dev/shm/sem.NAME for sem_open("/NAME")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -189,6 +190,10 @@ class _Walk:
         st: os.stat_result,
     ) -> None:
         where = f"{shown}/{entry}"
+        if len(parents) == 1 and entry.startswith(ASIDE_PREFIX) and st.st_uid == os.geteuid():
+            # where clean renames a file before unlinking it; left only by a killed run
+            self.notes.append(f"{where} is ipcjanitor's own removal directory: not entered")
+            return
         if st.st_dev != self.dev:
             self.notes.append(f"{where} is another filesystem: not entered")
             return

@@ -241,6 +241,57 @@ def unprivileged_and_hidepid() -> dict[str, Any]:
     }
 
 
+RACER = """
+import os, sys
+n = 0
+while not os.path.exists("/dev/shm/keep/stop"):
+    try:  # A aside, B in its place, then back: the name psm_swap names A or B by turns
+        os.rename("/dev/shm/psm_swap", "/dev/shm/keep/a")
+        os.rename("/dev/shm/keep/b", "/dev/shm/psm_swap")
+        os.rename("/dev/shm/psm_swap", "/dev/shm/keep/b")
+        os.rename("/dev/shm/keep/a", "/dev/shm/psm_swap")
+        n += 1
+    except FileNotFoundError:  # A was removed: keep swapping B in and out
+        try:
+            os.rename("/dev/shm/keep/b", "/dev/shm/psm_swap")
+            os.rename("/dev/shm/psm_swap", "/dev/shm/keep/b")
+        except FileNotFoundError:
+            pass
+        n += 1
+print(n, flush=True)
+"""
+
+
+@scenario
+def swap_race() -> dict[str, Any]:
+    """A process swaps a claimed name between the stale file A and another inode B as fast
+    as it can while clean runs again and again: B (another user's file, which the policy
+    never claims) is never removed, whatever the name holds when."""
+    Path("/dev/shm/keep").mkdir()
+    Path("/dev/shm/psm_swap").write_bytes(b"A")
+    Path("/dev/shm/keep/b").write_bytes(b"B")
+    os.chown("/dev/shm/keep/b", 65534, 65534)  # another user's: never claimed, never judged
+    b_ino = os.stat("/dev/shm/keep/b").st_ino
+    racer = subprocess.Popen([sys.executable, "-c", RACER], stdout=subprocess.PIPE, text=True)
+    verdicts = []
+    for _ in range(40):
+        run = janitor("clean", "--json")
+        verdicts += [o["verdict"] for o in run["doc"]["objects"] if o.get("name") == "psm_swap"]
+    Path("/dev/shm/keep/stop").write_bytes(b"")
+    swaps = int(racer.communicate(timeout=30)[0])
+    survivors = [
+        p for p in ("/dev/shm/psm_swap", "/dev/shm/keep/b", "/dev/shm/keep/a")
+        if os.path.exists(p) and os.stat(p).st_ino == b_ino
+    ]  # fmt: skip
+    return {
+        "swaps": swaps,
+        "verdicts": verdicts,
+        "b_alive": len(survivors) == 1,
+        "b_content": Path(survivors[0]).read_bytes().decode() if survivors else None,
+        "asides": [n for n in os.listdir("/dev/shm") if n.startswith(".ipcjanitor-")],
+    }
+
+
 def main() -> None:
     global POLICY  # noqa: PLW0603  (the policy file of this run)
     POLICY = sys.argv[2]

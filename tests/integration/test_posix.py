@@ -147,3 +147,13 @@ def test_unreadable_holders_and_hidepid_make_every_object_unknown(tmp_path: Path
     assert r["as_root"]["posix-shm:psm_root"] == ["in-use", f"mapped by pid {r['pid']} (python)"]
     assert r["as_root"]["posix-shm:psm_dead"][0] == "stale"
     assert r["left"] == ["psm_dead", "psm_root"]
+
+
+def test_a_name_swapped_as_fast_as_possible_never_costs_another_inode(tmp_path: Path) -> None:
+    policy = 'min_age = "0s"\npid_namespace_complete = true\n[owners.a]\nnames = ["psm_*"]\nuid = 0\n'
+    r = run("swap_race", tmp_path, policy)
+    assert r["swaps"] > 100, r  # the race really ran
+    assert r["b_alive"] and r["b_content"] == "B"
+    assert r["asides"] == []
+    assert set(r["verdicts"]) <= {"removed", "changed", "unowned"}
+    assert r["verdicts"], r
