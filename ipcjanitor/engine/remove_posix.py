@@ -22,18 +22,18 @@ import contextlib
 import errno
 import fcntl
 import os
+import resource
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
-from itertools import islice
 from pathlib import Path
 
 from ..kernel.holders import Holders, Identity, read_holders
 from ..kernel.posix import ASIDE_PREFIX, MQ_ROOT, SHM_ROOT
 from ..model import PosixDecision, PosixKind, PosixObject, Verdict
 
-BATCH = 256  # objects held open and locked at once (well below the usual 1024 fds)
+MAX_BATCH = 8192  # objects held open and locked at once, fds allowing (see _batch_size)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OBJ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 Reread = Callable[[Iterable[Identity]], Holders]
@@ -51,6 +51,34 @@ class _Kept(Exception):
 def _errno(exc: OSError) -> str:
     code = exc.errno or 0
     return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
+
+
+def _batch_size() -> int:
+    """Objects per batch: each holds one fd open while the batch's holders are read again
+    (once per batch: bigger batches, fewer passes over every process). The soft fd limit
+    is raised to the hard one where it is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, MAX_BATCH + 256) if hard != resource.RLIM_INFINITY else MAX_BATCH + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    room = MAX_BATCH if soft == resource.RLIM_INFINITY else soft - 256  # directories, stdio
+    return max(16, min(MAX_BATCH, room))
+
+
+class _Dirs:
+    """The batch's directories, each opened once, walked from the root and checked."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.opened: dict[tuple[Path, tuple[tuple[str, int, int], ...]], int] = {}
+
+    def open(self, obj: PosixObject, root: Path) -> int:
+        key = (root, obj.parents)
+        if key not in self.opened:
+            self.opened[key] = _open_dir(self.stack, obj, root)
+        return self.opened[key]
 
 
 def _open_dir(stack: ExitStack, obj: PosixObject, root: Path) -> int:
@@ -212,10 +240,11 @@ def _batch(
     out: dict[int, PosixDecision] = {}
     with ExitStack() as stack:
         aside = _Aside(stack, shm_root)
+        dirs = _Dirs(stack)
         opened: dict[int, tuple[int, int]] = {}
         for i, d in enumerate(batch):
             try:
-                dirfd = _open_dir(stack, d.obj, _root(d.obj, shm_root, mq_root))
+                dirfd = dirs.open(d.obj, _root(d.obj, shm_root, mq_root))
                 opened[i] = (dirfd, _open_object(stack, d.obj, dirfd))
             except _Kept as kept:
                 out[i] = d._replace(verdict=kept.verdict, reason=kept.reason)
@@ -257,9 +286,12 @@ def remove_posix(
         def reread(identities: Iterable[Identity]) -> Holders:
             return read_holders(identities, procfs, pid_namespace_complete=pid_namespace_complete)
 
-    todo = iter(decisions)
-    while chunk := list(islice(todo, BATCH)):
-        stale = [d for d in chunk if d.verdict is Verdict.STALE]
-        done = _batch(stale, reread, shm_root, mq_root) if stale else {}
-        results = iter(done[i] for i in range(len(stale)))
-        yield from (next(results) if d.verdict is Verdict.STALE else d for d in chunk)
+    every = list(decisions)
+    stale = [i for i, d in enumerate(every) if d.verdict is Verdict.STALE]
+    size = _batch_size()
+    for start in range(0, len(stale), size):  # batches of stale ones only: fewer re-reads
+        part = stale[start : start + size]
+        done = _batch([every[i] for i in part], reread, shm_root, mq_root)
+        for n, i in enumerate(part):
+            every[i] = done[n]
+    yield from every

@@ -52,7 +52,11 @@ class _Scan:
     def __init__(self, wanted: Iterable[Identity], procfs: Path, exclude: frozenset[int]) -> None:
         self.wanted = frozenset(wanted)
         self.devs = {_dev_text(dev): dev for dev, _ in self.wanted}
+        # a maps line names its device as " MAJ:MIN ": a process whose maps hold none of
+        # ours is skipped by one search in C, not parsed line by line
+        self.dev_needles = [f" {text} ".encode() for text in self.devs]
         self.procfs = procfs
+        self.proc = os.fspath(procfs)  # strings, not Paths: this runs per process and fd
         self.exclude = exclude
         self.found: dict[Identity, list[str]] = {}
         self.unreadable: list[str] = []
@@ -65,15 +69,17 @@ class _Scan:
 
     def comm(self, pid: str) -> str:
         try:
-            return (self.procfs / pid / "comm").read_text(errors="replace").strip()
+            with open(f"{self.proc}/{pid}/comm", "rb") as f:
+                return f.read().decode(errors="replace").strip()
         except OSError:
             return "?"
 
     def process(self, pid: str) -> None:
-        base = self.procfs / pid
+        base = f"{self.proc}/{pid}"
         try:
-            maps = (base / "maps").read_bytes()
-            fds = os.listdir(base / "fd")
+            with open(f"{base}/maps", "rb") as f:
+                maps = f.read()
+            fds = os.listdir(f"{base}/fd")
         except (FileNotFoundError, ProcessLookupError):
             return  # exited meanwhile: it holds nothing any more
         except OSError as exc:
@@ -81,9 +87,11 @@ class _Scan:
             return
         self.read += 1
         self.maps(pid, maps)
-        self.fds(pid, base / "fd", fds)
+        self.fds(pid, f"{base}/fd", fds)
 
     def maps(self, pid: str, text: bytes) -> None:
+        if not any(needle in text for needle in self.dev_needles):
+            return
         for raw in text.splitlines():
             fields = raw.split(None, 5)
             if len(fields) < 5:
@@ -95,12 +103,13 @@ class _Scan:
             if identity in self.wanted:
                 self.hold(identity, f"mapped by pid {pid} ({self.comm(pid)})")
 
-    def fds(self, pid: str, fd_dir: Path, fds: list[str]) -> None:
+    def fds(self, pid: str, fd_dir: str, fds: list[str]) -> None:
         for fd in fds:
+            path = f"{fd_dir}/{fd}"
             try:
-                if os.readlink(fd_dir / fd).startswith(_NOT_FILES):
+                if os.readlink(path).startswith(_NOT_FILES):
                     continue
-                st = os.stat(fd_dir / fd)
+                st = os.stat(path)
             except (FileNotFoundError, ProcessLookupError):
                 continue  # closed meanwhile
             except OSError as exc:

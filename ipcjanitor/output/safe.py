@@ -8,6 +8,8 @@ def safe_name(name: str) -> str:
     the escape is unambiguous: control characters and DEL as \\xNN, invalid UTF-8 bytes
     (surrogate escapes from os.listdir) as \\xNN, other non-printable characters as \\uNNNN.
     The result is plain valid Unicode (JSON-safe)."""
+    if name.isprintable() and "\\" not in name:  # the common case: nothing to escape
+        return name
     out = []
     for c in name:
         o = ord(c)
