@@ -50,7 +50,9 @@ def inside() -> None:
     if os.stat(SHM).st_dev == int(os.environ["BENCH_HOST_SHM_DEV"]):
         raise SystemExit("/dev/shm is the host's: refusing")
     policy = Path(tempfile.mkdtemp()) / "policy.toml"
-    policy.write_text('min_age = "0s"\npid_namespace_complete = true\n[owners.bench]\nnames = ["psm_*"]\n')
+    policy.write_text(
+        'min_age = "0s"\npid_namespace_complete = true\n[owners.bench]\nnames = ["psm_*"]\n'
+    )
     live = [SHM / f"psm_{i}" for i in range(1, FILES, 2)]
     for p in live:
         p.write_bytes(b"")
@@ -78,7 +80,9 @@ def inside() -> None:
         s.kill()
         s.wait()
     best = {k: min(v) for k, v in rows.items()}
-    print(f"{FILES} files in /dev/shm ({FILES // 2} stale), {PROCS} live processes holding the rest:")
+    print(
+        f"{FILES} files in /dev/shm ({FILES // 2} stale), {PROCS} live processes holding the rest:"
+    )
     for name, label in [("clean", "ipcjanitor clean"), ("fuser", "fuser -m /dev/shm"),
                         ("lsof", "lsof +D /dev/shm")]:  # fmt: skip
         took, rss = best[name]

@@ -150,7 +150,9 @@ def test_unreadable_holders_and_hidepid_make_every_object_unknown(tmp_path: Path
 
 
 def test_a_name_swapped_as_fast_as_possible_never_costs_another_inode(tmp_path: Path) -> None:
-    policy = 'min_age = "0s"\npid_namespace_complete = true\n[owners.a]\nnames = ["psm_*"]\nuid = 0\n'
+    policy = (
+        'min_age = "0s"\npid_namespace_complete = true\n[owners.a]\nnames = ["psm_*"]\nuid = 0\n'
+    )
     r = run("swap_race", tmp_path, policy)
     assert r["swaps"] > 100, r  # the race really ran
     assert r["b_alive"] and r["b_content"] == "B"
