@@ -60,10 +60,13 @@ class Command(NamedTuple):
 def _scoped(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--json", action="store_true", help="print one JSON document")
     cmd.add_argument("--owner", action="append", metavar="NAME", help="only this owner's objects")
-    from .model import IpcKind  # noqa: PLC0415
+    from .model import IpcKind, PosixKind  # noqa: PLC0415
 
     cmd.add_argument(
-        "--kind", action="append", choices=[k.value for k in IpcKind], help="only this kind"
+        "--kind",
+        action="append",
+        choices=[k.value for k in (*IpcKind, *PosixKind)],
+        help="only this kind",
     )
 
 

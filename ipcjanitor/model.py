@@ -176,3 +176,60 @@ class Decision(NamedTuple):
     owner: str | None
     verdict: Verdict
     reason: str
+
+
+class PosixKind(enum.Enum):
+    """The POSIX IPC kinds: files of /dev/shm and queues of the mqueue filesystem."""
+
+    SHM = "posix-shm"  # a regular file under /dev/shm, at any depth, except sem.* at its top
+    SEM = "posix-sem"  # /dev/shm/sem.NAME: a glibc named semaphore
+    MQ = "posix-mq"  # a queue of the mqueue filesystem of our IPC namespace
+
+    __hash__ = object.__hash__
+
+
+class PosixObject(NamedTuple):
+    """One POSIX shm file, named semaphore or message queue, as stat read it (never by path:
+    identity is (dev, ino), and a name can be replaced at any moment)."""
+
+    kind: PosixKind
+    name: str  # as the policy matches it: "app/buf0"; a semaphore's or queue's NAME
+    dev: int
+    ino: int
+    uid: int
+    gid: int
+    mode: int  # st_mode, file type included
+    size: int
+    nlink: int
+    mtime_ns: int
+    ctime_ns: int
+    atime_ns: int
+    # the directories from the walk's root to the object's own, as (name, dev, ino): the
+    # removal walks the same way and checks each step ("", dev, ino) is the root itself
+    parents: tuple[tuple[str, int, int], ...]
+    entry: str  # the object's name in its directory ("sem.x", "buf0")
+    qnum: int | None = None  # posix-mq: messages queued (mq_getattr); None elsewhere
+    unreadable: str | None = None  # why a fact could not be read
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return (self.dev, self.ino)
+
+    @property
+    def last_activity(self) -> float:
+        """The newest of mtime and ctime (mmap bumps only atime: never judge by it)."""
+        return max(self.mtime_ns, self.ctime_ns) / 1e9
+
+    def facts(self) -> tuple[object, ...]:
+        """What the re-check before removal compares with the scan."""
+        return (self.dev, self.ino, self.ctime_ns, self.mtime_ns, self.size, self.nlink)
+
+
+class PosixDecision(NamedTuple):
+    """One POSIX object, the owner that claims it (if any), its verdict, why, and its holders."""
+
+    obj: PosixObject
+    owner: str | None
+    verdict: Verdict
+    reason: str
+    holders: tuple[str, ...] = ()

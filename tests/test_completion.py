@@ -45,6 +45,7 @@ def test_commands_and_options() -> None:
         ["--dry-run", "--json", "--kind", "--metrics", "--owner", *GLOBAL]
     )
     assert complete("ipcjanitor", "scan", "--kind", "s") == ["sem", "shm"]
+    assert complete("ipcjanitor", "scan", "--kind", "p") == ["posix-mq", "posix-sem", "posix-shm"]
     assert complete("ipcjanitor", "policy", "") == ["check", "owners", "units"]
 
 

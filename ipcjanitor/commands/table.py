@@ -12,11 +12,15 @@ from ..engine import run as janitor
 from ..engine.run import Scope, survey
 from ..errors import ExitCode, PolicyErrors, UsageError
 from ..kernel.sysvipc import read_objects
-from ..model import Decision, IpcKind, Verdict
+from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
 from ..output import metrics, report
 from ..output.journal import Journal
 from ..policy.load import load_policy
 from ..policy.model import Policy, describe, handoff_warnings, unitless_warnings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..engine.posix_run import PosixScope
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
@@ -58,42 +62,81 @@ def _scope(args: argparse.Namespace, policy: Policy) -> Scope:
             raise UsageError(f"no owner named {', '.join(unknown)} in the policy (owners: {names})")
         # a template owner's name takes its instances' owners too (workers: workers@2, ...)
         owners = frozenset(args.owner) | {o.name for o in policy.owners if o.template in args.owner}
-    kinds = frozenset(IpcKind(k) for k in args.kind) if args.kind else frozenset(IpcKind)
+    sysv = {k.value for k in IpcKind}
+    kinds = (
+        frozenset(IpcKind(k) for k in args.kind if k in sysv) if args.kind else frozenset(IpcKind)
+    )
     return Scope(kinds=kinds, owners=owners)
 
 
+def _posix_scope(args: argparse.Namespace, policy: Policy, scope: Scope) -> PosixScope | None:
+    """The POSIX part of the run, or None when no owner claims a POSIX kind asked for."""
+    sysv = {k.value for k in IpcKind}
+    kinds = (
+        frozenset(PosixKind(k) for k in args.kind if k not in sysv)
+        if args.kind
+        else frozenset(PosixKind)
+    )
+    if not any(policy.claims_posix(k) for k in kinds):
+        return None  # nothing POSIX imported, listed or read: System V runs pay nothing
+    from ..engine.posix_run import PosixScope  # noqa: PLC0415
+
+    return PosixScope(kinds=kinds, owners=scope.owners)
+
+
+def _survey_posix(
+    policy: Policy, pscope: PosixScope | None
+) -> tuple[list[str], list[PosixDecision]]:
+    if pscope is None:
+        return [], []
+    from ..engine.posix_run import survey_posix  # noqa: PLC0415
+
+    found = survey_posix(policy, pscope)
+    return found.notes, found.decisions
+
+
 def _print(
-    args: argparse.Namespace, decisions: Sequence[Decision], notes: Sequence[str] = ()
+    args: argparse.Namespace,
+    decisions: Sequence[Decision],
+    notes: Sequence[str] = (),
+    posix: Sequence[PosixDecision] = (),
 ) -> None:
-    report.emit(decisions, as_json=args.json, quiet=args.quiet, notes=notes)
+    report.emit(decisions, as_json=args.json, quiet=args.quiet, notes=notes, posix=posix)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     policy = _policy(args)
-    decisions = survey(policy, _scope(args, policy))
-    _print(args, decisions)
+    scope = _scope(args, policy)
+    decisions = survey(policy, scope)
+    notes, posix = _survey_posix(policy, _posix_scope(args, policy, scope))
+    _print(args, decisions, notes, posix)
     return ExitCode.OK
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
     policy = _policy(args)
     scope = _scope(args, policy)
+    pscope = _posix_scope(args, policy, scope)
     if args.dry_run:
         decisions = survey(policy, scope)
-        _print(args, decisions)
+        notes, posix = _survey_posix(policy, pscope)
+        _print(args, decisions, notes, posix)
         return ExitCode.OK
     if args.metrics:
         metrics.require()  # before any work: a missing library is a one-line error
     started = time.time()
+    pdone: list[PosixDecision] = []
+    pnotes: list[str] = []
+    posix_part = (pscope, pdone, pnotes) if pscope is not None else None
     journal = Journal()
     if journal.to_journal and not args.verbose:  # -v printed them: its stderr is journaled
         for warning in handoff_warnings(policy):  # one record per run, beside the removals
             journal.send(warning, "warning", [("IPCJANITOR_EVENT", "handoff-gap")])
-    done, waited = janitor.clean(policy, scope, journal)
+    done, waited = janitor.clean(policy, scope, journal, posix=posix_part)
     if args.metrics:
-        metrics.write(args.metrics, done, started, time.time())
-    _print(args, done, [waited] if waited else [])
-    return ExitCode.FAILED if report.failed(done) else ExitCode.OK
+        metrics.write(args.metrics, done, started, time.time(), pdone)
+    _print(args, done, [*pnotes, *([waited] if waited else [])], pdone)
+    return ExitCode.FAILED if report.failed([*done, *pdone]) else ExitCode.OK
 
 
 def cmd_policy(args: argparse.Namespace) -> int:

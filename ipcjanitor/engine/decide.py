@@ -7,7 +7,8 @@ Nothing here reads a clock, a file or the kernel.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from ..model import (
@@ -16,17 +17,30 @@ from ..model import (
     HostFacts,
     IpcKind,
     IpcObject,
+    PosixDecision,
+    PosixKind,
+    PosixObject,
     Presence,
     UnitState,
     Verdict,
 )
-from ..policy.model import Owner, Policy, format_duration
+from ..policy.model import Owner, Policy, format_duration, user
+from ..policy.names import to_regex
 from . import unowned
 
 # A process is "younger than the object" only when it started more than the margin after the
 # object's newest timestamp (facts.reuse_margin, at least this). Closer than that, it is taken
 # to be the same process.
 PID_REUSE_MARGIN = BASE_REUSE_MARGIN
+
+
+class PosixFacts(NamedTuple):
+    """What the processes say about the POSIX candidates, read once per run."""
+
+    holders: Mapping[tuple[int, int], tuple[str, ...]]  # by (dev, ino): how each is held
+    blind: str | None = None  # why a holder may have escaped (kernel/holders.py)
+    units: Mapping[str, UnitState] = MappingProxyType({})
+    unit_blind: str | None = None  # why a unit's processes may be invisible
 
 
 class _PidView(NamedTuple):
@@ -266,3 +280,103 @@ def units_to_probe(claimed: Iterable[Claim]) -> set[str]:
 def queues_to_probe(claimed: Iterable[Claim]) -> bool:
     """Whether any owned object is a message queue, whose waiters only the tasks show."""
     return any(owner is not None and obj.kind is IpcKind.MSG for obj, owner in claimed)
+
+
+def _posix_unowned(obj: PosixObject, owners: tuple[Owner, ...], policy: Policy) -> str:
+    """Why no single owner claims a POSIX object: none does (and near misses), or several."""
+    if len(owners) > 1:
+        names = " and ".join(o.name for o in owners)
+        return (
+            f"owners {names} both claim {obj.name!r} (their names overlap): kept until one "
+            "owner alone claims it (policy check shows the overlap)"
+        )
+    near = [
+        o
+        for o in policy.owners
+        if obj.kind in o.posix_kinds and o.uid is not None and o.uid != obj.uid
+        and to_regex(o.names).match(obj.name)
+    ]  # fmt: skip
+    if near:
+        o = near[0]
+        return (
+            f"owner {o.name}'s names match, but the file's uid is {user(policy, obj.uid)}, "
+            f"not {user(policy, o.uid or 0)}"
+        )
+    return f"no owner's names claim {obj.kind.value} {obj.name!r}"
+
+
+def decide_posix(
+    obj: PosixObject,
+    owners: tuple[Owner, ...],
+    facts: PosixFacts,
+    policy: Policy,
+    now: float,
+) -> PosixDecision:
+    """PURE: one POSIX object's verdict, by the contract's rules in their order."""
+    if len(owners) != 1:  # 1. ownership: none, or two that overlap
+        return PosixDecision(obj, None, Verdict.UNOWNED, _posix_unowned(obj, owners, policy))
+    (owner,) = owners
+    held = facts.holders.get(obj.identity, ())
+
+    def verdict(v: Verdict, reason: str) -> PosixDecision:
+        return PosixDecision(obj, owner.name, v, reason, held)
+
+    unit_state = facts.units.get(owner.unit, UnitState.UNKNOWN) if owner.unit else None
+    if unit_state is UnitState.RUNNING:  # 2. the owner is alive
+        return verdict(
+            Verdict.IN_USE, f"{owner.unit} is running: it may open {obj.name!r} again at any moment"
+        )
+    if held:  # 3. evidence of use
+        return verdict(Verdict.IN_USE, "; ".join(held))
+    grace = policy.grace(owner)
+    last = obj.last_activity
+    idle = now - last
+    if idle < grace:  # 4. idle time: mtime/ctime, never atime
+        return verdict(
+            Verdict.YOUNG,
+            f"last modified {format_duration(max(idle, 0))} ago, min_age {format_duration(grace)}",
+        )
+    if obj.kind is PosixKind.MQ and obj.qnum and owner.keep_queued_messages:  # 5. data
+        return verdict(
+            Verdict.HOLDS_DATA, f"{obj.qnum} message(s) still queued (keep_queued_messages)"
+        )
+    unknown = []  # 6. proof of death, or what stands in its way
+    if obj.unreadable:
+        unknown.append(obj.unreadable)
+    if obj.nlink > 1:
+        unknown.append(f"it has {obj.nlink} links: another name of it may be in use")
+    if facts.blind:
+        unknown.append(f"a holder could be invisible ({facts.blind})")
+    if unit_state is UnitState.UNKNOWN:
+        unknown.append(
+            f"cannot tell whether {owner.unit} is running "
+            f"({facts.unit_blind or 'its processes were not looked at'})"
+        )
+    if unknown:
+        return verdict(Verdict.UNKNOWN, "; ".join(unknown))
+    tail = f"idle {format_duration(idle)}"
+    if unit_state is UnitState.STOPPED:
+        why = f"nothing maps, opens or locks it; {owner.unit} is not running; {tail}"
+    else:
+        why = (
+            f"nothing maps, opens or locks it; {tail} (past min_age: an owner without unit "
+            "proves no more than that)"
+        )
+    return verdict(Verdict.STALE, why)
+
+
+def decide_posix_all(
+    objects: Iterable[PosixObject], facts: PosixFacts, policy: Policy, now: float
+) -> list[PosixDecision]:
+    """A verdict for every POSIX object, in the order given."""
+    return [decide_posix(o, policy.name_owners(o), facts, policy, now) for o in objects]
+
+
+def posix_units_to_probe(objects: Iterable[PosixObject], policy: Policy) -> set[str]:
+    """The units of the owners that alone claim some object."""
+    out = set()
+    for o in objects:
+        owners = policy.name_owners(o)
+        if len(owners) == 1 and owners[0].unit:
+            out.add(owners[0].unit)
+    return out

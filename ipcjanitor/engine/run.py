@@ -9,12 +9,16 @@ from typing import NamedTuple
 
 from ..kernel.processes import gather
 from ..kernel.sysvipc import read_objects
-from ..model import Decision, HostFacts, IpcKind, Verdict
+from ..model import Decision, HostFacts, IpcKind, PosixDecision, Verdict
 from ..output.journal import Journal
 from ..policy.model import Owner, Policy
 from .decide import claims, decide, pids_to_probe, queues_to_probe, units_to_probe
 from .lock import WAIT_LIMIT, acquire
 from .remove import remove_stale
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .posix_run import PosixScope
 
 
 class Scope(NamedTuple):
@@ -60,13 +64,17 @@ def clean(
     scope: Scope,
     journal: Journal,
     facts_hook: Callable[[HostFacts], HostFacts] | None = None,
+    *,
     lock_wait: float = WAIT_LIMIT,
+    posix: tuple[PosixScope, list[PosixDecision], list[str]] | None = None,
 ) -> tuple[list[Decision], str | None]:
     """Under the run lock: survey, remove what is stale, record each removal attempt.
 
     Returns every decision (stale ones replaced by what removing them did) and a note when
     this run had to wait for another. Raises LockBusy, having touched nothing, when another
-    run held the lock for over lock_wait seconds.
+    run held the lock for over lock_wait seconds. posix: (scope, out, notes): the POSIX
+    objects of that scope are surveyed and cleaned under the same lock, their decisions
+    appended to out.
     """
     held = acquire(limit=lock_wait)
     try:
@@ -76,6 +84,16 @@ def clean(
             if d.verdict in _RECORDED:
                 journal.decision(d)
             done.append(d)
+        if posix is not None:  # imported only then: System V runs never pay for it
+            from .posix_run import RECORDED, clean_posix, survey_posix  # noqa: PLC0415
+
+            pscope, pout, pnotes = posix
+            found = survey_posix(policy, pscope)
+            pnotes.extend(found.notes)
+            for p in clean_posix(policy, found.decisions, pscope):
+                if p.verdict in RECORDED:
+                    journal.posix_decision(p)
+                pout.append(p)
     finally:
         held.release()
         journal.close()

@@ -15,7 +15,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy kno
 if TYPE_CHECKING:
     from typing import Any
 
-    from ..model import HostFacts
+    from ..model import HostFacts, PosixDecision
     from ..policy.model import Owner, Policy
     from ..systemd.bus import UnitRun
     from .gate import HookCall
@@ -118,8 +118,17 @@ def _clean_owners_of(
         facts_hook = None
     scope = Scope(owners=frozenset(o.name for o in owners))
     started = time.time()
+    # the unit's POSIX objects too, under the same lock (listed only if its owners claim any)
+    posix: list[PosixDecision] = []
+    posix_part = None
+    if any(o.posix_kinds for o in owners):  # else nothing POSIX is imported, listed or read
+        from ..engine.posix_run import PosixScope  # noqa: PLC0415
+
+        posix_part = (PosixScope(owners=scope.owners), posix, notes)
     try:
-        done, waited = clean(policy, scope, journal, facts_hook, lock_wait=HOOK_WAIT_LIMIT)
+        done, waited = clean(
+            policy, scope, journal, facts_hook, lock_wait=HOOK_WAIT_LIMIT, posix=posix_part
+        )
     except LockBusy as busy:  # give up inside TimeoutStopSec=: a stop never fails for it
         why = (
             f"gave up after {unit} stopped, nothing was removed: {busy}; the next run "
@@ -136,11 +145,13 @@ def _clean_owners_of(
             report.emit([], as_json=True, quiet=call.quiet, notes=[*notes, why], extra=extra)
         return ExitCode.OK
     if call.metrics:
-        metrics.write(call.metrics, done, started, time.time())
+        metrics.write(call.metrics, done, started, time.time(), posix)
     if waited:
         notes.append(waited)
-    report.emit(done, as_json=call.json, quiet=call.quiet, notes=notes, extra={"unit": unit})
-    return ExitCode.FAILED if report.failed(done) else ExitCode.OK
+    report.emit(
+        done, as_json=call.json, quiet=call.quiet, notes=notes, extra={"unit": unit}, posix=posix
+    )
+    return ExitCode.FAILED if report.failed([*done, *posix]) else ExitCode.OK
 
 
 class Asking:

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..model import Decision, IpcKind, Verdict
+from ..model import Decision, IpcKind, PosixDecision, Verdict
+from .safe import safe_name
 
 if TYPE_CHECKING:
     import socket
@@ -109,6 +110,28 @@ class Journal:
             ("IPCJANITOR_VERDICT", d.verdict.value),
             ("IPCJANITOR_REASON", d.reason),
             ("IPCJANITOR_PIDS", " ".join(str(r.pid) for r in o.pids if r.pid)),
+            ("IPCJANITOR_UID", o.uid),
+        ]
+        if self.unit:
+            fields.append(("IPCJANITOR_UNIT", self.unit))
+        self.send(text, prio, fields)
+
+    def posix_decision(self, d: PosixDecision) -> None:
+        """One record per POSIX removal attempt: IPCJANITOR_NAME and _INODE for KEY and ID."""
+        o = d.obj
+        prio = "err" if d.verdict is Verdict.FAILED else "notice"
+        name = safe_name(o.name)
+        reason = safe_name(d.reason)
+        text = f"{d.verdict.value} {o.kind.value} {name} (inode {o.ino}) of {d.owner}: {reason}"
+        fields: list[tuple[str, object]] = [
+            ("MESSAGE_ID", MESSAGE_ID_REMOVED),
+            ("IPCJANITOR_KIND", o.kind.value),
+            ("IPCJANITOR_NAME", name),
+            ("IPCJANITOR_INODE", o.ino),
+            ("IPCJANITOR_DEV", f"{os.major(o.dev)}:{os.minor(o.dev)}"),
+            ("IPCJANITOR_OWNER", d.owner or ""),
+            ("IPCJANITOR_VERDICT", d.verdict.value),
+            ("IPCJANITOR_REASON", reason),
             ("IPCJANITOR_UID", o.uid),
         ]
         if self.unit:

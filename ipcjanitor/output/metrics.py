@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import UsageError
-from ..model import Decision, IpcKind, Verdict
+from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
 
 MISSING = (
     "--metrics needs the Python package prometheus_client: apt install "
@@ -48,8 +48,15 @@ def _previous(path: str, pc: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]
         return {}  # a damaged file: start the counters afresh
 
 
-def write(path: str, decisions: Sequence[Decision], started: float, finished: float) -> None:
-    """Write this run's metrics to `path` atomically (a temporary file renamed over it)."""
+def write(
+    path: str,
+    decisions: Sequence[Decision],
+    started: float,
+    finished: float,
+    posix: Sequence[PosixDecision] = (),
+) -> None:
+    """Write this run's metrics to `path` atomically (a temporary file renamed over it);
+    the POSIX kinds are labelled posix-shm, posix-sem, posix-mq beside shm, sem, msg."""
     pc = require()
     if hasattr(pc, "disable_created_metrics"):
         pc.disable_created_metrics()
@@ -62,7 +69,8 @@ def write(path: str, decisions: Sequence[Decision], started: float, finished: fl
     failed = pc.Gauge("ipcjanitor_failed_removals", "Removals the kernel refused in the last run",
                       ["kind"], registry=reg)  # fmt: skip
     counts = Counter((d.obj.kind.value, d.verdict.value) for d in decisions)
-    for kind in IpcKind:
+    counts.update((d.obj.kind.value, d.verdict.value) for d in posix)
+    for kind in (*IpcKind, *PosixKind):
         for verdict in Verdict:
             objects.labels(kind.value, verdict.value).set(counts[(kind.value, verdict.value)])
         prior = before.get(("ipcjanitor_removed_objects_total", (("kind", kind.value),)), 0.0)
@@ -72,7 +80,9 @@ def write(path: str, decisions: Sequence[Decision], started: float, finished: fl
              registry=reg).set(finished)  # fmt: skip
     pc.Gauge("ipcjanitor_run_duration_seconds", "How long the last run took",
              registry=reg).set(finished - started)  # fmt: skip
-    ok = not any(d.verdict is Verdict.FAILED for d in decisions)
+    ok = not any(d.verdict is Verdict.FAILED for d in decisions) and not any(
+        d.verdict is Verdict.FAILED for d in posix
+    )
     name = "ipcjanitor_last_success_timestamp_seconds"
     last_ok = finished if ok else before.get((name, ()), 0.0)
     pc.Gauge(name, "When a run last ended without a failed removal", registry=reg).set(last_ok)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pwd
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -9,9 +10,11 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from ..model import Decision, IpcKind, IpcObject, Verdict
+from ..model import Decision, IpcKind, IpcObject, PosixDecision, PosixKind, Verdict
+from .safe import safe_name
 
 _COLUMNS = ("KIND", "KEY", "ID", "OWNER", "USER", "PERMS", "SIZE", "NATTCH", "VERDICT", "REASON")
+_POSIX_COLUMNS = ("KIND", "NAME", "OWNER", "USER", "PERMS", "SIZE", "VERDICT", "REASON")
 
 
 @cache
@@ -46,16 +49,72 @@ def table(decisions: Sequence[Decision]) -> str:
         )
         for d in decisions
     ]
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(_COLUMNS[:-1])]
+    return _aligned(_COLUMNS, rows)
+
+
+def _aligned(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns[:-1])]
     lines = []
-    for r in [_COLUMNS, *rows]:
+    for r in [columns, *rows]:
         lines.append(
             "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
         )
     return "\n".join(lines)
 
 
-def summary_line(decisions: Sequence[Decision]) -> str:
+def posix_size_cell(d: PosixDecision) -> str:
+    if d.obj.kind is PosixKind.MQ and d.obj.qnum is not None:
+        return f"{d.obj.qnum} msg{'s' if d.obj.qnum != 1 else ''}"
+    return str(d.obj.size)
+
+
+def posix_table(decisions: Sequence[PosixDecision]) -> str:
+    """POSIX objects: a NAME column where System V shows KEY and ID, made safe to print."""
+    rows = [
+        (
+            d.obj.kind.value,
+            safe_name(d.obj.name),
+            d.owner or "-",
+            user_name(d.obj.uid),
+            f"{d.obj.mode & 0o7777:o}",
+            posix_size_cell(d),
+            d.verdict.value,
+            safe_name(d.reason),
+        )
+        for d in decisions
+    ]
+    return _aligned(_POSIX_COLUMNS, rows)
+
+
+def _iso_ns(t: int) -> str:
+    return datetime.fromtimestamp(t / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def posix_json(d: PosixDecision) -> dict[str, Any]:
+    o = d.obj
+    out: dict[str, Any] = {
+        "kind": o.kind.value,
+        "name": safe_name(o.name),
+        "dev": f"{os.major(o.dev)}:{os.minor(o.dev)}",
+        "inode": o.ino,
+        "owner": d.owner,
+        "uid": o.uid,
+        "gid": o.gid,
+        "perms": f"{o.mode & 0o7777:04o}",
+        "size": o.size,
+        "nlink": o.nlink,
+    }
+    if o.kind is PosixKind.MQ:
+        out["qnum"] = o.qnum
+    out["times"] = {"mtime": _iso_ns(o.mtime_ns), "ctime": _iso_ns(o.ctime_ns),
+                    "atime": _iso_ns(o.atime_ns)}  # fmt: skip
+    out["holders"] = [safe_name(h) for h in d.holders]
+    out["verdict"] = d.verdict.value
+    out["reason"] = safe_name(d.reason)
+    return out
+
+
+def summary_line(decisions: Sequence[Decision | PosixDecision]) -> str:
     counts = Counter(d.verdict for d in decisions)
     parts = [f"{counts[v]} {v.value}" for v in Verdict if counts[v]]
     n = len(decisions)
@@ -109,21 +168,30 @@ def object_json(d: Decision) -> dict[str, Any]:
     return out
 
 
-def document(decisions: Sequence[Decision], extra: dict[str, Any] | None = None) -> str:
+def document(
+    decisions: Sequence[Decision],
+    extra: dict[str, Any] | None = None,
+    posix: Sequence[PosixDecision] = (),
+) -> str:
     counts = Counter(d.verdict.value for d in decisions)
+    counts.update(d.verdict.value for d in posix)
     summary: dict[str, Any] = {
-        "total": len(decisions),
+        "total": len(decisions) + len(posix),
         "by_verdict": {v.value: counts.get(v.value, 0) for v in Verdict},
         **(extra or {}),
     }
     import json  # noqa: PLC0415  (here: the hook, in every restart path, prints text)
 
     return json.dumps(
-        {"objects": [object_json(d) for d in decisions], "summary": summary}, indent=2
+        {
+            "objects": [object_json(d) for d in decisions] + [posix_json(d) for d in posix],
+            "summary": summary,
+        },
+        indent=2,
     )
 
 
-def failed(decisions: Iterable[Decision]) -> bool:
+def failed(decisions: Iterable[Decision | PosixDecision]) -> bool:
     return any(d.verdict is Verdict.FAILED for d in decisions)
 
 
@@ -134,14 +202,19 @@ def emit(
     quiet: bool,
     notes: Sequence[str] = (),
     extra: dict[str, Any] | None = None,
+    posix: Sequence[PosixDecision] = (),
 ) -> None:
-    """Print a run: one JSON document, or the table, its notes and the summary line."""
+    """Print a run: one JSON document, or the tables, their notes and the summary line."""
     if as_json:
-        print(document(decisions, {**(extra or {}), "notes": list(notes)}))
+        print(document(decisions, {**(extra or {}), "notes": list(notes)}, posix))
         return
     if not quiet:
         if decisions:
             print(table(decisions))
+        if posix:
+            if decisions:
+                print()
+            print(posix_table(posix))
         for note in notes:
-            print(f"note: {note}")
-    print(summary_line(decisions))
+            print(f"note: {safe_name(note)}")
+    print(summary_line([*decisions, *posix]))

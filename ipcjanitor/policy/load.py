@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from functools import cache
 
 from ..errors import PolicyErrors, PolicyProblem
-from ..model import IpcKind
+from ..model import IpcKind, PosixKind
 from . import files as policy_files
 from . import instances as policy_instances
 from .model import DEFAULT_MIN_AGE, EMBEDDED_DEFAULT, Owner, Policy, key_spans
+from .names import common_name
 from .parse import parse_policy_text
 
 
@@ -66,6 +67,7 @@ def load_policy(
         resolved, dropped = drop_steered_clashes(resolved)
         warnings.extend(dropped)
         problems.extend(check_overlaps(resolved))
+        warnings.extend(name_overlaps(resolved))
     if problems:
         raise PolicyErrors(problems)
     return Policy(
@@ -167,3 +169,34 @@ def _overlap_error(a: Owner, b: Owner, kinds: str, what: str) -> PolicyProblem:
         int(line) if line.isdigit() else None,
         f"owners {b.name!r} ({b.source}) and {a.name!r} both claim {kinds} {what}: {fix}",
     )
+
+
+def name_overlaps(owners: Sequence[Owner]) -> list[str]:
+    """Each pair of owners whose patterns can match one name of one POSIX kind, with the
+    shortest such name (decided by names.common_name, not sampled)."""
+    out = []
+    for i, a in enumerate(owners):
+        for b in owners[i + 1 :]:
+            kinds = a.posix_kinds & b.posix_kinds
+            if not kinds or (a.uid is not None and b.uid is not None and a.uid != b.uid):
+                continue
+            slash = PosixKind.SHM in kinds
+            found = next(
+                (
+                    (pa, pb, name)
+                    for pa in a.names
+                    for pb in b.names
+                    if (name := common_name(pa, pb, slash=slash)) is not None
+                ),
+                None,
+            )
+            if found is None:
+                continue
+            pa, pb, name = found
+            which = "/".join(k.value for k in PosixKind if k in kinds)
+            out.append(
+                f"owners {a.name} ({a.source}) and {b.name} ({b.source}) can both claim "
+                f"{which} name {name!r} (patterns {pa!r} and {pb!r}): an object both claim "
+                "is unowned and never removed; make the patterns disjoint"
+            )
+    return out

@@ -11,8 +11,9 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from ..model import IpcKind, IpcObject
+from ..model import IpcKind, IpcObject, PosixKind, PosixObject
 from ..unitnames import unit_matches
+from .names import to_regex
 from .timespan import USEC_PER_SEC, format_timespan
 
 DEFAULT_MIN_AGE = 600  # "10m": an idle object is left alone for ten minutes
@@ -40,6 +41,9 @@ class Owner(NamedTuple):
     steered: tuple[int, ...] = ()
     template: str | None = None  # an instance's owner: its template owner's name ...
     instance: str | None = None  # ... and the instance ("2" of worker@2.service)
+    # POSIX objects claimed by name (policy/names.py patterns), for these POSIX kinds
+    names: tuple[str, ...] = ()
+    posix_kinds: frozenset[PosixKind] = frozenset()
 
     def admits(self, obj: IpcObject) -> bool:
         """Whether the object's owner uid and creator uid are the ones this owner claims."""
@@ -55,6 +59,7 @@ class Policy:
     """The resolved policy: owners by name, and a fast key -> owner index. Read-only."""
 
     __slots__ = (
+        "_by_name",
         "_by_uid",
         "_claimed",
         "_index",
@@ -99,6 +104,11 @@ class Policy:
         every = sorted((lo, hi) for o in self.owners for lo, hi in o.key_ranges)
         reach = list(itertools.accumulate((hi for _, hi in every), max))
         self._claimed = ([lo for lo, _ in every], reach)
+        # POSIX: per kind, each owner claiming it with its patterns as one regex
+        self._by_name = {
+            kind: tuple((o, to_regex(o.names)) for o in self.owners if kind in o.posix_kinds)
+            for kind in PosixKind
+        }
         self._by_uid: dict[int, tuple[Owner, ...]] = {}
         for o in self.owners:
             if o.uid is not None:
@@ -120,6 +130,19 @@ class Policy:
         ):
             return owner
         return None
+
+    def name_owners(self, obj: PosixObject) -> tuple[Owner, ...]:
+        """Every owner whose patterns match the object's name for its kind and whose uid is
+        the file's: one is its owner; two or more make it unowned (never removed)."""
+        return tuple(
+            o
+            for o, regex in self._by_name[obj.kind]
+            if (o.uid is None or o.uid == obj.uid) and regex.match(obj.name)
+        )
+
+    def claims_posix(self, kind: PosixKind) -> bool:
+        """Whether any owner claims objects of this POSIX kind."""
+        return bool(self._by_name[kind])
 
     def key_claimed(self, key: int) -> bool:
         """Whether any owner's keys hold this key, for any kind."""
@@ -235,7 +258,12 @@ def describe(policy: Policy) -> Iterable[str]:
                 yield f"  per instance: ftok {path} proj {_proj(proj)} -> {', '.join(found)}"
             else:
                 yield f"  ftok:  {path} proj {_proj(proj)}"
-        yield f"  kinds: {', '.join(k.value for k in IpcKind if k in o.kinds)}"
+        if o.names:
+            yield f"  names: {', '.join(o.names)}"
+        sysv = not o.names or o.key_ranges or o.private or o.per_instance
+        kinds = [k.value for k in IpcKind if k in o.kinds and sysv]
+        kinds += [k.value for k in PosixKind if k in o.posix_kinds]
+        yield f"  kinds: {', '.join(kinds)}"
         uid = "any"
         if o.uid is not None:
             by = "any user" if o.cuid is None else f"uid {user(policy, o.cuid)}"

@@ -12,8 +12,9 @@ from typing import Any, NamedTuple
 
 from .. import chase
 from ..errors import PolicyErrors, PolicyProblem
-from ..model import IpcKind
+from ..model import IpcKind, PosixKind
 from ..unitnames import template_parts
+from . import names as name_patterns
 from .model import Owner
 from .timespan import USEC_INFINITY, USEC_PER_SEC, format_timespan, parse_timespan
 
@@ -28,6 +29,7 @@ _OWNER_FIELDS = {
     "private",
     "min_age",
     "keep_queued_messages",
+    "names",
 }
 _OWNER_UNITS = (".service", ".scope")  # only these have processes of their own
 _PROCESSLESS_UNITS = (
@@ -247,15 +249,30 @@ def _keys(value: object) -> list[tuple[int, int]]:
     return [parse_key_spec(spec) for spec in _list(value, 'keys = ["0x61040000-0x6104ffff"]')]
 
 
-def _kinds(value: object) -> frozenset[IpcKind]:
-    valid = {k.value for k in IpcKind}
+_KINDS: dict[str, IpcKind | PosixKind] = {k.value: k for k in (*IpcKind, *PosixKind)}
+
+
+def _kinds(value: object) -> frozenset[IpcKind | PosixKind]:
     if (
         not isinstance(value, list)
         or not value
-        or not all(isinstance(k, str) and k in valid for k in value)
+        or not all(isinstance(k, str) and k in _KINDS for k in value)
     ):
-        raise ValueError('must be a non-empty list of "shm", "sem", "msg"')
-    return frozenset(IpcKind(k) for k in value)
+        raise ValueError(
+            'must be a non-empty list of "shm", "sem", "msg", "posix-shm", "posix-sem", "posix-mq"'
+        )
+    return frozenset(_KINDS[k] for k in value)
+
+
+def _names(value: object) -> tuple[str, ...]:
+    """The list itself; each pattern is checked once uid is known (_name_problems)."""
+    patterns = _list(value, 'names = ["PostgreSQL.*", "psm_*"]')
+    if not patterns:
+        raise ValueError('must not be empty: names = ["psm_*"], or leave it out')
+    for p in patterns:
+        if not isinstance(p, str):
+            raise ValueError(f'{p!r} is not a pattern: names = ["psm_*"]')
+    return tuple(dict.fromkeys(patterns))
 
 
 def _unit(value: object) -> str:
@@ -337,6 +354,7 @@ _FIELD_PARSERS: dict[str, Callable[[object], Any]] = {
     "private": _bool,
     "min_age": parse_duration,
     "keep_queued_messages": _bool,
+    "names": _names,
 }
 # the top-level settings: at most one file may set each
 _SETTING_PARSERS: dict[str, Callable[[object], Any]] = {
@@ -374,6 +392,40 @@ def _ftok_claims(
         if steerable:
             steered.append(key)
     return keys, steered, per_instance
+
+
+def _claimed_kinds(
+    values: Mapping[str, Any], patterns: tuple[str, ...], sysv_claims: bool
+) -> tuple[frozenset[IpcKind], frozenset[PosixKind], list[tuple[str, str]]]:
+    """The System V and POSIX kinds an owner claims, and (problem, field) for each refusal.
+
+    kinds defaults to every kind the owner's claims can cover: names claim the POSIX kinds,
+    keys (ftok, private) the System V ones.
+    """
+    problems = []
+    for pattern in patterns:
+        why = name_patterns.problem(pattern, has_uid="uid" in values)
+        if why:
+            problems.append((f"names: {why}", "names"))
+    kinds = values.get("kinds")
+    if kinds is None:
+        return frozenset(IpcKind), frozenset(PosixKind) if patterns else frozenset(), problems
+    sysv = frozenset(k for k in kinds if isinstance(k, IpcKind))
+    posix = frozenset(k for k in kinds if isinstance(k, PosixKind))
+    if posix and not patterns:
+        listed = ", ".join(sorted(k.value for k in posix))
+        problems.append(
+            (f"kinds {listed} need names = [...]: POSIX objects are claimed by name", "kinds")
+        )
+    if patterns and not posix:
+        problems.append(
+            ('names claim nothing: kinds lists no POSIX kind (add "posix-shm", ...)', "kinds")
+        )
+    if sysv_claims and not sysv:
+        problems.append(
+            ('keys claim nothing: kinds lists no System V kind (add "shm", ...)', "kinds")
+        )
+    return sysv or frozenset(IpcKind), posix, problems
 
 
 def _parse_owner(
@@ -423,14 +475,19 @@ def _parse_owner(
         err("cuid needs uid: it only says who created the objects of uid", "cuid")
     if values.get("private") and "uid" not in table:
         err("private = true needs uid: IPC_PRIVATE objects are claimed by their uid", "private")
-    if not ranges and not values.get("private") and not errors and not ftoks:
-        err("claims nothing: give keys, ftok, or private = true with uid")
+    patterns = values.get("names", ())
+    sysv_claims = bool(ranges or values.get("private") or ftoks)
+    sysv_kinds, posix_kinds, kind_problems = _claimed_kinds(values, patterns, sysv_claims)
+    for problem, key in kind_problems:
+        err(problem, key)
+    if not sysv_claims and not patterns and not errors:
+        err("claims nothing: give keys, ftok, names, or private = true with uid")
     if errors:
         return None, errors
     owner = Owner(
         name=name,
         key_ranges=tuple(ranges),
-        kinds=values.get("kinds", frozenset(IpcKind)),
+        kinds=sysv_kinds,
         unit=values.get("unit"),
         uid=values.get("uid"),
         cuid=values.get("cuid"),
@@ -440,6 +497,8 @@ def _parse_owner(
         source=f"{where}:{head}" if head else where,
         per_instance=tuple(per_instance),
         steered=tuple(steered),
+        names=patterns,
+        posix_kinds=posix_kinds,
     )
     return owner, errors
 

@@ -30,6 +30,11 @@ needs_namespaces = pytest.mark.skipif(
 )
 
 
+_POSIX_MOUNTS = (
+    "mount -t tmpfs -o mode=1777,size=64m tmpfs /dev/shm && mount -t mqueue mqueue /dev/mqueue && "
+)
+
+
 def in_namespace(
     scenario: str,
     policy: str,
@@ -37,12 +42,19 @@ def in_namespace(
     *extra: str,
     pid_ns: bool = True,
     module: str = "scenarios",
+    posix: bool = False,
 ) -> Any:
-    """Run MODULE.py SCENARIO in new namespaces; return the JSON it prints last."""
+    """Run MODULE.py SCENARIO in new namespaces; return the JSON it prints last.
+
+    posix: also a fresh tmpfs on /dev/shm and a fresh mqueue (of the new IPC namespace) on
+    /dev/mqueue, private to the new mount namespace: never the host's.
+    """
     policy_file = tmp / "policy.toml"
     policy_file.write_text(policy)
     ns = ["--ipc", "--mount", *(["--pid", "--fork", "--mount-proc"] if pid_ns else [])]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if posix:  # so the scenario can refuse to run on the host's /dev/shm
+        env["POSIX_TEST_HOST_SHM_DEV"] = str(os.stat("/dev/shm").st_dev)
     proc = subprocess.run(
         [
             "unshare",
@@ -51,7 +63,9 @@ def in_namespace(
             # clean and hook share that lock, and nothing lands in the host's /run
             "sh",
             "-c",
-            'mount -t tmpfs -o mode=0755 tmpfs /run && exec "$@"',
+            "mount -t tmpfs -o mode=0755 tmpfs /run && "
+            + (_POSIX_MOUNTS if posix else "")
+            + 'exec "$@"',
             "sh",
             sys.executable,
             str(HERE / f"{module}.py"),

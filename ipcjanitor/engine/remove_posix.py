@@ -1,0 +1,297 @@
+"""The only module that removes POSIX objects, and never an inode other than the one judged.
+
+For each batch of stale objects:
+1. walk from the root again by directory fds (O_NOFOLLOW), each directory checked to be the
+   one the scan walked (dev, inode), and open the object itself O_NOFOLLOW from its
+   directory: dev, inode, ctime, mtime, size and links must be the scan's;
+2. take flock(LOCK_EX|LOCK_NB) on it: a cooperative owner's LOCK_SH makes it `changed`;
+3. with every lock of the batch held, read the holders again (maps, fds, /proc/locks; our
+   own excluded): anyone who mapped, opened or locked it since the scan keeps it;
+4. /dev/shm: rename the name into a directory of our own (mode 0700, in /dev/shm's root),
+   compare what arrived there with the open object, and unlink it there: the check and the
+   removal are one step nobody else can come between. A file swapped in at that moment is
+   put back (link, which never replaces) and the object is `changed`.
+   /dev/mqueue has no rename: re-stat the name from the directory fd (AT_SYMLINK_NOFOLLOW),
+   compare, unlinkat. The window left there is between that stat and the unlinkat (README:
+   "how it decides"); in its sticky root only the name's owner can swap it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import resource
+import secrets
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from ..kernel.holders import Holders, Identity, read_holders
+from ..kernel.posix import ASIDE_PREFIX, MQ_ROOT, SHM_ROOT
+from ..model import PosixDecision, PosixKind, PosixObject, Verdict
+
+MAX_BATCH = 8192  # objects held open and locked at once, fds allowing (see _batch_size)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OBJ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+Reread = Callable[[Iterable[Identity]], Holders]
+
+
+class _Kept(Exception):
+    """The object is not removed: the verdict and why."""
+
+    def __init__(self, verdict: Verdict, reason: str) -> None:
+        super().__init__(reason)
+        self.verdict = verdict
+        self.reason = reason
+
+
+def _errno(exc: OSError) -> str:
+    code = exc.errno or 0
+    return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
+
+
+def _batch_size() -> int:
+    """Objects per batch: each holds one fd open while the batch's holders are read again
+    (once per batch: bigger batches, fewer passes over every process). The soft fd limit
+    is raised to the hard one where it is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, MAX_BATCH + 256) if hard != resource.RLIM_INFINITY else MAX_BATCH + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    room = MAX_BATCH if soft == resource.RLIM_INFINITY else soft - 256  # directories, stdio
+    return max(16, min(MAX_BATCH, room))
+
+
+class _Dirs:
+    """The batch's directories, each opened once, walked from the root and checked."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.opened: dict[tuple[Path, tuple[tuple[str, int, int], ...]], int] = {}
+
+    def open(self, obj: PosixObject, root: Path) -> int:
+        key = (root, obj.parents)
+        if key not in self.opened:
+            self.opened[key] = _open_dir(self.stack, obj, root)
+        return self.opened[key]
+
+
+def _open_dir(stack: ExitStack, obj: PosixObject, root: Path) -> int:
+    """The object's directory, walked from root, each step checked against the scan."""
+    fd = -1
+    for i, (name, dev, ino) in enumerate(obj.parents):
+        try:
+            if i == 0:
+                nxt = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            else:
+                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            raise _Kept(
+                Verdict.CHANGED, f"its directory changed since the scan ({_errno(exc)})"
+            ) from None
+        stack.callback(os.close, nxt)
+        st = os.fstat(nxt)
+        if (st.st_dev, st.st_ino) != (dev, ino):
+            raise _Kept(Verdict.CHANGED, "its directory was replaced since the scan")
+        fd = nxt
+    return fd
+
+
+def _open_object(stack: ExitStack, obj: PosixObject, dirfd: int) -> int:
+    """The object opened from its directory, checked to be the inode judged, and locked."""
+    try:
+        fd = os.open(obj.entry, _OBJ_FLAGS, dir_fd=dirfd)
+    except FileNotFoundError:
+        raise _Kept(Verdict.CHANGED, "vanished before removal (someone else removed it)") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.ENOTDIR):
+            raise _Kept(Verdict.CHANGED, "its name is no longer the file judged") from None
+        raise _Kept(Verdict.FAILED, f"open refused: {_errno(exc)}") from None
+    stack.callback(os.close, fd)
+    st = os.fstat(fd)
+    now = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size, st.st_nlink)
+    if now != obj.facts():
+        if (st.st_dev, st.st_ino) != obj.identity:
+            why = "its name now belongs to another file (replaced since the scan)"
+        else:
+            why = "it was modified since the scan (ctime, mtime, size or links differ)"
+        raise _Kept(Verdict.CHANGED, why)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _Kept(
+            Verdict.CHANGED, "a process holds a lock on it (a cooperative owner is alive)"
+        ) from None
+    except OSError as exc:
+        raise _Kept(Verdict.FAILED, f"flock refused: {_errno(exc)}") from None
+    return fd
+
+
+def _unlink(obj: PosixObject, dirfd: int, fd: int) -> None:
+    """unlinkat, right after checking that the name is still the open, locked inode."""
+    try:
+        st = os.stat(obj.entry, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise _Kept(Verdict.CHANGED, "vanished before removal (someone else removed it)") from None
+    held = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+        raise _Kept(Verdict.CHANGED, "its name now belongs to another file (replaced just now)")
+    try:
+        os.unlink(obj.entry, dir_fd=dirfd)
+    except FileNotFoundError:
+        raise _Kept(Verdict.CHANGED, "vanished before removal (someone else removed it)") from None
+    except OSError as exc:
+        raise _Kept(Verdict.FAILED, f"unlink refused: {_errno(exc)}") from None
+
+
+class _Aside:
+    """A directory of ours (mode 0700) in /dev/shm's root: a file judged stale is renamed
+    into it, checked there — where nobody else can swap it — and only then unlinked."""
+
+    def __init__(self, stack: ExitStack, root: Path) -> None:
+        self.stack, self.root = stack, root
+        self.fd: int | None = None
+        self.rootfd = -1
+        self.name = ""
+        self.used = 0
+
+    def slot(self) -> tuple[int, str]:
+        """The directory's fd and a fresh name in it."""
+        if self.fd is None:
+            self.rootfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.stack.callback(os.close, self.rootfd)
+            self.fd = self._make()
+        self.used += 1
+        return self.fd, str(self.used)
+
+    def _make(self) -> int:
+        for _ in range(8):
+            name = ASIDE_PREFIX + secrets.token_hex(8)
+            try:
+                os.mkdir(name, 0o700, dir_fd=self.rootfd)
+            except FileExistsError:
+                continue
+            fd = os.open(name, _DIR_FLAGS, dir_fd=self.rootfd)
+            self.name = name
+            self.stack.callback(self._close, fd)
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                raise _Kept(Verdict.FAILED, f"{self.root}/{name} is not ours alone")
+            return fd
+        raise _Kept(Verdict.FAILED, f"cannot make a directory of our own in {self.root}")
+
+    def _close(self, fd: int) -> None:
+        os.close(fd)
+        with contextlib.suppress(OSError):  # not empty: a file could not be put back (said)
+            os.rmdir(self.name, dir_fd=self.rootfd)
+
+
+def _remove_aside(obj: PosixObject, dirfd: int, fd: int, aside: _Aside) -> None:
+    """Rename the name into our own directory, check there that it is the open, locked
+    inode, and unlink it; a file swapped in at that moment is put back untouched."""
+    try:
+        privfd, slot = aside.slot()
+    except OSError as exc:
+        raise _Kept(Verdict.FAILED, f"cannot make a directory of our own: {_errno(exc)}") from None
+    try:
+        os.rename(obj.entry, slot, src_dir_fd=dirfd, dst_dir_fd=privfd)
+    except FileNotFoundError:
+        raise _Kept(Verdict.CHANGED, "vanished before removal (someone else removed it)") from None
+    except OSError as exc:
+        raise _Kept(Verdict.FAILED, f"rename refused: {_errno(exc)}") from None
+    moved = os.stat(slot, dir_fd=privfd, follow_symlinks=False)
+    held = os.fstat(fd)
+    if (moved.st_dev, moved.st_ino) == (held.st_dev, held.st_ino):
+        os.unlink(slot, dir_fd=privfd)  # ours alone: nobody else can have touched it
+        return
+    where = f"{aside.root}/{aside.name}/{slot}"
+    try:
+        if stat.S_ISDIR(moved.st_mode):
+            os.rename(slot, obj.entry, src_dir_fd=privfd, dst_dir_fd=dirfd)
+        else:  # link never replaces: a name taken again meanwhile is not overwritten
+            os.link(slot, obj.entry, src_dir_fd=privfd, dst_dir_fd=dirfd, follow_symlinks=False)
+            os.unlink(slot, dir_fd=privfd)
+    except OSError as exc:
+        raise _Kept(
+            Verdict.FAILED,
+            f"its name was swapped for another file at the moment of removal, and that file "
+            f"could not be put back ({_errno(exc)}): it is in {where}, untouched",
+        ) from None
+    raise _Kept(
+        Verdict.CHANGED,
+        "its name was swapped for another file at the moment of removal: that file was put "
+        "back, untouched",
+    )
+
+
+def _root(obj: PosixObject, shm_root: Path, mq_root: Path) -> Path:
+    return mq_root if obj.kind is PosixKind.MQ else shm_root
+
+
+def _batch(
+    batch: Sequence[PosixDecision], reread: Reread, shm_root: Path, mq_root: Path
+) -> dict[int, PosixDecision]:
+    """Outcomes by position in the batch."""
+    out: dict[int, PosixDecision] = {}
+    with ExitStack() as stack:
+        aside = _Aside(stack, shm_root)
+        dirs = _Dirs(stack)
+        opened: dict[int, tuple[int, int]] = {}
+        for i, d in enumerate(batch):
+            try:
+                dirfd = dirs.open(d.obj, _root(d.obj, shm_root, mq_root))
+                opened[i] = (dirfd, _open_object(stack, d.obj, dirfd))
+            except _Kept as kept:
+                out[i] = d._replace(verdict=kept.verdict, reason=kept.reason)
+        if not opened:
+            return out
+        fresh = reread(batch[i].obj.identity for i in opened)
+        for i, (dirfd, fd) in opened.items():
+            d = batch[i]
+            holders = fresh.by_identity.get(d.obj.identity, ())
+            if holders or fresh.blind:
+                why = "; ".join(holders) or f"cannot re-check its holders: {fresh.blind}"
+                out[i] = d._replace(verdict=Verdict.CHANGED, reason=f"since the scan, {why}",
+                                    holders=holders)  # fmt: skip
+                continue
+            try:
+                if d.obj.kind is PosixKind.MQ:  # the mqueue fs has no rename: stat, unlink
+                    _unlink(d.obj, dirfd, fd)
+                else:
+                    _remove_aside(d.obj, dirfd, fd, aside)
+            except _Kept as kept:
+                out[i] = d._replace(verdict=kept.verdict, reason=kept.reason)
+            else:
+                out[i] = d._replace(verdict=Verdict.REMOVED)
+    return out
+
+
+def remove_posix(
+    decisions: Iterable[PosixDecision],
+    reread: Reread | None = None,
+    *,
+    shm_root: Path = SHM_ROOT,
+    mq_root: Path = MQ_ROOT,
+    procfs: Path = Path("/proc"),
+    pid_namespace_complete: bool = False,
+) -> Iterator[PosixDecision]:
+    """Every decision back, in order, stale ones replaced by what removing them did."""
+    if reread is None:
+
+        def reread(identities: Iterable[Identity]) -> Holders:
+            return read_holders(identities, procfs, pid_namespace_complete=pid_namespace_complete)
+
+    every = list(decisions)
+    stale = [i for i, d in enumerate(every) if d.verdict is Verdict.STALE]
+    size = _batch_size()
+    for start in range(0, len(stale), size):  # batches of stale ones only: fewer re-reads
+        part = stale[start : start + size]
+        done = _batch([every[i] for i in part], reread, shm_root, mq_root)
+        for n, i in enumerate(part):
+            every[i] = done[n]
+    yield from every

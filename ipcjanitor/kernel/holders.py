@@ -1,0 +1,192 @@
+"""Who uses a POSIX object: mappings, open fds and locks, matched by (st_dev, st_ino).
+
+A POSIX object records no pid. Its users show only in the processes themselves: a mapping
+in /proc/PID/maps (a named semaphore's users are visible only this way), an fd that stats
+to it in /proc/PID/fd (a queue's users and its notification registrant only this way), a
+lock in /proc/locks (FLOCK, POSIX or OFD; an OFD lock's pid reads -1 and still holds it).
+All three are read once per run for every candidate together: the cost is one pass over
+the visible processes, whatever the number of objects.
+
+What cannot be read is blindness, never absence: a process whose maps or fds we may not
+read, hidepid, a pid namespace that is not the host's (its /proc/locks omits the locks of
+processes it cannot see) make `blind` say why, and no object is then proven unused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+from .processes import visibility
+
+Identity = tuple[int, int]  # (st_dev, st_ino)
+# fd targets that can never be a file of /dev/shm or /dev/mqueue: not worth a stat
+_NOT_FILES = ("socket:", "pipe:", "anon_inode:", "[")
+_LOCK_MODES = {
+    ("FLOCK", "READ"): "LOCK_SH",
+    ("FLOCK", "WRITE"): "LOCK_EX",
+    ("POSIX", "READ"): "POSIX read lock",
+    ("POSIX", "WRITE"): "POSIX write lock",
+    ("OFDLCK", "READ"): "OFD read lock",
+    ("OFDLCK", "WRITE"): "OFD write lock",
+}
+_SHOWN_UNREADABLE = 3  # pids named in the blindness reason; the rest are counted
+
+
+class Holders(NamedTuple):
+    """The holders of each wanted object, and why some holder may have escaped us."""
+
+    by_identity: Mapping[Identity, tuple[str, ...]]  # "mapped by pid 812 (php-fpm)", ...
+    blind: str | None  # None: every process was read, and we see every process
+    processes: int = 0  # how many processes were read
+
+
+def _dev_text(dev: int) -> str:
+    """st_dev as /proc/PID/maps and /proc/locks print it: hex major:minor, two digits each."""
+    return f"{os.major(dev):02x}:{os.minor(dev):02x}"
+
+
+class _Scan:
+    def __init__(self, wanted: Iterable[Identity], procfs: Path, exclude: frozenset[int]) -> None:
+        self.wanted = frozenset(wanted)
+        self.devs = {_dev_text(dev): dev for dev, _ in self.wanted}
+        # a maps line names its device as " MAJ:MIN ": a process whose maps hold none of
+        # ours is skipped by one search in C, not parsed line by line
+        self.dev_needles = [f" {text} ".encode() for text in self.devs]
+        self.procfs = procfs
+        self.proc = os.fspath(procfs)  # strings, not Paths: this runs per process and fd
+        self.exclude = exclude
+        self.found: dict[Identity, list[str]] = {}
+        self.unreadable: list[str] = []
+        self.read = 0
+
+    def hold(self, identity: Identity, how: str) -> None:
+        held = self.found.setdefault(identity, [])
+        if how not in held:
+            held.append(how)
+
+    def comm(self, pid: str) -> str:
+        try:
+            with open(f"{self.proc}/{pid}/comm", "rb") as f:
+                return f.read().decode(errors="replace").strip()
+        except OSError:
+            return "?"
+
+    def process(self, pid: str) -> None:
+        base = f"{self.proc}/{pid}"
+        try:
+            with open(f"{base}/maps", "rb") as f:
+                maps = f.read()
+            fds = os.listdir(f"{base}/fd")
+        except (FileNotFoundError, ProcessLookupError):
+            return  # exited meanwhile: it holds nothing any more
+        except OSError as exc:
+            self.unreadable.append(f"pid {pid} ({exc.strerror})")
+            return
+        self.read += 1
+        self.maps(pid, maps)
+        self.fds(pid, f"{base}/fd", fds)
+
+    def maps(self, pid: str, text: bytes) -> None:
+        if not any(needle in text for needle in self.dev_needles):
+            return
+        for raw in text.splitlines():
+            fields = raw.split(None, 5)
+            if len(fields) < 5:
+                continue
+            dev = self.devs.get(fields[3].decode("ascii", "replace"))
+            if dev is None:
+                continue
+            identity = (dev, int(fields[4]))
+            if identity in self.wanted:
+                self.hold(identity, f"mapped by pid {pid} ({self.comm(pid)})")
+
+    def fds(self, pid: str, fd_dir: str, fds: list[str]) -> None:
+        for fd in fds:
+            path = f"{fd_dir}/{fd}"
+            try:
+                if os.readlink(path).startswith(_NOT_FILES):
+                    continue
+                st = os.stat(path)
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # closed meanwhile
+            except OSError as exc:
+                self.unreadable.append(f"fd {fd} of pid {pid} ({exc.strerror})")
+                continue
+            identity = (st.st_dev, st.st_ino)
+            if identity in self.wanted:
+                self.hold(identity, f"fd {fd} of pid {pid} ({self.comm(pid)})")
+
+    def locks(self) -> None:
+        try:
+            text = (self.procfs / "locks").read_text()
+        except OSError as exc:
+            self.unreadable.append(f"{self.procfs}/locks ({exc.strerror})")
+            return
+        for line in text.splitlines():
+            fields = line.split()
+            waiting = len(fields) > 1 and fields[1] == "->"
+            if waiting:
+                del fields[1]
+            if len(fields) < 6:
+                continue
+            kind, rw, pid, where = fields[1], fields[3], fields[4], fields[5]
+            dev_text, _, ino = where.rpartition(":")
+            dev = self.devs.get(dev_text)
+            if dev is None or not ino.isdigit() or (dev, int(ino)) not in self.wanted:
+                continue
+            if pid.lstrip("-").isdigit() and int(pid) in self.exclude:
+                continue
+            mode = _LOCK_MODES.get((kind, rw), f"{kind} {rw} lock")
+            who = (
+                "pid -1 (an OFD lock: whoever holds that open file)"
+                if pid == "-1"
+                else (f"pid {pid}")
+            )
+            how = f"waiting for {mode}: {who}" if waiting else f"{mode} by {who}"
+            self.hold((dev, int(ino)), how)
+
+
+def scan_holders(
+    wanted: Iterable[Identity], procfs: Path = Path("/proc"), exclude: Iterable[int] = ()
+) -> tuple[dict[Identity, tuple[str, ...]], list[str], int]:
+    """Holders of each wanted identity, what could not be read, and processes read."""
+    scan = _Scan(wanted, procfs, frozenset(exclude))
+    if not scan.wanted:
+        return {}, [], 0
+    try:
+        pids = sorted((p for p in os.listdir(procfs) if p.isdigit()), key=int)
+    except OSError as exc:
+        return {}, [f"{procfs} ({exc.strerror})"], 0
+    for pid in pids:
+        if int(pid) not in scan.exclude:
+            scan.process(pid)
+    scan.locks()
+    return {k: tuple(v) for k, v in scan.found.items()}, scan.unreadable, scan.read
+
+
+def read_holders(
+    wanted: Iterable[Identity],
+    procfs: Path = Path("/proc"),
+    exclude: Iterable[int] = (),
+    *,
+    pid_namespace_complete: bool = False,
+) -> Holders:
+    """Every visible process's maps and fds and /proc/locks, once, for all wanted objects.
+
+    ipcjanitor's own pid is always excluded (its own fds and locks are no evidence of use).
+    """
+    seen = visibility(procfs, pid_namespace_complete)
+    found, unreadable, read = scan_holders(wanted, procfs, {os.getpid(), *exclude})
+    blind = [seen.blind] if seen.blind else []
+    if unreadable:
+        shown = ", ".join(unreadable[:_SHOWN_UNREADABLE])
+        more = len(unreadable) - _SHOWN_UNREADABLE
+        blind.append(
+            f"cannot read the maps or fds of {shown}"
+            + (f" and {more} more" if more > 0 else "")
+            + ": a holder there would be missed"
+        )
+    return Holders(found, "; ".join(blind) or None, read)

@@ -1,0 +1,119 @@
+"""Real programs that make and use POSIX IPC objects, run by posix_scenarios.py.
+
+`python posix_progs.py HOW NAME`: make or open the object NAME, hold it the way HOW says,
+print "ready" and wait to be killed. Only ever run inside the private namespaces of
+harness.in_namespace(posix=True).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import mmap
+import os
+import struct
+import sys
+import time
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.sem_open.restype = ctypes.c_void_p
+LIBC.sem_open.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_uint)
+LIBC.mmap.restype = ctypes.c_void_p
+LIBC.mmap.argtypes = (
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+)
+LIBC.mq_open.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
+
+
+def check(ok: bool, what: str) -> None:
+    if not ok:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def shm_fd(name: str) -> int:
+    return os.open(f"/dev/shm/{name}", os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def mapped(name: str) -> object:
+    """A mapping without an fd: mmap(2) itself (Python's mmap keeps a dup of the fd), then
+    the fd closed."""
+    fd = shm_fd(name)
+    os.ftruncate(fd, 4096)
+    addr = LIBC.mmap(None, 4096, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    check(addr not in (None, ctypes.c_void_p(-1).value), "mmap")
+    os.close(fd)
+    return addr
+
+
+def lock_sh(name: str) -> object:
+    """The DPDK/vLLM pattern: LOCK_SH on the object for its whole life."""
+    fd = shm_fd(name)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def ofd_lock(name: str) -> object:
+    fd = shm_fd(name)
+    flock = struct.pack("hh4xqqi4x", fcntl.F_RDLCK, 0, 0, 0, 0)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, flock)
+    return fd
+
+
+def sem(name: str) -> object:
+    """A glibc named semaphore in use: sem_open maps /dev/shm/sem.NAME."""
+    s = LIBC.sem_open(b"/" + name.encode(), os.O_CREAT, 0o600, 1)
+    check(s not in (None, 0, ctypes.c_void_p(-1).value), "sem_open")
+    return s
+
+
+def mq(name: str, messages: int = 0) -> int:
+    q = LIBC.mq_open(b"/" + name.encode(), os.O_CREAT | os.O_RDWR, 0o600, None)
+    check(q >= 0, "mq_open")
+    for i in range(messages):
+        check(LIBC.mq_send(q, f"m{i}".encode(), 2, 0) == 0, "mq_send")
+    return int(q)
+
+
+def mq_reader(name: str) -> object:
+    """A live reader blocked in mq_receive."""
+    q = mq(name)
+    print("ready", flush=True)
+    buf = ctypes.create_string_buffer(8192)
+    LIBC.mq_receive(q, buf, 8192, None)
+    return q
+
+
+def shared_memory(name: str) -> object:
+    from multiprocessing import shared_memory
+
+    return shared_memory.SharedMemory(name=name, create=True, size=4096)
+
+
+HOW = {
+    "mapped": mapped,
+    "fd": shm_fd,
+    "lock_sh": lock_sh,
+    "ofd": ofd_lock,
+    "sem": sem,
+    "mq": mq,
+    "mq_data": lambda name: mq(name, 3),
+    "mq_reader": mq_reader,
+    "shared_memory": shared_memory,
+}
+
+
+def main() -> None:
+    held = HOW[sys.argv[1]](sys.argv[2])
+    print("ready", flush=True)
+    while held is not None:
+        time.sleep(60)
+
+
+if __name__ == "__main__":
+    main()

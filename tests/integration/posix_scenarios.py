@@ -1,0 +1,303 @@
+"""POSIX scenarios, run INSIDE harness.in_namespace(posix=True): a fresh tmpfs on /dev/shm and
+a fresh mqueue on /dev/mqueue in private IPC, mount and pid namespaces. Each prints its
+result as JSON on its last line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ipcjanitor.kernel import holders, posix
+
+HERE = Path(__file__).parent
+SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {}
+POLICY = ""
+
+
+def scenario(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def private_mounts() -> None:
+    """Refuse to run anywhere but on the fresh mounts the harness made: another /dev/shm
+    than the host's (whose st_dev the harness passes), an mqueue mounted on /dev/mqueue,
+    both empty."""
+    host = os.environ.get("POSIX_TEST_HOST_SHM_DEV")
+    if host is None or os.stat("/dev/shm").st_dev == int(host):
+        raise SystemExit("/dev/shm is the host's: refusing to run")
+    if posix.mount_type(Path("/proc"), Path("/dev/mqueue")) != "mqueue":
+        raise SystemExit("no private mqueue on /dev/mqueue: refusing to run")
+    if os.listdir("/dev/shm") or os.listdir("/dev/mqueue"):
+        raise SystemExit("/dev/shm or /dev/mqueue is not fresh")
+
+
+def start(how: str, name: str) -> subprocess.Popen[str]:
+    """A real program holding NAME as HOW says; returns once it holds it."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "posix_progs.py"), how, name],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group: SIGKILL takes helpers (resource tracker) too
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def listed(listing: posix.Listing) -> list[list[object]]:
+    return [[o.kind.value, o.name, o.qnum, o.unreadable] for o in listing.objects]
+
+
+@scenario
+def listing() -> dict[str, Any]:
+    """shm files, a glibc semaphore and queues (one with messages), listed by kind."""
+    procs = [start("mapped", "psm_a"), start("sem", "jack_sem.0"), start("mq_data", "q1")]
+    procs.append(start("mq", "q0"))
+    Path("/dev/shm/app").mkdir()
+    Path("/dev/shm/app/buf0").write_bytes(b"")
+    out = {"objects": listed(posix.list_posix()), "notes": list(posix.list_posix().notes)}
+    for p in procs:
+        kill(p)
+    return out
+
+
+@scenario
+def mqueue_unmounted() -> dict[str, Any]:
+    subprocess.run(["umount", "/dev/mqueue"], check=True)
+    result = posix.list_posix()
+    return {"objects": listed(result), "notes": list(result.notes)}
+
+
+def holders_by_name(complete: bool = True) -> tuple[dict[str, list[str]], str | None]:
+    """Holders by kind:name; complete: this pid namespace holds every process (it does)."""
+    listing = posix.list_posix()
+    found = holders.read_holders(
+        [o.identity for o in listing.objects], pid_namespace_complete=complete
+    )
+    return {
+        f"{o.kind.value}:{o.name}": sorted(found.by_identity.get(o.identity, ()))
+        for o in listing.objects
+    }, found.blind
+
+
+@scenario
+def holders_alive_and_killed() -> dict[str, Any]:
+    """Each way of holding an object, by a real program; then the same after SIGKILL."""
+    procs = {
+        how: start(how, name)
+        for how, name in [
+            ("mapped", "map_only"),
+            ("fd", "fd_only"),
+            ("lock_sh", "locked"),
+            ("ofd", "ofd_locked"),
+            ("sem", "sem1"),
+            ("mq_reader", "reader_q"),
+            ("shared_memory", "psm_test"),
+        ]
+    }
+    alive, blind = holders_by_name()
+    _, blind_unstated = holders_by_name(complete=False)
+    for p in procs.values():
+        kill(p)
+    dead, blind_after = holders_by_name()
+    return {
+        "pids": {how: p.pid for how, p in procs.items()},
+        "alive": alive,
+        "dead": dead,
+        "blind": [blind, blind_after],
+        "blind_unstated": blind_unstated,
+    }
+
+
+def janitor(*args: str, user: str | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "ipcjanitor", "--policy", POLICY, *args]
+    env = dict(os.environ)
+    if user:  # a policy and a lock directory that user can read and use
+        scratch = Path(tempfile.mkdtemp())
+        scratch.chmod(0o1777)
+        policy = scratch / "policy.toml"
+        policy.write_text(Path(POLICY).read_text())
+        policy.chmod(0o644)
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
+               sys.executable, "-m", "ipcjanitor", "--policy", str(policy), *args]  # fmt: skip
+        env["IPCJANITOR_LOCK_DIR"] = str(scratch)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    out: dict[str, Any] = {"rc": proc.returncode, "stderr": proc.stderr}
+    if "--json" in args and proc.stdout.startswith("{"):
+        out["doc"] = json.loads(proc.stdout)
+    else:
+        out["stdout"] = proc.stdout
+    return out
+
+
+def by_name(run: dict[str, Any]) -> dict[str, list[str]]:
+    if "doc" not in run:
+        raise SystemExit(f"no JSON from the janitor: {run}")
+    return {
+        f"{o['kind']}:{o['name']}": [o["verdict"], o["reason"]]
+        for o in run["doc"]["objects"]
+        if "name" in o
+    }
+
+
+def remaining() -> list[str]:
+    return sorted(os.listdir("/dev/shm")) + [f"mq:{q}" for q in sorted(os.listdir("/dev/mqueue"))]
+
+
+@scenario
+def clean_for_real() -> dict[str, Any]:
+    """Real programs hold some objects, others are left by SIGKILLed ones; clean twice."""
+    dead = [("shared_memory", "psm_dead"), ("sem", "sem_dead"), ("mq_data", "q_data"),
+            ("mq", "q_dead"), ("mq_data", "free_data"), ("mapped", "map_dead")]  # fmt: skip
+    for how, name in dead:
+        kill(start(how, name))
+    live = {
+        name: start(how, name)
+        for how, name in [("mapped", "map_live"), ("fd", "fd_live"), ("lock_sh", "lock_live"),
+                          ("ofd", "ofd_live"), ("sem", "sem_live"), ("mq_reader", "q_reader")]
+    }  # fmt: skip
+    Path("/dev/shm/other").write_bytes(b"not ours")
+    secret = Path("/run/secret")
+    secret.write_bytes(b"root's")
+    Path("/dev/shm/psm_link").symlink_to(secret)
+    Path("/dev/shm/psm_hard").write_bytes(b"")
+    os.link("/dev/shm/psm_hard", "/dev/shm/psm_hard2")
+    scan = janitor("scan", "--json")
+    first = janitor("clean", "--json")
+    after_first = remaining()
+    for p in live.values():
+        kill(p)
+    second = janitor("clean", "--json")
+    table = janitor("scan")
+    return {
+        "pids": {name: p.pid for name, p in live.items()},
+        "scan": by_name(scan),
+        "first": by_name(first),
+        "first_rc": first["rc"],
+        "first_stderr": first["stderr"],
+        "after_first": after_first,
+        "second": by_name(second),
+        "after_second": remaining(),
+        "secret": secret.read_text(),
+        "table": table["stdout"],
+    }
+
+
+@scenario
+def hostile_names_and_mounts() -> dict[str, Any]:
+    """A container's own /dev/shm mounted below ours (another st_dev), and names with a
+    newline, a terminal escape and invalid UTF-8."""
+    Path("/dev/shm/container").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/dev/shm/container"], check=True)
+    Path("/dev/shm/container/psm_inner").write_bytes(b"")
+    for raw in [b"psm_new\nline", b"psm_\x1b[2J", b"psm_bad\xff"]:
+        with open(os.path.join(b"/dev/shm", raw), "wb"):
+            pass
+    scan = janitor("scan", "--json")
+    table = janitor("scan")
+    clean = janitor("clean", "--json")
+    return {
+        "scan": by_name(scan),
+        "notes": scan["doc"]["summary"]["notes"],
+        "table": table["stdout"],
+        "clean": by_name(clean),
+        "inner": os.listdir("/dev/shm/container"),
+        "left": sorted(os.listdir("/dev/shm")),
+    }
+
+
+@scenario
+def unprivileged_and_hidepid() -> dict[str, Any]:
+    """The janitor as nobody: other users' maps and fds cannot be read (EACCES), then /proc
+    remounted hidepid=invisible: nothing may be proven unused either way."""
+    live = start("mapped", "psm_root")
+    kill(start("fd", "psm_dead"))
+    for name in ("psm_root", "psm_dead"):
+        os.chmod(f"/dev/shm/{name}", 0o666)  # readable by nobody: only the holders are hidden
+    eacces = janitor("clean", "--json", user="65534")
+    subprocess.run(["mount", "-o", "remount,hidepid=invisible", "/proc"], check=True)
+    hidden = janitor("clean", "--json", user="65534")
+    as_root = janitor("scan", "--json")  # root with CAP_SYS_PTRACE sees through hidepid
+    kill(live)
+    return {
+        "pid": live.pid,
+        "eacces": by_name(eacces),
+        "hidden": by_name(hidden),
+        "as_root": by_name(as_root),
+        "left": remaining(),
+    }
+
+
+RACER = """
+import os, sys
+n = 0
+while not os.path.exists("/dev/shm/keep/stop"):
+    try:  # A aside, B in its place, then back: the name psm_swap names A or B by turns
+        os.rename("/dev/shm/psm_swap", "/dev/shm/keep/a")
+        os.rename("/dev/shm/keep/b", "/dev/shm/psm_swap")
+        os.rename("/dev/shm/psm_swap", "/dev/shm/keep/b")
+        os.rename("/dev/shm/keep/a", "/dev/shm/psm_swap")
+        n += 1
+    except FileNotFoundError:  # A was removed: keep swapping B in and out
+        try:
+            os.rename("/dev/shm/keep/b", "/dev/shm/psm_swap")
+            os.rename("/dev/shm/psm_swap", "/dev/shm/keep/b")
+        except FileNotFoundError:
+            pass
+        n += 1
+print(n, flush=True)
+"""
+
+
+@scenario
+def swap_race() -> dict[str, Any]:
+    """A process swaps a claimed name between the stale file A and another inode B as fast
+    as it can while clean runs again and again: B (another user's file, which the policy
+    never claims) is never removed, whatever the name holds when."""
+    Path("/dev/shm/keep").mkdir()
+    Path("/dev/shm/psm_swap").write_bytes(b"A")
+    Path("/dev/shm/keep/b").write_bytes(b"B")
+    os.chown("/dev/shm/keep/b", 65534, 65534)  # another user's: never claimed, never judged
+    b_ino = os.stat("/dev/shm/keep/b").st_ino
+    racer = subprocess.Popen([sys.executable, "-c", RACER], stdout=subprocess.PIPE, text=True)
+    verdicts = []
+    for _ in range(40):
+        run = janitor("clean", "--json")
+        verdicts += [o["verdict"] for o in run["doc"]["objects"] if o.get("name") == "psm_swap"]
+    Path("/dev/shm/keep/stop").write_bytes(b"")
+    swaps = int(racer.communicate(timeout=30)[0])
+    survivors = [
+        p for p in ("/dev/shm/psm_swap", "/dev/shm/keep/b", "/dev/shm/keep/a")
+        if os.path.exists(p) and os.stat(p).st_ino == b_ino
+    ]  # fmt: skip
+    return {
+        "swaps": swaps,
+        "verdicts": verdicts,
+        "b_alive": len(survivors) == 1,
+        "b_content": Path(survivors[0]).read_bytes().decode() if survivors else None,
+        "asides": [n for n in os.listdir("/dev/shm") if n.startswith(".ipcjanitor-")],
+    }
+
+
+def main() -> None:
+    global POLICY  # noqa: PLW0603  (the policy file of this run)
+    POLICY = sys.argv[2]
+    private_mounts()
+    print(json.dumps(SCENARIOS[sys.argv[1]]()))
+
+
+if __name__ == "__main__":
+    main()

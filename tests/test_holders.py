@@ -1,0 +1,109 @@
+"""kernel/holders.py against a fake procfs: maps, fds and /proc/locks matched by (dev, ino)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ipcjanitor.kernel import holders
+
+
+def dev_text(dev: int) -> str:
+    return f"{os.major(dev):02x}:{os.minor(dev):02x}"
+
+
+def fake_proc(
+    tmp: Path, pid: int, comm: str, maps: str = "", fds: dict[str, str] | None = None
+) -> None:
+    base = tmp / "proc" / str(pid)
+    (base / "fd").mkdir(parents=True)
+    (base / "comm").write_text(comm + "\n")
+    (base / "maps").write_text(maps)
+    for fd, target in (fds or {}).items():
+        (base / "fd" / fd).symlink_to(target)
+
+
+def test_mappings_fds_and_locks_name_pids_and_how(tmp_path: Path) -> None:
+    obj = tmp_path / "psm_1"
+    obj.write_bytes(b"")
+    other = tmp_path / "other"
+    other.write_bytes(b"")
+    st, ost = obj.stat(), other.stat()
+    d = dev_text(st.st_dev)
+    fake_proc(
+        tmp_path,
+        812,
+        "php-fpm",
+        f"7f00-7f01 rw-s 00000000 {d} {st.st_ino}    /dev/shm/psm_1\n"
+        f"7f01-7f02 rw-s 00000000 {d} {st.st_ino}    /dev/shm/psm_1\n"
+        f"7f02-7f03 r--p 00000000 {d} {ost.st_ino}    /x/other\n"
+        "7f03-7f04 rw-p 00000000 00:00 0 \n",
+    )
+    fake_proc(tmp_path, 90, "worker", fds={"3": "socket:[123]", "7": str(obj), "8": str(other)})
+    (tmp_path / "proc" / "locks").write_text(
+        f"1: FLOCK  ADVISORY  READ  4410 {d}:{st.st_ino} 0 EOF\n"
+        f"1: -> FLOCK  ADVISORY  WRITE 4411 {d}:{st.st_ino} 0 EOF\n"
+        f"2: OFDLCK ADVISORY  READ  -1 {d}:{st.st_ino} 0 EOF\n"
+        f"3: POSIX  ADVISORY  WRITE 77 {d}:{ost.st_ino} 0 EOF\n"
+        f"4: FLOCK  ADVISORY  WRITE 5 {d}:{st.st_ino} 0 EOF\n"  # excluded: ourselves
+    )
+    found, unreadable, read = holders.scan_holders(
+        [(st.st_dev, st.st_ino)], tmp_path / "proc", exclude={5}
+    )
+    assert unreadable == [] and read == 2
+    assert sorted(found[(st.st_dev, st.st_ino)]) == sorted(
+        [
+            "mapped by pid 812 (php-fpm)",
+            "fd 7 of pid 90 (worker)",
+            "LOCK_SH by pid 4410",
+            "waiting for LOCK_EX: pid 4411",
+            "OFD read lock by pid -1 (an OFD lock: whoever holds that open file)",
+        ]
+    )
+    assert list(found) == [(st.st_dev, st.st_ino)]
+
+
+def test_same_inode_on_another_device_is_no_holder(tmp_path: Path) -> None:
+    obj = tmp_path / "a"
+    obj.write_bytes(b"")
+    st = obj.stat()
+    fake_proc(tmp_path, 1, "x", f"7f00-7f01 rw-s 00000000 ff:ee {st.st_ino} /dev/shm/a\n")
+    (tmp_path / "proc" / "locks").write_text("")
+    found, _, _ = holders.scan_holders([(st.st_dev, st.st_ino)], tmp_path / "proc")
+    assert found == {}
+
+
+def test_unreadable_processes_are_blindness(tmp_path: Path) -> None:
+    obj = tmp_path / "a"
+    obj.write_bytes(b"")
+    st = obj.stat()
+    for pid in range(10, 15):
+        fake_proc(tmp_path, pid, "x")
+        (tmp_path / "proc" / str(pid) / "maps").unlink()
+        (tmp_path / "proc" / str(pid) / "maps").mkdir()  # reading it fails: EISDIR
+    (tmp_path / "proc" / "locks").write_text("")
+    h = holders.read_holders([(st.st_dev, st.st_ino)], tmp_path / "proc")
+    assert h.by_identity == {}
+    assert h.blind is not None
+    assert "cannot read the maps or fds of pid 10 (Is a directory)" in h.blind
+    assert "and 2 more: a holder there would be missed" in h.blind
+
+
+def test_a_process_gone_meanwhile_holds_nothing_and_blinds_nothing(tmp_path: Path) -> None:
+    obj = tmp_path / "a"
+    obj.write_bytes(b"")
+    st = obj.stat()
+    (tmp_path / "proc" / "33").mkdir(parents=True)  # no maps, no fd: exited
+    (tmp_path / "proc" / "locks").write_text("")
+    h = holders.read_holders([(st.st_dev, st.st_ino)], tmp_path / "proc")
+    assert (h.by_identity, h.blind, h.processes) == ({}, None, 0)
+
+
+def test_nothing_wanted_reads_nothing(tmp_path: Path) -> None:
+    assert holders.scan_holders([], tmp_path / "missing") == ({}, [], 0)
+
+
+def test_missing_locks_file_is_blindness(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    h = holders.read_holders([(1, 2)], tmp_path / "proc")
+    assert h.blind is not None and "locks" in h.blind
