@@ -9,6 +9,7 @@ import pytest
 
 from ipcjanitor.engine import lock
 from ipcjanitor.errors import NotPermittedError
+from ipcjanitor.state import state_dir
 
 
 def test_root_ignores_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -16,19 +17,19 @@ def test_root_ignores_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setenv("IPCJANITOR_LOCK_DIR", str(tmp_path))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert lock.state_dir() == Path("/run/ipcjanitor")
+    assert state_dir() == Path("/run/ipcjanitor")
     assert lock.lock_path().parent == Path("/run/ipcjanitor")
 
 
 def test_other_users_may_choose(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("IPCJANITOR_LOCK_DIR", str(tmp_path / "a"))
-    assert lock.state_dir() == tmp_path / "a"
+    assert state_dir() == tmp_path / "a"
     monkeypatch.delenv("IPCJANITOR_LOCK_DIR")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "b"))
-    assert lock.state_dir() == tmp_path / "b"
+    assert state_dir() == tmp_path / "b"
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert lock.state_dir() == Path("/tmp/ipcjanitor-1000")
+    assert state_dir() == Path("/tmp/ipcjanitor-1000")
 
 
 def test_as_root_a_lock_directory_of_another_user_is_refused(

@@ -67,16 +67,15 @@ def test_the_clock_history_is_asked_for_only_when_a_live_process_looks_younger(
         asked.append(True)
         return clock_offset() - 100.0  # the wall clock was stepped 100 s forward since boot
 
-    monkeypatch.setattr(processes, "boot_clock_offset", boot_offset)
     monkeypatch.setattr(processes, "state_dir", lambda: tmp_path)  # root's ignores the env
     me = os.getpid()
     started = probe(me, Path("/proc"), boot_time()).start_time
     assert started is not None
     # our own start is older than the object's last activity: no question about reuse
-    facts = processes.gather({me: int(started) + 60})
+    facts = processes.gather({me: int(started) + 60}, boot_offset=boot_offset)
     assert asked == [] and facts.reuse_margin == BASE_REUSE_MARGIN
     # we look 60 s younger than the object: reuse, unless the clock was stepped since
-    facts = processes.gather({me: int(started) - 60})
+    facts = processes.gather({me: int(started) - 60}, boot_offset=boot_offset)
     assert asked == [True] and facts.reuse_margin >= BASE_REUSE_MARGIN + 99
 
 

@@ -31,15 +31,15 @@ def cmd_hook(args: argparse.Namespace) -> int:
 
 
 def cmd_install_hook(args: argparse.Namespace) -> int:
-    from ..hook.install import cmd_install_hook  # noqa: PLC0415
+    from ..hook.install import install_hook  # noqa: PLC0415
 
-    return cmd_install_hook(args)
+    return install_hook(args.unit, runtime=args.runtime, remove=args.remove, policy=args.policy)
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
-    from ..learn.command import cmd_learn  # noqa: PLC0415
+    from ..learn.command import Request, learn  # noqa: PLC0415
 
-    return cmd_learn(args)
+    return learn(Request(args.unit, args.for_, args.owner, args.write, args.policy, args.quiet))
 
 
 def _policy(args: argparse.Namespace) -> Policy:

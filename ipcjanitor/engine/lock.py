@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import IpcJanitorError, NotPermittedError
+from ..state import state_dir
 
 WAIT_LIMIT = 120.0
 # The hook's: systemd gives ExecStopPost= TimeoutStopSec= (default 90 s) and fails the stop
@@ -33,21 +34,6 @@ class Held(NamedTuple):
             f"waited {self.waited:.1f}s for another ipcjanitor run (pid {self.other_pid}) to "
             "finish; this run then judged what that one left"
         )
-
-
-def state_dir() -> Path:
-    """Where runs leave what later runs of this boot need: the run lock, the clock record.
-
-    Root's is fixed: a hook runs as root with the hooked service's Environment=, which must
-    not choose where root writes (nor which lock keeps it apart from the timer's runs).
-    """
-    if os.geteuid() == 0:
-        return Path("/run/ipcjanitor")
-    if env := os.environ.get("IPCJANITOR_LOCK_DIR"):
-        return Path(env)
-    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
-        return Path(runtime)
-    return Path(f"/tmp/ipcjanitor-{os.geteuid()}")  # per user: nobody else may plant files
 
 
 def lock_path() -> Path:

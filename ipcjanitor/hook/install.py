@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import stat
@@ -134,13 +133,16 @@ def dropin_text(command: str) -> str:
     )
 
 
-def cmd_install_hook(args: argparse.Namespace) -> int:
-    unit = with_type(args.unit)  # `install-hook leaky` is leaky.service, as in systemctl
+def install_hook(
+    unit: str, *, runtime: bool = False, remove: bool = False, policy: str | None = None
+) -> ExitCode:
+    """Write (or remove) the ExecStopPost= drop-in that hooks `unit`, and reload systemd."""
+    unit = with_type(unit)  # `install-hook leaky` is leaky.service, as in systemctl
     if not unit.endswith(".service") or "/" in unit:
         raise UsageError(f"{unit!r} is not a service: ExecStopPost= hooks go on .service units")
-    base = Path("/run/systemd/system" if args.runtime else "/etc/systemd/system")
+    base = Path("/run/systemd/system" if runtime else "/etc/systemd/system")
     path = base / f"{unit}.d" / DROPIN_NAME
-    if args.remove:
+    if remove:
         if not path.exists():
             print(f"{path} does not exist: nothing to remove")
             return ExitCode.OK
@@ -149,9 +151,9 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
         with_reload = _reload()
         print(f"removed {path}{with_reload}")
         return ExitCode.OK
-    policy_path = args.policy or os.environ.get("IPCJANITOR_POLICY") or None
-    policy = load_policy(policy_path)
-    owners = policy.owners_for_unit(unit)
+    policy_path = policy or os.environ.get("IPCJANITOR_POLICY") or None
+    loaded = load_policy(policy_path)
+    owners = loaded.owners_for_unit(unit)
     if not owners:
         raise PolicyErrors.one(
             None, None, f"no policy owner is bound to {unit}: add unit = \"{unit}\" to the "
@@ -159,9 +161,9 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
             "`ipcjanitor policy check`, then run install-hook again",
         )  # fmt: skip
     for o in owners:
-        if policy.grace(o):
+        if loaded.grace(o):
             print(
-                f"warning: owner {o.name} has min_age {format_duration(policy.grace(o))}: the "
+                f"warning: owner {o.name} has min_age {format_duration(loaded.grace(o))}: the "
                 "hook keeps objects used that recently; set min_age = \"0s\" on the owner to "
                 "clean right after a kill", file=sys.stderr,
             )  # fmt: skip

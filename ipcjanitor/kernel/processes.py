@@ -15,10 +15,9 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
-from ..engine.lock import state_dir
 from ..errors import NotPermittedError
 from ..model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, Seconds, UnitState
-from ..systemd.bus import boot_clock_offset
+from ..state import state_dir
 from ..unitnames import unit_matches
 from .tasks import queue_waiters
 
@@ -263,7 +262,7 @@ def forward_clock_steps(
     an object's times were written with the wall clock of their moment. A forward step in
     between makes a live process look younger than its own object — never allowed to pass for
     PID reuse. `at_boot` is the wall-minus-monotonic offset when userspace started, as systemd
-    recorded it (processes.boot_clock_offset), or a callable giving it; the smallest offset
+    recorded it (systemd.bus.boot_clock_offset), or a callable giving it; the smallest offset
     seen by any run of this boot is kept in `state` (a tmpfs under /run) as well, so a step
     is seen even without systemd's record, if a run came before it. Every step forward since
     the smallest of those widens the reuse margin.
@@ -316,12 +315,15 @@ def gather(
     *,
     queues: bool = False,
     pid_namespace_complete: bool = False,
+    boot_offset: Callable[[], float | None] | None = None,
 ) -> HostFacts:
     """One look at the process table for the pids, units and queues a decision needs.
 
     `pids` maps each recorded pid to the oldest last activity of the objects recording it:
     the clock's history is asked for only when some live process started later than that
     (only then could a forward step of the wall clock pass a live holder off as a new one).
+    `boot_offset` gives systemd's record of the clock at boot (the engine hands in the D-Bus
+    question, asked only then; the facts layer itself asks no bus).
     """
     seen = visibility(procfs, pid_namespace_complete)
     btime = boot_time()
@@ -331,7 +333,7 @@ def gather(
         info.start_time is not None and info.start_time - pids[pid] > BASE_REUSE_MARGIN
         for pid, info in processes.items()
     ):
-        margin += forward_clock_steps(state_dir() / CLOCK_RECORD, at_boot=boot_clock_offset)
+        margin += forward_clock_steps(state_dir() / CLOCK_RECORD, at_boot=boot_offset)
     running = running_units(unit_patterns, procfs, own_pids() if exclude is None else exclude)
     units = {
         u: UnitState.RUNNING if up else (UnitState.UNKNOWN if seen.blind else UnitState.STOPPED)

@@ -9,7 +9,6 @@ IPC_PRIVATE objects of their user. proposal.py turns that into TOML.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import os
@@ -24,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-from ..errors import IpcJanitorError, NotPermittedError, UsageError
+from ..errors import ExitCode, IpcJanitorError, NotPermittedError, UsageError
 from ..kernel.processes import boot_time, own_pids, parse_stat, unit_of_pid
 from ..kernel.sysvipc import read_objects
 from ..kernel.tasks import parse_syscall
@@ -33,7 +32,7 @@ from ..policy.load import check_overlaps, load_policy
 from ..policy.model import Policy
 from ..policy.parse import parse_duration, parse_policy_text
 from ..unitnames import unit_matches
-from .propose import Candidate, Process, Sighting, Watch, propose, render
+from .propose import Candidate, Process, Proposal, Sighting, Watch, propose, render
 
 POLICY_DIR = Path("/etc/ipcjanitor/policy.d")
 SAMPLE_INTERVAL = 0.02  # seconds between samples: a 100 ms request is seen about 5 times
@@ -385,22 +384,22 @@ def user_name(uid: int) -> str | None:
         return None
 
 
-def cmd_learn(args: argparse.Namespace) -> int:
-    unit: str = args.unit
-    if not _UNIT.fullmatch(unit):
-        raise UsageError(
-            f"{unit!r} is not a running service or scope name (like php-fpm.service or "
-            "worker@2.service): only those units have processes to watch"
-        )
-    try:
-        seconds = parse_duration(args.for_)
-    except ValueError as exc:
-        raise UsageError(f"--for: {exc}") from None
-    name = args.owner or owner_name_for(unit)
-    if not _NAME.fullmatch(name):
-        raise UsageError(f"--owner {name!r}: use letters, digits, '_', '-', '.', '@'")
-    directory = _write_dir(args.policy) if args.write else None
-    existing = load_policy(args.policy)
+class Request(NamedTuple):
+    """What `learn` was asked: the command line, as plain values."""
+
+    unit: str
+    for_: str  # a duration
+    owner: str | None
+    write: bool
+    policy: str | None
+    quiet: bool
+
+
+def learn(req: Request) -> ExitCode:
+    """Watch req.unit, propose an owner table for what it used; print it or --write it."""
+    unit, seconds, name = _checked(req)
+    directory = _write_dir(req.policy) if req.write else None
+    existing = load_policy(req.policy)
     for warning in existing.warnings:
         print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
     if directory is not None:  # refuse before watching, not after a minute of it
@@ -410,7 +409,66 @@ def cmd_learn(args: argparse.Namespace) -> int:
             "ipcjanitor: warning: not root: other users' processes cannot be looked into",
             file=sys.stderr,
         )
-    progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
+    watch = _watch(unit, seconds, quiet=req.quiet)
+    proposal = propose(watch, name, existing)
+    for note in proposal.left_out:
+        print(f"ipcjanitor: not claimed: {note}", file=sys.stderr)
+    if not proposal.tables:
+        raise IpcJanitorError(
+            f"everything {unit} was seen using is claimed already (see above): nothing to propose"
+        )
+    text = render(proposal, watch, user_name)
+    target = (directory or POLICY_DIR) / f"{name}.toml"
+    _check(text, target, existing, name)
+    print(text, end="")
+    if directory is None:
+        _advise(proposal, existing, target, unit)
+        return ExitCode.OK
+    for t in proposal.tables:
+        if t.name != name:
+            _refuse_existing(t.name, existing, directory)
+    written = write_policy(text, directory, name)
+    print(f"\nwrote {written} (mode {POLICY_MODE:04o})")
+    print(f"next: ipcjanitor install-hook {unit}")
+    return ExitCode.OK
+
+
+def _advise(proposal: Proposal, existing: Policy, target: Path, unit: str) -> None:
+    """After a proposal only printed: what it would replace, and what to do with it."""
+    for t in proposal.tables:
+        if (old := existing.owner(t.name)) is not None:
+            print(
+                f"ipcjanitor: warning: the policy has an owner {t.name!r} already "
+                f"({old.source}): this table replaces it if read after that file",
+                file=sys.stderr,
+            )
+    print(
+        f"ipcjanitor: review it, then save it as {target} (or run learn with --write) "
+        f"and `ipcjanitor install-hook {unit}`",
+        file=sys.stderr,
+    )
+
+
+def _checked(req: Request) -> tuple[str, float, str]:
+    """The unit, the watch's seconds and the owner's name, or a usage error (64)."""
+    if not _UNIT.fullmatch(req.unit):
+        raise UsageError(
+            f"{req.unit!r} is not a running service or scope name (like php-fpm.service or "
+            "worker@2.service): only those units have processes to watch"
+        )
+    try:
+        seconds = parse_duration(req.for_)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    name = req.owner or owner_name_for(req.unit)
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"--owner {name!r}: use letters, digits, '_', '-', '.', '@'")
+    return req.unit, seconds, name
+
+
+def _watch(unit: str, seconds: float, *, quiet: bool) -> Watch:
+    """What the unit's processes used over `seconds`, with what could not be seen said."""
+    progress = sys.stderr if sys.stderr.isatty() and not quiet else None
     watcher = _Watcher(unit)
     watch, ended = watcher.watch(seconds, progress)
     notes = [ended] if ended else []
@@ -429,38 +487,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
             f"{len(watch.processes)} processes): they used no System V IPC object, so there "
             "is nothing to propose (watch longer, or while it serves requests: --for 10m)"
         )
-    proposal = propose(watch, name, existing)
-    for note in proposal.left_out:
-        print(f"ipcjanitor: not claimed: {note}", file=sys.stderr)
-    if not proposal.tables:
-        raise IpcJanitorError(
-            f"everything {unit} was seen using is claimed already (see above): nothing to propose"
-        )
-    text = render(proposal, watch, user_name)
-    target = (directory or POLICY_DIR) / f"{name}.toml"
-    _check(text, target, existing, name)
-    print(text, end="")
-    if directory is None:
-        for t in proposal.tables:
-            if (old := existing.owner(t.name)) is not None:
-                print(
-                    f"ipcjanitor: warning: the policy has an owner {t.name!r} already "
-                    f"({old.source}): this table replaces it if read after that file",
-                    file=sys.stderr,
-                )
-        print(
-            f"ipcjanitor: review it, then save it as {target} (or run learn with --write) "
-            f"and `ipcjanitor install-hook {unit}`",
-            file=sys.stderr,
-        )
-        return 0
-    for t in proposal.tables:
-        if t.name != name:
-            _refuse_existing(t.name, existing, directory)
-    written = write_policy(text, directory, name)
-    print(f"\nwrote {written} (mode {POLICY_MODE:04o})")
-    print(f"next: ipcjanitor install-hook {unit}")
-    return 0
+    return watch
 
 
 def _write_dir(policy: str | None) -> Path:
