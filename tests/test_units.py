@@ -71,3 +71,16 @@ def test_it_may_see_other_users_processes_and_says_what_each_capability_buys() -
     reasons = "\n".join(lines[start:end])
     for cap in caps:
         assert re.search(rf"^#\s+{cap}\s+- \S", reasons, re.M), f"say what {cap} buys"
+
+
+# Directories that a packaged service's user owns on Debian: that user can rename anything in
+# them, and swap a subdirectory for a symlink, which systemd follows when it sets up the mount.
+NOT_ROOTS = {"/var/lib/prometheus": "prometheus (prometheus-node-exporter's postinst)"}
+
+
+def test_read_write_paths_name_no_directory_another_user_can_replace() -> None:
+    paths = [p.lstrip("-+") for p in settings()["ReadWritePaths"].split()]
+    assert paths
+    for path in paths:
+        for theirs, who in NOT_ROOTS.items():
+            assert not path.startswith(theirs + "/"), f"{path} is in {theirs}, owned by {who}"

@@ -1,0 +1,67 @@
+"""The shipped ipcjanitor.service with --metrics under a real systemd, on Debian's layout.
+
+/var/lib/prometheus is the prometheus user's (65534 here), its node-exporter/ root's. The box
+gets a tmpfs of its own over /var/lib (its mount namespace only): the host's is untouched.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .container import Container, available
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(available() is not None, reason=str(available())),
+]
+
+PROMETHEUS = 65534
+DIR = "/var/lib/prometheus/node-exporter"
+DROP_IN = "/etc/systemd/system/ipcjanitor.service.d/metrics.conf"
+
+
+def debian_layout(box: Container) -> None:
+    box.run("mount -t tmpfs -o mode=0755 tmpfs /var/lib")
+    box.run(f"mkdir -p {DIR} /srv/vault && chown {PROMETHEUS}:{PROMETHEUS} /var/lib/prometheus")
+    box.run("chmod 0700 /srv/vault")
+
+
+def swap_for_symlink(box: Container) -> None:
+    """What the prometheus user can do: its node-exporter/ replaced by a symlink to /srv/vault."""
+    box.run(
+        f"setpriv --reuid={PROMETHEUS} --regid={PROMETHEUS} --clear-groups sh -c "
+        f"'mv {DIR} /var/lib/prometheus/was && ln -s /srv/vault {DIR}'"
+    )
+
+
+def start_with(box: Container, exec_start: str) -> int:
+    box.write(DROP_IN, f"[Service]\nExecStart=\nExecStart={exec_start}\n")
+    box.run("systemctl daemon-reload")
+    return box.run("systemctl start ipcjanitor.service", check=False).returncode
+
+
+def test_the_unit_lets_clean_write_its_metrics_into_node_exporters_directory(
+    box: Container,
+) -> None:
+    debian_layout(box)
+    assert start_with(box, f"/usr/bin/ipcjanitor -q clean --metrics {DIR}/ipcjanitor.prom") == 0
+    st = box.run(f"stat -c '%a %u %F' {DIR}/ipcjanitor.prom").stdout.split(maxsplit=2)
+    assert st == ["644", "0", "regular file\n"]
+
+
+def test_a_symlink_in_place_of_the_directory_makes_nothing_else_writable(box: Container) -> None:
+    debian_layout(box)
+    swap_for_symlink(box)
+    assert start_with(box, "/bin/touch /srv/vault/written") != 0  # ProtectSystem=strict holds
+    assert box.run("ls -A /srv/vault").stdout == ""
+
+
+def test_a_symlink_in_place_of_the_directory_is_refused_before_any_removal(box: Container) -> None:
+    debian_layout(box)
+    swap_for_symlink(box)
+    box.run("systemctl reset-failed ipcjanitor.service", check=False)
+    assert start_with(box, f"/usr/bin/ipcjanitor -q clean --metrics {DIR}/ipcjanitor.prom") != 0
+    assert box.run("ls -A /srv/vault").stdout == ""
+    log = box.run("journalctl --no-pager -o cat -u ipcjanitor.service").stdout
+    assert f"symlink {DIR} is owned by uid {PROMETHEUS}, not root" in log
+    assert "nothing was removed" in log
