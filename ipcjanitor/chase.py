@@ -11,6 +11,17 @@ read from or listed. A file must be a regular file: a FIFO or a device is refuse
 is opened for reading. It is then opened relative to its checked directory's fd, fstat()ed
 again (the same inode, still acceptable) and read from that fd: what was checked is what is
 read, whatever happens to the names meanwhile.
+
+open_directory() walks the same way to a directory root will write a file in (--metrics), with
+one relaxation, the narrowest that node_exporter's Debian layout needs (/var/lib/prometheus is
+the prometheus user's, its node-exporter/ root's): a directory ABOVE the file's directory may
+be another user's. The file's directory itself must be root's and writable by no one else (not
+even sticky), and every symlink on the way root's. A directory's owner can rename, remove or
+replace what it holds, but the only directory it can put there that passes these checks is
+one root already put beside it: a directory moved between parents needs write permission on
+itself, and no user can create a root-owned one or mount over another user's file system
+(except FUSE through fusermount, refused below). The caller writes by that descriptor, never
+by name.
 """
 
 from __future__ import annotations
@@ -21,10 +32,12 @@ import stat
 
 MAX_HOPS = 32  # symlinks followed in one walk, as systemd's CHASE_MAX
 _PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+MOUNTINFO = "/proc/self/mountinfo"
 _NOT_A_FILE = {
     stat.S_IFDIR: "a directory",
+    stat.S_IFLNK: "a symlink",
     stat.S_IFIFO: "a FIFO",
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
@@ -75,9 +88,14 @@ class _Chase:
         if self.strict and st.st_uid != 0:
             what, h = ("symlink", " -h") if stat.S_ISLNK(st.st_mode) else (_what(st), "")
             raise self.refuse(
-                f"{what} {real} is owned by uid {st.st_uid}, not root; as root ipcjanitor "
-                f"only reads policy that only root can change (chown{h} root {real})"
+                f"{what} {real} is owned by uid {st.st_uid}, not root; {self.not_root(h, real)}"
             )
+
+    def not_root(self, h: str, real: str) -> str:
+        """Why a component must be root's, and what to do: the end of check_owner's refusal."""
+        return (
+            f"as root ipcjanitor only reads policy that only root can change (chown{h} root {real})"
+        )
 
     def check_mode(self, st: os.stat_result, real: str, sticky_ok: bool) -> None:
         """Group/other-writable is refused; a sticky directory (/tmp) only where it may be."""
@@ -147,7 +165,7 @@ class _Chase:
         _, real, st = found
         self.check_file(st, real)
         self.check_mode(parents[-1][2], parents[-1][1], sticky_ok=False)
-        rfd = self.open_at(name, parents[-1][0], real, _READ)
+        rfd = self.open_at(name, parents[-1][0], real, READ)
         now = os.fstat(rfd)
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
             raise self.refuse(f"{real} was replaced while it was being read; run again")
@@ -176,6 +194,13 @@ class _Chase:
 
 def _what(st: os.stat_result) -> str:
     return "directory" if stat.S_ISDIR(st.st_mode) else "file"
+
+
+def file_kind(st: os.stat_result) -> str:
+    """What the inode is, for a refusal: "a regular file", "a FIFO", "a symlink", ..."""
+    if stat.S_ISREG(st.st_mode):
+        return "a regular file"
+    return _NOT_A_FILE.get(stat.S_IFMT(st.st_mode), "not a regular file")
 
 
 def _too_large(max_bytes: int) -> str:
@@ -285,3 +310,70 @@ def stat_controlled(path: str) -> tuple[os.stat_result, frozenset[int], str | No
         raise walk.refuse(f"cannot read: {exc.strerror}") from None
     finally:
         walk.close()
+
+
+class _ToWrite(_Chase):
+    """The walk of open_directory(): a directory of another user's is noted, not refused; the
+    file's own directory is checked after the walk."""
+
+    def __init__(self, shown: str, strict: bool) -> None:
+        super().__init__(shown, strict)
+        self.theirs: list[tuple[str, int]] = []  # directories on the way that are not root's
+
+    def check_owner(self, st: os.stat_result, real: str) -> None:
+        if stat.S_ISDIR(st.st_mode) and st.st_uid != 0:
+            self.theirs.append((real, st.st_uid))
+            return
+        super().check_owner(st, real)
+
+    def not_root(self, h: str, real: str) -> str:
+        return (
+            "as root ipcjanitor writes only into a directory that root alone can change, "
+            f"reached through root's symlinks (name the directory itself, or chown{h} root {real})"
+        )
+
+
+def open_directory(path: str, strict: bool, shown: str | None = None) -> tuple[int, str]:
+    """An O_PATH descriptor of the directory at path (the caller closes it) and its real path.
+
+    Walked as read_policy walks; with strict, the directory must be root's and writable by
+    root alone, every symlink on the way root's, while a directory above it may be another
+    user's (the module's docstring says why); then the directory may not be on a FUSE file
+    system, which that user could have mounted. Raises Refused, naming `shown`.
+    """
+    chase = _ToWrite(shown or path, strict)
+    try:
+        _, (fd, real, st), _ = chase.walk(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise chase.refuse(f"{real} is not a directory")
+        if strict and st.st_uid != 0:
+            raise chase.refuse(
+                f"directory {real} is owned by uid {st.st_uid}, not root; as root ipcjanitor "
+                f"writes only into a directory that root alone can write (chown root {real})"
+            )
+        chase.check_mode(st, real, sticky_ok=False)  # others could swap or add entries
+        above = [(d, uid) for d, uid in chase.theirs if d != real]
+        if strict and above and (fs := _fs_type(st.st_dev) or "").startswith("fuse"):
+            raise chase.refuse(
+                f"directory {real} is on a FUSE file system ({fs}) below {above[0][0]}, a "
+                f"directory of uid {above[0][1]}, who may have mounted it (fusermount); as root "
+                "ipcjanitor writes only into a directory on a file system root mounted"
+            )
+        chase.fds.remove(fd)
+        return fd, real
+    except OSError as exc:
+        raise chase.refuse(f"cannot read: {exc.strerror}") from None
+    finally:
+        chase.close()
+
+
+def _fs_type(dev: int) -> str | None:
+    """The type of the file system mounted with device number dev (/proc/self/mountinfo)."""
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    with open(MOUNTINFO) as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) > 2 and fields[2] == want and right:
+                return right.split()[0]
+    return None

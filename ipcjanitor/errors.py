@@ -76,6 +76,17 @@ class UsageError(IpcJanitorError):
     exit_code = ExitCode.USAGE
 
 
+class MetricsError(UsageError):
+    """--metrics FILE cannot be written, or not safely: the path as given, what is wrong and
+    what to do, and whether the run had removed anything yet (exit 64)."""
+
+    def __init__(self, path: str, problem: str, removed_nothing: bool) -> None:
+        tail = "nothing was removed" if removed_nothing else "the removals stand, unrecorded"
+        super().__init__(f"--metrics {path}: {problem}; {tail}")
+        self.path = path
+        self.problem = problem
+
+
 def guarded(command: Callable[[], int], removes: bool = False) -> int:
     """Run a command; map what it raises to one line on stderr and the contract's exit code.
 

@@ -122,8 +122,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
         notes, posix = _survey_posix(policy, pscope)
         _print(args, decisions, notes, posix)
         return ExitCode.OK
-    if args.metrics:
-        metrics.require()  # before any work: a missing library is a one-line error
+    # before any work: a missing library or an unsafe directory is a one-line error
+    target = metrics.prepare(args.metrics) if args.metrics else None
     started = time.time()
     pdone: list[PosixDecision] = []
     pnotes: list[str] = []
@@ -132,9 +132,14 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if journal.to_journal and not args.verbose:  # -v printed them: its stderr is journaled
         for warning in handoff_warnings(policy):  # one record per run, beside the removals
             journal.send(warning, "warning", [("IPCJANITOR_EVENT", "handoff-gap")])
-    done, waited = janitor.clean(policy, scope, journal, posix=posix_part)
-    if args.metrics:
-        metrics.write(args.metrics, done, started, time.time(), pdone)
+    try:
+        done, waited = janitor.clean(policy, scope, journal, posix=posix_part)
+    except BaseException:
+        if target is not None:
+            target.close()
+        raise
+    if target is not None:
+        metrics.write(target, done, started, time.time(), pdone)
     _print(args, done, [*pnotes, *([waited] if waited else [])], pdone)
     return ExitCode.FAILED if report.failed([*done, *pdone]) else ExitCode.OK
 

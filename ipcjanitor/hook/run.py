@@ -13,9 +13,12 @@ import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
+    from ..engine.run import Scope
     from ..model import HostFacts, PosixDecision
+    from ..output.journal import Journal
     from ..policy.model import Owner, Policy
     from ..systemd.bus import UnitRun
     from .gate import HookCall
@@ -86,36 +89,15 @@ def _clean_owners_of(
     from ..errors import ExitCode  # noqa: PLC0415
     from ..output import report  # noqa: PLC0415
     from ..output.journal import Journal  # noqa: PLC0415
-    from ..systemd.bus import StopInfo  # noqa: PLC0415
 
-    if call.metrics:
+    target = None
+    if call.metrics:  # before any work: a missing library or an unsafe directory stops it here
         from ..output import metrics  # noqa: PLC0415
 
-        metrics.require()
+        target = metrics.prepare(call.metrics)
 
     journal = Journal.for_hook(unit)
-    run, no_bus = asking.answer()
-    # stop facts from systemd; without it, what the environment says, labelled as the service's
-    stop = StopInfo.from_run(run) if run is not None else StopInfo.from_env()
-    notes = [f"{unit} stopped: {stop.describe()}"]
-    if run is not None:
-        how = stop.how()
-        notes.append(
-            f"systemd: main pid {run.main_pid}, {len(run.remaining)} process(es) in "
-            f"{run.control_group or 'its cgroup'}"
-        )
-
-        def add_main_pid(facts: HostFacts) -> HostFacts:
-            if not run.main_pid:
-                return facts
-            text = f"was {unit}'s main process" + (f", {how}" if how else ", now gone")
-            notes_by_pid = {**facts.pid_notes, run.main_pid: (run.main_start, text)}
-            return facts._replace(pid_notes=notes_by_pid)
-
-        facts_hook = add_main_pid
-    else:
-        notes.append(f"deciding from the policy and /proc alone: {no_bus}")
-        facts_hook = None
+    notes, facts_hook = _stop_facts(unit, asking)
     scope = Scope(owners=frozenset(o.name for o in owners))
     started = time.time()
     # the unit's POSIX objects too, under the same lock (listed only if its owners claim any)
@@ -130,28 +112,68 @@ def _clean_owners_of(
             policy, scope, journal, facts_hook, lock_wait=HOOK_WAIT_LIMIT, posix=posix_part
         )
     except LockBusy as busy:  # give up inside TimeoutStopSec=: a stop never fails for it
-        why = (
-            f"gave up after {unit} stopped, nothing was removed: {busy}; the next run "
-            "(the timer's, or the next stop's hook) judges these objects"
-        )
-        journal.send(
-            why,
-            "warning",
-            [("IPCJANITOR_UNIT", unit), ("IPCJANITOR_OWNER", " ".join(sorted(scope.owners or ())))],
-        )
-        journal.close()
-        if call.json:  # a document still, for whoever reads one; the record said it already
-            extra = {"unit": unit}
-            report.emit([], as_json=True, quiet=call.quiet, notes=[*notes, why], extra=extra)
-        return ExitCode.OK
-    if call.metrics:
-        metrics.write(call.metrics, done, started, time.time(), posix)
+        if target is not None:
+            target.close()
+        return _gave_up(unit, busy, call, scope=scope, journal=journal, notes=notes)
+    if target is not None:
+        metrics.write(target, done, started, time.time(), posix)
     if waited:
         notes.append(waited)
     report.emit(
         done, as_json=call.json, quiet=call.quiet, notes=notes, extra={"unit": unit}, posix=posix
     )
     return ExitCode.FAILED if report.failed([*done, *posix]) else ExitCode.OK
+
+
+def _stop_facts(
+    unit: str, asking: Asking
+) -> tuple[list[str], Callable[[HostFacts], HostFacts] | None]:
+    """The notes on how the unit stopped, and the facts hook naming its main pid (or None):
+    from systemd, else what the environment says, labelled as the service's."""
+    from ..systemd.bus import StopInfo  # noqa: PLC0415
+
+    run, no_bus = asking.answer()
+    stop = StopInfo.from_run(run) if run is not None else StopInfo.from_env()
+    notes = [f"{unit} stopped: {stop.describe()}"]
+    if run is None:
+        notes.append(f"deciding from the policy and /proc alone: {no_bus}")
+        return notes, None
+    how = stop.how()
+    notes.append(
+        f"systemd: main pid {run.main_pid}, {len(run.remaining)} process(es) in "
+        f"{run.control_group or 'its cgroup'}"
+    )
+
+    def add_main_pid(facts: HostFacts) -> HostFacts:
+        if not run.main_pid:
+            return facts
+        text = f"was {unit}'s main process" + (f", {how}" if how else ", now gone")
+        notes_by_pid = {**facts.pid_notes, run.main_pid: (run.main_start, text)}
+        return facts._replace(pid_notes=notes_by_pid)
+
+    return notes, add_main_pid
+
+
+def _gave_up(
+    unit: str, busy: Exception, call: HookCall, *, scope: Scope, journal: Journal, notes: list[str]
+) -> int:
+    """The lock stayed busy past the hook's wait: a warning record, nothing removed, exit 0."""
+    from ..errors import ExitCode  # noqa: PLC0415
+    from ..output import report  # noqa: PLC0415
+
+    why = (
+        f"gave up after {unit} stopped, nothing was removed: {busy}; the next run "
+        "(the timer's, or the next stop's hook) judges these objects"
+    )
+    journal.send(
+        why,
+        "warning",
+        [("IPCJANITOR_UNIT", unit), ("IPCJANITOR_OWNER", " ".join(sorted(scope.owners or ())))],
+    )
+    journal.close()
+    if call.json:  # a document still, for whoever reads one; the record said it already
+        report.emit([], as_json=True, quiet=call.quiet, notes=[*notes, why], extra={"unit": unit})
+    return ExitCode.OK
 
 
 class Asking:
