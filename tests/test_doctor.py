@@ -121,7 +121,14 @@ def test_a_writer_thread_that_is_not_the_leader_is_found(tmp_path: Path, fifo: P
     proc_fd(proc, 10, 3, fifo, "0")  # its own read end
     scan = doctor.find_stuck_pipes(proc, "x86_64")
     (s,) = scan.found
-    assert (s.pid, s.tid, s.syscall, s.fds, s.read_fds, s.reader) == (10, 11, "write", [4, 3], [3], "self")
+    assert (s.pid, s.tid, s.syscall, s.fds, s.read_fds, s.reader) == (
+        10,
+        11,
+        "write",
+        [4, 3],
+        [3],
+        "self",
+    )
     assert s.target == str(fifo) and s.inode == fifo.stat().st_ino and s.holds_read_end
     text = doctor.Report([], scan.found, [], []).text()
     assert f"STUCK PIPE: pid 10 (worker) thread 11 blocked writing fd 4,3 {fifo}," in text
@@ -202,7 +209,10 @@ def test_a_process_whose_fds_cannot_be_read_makes_it_unknown(
     text = report.text()
     assert "no process holds the read end" not in text
     assert "MAYBE STUCK PIPE: pid 10 (worker) blocked writing fd 5" in text
-    assert "cannot tell whether another process reads it: the fds of pid 20, 30 could not be read" in text
+    assert (
+        "cannot tell whether another process reads it: the fds of pid 20, 30 could not be read"
+        in text
+    )
     assert '"reader": "unknown"' in report.json()
 
 
@@ -219,3 +229,12 @@ def test_tasks_whose_system_call_cannot_be_read_are_noted(
     assert scan.notes == [
         "stuck pipes: cannot see what pid 10 is blocked in (needs root): a stuck writer there is missed"
     ]
+
+
+def test_threads_blocked_on_one_pipe_are_one_finding(tmp_path: Path, fifo: Path) -> None:
+    proc = tmp_path / "proc"
+    for tid in (10, 12, 11):
+        proc_task(proc, 10, tid, "anon_pipe_write", f"1 0x4 0x5587 0x1000 0x0 0x0 0x0 {SP_PC}")
+    proc_fd(proc, 10, 4, fifo, O_WRONLY)
+    (s,) = doctor.find_stuck_pipes(proc, "x86_64").found
+    assert (s.tid, s.reader) == (10, "none")

@@ -97,8 +97,12 @@ def fifo_writers() -> dict[str, Any]:
     os.mkfifo(own)
     os.mkfifo(shared)
     stuck = _python(f"import os\nfd = os.open({str(own)!r}, os.O_RDWR)\n" + LOOP.format(fd="fd"))
-    reader = _python(f"import os, time\nfd = os.open({str(shared)!r}, os.O_RDONLY)\ntime.sleep(600)")
-    healthy = _python(f"import os\nfd = os.open({str(shared)!r}, os.O_WRONLY)\n" + LOOP.format(fd="fd"))
+    reader = _python(
+        f"import os, time\nfd = os.open({str(shared)!r}, os.O_RDONLY)\ntime.sleep(600)"
+    )
+    healthy = _python(
+        f"import os\nfd = os.open({str(shared)!r}, os.O_WRONLY)\n" + LOOP.format(fd="fd")
+    )
     blocked = _until_blocked([stuck, healthy])
     result = _finish([stuck, reader, healthy], janitor("doctor", "--json"))
     shutil.rmtree(d)
@@ -164,7 +168,16 @@ def i386_writer() -> dict[str, Any]:
     d = Path(tempfile.mkdtemp())
     exe = d / "writer32"
     subprocess.run(
-        ["gcc", "-m32", "-nostdlib", "-static", "-O1", "-o", str(exe), str(HERE / "pipe_writer32.c")],
+        [
+            "gcc",
+            "-m32",
+            "-nostdlib",
+            "-static",
+            "-O1",
+            "-o",
+            str(exe),
+            str(HERE / "pipe_writer32.c"),
+        ],
         check=True,
     )
     r, w = os.pipe()
