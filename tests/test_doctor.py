@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
+
+from ipcjanitor.commands import doctor
 from ipcjanitor.commands.doctor import Limits, limit_rows, missing_hooks
 from ipcjanitor.model import IpcKind, IpcObject
 from ipcjanitor.policy.model import Owner, Policy
@@ -68,3 +72,169 @@ def test_a_hook_without_the_clean_environment_is_a_problem(tmp_path: Path) -> No
     assert "without a clean environment" in row["problem"]
     report = Report([], [], [row], [])
     assert not report.healthy and "UNSAFE HOOK: owner a: a.service" in report.text()
+
+
+# -- stuck pipes, on a fake /proc whose fd links lead to real FIFOs (issue 16 item 10) -------
+
+SP_PC = "0x7ffe9e0324c8 0x7ff189c803d3"
+O_WRONLY, O_RDWR = "01", "02"  # fdinfo flags, in octal
+
+
+def proc_task(proc: Path, pid: int, tid: int, wchan: str, syscall: str) -> None:
+    d = proc / str(pid) / "task" / str(tid)
+    (d / "fd").mkdir(parents=True)
+    (d / "wchan").write_text(wchan)
+    (d / "syscall").write_text(syscall)
+    if pid == tid:
+        (proc / str(pid) / "comm").write_text("worker\n")
+        (proc / str(pid) / "stat").write_text(f"{pid} (worker) S 77 1 1 0 -1 0\n")
+        (proc / str(pid) / "fd").mkdir()
+        (proc / str(pid) / "fdinfo").mkdir()
+
+
+def proc_fd(proc: Path, pid: int, fd: int, target: Path, flags: str) -> None:
+    """fd N of pid (and of each of its threads) opened on target with these flags."""
+    base = proc / str(pid)
+    (base / "fd" / str(fd)).symlink_to(target)
+    (base / "fdinfo" / str(fd)).write_text(f"pos:\t0\nflags:\t0{flags}\nmnt_id:\t1\n")
+    for task in (base / "task").iterdir():
+        (task / "fd" / str(fd)).symlink_to(target)
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "app.fifo"
+    os.mkfifo(path)  # a file in the test's own directory, never opened: nothing blocks
+    return path
+
+
+def elf(path: Path, ei_class: int) -> Path:
+    path.write_bytes(b"\x7fELF" + bytes([ei_class, 1, 1]) + bytes(9))
+    return path
+
+
+def test_a_writer_thread_that_is_not_the_leader_is_found(tmp_path: Path, fifo: Path) -> None:
+    proc = tmp_path / "proc"
+    proc_task(proc, 10, 10, "hrtimer_nanosleep", f"230 0x1 0x1 0x7ffe 0x0 0x0 0x0 {SP_PC}")
+    proc_task(proc, 10, 11, "anon_pipe_write", f"1 0x4 0x5587 0x1000 0x0 0x0 0x0 {SP_PC}")
+    proc_fd(proc, 10, 4, fifo, O_WRONLY)
+    proc_fd(proc, 10, 3, fifo, "0")  # its own read end
+    scan = doctor.find_stuck_pipes(proc, "x86_64")
+    (s,) = scan.found
+    assert (s.pid, s.tid, s.syscall, s.fds, s.read_fds, s.reader) == (
+        10,
+        11,
+        "write",
+        [4, 3],
+        [3],
+        "self",
+    )
+    assert s.target == str(fifo) and s.inode == fifo.stat().st_ino and s.holds_read_end
+    text = doctor.Report([], scan.found, [], []).text()
+    assert f"STUCK PIPE: pid 10 (worker) thread 11 blocked writing fd 4,3 {fifo}," in text
+
+
+def test_a_fifo_opened_read_write_holds_its_own_read_end(tmp_path: Path, fifo: Path) -> None:
+    proc = tmp_path / "proc"
+    proc_task(proc, 10, 10, "pipe_write", f"1 0x5 0x5587 0x1000 0x0 0x0 0x0 {SP_PC}")
+    proc_fd(proc, 10, 5, fifo, O_RDWR)
+    (s,) = doctor.find_stuck_pipes(proc, "x86_64").found
+    assert (s.fds, s.read_fds, s.reader, s.holds_read_end) == ([5], [5], "self", True)
+
+
+def test_a_reader_in_another_process_is_healthy(tmp_path: Path, fifo: Path) -> None:
+    proc = tmp_path / "proc"
+    proc_task(proc, 10, 10, "pipe_write", f"1 0x5 0x5587 0x1000 0x0 0x0 0x0 {SP_PC}")
+    proc_fd(proc, 10, 5, fifo, O_WRONLY)
+    proc_task(proc, 20, 20, "do_sys_poll", f"7 0x0 0x0 0x0 0x0 0x0 0x0 {SP_PC}")
+    proc_fd(proc, 20, 0, fifo, "0")
+    assert doctor.find_stuck_pipes(proc, "x86_64").found == []
+    (proc / "20" / "fd" / "0").unlink()  # gone: now no process holds a read end
+    (s,) = doctor.find_stuck_pipes(proc, "x86_64").found
+    assert (s.reader, s.holds_read_end, s.unreadable) == ("none", False, [])
+
+
+@pytest.mark.parametrize(
+    ("wchan", "syscall", "fd"),
+    [
+        ("pipe_wait_writable", f"275 0x5 0x0 0x4 0x0 0x10000 0x0 {SP_PC}", 4),  # splice: arg 3
+        ("pipe_wait_writable", f"278 0x4 0x7f63 0x1 0x0 0x0 0x0 {SP_PC}", 4),  # vmsplice: arg 1
+        ("pipe_wait_writable", f"276 0x3 0x4 0x10000 0x0 0x0 0x0 {SP_PC}", 4),  # tee: arg 2
+        ("pipe_wait_readable", f"275 0x4 0x0 0x5 0x0 0x10000 0x0 {SP_PC}", None),  # reading
+        ("anon_pipe_write", f"0 0x4 0x0 0x5 0x0 0x0 0x0 {SP_PC}", None),  # read(2)?
+    ],
+)
+def test_splice_vmsplice_and_tee_write_to_their_output_fd(
+    tmp_path: Path, fifo: Path, wchan: str, syscall: str, fd: int | None
+) -> None:
+    proc = tmp_path / "proc"
+    proc_task(proc, 10, 10, wchan, syscall)
+    proc_fd(proc, 10, 4, fifo, O_WRONLY)
+    found = doctor.find_stuck_pipes(proc, "x86_64").found
+    assert [s.fds[0] for s in found] == ([] if fd is None else [fd])
+
+
+def test_an_i386_task_is_read_with_the_i386_numbers(tmp_path: Path, fifo: Path) -> None:
+    proc = tmp_path / "proc"
+    proc_task(proc, 10, 10, "anon_pipe_write", f"4 0x1 0x8049 0x1000 0x0 0x0 0x0 {SP_PC}")
+    proc_fd(proc, 10, 1, fifo, O_RDWR)
+    elf(proc / "10" / "exe", 1)  # ELFCLASS32: write(2) is 4, not stat(2)
+    (s,) = doctor.find_stuck_pipes(proc, "x86_64").found
+    assert (s.syscall, s.fds) == ("write", [1])
+    elf(proc / "10" / "exe", 2)  # a 64-bit program in 4 is in stat(2): not a pipe write
+    assert doctor.find_stuck_pipes(proc, "x86_64").found == []
+
+
+def test_a_process_whose_fds_cannot_be_read_makes_it_unknown(
+    tmp_path: Path, fifo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run as another user, pid 20's fds are EACCES: it may hold the read end. Never 'none'."""
+    proc = tmp_path / "proc"
+    proc_task(proc, 10, 10, "pipe_write", f"1 0x5 0x5587 0x1000 0x0 0x0 0x0 {SP_PC}")
+    proc_fd(proc, 10, 5, fifo, O_WRONLY)
+    proc_task(proc, 20, 20, "0", "")
+    proc_task(proc, 30, 30, "0", "")
+    listdir = os.listdir
+
+    def denied(path: str | os.PathLike[str]) -> list[str]:
+        if os.fspath(path) in (f"{proc}/20/fd", f"{proc}/30/fd"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", denied)
+    (s,) = doctor.find_stuck_pipes(proc, "x86_64").found
+    assert (s.reader, s.unreadable, s.holds_read_end) == ("unknown", [20, 30], False)
+    report = doctor.Report([], [s], [], [])
+    assert report.healthy, "doctor cannot tell: not a problem found"
+    text = report.text()
+    assert "no process holds the read end" not in text
+    assert "MAYBE STUCK PIPE: pid 10 (worker) blocked writing fd 5" in text
+    assert (
+        "cannot tell whether another process reads it: the fds of pid 20, 30 could not be read"
+        in text
+    )
+    assert '"reader": "unknown"' in report.json()
+
+
+def test_tasks_whose_system_call_cannot_be_read_are_noted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = tmp_path / "proc"
+    proc_task(proc, 10, 10, "0", "running")  # no ptrace access: wchan says 0
+    proc_task(proc, 20, 20, "0", "running")
+    (proc / "10" / "task" / "10" / "syscall").unlink()
+    (proc / "10" / "task" / "10" / "syscall").mkdir()  # reading it fails (EISDIR)
+    scan = doctor.find_stuck_pipes(proc, "x86_64")
+    assert scan.found == []
+    assert scan.notes == [
+        "stuck pipes: cannot see what pid 10 is blocked in (needs root): a stuck writer there is missed"
+    ]
+
+
+def test_threads_blocked_on_one_pipe_are_one_finding(tmp_path: Path, fifo: Path) -> None:
+    proc = tmp_path / "proc"
+    for tid in (10, 12, 11):
+        proc_task(proc, 10, tid, "anon_pipe_write", f"1 0x4 0x5587 0x1000 0x0 0x0 0x0 {SP_PC}")
+    proc_fd(proc, 10, 4, fifo, O_WRONLY)
+    (s,) = doctor.find_stuck_pipes(proc, "x86_64").found
+    assert (s.tid, s.reader) == (10, "none")

@@ -508,12 +508,14 @@ def test_the_root_directory_is_no_ftok_candidate() -> None:
 
 
 def test_elf_class_tells_32_bit_processes(tmp_path: Path) -> None:
-    assert learn._elf_class(Path("/proc/self/exe")) == 2  # this Python: 64-bit
+    from ipcjanitor.kernel.tasks import ELFCLASS32, elf_class
+
+    assert elf_class(Path("/proc/self/exe")) == 2  # this Python: 64-bit
     (tmp_path / "i386").write_bytes(b"\x7fELF\x01\x01\x01" + bytes(9))
     (tmp_path / "script").write_text("#!/bin/sh\n")
-    assert learn._elf_class(tmp_path / "i386") == learn.ELFCLASS32
-    assert learn._elf_class(tmp_path / "script") is None
-    assert learn._elf_class(tmp_path / "missing") is None
+    assert elf_class(tmp_path / "i386") == ELFCLASS32
+    assert elf_class(tmp_path / "script") is None
+    assert elf_class(tmp_path / "missing") is None
 
 
 def test_another_services_object_the_unit_only_uses_is_not_claimed(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ipcjanitor.kernel import tasks
 from ipcjanitor.kernel.tasks import parse_syscall, queue_waiters
 
 SP_PC = "0x7ffe9e0324c8 0x7ff189c803d3"
@@ -75,3 +76,50 @@ def test_an_unreadable_task_or_an_unknown_machine_blinds_the_scan(tmp_path: Path
     assert queue_waiters(proc, "sparc64").blind == (
         "the system call numbers of msgrcv/msgsnd on sparc64 are not known"
     )
+
+
+# -- the pipe writes doctor looks for: the same table, native and 32-bit (compat) numbers -----
+
+
+@pytest.mark.parametrize(
+    ("line", "machine", "compat", "found"),
+    [
+        (f"1 0x4 0x5611 0x1000 0x0 0x0 0x0 {SP_PC}", "x86_64", False, ("write", 4)),
+        (f"20 0x4 0x5611 0x2 0x0 0x0 0x0 {SP_PC}", "x86_64", None, ("writev", 4)),
+        (f"275 0x5 0x0 0x4 0x0 0x10000 0x0 {SP_PC}", "x86_64", False, ("splice", 4)),
+        (f"278 0x6 0x7f63 0x1 0x0 0x0 0x0 {SP_PC}", "x86_64", False, ("vmsplice", 6)),
+        (f"276 0x3 0x7 0x10000 0x0 0x0 0x0 {SP_PC}", "x86_64", False, ("tee", 7)),
+        # an i386 task on x86_64: write is 4 (stat for a 64-bit one), writev 146, splice 313
+        (f"4 0x1 0x8049 0x1000 0x0 0x0 0x0 {SP_PC}", "x86_64", True, ("write", 1)),
+        (f"4 0x1 0x8049 0x1000 0x0 0x0 0x0 {SP_PC}", "x86_64", False, None),
+        (f"4 0x1 0x8049 0x1000 0x0 0x0 0x0 {SP_PC}", "x86_64", None, ("write", 1)),
+        (f"146 0x2 0x8049 0x1 0x0 0x0 0x0 {SP_PC}", "x86_64", True, ("writev", 2)),
+        (f"313 0x5 0x0 0x9 0x0 0x10000 0x0 {SP_PC}", "x86_64", True, ("splice", 9)),
+        (f"1 0x4 0x8049 0x1000 0x0 0x0 0x0 {SP_PC}", "x86_64", True, None),  # i386 exit
+        (f"1073742340 0x3 0x0 0x2 0x0 0x0 0x0 {SP_PC}", "x86_64", True, ("writev", 3)),  # x32
+        (f"4 0x1 0x8049 0x1000 0x0 0x0 0x0 {SP_PC}", "i686", False, ("write", 1)),
+        (f"64 0x1 0x0 0x1000 0x0 0x0 0x0 {SP_PC}", "aarch64", False, ("write", 1)),
+        (f"340 0x3 0x0 0x5 0x0 0x1000 0x0 {SP_PC}", "aarch64", True, ("splice", 5)),  # arm32
+        (f"146 0x1 0x0 0x1 0x0 0x0 0x0 {SP_PC}", "ppc64le", False, ("writev", 1)),
+        (f"1 0x4 0x0 0x1000 0x0 0x0 0x0 {SP_PC}", "sparc64", None, None),
+        ("running", "x86_64", None, None),
+    ],
+)
+def test_pipe_writes(
+    line: str, machine: str, compat: bool | None, found: tuple[str, int] | None
+) -> None:
+    assert tasks.pipe_write(line, machine, compat) == found
+
+
+def test_the_msg_rule_still_knows_only_its_machines() -> None:
+    """Numbers of write(2) on ppc64le/s390x do not make their queues' waiters known."""
+    assert tasks.queue_waiters(Path("/nonexistent"), "ppc64le").blind is not None
+
+
+def test_a_32_bit_executable_is_a_compat_task_on_a_64_bit_machine(tmp_path: Path) -> None:
+    (tmp_path / "i386").write_bytes(b"\x7fELF\x01\x01\x01" + bytes(9))
+    (tmp_path / "amd64").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9))
+    assert tasks.is_compat(tmp_path / "i386", "x86_64") is True
+    assert tasks.is_compat(tmp_path / "amd64", "x86_64") is False
+    assert tasks.is_compat(tmp_path / "i386", "i686") is False
+    assert tasks.is_compat(tmp_path / "missing", "x86_64") is None

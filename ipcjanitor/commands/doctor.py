@@ -8,24 +8,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import re
+import stat
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from ..kernel.processes import stat_fields, unit_of_pid
+from ..kernel import tasks
+from ..kernel.processes import hidepid_blinds, stat_fields, unit_of_pid
 from ..model import IpcKind, IpcObject
 from ..policy.model import Policy
 from ..systemd import unitctx
 
 THRESHOLD = 0.90
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-# write(2) and writev(2) by machine (asm/unistd.h); wchan is the first witness, this the second
-_WRITE_SYSCALLS = {"x86_64": (1, 20), "aarch64": (64, 66), "ppc64le": (4, 146), "s390x": (4, 146)}
 UNIT_DIRS = (
     Path("/etc/systemd/system"),
     Path("/run/systemd/system"),
@@ -102,30 +103,136 @@ class StuckPipe(NamedTuple):
     orphaned: bool
     holds_read_end: bool  # the supervisord leak: only it could drain its own pipe
     wchan: str
+    tid: int  # the thread blocked: pid itself for the leader
+    syscall: str  # write, writev, splice, vmsplice or tee
+    target: str  # what the fd leads to: pipe:[inode], or a FIFO's path
+    reader: str  # "self" (only it holds a read end), "none", or "unknown": see unknown
+    unreadable: list[int]  # pids whose fds could not be read: any of them may be a reader
+    unknown: str | None  # why doctor cannot tell whether another process reads the pipe
+
+    @property
+    def problem(self) -> bool:
+        return self.reader != UNKNOWN
 
 
-def _pipe_ends(procfs: Path) -> dict[int, list[tuple[int, int, bool]]]:
-    """pipe inode -> [(pid, fd, is_read_end)] over every process we can read."""
-    ends: dict[int, list[tuple[int, int, bool]]] = {}
+SELF, NONE, UNKNOWN = "self", "none", "unknown"
+# Where a task sleeps waiting for room in a pipe: pipe_write (anon_pipe_write, fifo_pipe_write
+# on 6.x), pipe_wait_writable for splice/vmsplice/tee since 5.8, pipe_wait before
+_ROOM_WAITS = ("pipe_wait", "pipe_wait_writable", "wait_for_space")
+_GONE = (errno.ENOENT, errno.ESRCH)
+_PF_KTHREAD = 0x00200000
+
+
+class _Writer(NamedTuple):
+    pid: int
+    tid: int
+    fd: int
+    syscall: str
+    wchan: str
+
+
+class PipeScan(NamedTuple):
+    found: list[StuckPipe]
+    notes: list[str]  # what the scan could not see
+
+
+def _read(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 512).decode("ascii", "replace")
+    finally:
+        os.close(fd)
+
+
+def _kernel_thread(pid_dir: str) -> bool:
+    """Kernel threads write to no pipe, and their /proc/PID/fd is root's: never a doubt."""
+    try:
+        return int(stat_fields(_read(f"{pid_dir}/stat"))[6]) & _PF_KTHREAD != 0  # field 9
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _task_writer(pid_dir: str, tid: str, machine: str) -> _Writer | None:
+    """The pipe write the task sleeps in; OSError when its state cannot be read."""
+    base = f"{pid_dir}/task/{tid}"
+    wchan = _read(f"{base}/wchan").strip()
+    if wchan == "0":  # running, or no ptrace access: then syscall (0400) says which
+        _read(f"{base}/syscall")
+        return None
+    if "pipe_write" not in wchan and wchan not in _ROOM_WAITS:
+        return None
+    compat = tasks.is_compat(Path(pid_dir, "exe"), machine)  # i386 numbers on x86_64?
+    hit = tasks.pipe_write(_read(f"{base}/syscall"), machine, compat)
+    pid = int(os.path.basename(pid_dir))
+    return None if hit is None else _Writer(pid, int(tid), hit[1], hit[0], wchan)
+
+
+def _blocked_writers(procfs: Path, machine: str) -> tuple[list[_Writer], list[int]]:
+    """Every thread of every process asleep in a pipe write; the pids whose threads' system
+    calls could not be read (another user's, without CAP_SYS_PTRACE)."""
+    writers: list[_Writer] = []
+    blind: list[int] = []
+    for entry in os.scandir(procfs):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            tids = os.listdir(f"{entry.path}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                hit = _task_writer(entry.path, tid, machine)
+            except OSError as exc:
+                if exc.errno not in _GONE and not _kernel_thread(entry.path):
+                    blind.append(pid)
+                    break
+                continue
+            if hit is not None:
+                writers.append(hit)
+    return writers, blind
+
+
+class _Ends(NamedTuple):
+    ends: dict[tuple[int, int], list[tuple[int, int, bool]]]  # (dev, ino) -> (pid, fd, readable)
+    unreadable: list[int]  # pids whose fds could not be listed
+
+
+def _pipe_ends(procfs: Path, wanted: set[tuple[int, int]]) -> _Ends:
+    """Every fd of every process we can read on one of the wanted pipes or FIFOs."""
+    inodes = {ino for _, ino in wanted}
+    ends: dict[tuple[int, int], list[tuple[int, int, bool]]] = {}
+    unreadable: list[int] = []
     for entry in os.scandir(procfs):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
         try:
             fds = os.listdir(f"{entry.path}/fd")
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in _GONE and not _kernel_thread(entry.path):
+                unreadable.append(pid)
             continue
         for fd in fds:
+            path = f"{entry.path}/fd/{fd}"
             try:
-                target = os.readlink(f"{entry.path}/fd/{fd}")
-                if not target.startswith("pipe:["):
+                target = os.readlink(path)
+                if target.startswith("pipe:[") and int(target[6:-1]) not in inodes:
                     continue
-                flags = _fd_flags(Path(entry.path, "fdinfo", fd).read_text())
-            except OSError:
+                if not target.startswith(("pipe:[", "/")):
+                    continue  # a socket, an anon inode: no FIFO
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) not in wanted:
+                    continue
+                flags = _fd_flags(_read(f"{entry.path}/fdinfo/{fd}"))
+            except PermissionError:
+                unreadable.append(pid)
+                break
+            except (OSError, ValueError):
                 continue
-            readable = flags & 0o3 in (os.O_RDONLY, os.O_RDWR)
-            ends.setdefault(int(target[6:-1]), []).append((pid, int(fd), readable))
-    return ends
+            readable = flags & os.O_ACCMODE in (os.O_RDONLY, os.O_RDWR)
+            ends.setdefault((st.st_dev, st.st_ino), []).append((pid, int(fd), readable))
+    return _Ends(ends, sorted(unreadable))
 
 
 def _fd_flags(fdinfo: str) -> int:
@@ -133,21 +240,6 @@ def _fd_flags(fdinfo: str) -> int:
         if line.startswith("flags:"):
             return int(line.split()[1], 8)
     return 0
-
-
-def _blocked_write_fd(pid: int, procfs: Path) -> tuple[int, str] | None:
-    """(fd, wchan) when the process sleeps in a pipe write, else None."""
-    try:
-        wchan = (procfs / str(pid) / "wchan").read_text().strip()
-        syscall = (procfs / str(pid) / "syscall").read_text().split()
-    except OSError:
-        return None
-    if "pipe_write" not in wchan and "pipe_wait" not in wchan:
-        return None
-    writes = _WRITE_SYSCALLS.get(platform.machine(), ())
-    if not syscall or not syscall[0].isdigit() or int(syscall[0]) not in writes:
-        return None
-    return int(syscall[1], 16), wchan
 
 
 def _is_orphan(pid: int, unit: str | None, procfs: Path) -> bool:
@@ -172,43 +264,85 @@ def _is_orphan(pid: int, unit: str | None, procfs: Path) -> bool:
     return True
 
 
-def find_stuck_pipes(procfs: Path = Path("/proc")) -> list[StuckPipe]:
-    """Processes blocked writing to a pipe whose read end no other process holds."""
-    blocked: dict[int, tuple[int, str]] = {}
-    for entry in os.scandir(procfs):
-        if entry.name.isdigit() and (hit := _blocked_write_fd(int(entry.name), procfs)):
-            blocked[int(entry.name)] = hit
-    if not blocked:
-        return []
-    ends = _pipe_ends(procfs)
+def _pipe_of(w: _Writer, procfs: Path) -> tuple[tuple[int, int], str] | None:
+    """((st_dev, st_ino), target) of the pipe or FIFO the thread is blocked writing to."""
+    link = procfs / str(w.pid) / "task" / str(w.tid) / "fd" / str(w.fd)
+    try:
+        target = os.readlink(link)
+        st = os.stat(link)
+    except OSError:
+        return None
+    return ((st.st_dev, st.st_ino), target) if stat.S_ISFIFO(st.st_mode) else None
+
+
+def _unknown_why(unreadable: list[int], hidden: str | None) -> str | None:
+    if unreadable:
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        pids = ", ".join(map(str, unreadable[:5]))
+        return f"the fds of pid {pids}{more} could not be read (run doctor as root)"
+    return hidden
+
+
+def _judge(
+    w: _Writer,
+    pipe: tuple[tuple[int, int], str],
+    found: _Ends,
+    *,
+    hidden: str | None,
+    procfs: Path,
+) -> StuckPipe | None:
+    """The finding on a blocked writer, or None when another process can drain its pipe."""
+    key, target = pipe
+    holders = found.ends.get(key, [])
+    if any(p != w.pid and readable for p, _, readable in holders):
+        return None  # someone else can drain it: healthy, if slow
+    own = [(f, readable) for p, f, readable in holders if p == w.pid]
+    unreadable = [p for p in found.unreadable if p != w.pid]
+    unknown = _unknown_why(unreadable, hidden)
+    holds = any(readable for _, readable in own)
+    unit = unit_of_pid(w.pid, procfs)
+    try:
+        command = (procfs / str(w.pid) / "comm").read_text().strip()
+    except OSError:
+        command = "?"
+    return StuckPipe(
+        pid=w.pid, command=command,
+        fds=[w.fd, *sorted({f for f, _ in own if f != w.fd})],
+        read_fds=sorted({f for f, readable in own if readable}),
+        inode=key[1], unit=unit, orphaned=_is_orphan(w.pid, unit, procfs),
+        holds_read_end=holds, wchan=w.wchan, tid=w.tid, syscall=w.syscall, target=target,
+        reader=UNKNOWN if unknown else (SELF if holds else NONE),
+        unreadable=unreadable, unknown=unknown,
+    )  # fmt: skip
+
+
+def find_stuck_pipes(procfs: Path = Path("/proc"), machine: str | None = None) -> PipeScan:
+    """Threads blocked writing to a pipe or FIFO whose read end no other process holds."""
+    machine = machine or platform.machine()
+    notes = []
+    if machine not in tasks.PIPE_WRITE_MACHINES:
+        notes.append(f"stuck pipes: the system call numbers of write(2) on {machine} are not known")
+    writers, blind = _blocked_writers(procfs, machine)
+    if blind:
+        more = f" and {len(blind) - 5} more" if len(blind) > 5 else ""
+        notes.append(
+            f"stuck pipes: cannot see what pid {', '.join(map(str, blind[:5]))}{more} "
+            f"{'is' if len(blind) == 1 else 'are'} blocked in (needs root): a stuck writer "
+            "there is missed"
+        )
+    pipes: dict[tuple[int, tuple[int, int]], tuple[_Writer, str]] = {}
+    for w in sorted(writers):  # one finding a process and pipe: its first thread blocked
+        if (p := _pipe_of(w, procfs)) is not None:
+            pipes.setdefault((w.pid, p[0]), (w, p[1]))
+    if not pipes:
+        return PipeScan([], notes)
+    ends = _pipe_ends(procfs, {key for _, key in pipes})
+    hidden = hidepid_blinds(procfs)
     found = []
-    for pid, (fd, wchan) in sorted(blocked.items()):
-        try:
-            target = os.readlink(procfs / str(pid) / "fd" / str(fd))
-        except OSError:
-            continue
-        if not target.startswith("pipe:["):
-            continue
-        inode = int(target[6:-1])
-        holders = ends.get(inode, [])
-        if any(p != pid and readable for p, _, readable in holders):
-            continue  # someone else can drain it: healthy, if slow
-        unit = unit_of_pid(pid, procfs)
-        own = [(f, readable) for p, f, readable in holders if p == pid]
-        try:
-            command = (procfs / str(pid) / "comm").read_text().strip()
-        except OSError:
-            command = "?"
-        found.append(
-            StuckPipe(
-                pid=pid, command=command,
-                fds=[fd, *sorted(f for f, _ in own if f != fd)],
-                read_fds=sorted(f for f, readable in own if readable),
-                inode=inode, unit=unit, orphaned=_is_orphan(pid, unit, procfs),
-                holds_read_end=any(readable for _, readable in own), wchan=wchan,
-            )
-        )  # fmt: skip
-    return found
+    for (_, key), (w, target) in sorted(pipes.items()):
+        if (finding := _judge(w, (key, target), ends, hidden=hidden, procfs=procfs)) is not None:
+            found.append(finding)
+    return PipeScan(found, notes)
 
 
 _HOOK = re.compile(r'(^|[\s"])hook([\s"]|$)')  # the word, quoted by install-hook or not
@@ -291,7 +425,7 @@ class Report(NamedTuple):
     def healthy(self) -> bool:
         return (
             not any(r.problem for r in self.limits)
-            and not self.stuck_pipes
+            and not any(s.problem for s in self.stuck_pipes)
             and not any("problem" in h for h in self.hooks_missing)
         )
 
@@ -334,18 +468,7 @@ class Report(NamedTuple):
         lines.append("")
         if not self.stuck_pipes:
             lines.append("stuck pipes: none")
-        for s in self.stuck_pipes:
-            fds = ",".join(map(str, s.fds))
-            who = (
-                f"holds the read end itself (fd {','.join(map(str, s.read_fds))})"
-                if s.holds_read_end
-                else "no process holds the read end"
-            )
-            orphan = ", ORPHANED" if s.orphaned else ""
-            lines.append(
-                f"STUCK PIPE: pid {s.pid} ({s.command}) blocked writing fd {fds} pipe:[{s.inode}], "
-                f"unit {s.unit or '-'}{orphan}; {who}"
-            )
+        lines.extend(_stuck_line(s) for s in self.stuck_pipes)
         for h in self.hooks_missing:
             if "problem" in h:
                 lines.append(f"UNSAFE HOOK: owner {h['owner']}: {h['unit']}: {h['problem']}: "
@@ -359,3 +482,22 @@ class Report(NamedTuple):
         lines.extend(f"note: {n}" for n in self.notes)
         lines.append("healthy" if self.healthy else "PROBLEMS FOUND")
         return "\n".join(lines)
+
+
+def _stuck_line(s: StuckPipe) -> str:
+    fds = ",".join(map(str, s.fds))
+    thread = f" thread {s.tid}" if s.tid != s.pid else ""
+    how = "writing" if s.syscall in (tasks.WRITE, tasks.WRITEV) else f"in {s.syscall} writing"
+    own = f"holds the read end itself (fd {','.join(map(str, s.read_fds))})"
+    if s.reader == UNKNOWN:
+        who = (own + "; " if s.holds_read_end else "") + (
+            f"cannot tell whether another process reads it: {s.unknown}"
+        )
+    else:
+        who = own if s.holds_read_end else "no process holds the read end"
+    orphan = ", ORPHANED" if s.orphaned else ""
+    label = "STUCK PIPE" if s.problem else "MAYBE STUCK PIPE"
+    return (
+        f"{label}: pid {s.pid} ({s.command}){thread} blocked {how} fd {fds} {s.target}, "
+        f"unit {s.unit or '-'}{orphan}; {who}"
+    )

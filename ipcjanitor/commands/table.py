@@ -176,11 +176,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except PolicyErrors as exc:
         objects = read_objects()
         notes.append(f"policy error, stale counts unknown: {exc}")
+    pipes = doctor.find_stuck_pipes()
     result = doctor.Report(
         doctor.limit_rows(objects, doctor.read_limits(), stale),
-        doctor.find_stuck_pipes(),
+        pipes.found,
         hooks,
-        notes,
+        notes + pipes.notes,
     )
     print(result.json() if args.json else result.text())
     return ExitCode.OK if result.healthy else ExitCode.FAILED

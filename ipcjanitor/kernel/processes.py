@@ -133,6 +133,11 @@ def _hidepid_blinds(opts: list[str]) -> str | None:
     )
 
 
+def hidepid_blinds(procfs: Path = Path("/proc")) -> str | None:
+    """Why the /proc at procfs may hide other users' processes from us (None: it hides none)."""
+    return _hidepid_blinds(_mount_options(procfs))
+
+
 def in_host_pid_namespace() -> bool:
     """Whether we run in the initial pid namespace, where no process is hidden from us."""
     try:

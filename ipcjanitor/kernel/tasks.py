@@ -9,6 +9,10 @@ arguments, the first of which is the msqid. Every thread is read, since any thre
 Reading another user's syscall file needs ptrace access (CAP_SYS_PTRACE); a task that cannot be
 read, or an architecture whose numbers are not known here, leaves the scan blind, and then no
 queue is ever `stale`.
+
+The one table of system call numbers: the msg rule's, learn's (semop) and doctor's (a pipe
+writer asleep in write/writev/splice/vmsplice/tee). A 32-bit (compat) task on a 64-bit machine
+reports its own table's numbers; is_compat tells it from its executable's ELF class.
 """
 
 from __future__ import annotations
@@ -20,23 +24,151 @@ from pathlib import Path
 from typing import NamedTuple
 
 MSGSND, MSGRCV = "msgsnd", "msgrcv"
+SEMOP, SEMTIMEDOP = "semop", "semtimedop"  # learn's: a task waiting on a semaphore set
+WRITE, WRITEV, SPLICE, VMSPLICE, TEE = "write", "writev", "splice", "vmsplice", "tee"
+IPC = "ipc"  # the ipc(2) multiplexer: its first argument says which call
 _IPC_CALLS = {11: MSGSND, 12: MSGRCV}  # the ipc(2) multiplexer's call numbers (linux/ipc.h)
 _X32_BIT = 0x40000000
+# Of each call a pipe writer sleeps in, the argument that is the fd written to.
+PIPE_WRITES = {WRITE: 0, WRITEV: 0, VMSPLICE: 0, SPLICE: 2, TEE: 1}
+ELFCLASS32, ELFCLASS64 = 1, 2
 
-# Per machine: the direct system call numbers of msgsnd/msgrcv (native, and of 32-bit tasks
-# the kernel also runs), and the ipc(2) multiplexer's, whose first argument says which call.
-# A wrongly matched number can only keep a queue, never remove one.
-_DIRECT: dict[str, dict[int, str]] = {
-    # x86_64 native 69/70; i386 tasks 400/401
-    "x86_64": {69: MSGSND, 70: MSGRCV, 400: MSGSND, 401: MSGRCV},
-    "i686": {400: MSGSND, 401: MSGRCV},
-    "i386": {400: MSGSND, 401: MSGRCV},
-    # the generic table (arm64, riscv64, loongarch64); arm32 tasks on arm64: 301/302
-    "aarch64": {189: MSGSND, 188: MSGRCV, 301: MSGSND, 302: MSGRCV},
-    "riscv64": {189: MSGSND, 188: MSGRCV},
-    "loongarch64": {189: MSGSND, 188: MSGRCV},
+
+class Table(NamedTuple):
+    """A machine's system call numbers (asm/unistd.h) of the calls read here: its own, and
+    those of the 32-bit tasks its kernel also runs (compat), which /proc/.../syscall shows
+    as they are: an i386 task on x86_64 in write(2) shows 4, which is stat(2) natively."""
+
+    native: Mapping[int, str]
+    compat: Mapping[int, str]
+    elf_class: int  # of the machine's own programs
+    queues: bool = True  # whether msgsnd/msgrcv are known (the msg rule's numbers)
+
+
+_I386 = {
+    4: WRITE,
+    146: WRITEV,
+    313: SPLICE,
+    315: TEE,
+    316: VMSPLICE,
+    400: MSGSND,
+    401: MSGRCV,
+    117: IPC,
 }
-_MULTIPLEXER: dict[str, int] = {"x86_64": 117, "i686": 117, "i386": 117}
+_GENERIC = {64: WRITE, 66: WRITEV, 75: VMSPLICE, 76: SPLICE, 77: TEE}  # asm-generic/unistd.h
+_GENERIC |= {188: MSGRCV, 189: MSGSND, 192: SEMTIMEDOP, 193: SEMOP}
+_ARM32 = {4: WRITE, 146: WRITEV, 340: SPLICE, 342: TEE, 343: VMSPLICE, 301: MSGSND, 302: MSGRCV}
+_PPC = {4: WRITE, 146: WRITEV, 283: SPLICE, 284: TEE, 285: VMSPLICE}  # its 32-bit tasks alike
+_S390 = {4: WRITE, 146: WRITEV, 306: SPLICE, 308: TEE, 309: VMSPLICE}
+# A wrongly matched number can only keep a queue, never remove one; doctor's second witness
+# is wchan (the task sleeps waiting for room in a pipe).
+_SYSCALLS: dict[str, Table] = {
+    # x86_64's own, with x32's writev/vmsplice (512 and up: x32 tasks only, X32 bit set)
+    "x86_64": Table(
+        {
+            1: WRITE,
+            20: WRITEV,
+            65: SEMOP,
+            69: MSGSND,
+            70: MSGRCV,
+            220: SEMTIMEDOP,
+            275: SPLICE,
+            276: TEE,
+            278: VMSPLICE,
+            516: WRITEV,
+            532: VMSPLICE,
+        },
+        _I386,
+        ELFCLASS64,
+    ),
+    "i686": Table(_I386, {}, ELFCLASS32),
+    "i386": Table(_I386, {}, ELFCLASS32),
+    # the generic table (arm64, riscv64, loongarch64); arm32 tasks on arm64
+    "aarch64": Table(_GENERIC, _ARM32, ELFCLASS64),
+    "riscv64": Table(_GENERIC, {}, ELFCLASS64),
+    "loongarch64": Table(_GENERIC, {}, ELFCLASS64),
+    "ppc64le": Table(_PPC, _PPC, ELFCLASS64, queues=False),
+    "s390x": Table(_S390, _S390, ELFCLASS64, queues=False),
+}
+
+
+PIPE_WRITE_MACHINES = frozenset(_SYSCALLS)
+
+
+def knows(machine: str, call: str) -> bool:
+    """Whether the machine's own numbers of that call are known here."""
+    table = _SYSCALLS.get(machine)
+    return table is not None and call in table.native.values()
+
+
+class Call(NamedTuple):
+    name: str
+    args: tuple[int, ...]  # the first six, as the kernel gives them
+
+
+def blocked_call(text: str, machine: str, compat: bool | None = None) -> Call | None:
+    """The call a /proc/.../syscall line shows a task blocked in, when the table knows it.
+
+    compat: the task runs 32-bit code (see is_compat); None when not known, and then its
+    own machine's numbers are tried first.
+    """
+    fields = text.split()
+    table = _SYSCALLS.get(machine)
+    if table is None or len(fields) < 4 or not fields[0].lstrip("-").isdigit():
+        return None  # "running", or blocked outside a system call ("-1 sp pc")
+    nr = int(fields[0])
+    if nr & _X32_BIT and machine == "x86_64":
+        nr, compat = nr & ~_X32_BIT, False  # an x32 task: the 64-bit table
+    try:
+        args = tuple(int(a, 16) for a in fields[1:7])
+    except ValueError:
+        return None
+    name = table.native.get(nr) if compat is not True else None
+    if name is None and compat is not False:
+        name = table.compat.get(nr)
+    return None if name is None else Call(name, args)
+
+
+def parse_syscall(text: str, machine: str) -> tuple[str, int] | None:
+    """(call, msqid) when a /proc/.../syscall line shows a task blocked in msgsnd/msgrcv."""
+    call = blocked_call(text, machine)
+    if call is None or not _SYSCALLS[machine].queues:
+        return None
+    if call.name in (MSGSND, MSGRCV):
+        return call.name, call.args[0] & 0xFFFFFFFF
+    if call.name == IPC and call.args[0] & 0xFFFF in _IPC_CALLS:
+        return _IPC_CALLS[call.args[0] & 0xFFFF], call.args[1] & 0xFFFFFFFF
+    return None
+
+
+def pipe_write(text: str, machine: str, compat: bool | None = None) -> tuple[str, int] | None:
+    """(call, fd) when the line shows a write(2), writev(2), splice(2), vmsplice(2) or tee(2):
+    the fd is the one written to (splice's and tee's output)."""
+    call = blocked_call(text, machine, compat)
+    if call is None or call.name not in PIPE_WRITES or len(call.args) <= PIPE_WRITES[call.name]:
+        return None
+    return call.name, call.args[PIPE_WRITES[call.name]] & 0xFFFFFFFF
+
+
+def elf_class(exe: Path) -> int | None:
+    """EI_CLASS of an executable: 1 for 32-bit, 2 for 64-bit; None if not ELF or unreadable."""
+    try:
+        with exe.open("rb") as f:
+            head = f.read(5)
+    except OSError:
+        return None
+    return head[4] if len(head) == 5 and head[:4] == b"\x7fELF" else None
+
+
+def is_compat(exe: Path, machine: str) -> bool | None:
+    """Whether a process (its /proc/PID/exe) runs the 32-bit numbers of a 64-bit machine;
+    None when its executable cannot be read. (A 64-bit program making int $0x80 calls is not
+    told apart: it is read as native.)"""
+    found = elf_class(exe)
+    table = _SYSCALLS.get(machine)
+    if found is None or table is None:
+        return None
+    return found != table.elf_class and bool(table.compat)
 
 
 class QueueWaiters(NamedTuple):
@@ -44,28 +176,10 @@ class QueueWaiters(NamedTuple):
     blind: str | None  # why a waiter could have escaped the scan; None when every task was read
 
 
-def parse_syscall(text: str, machine: str) -> tuple[str, int] | None:
-    """(call, msqid) when a /proc/.../syscall line shows a task blocked in msgsnd/msgrcv."""
-    fields = text.split()
-    if len(fields) < 4 or not fields[0].lstrip("-").isdigit():
-        return None  # "running", or blocked outside a system call ("-1 sp pc")
-    nr = int(fields[0]) & ~_X32_BIT
-    try:
-        args = [int(a, 16) for a in fields[1:4]]
-    except ValueError:
-        return None
-    call = _DIRECT.get(machine, {}).get(nr)
-    if call is not None:
-        return call, args[0] & 0xFFFFFFFF
-    if nr == _MULTIPLEXER.get(machine) and args[0] & 0xFFFF in _IPC_CALLS:
-        return _IPC_CALLS[args[0] & 0xFFFF], args[1] & 0xFFFFFFFF
-    return None
-
-
 def queue_waiters(procfs: Path = Path("/proc"), machine: str | None = None) -> QueueWaiters:
     """Every task of every visible process blocked in msgsnd/msgrcv, by msqid."""
     machine = machine or os.uname().machine
-    if machine not in _DIRECT:
+    if machine not in _SYSCALLS or not _SYSCALLS[machine].queues:
         return QueueWaiters(
             {}, f"the system call numbers of msgrcv/msgsnd on {machine} are not known"
         )

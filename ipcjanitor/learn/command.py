@@ -26,7 +26,15 @@ from typing import NamedTuple, TextIO
 from ..errors import ExitCode, IpcJanitorError, NotPermittedError, UsageError
 from ..kernel.processes import boot_time, own_pids, parse_stat, unit_of_pid
 from ..kernel.sysvipc import read_objects
-from ..kernel.tasks import parse_syscall
+from ..kernel.tasks import (
+    ELFCLASS32,
+    SEMOP,
+    SEMTIMEDOP,
+    blocked_call,
+    elf_class,
+    knows,
+    parse_syscall,
+)
 from ..model import BASE_REUSE_MARGIN, IpcKind, IpcObject, Pid
 from ..policy.load import check_overlaps, load_policy
 from ..policy.model import Policy
@@ -44,15 +52,6 @@ POLICY_MODE = 0o644  # like /etc/ipcjanitor/policy.toml: readable, writable by r
 _MAX_FDS = 4096  # per process and sample: more open files than that are not looked at
 _PSEUDO_FS = ("/proc/", "/sys/", "/dev/")
 
-# Semaphore calls a task can sleep in, by machine (the first argument is the semid); queues
-# are read with tasks.py's table, the one the msgrcv/msgsnd rule uses. Elsewhere, semaphore
-# waits are not seen.
-_SEM_SYSCALLS: dict[str, dict[int, str]] = {
-    "x86_64": {65: "semop", 220: "semtimedop"},
-    "aarch64": {193: "semop", 192: "semtimedop"},  # asm-generic/unistd.h numbering
-    "riscv64": {193: "semop", 192: "semtimedop"},
-    "loongarch64": {193: "semop", 192: "semtimedop"},
-}
 _SYSV_NAME = re.compile(r"^/SYSV([0-9a-fA-F]{8})(?: \(deleted\))?$")
 
 
@@ -94,15 +93,11 @@ def blocked_on(
     queue = parse_syscall(syscall_text, machine)
     if queue is not None:
         return queue[0], IpcKind.MSG, queue[1]
-    fields = syscall_text.split()
-    table = _SEM_SYSCALLS.get(machine, {}) if native else {}
-    if len(fields) < 2 or not fields[0].isdigit() or int(fields[0]) not in table:
+    # semaphores: tasks.py's table knows the machine's own numbers only
+    call = blocked_call(syscall_text, machine, compat=False) if native else None
+    if call is None or call.name not in (SEMOP, SEMTIMEDOP):
         return None
-    try:
-        semid = int(fields[1], 16)
-    except ValueError:
-        return None
-    return table[int(fields[0])], IpcKind.SEM, semid & 0xFFFFFFFF
+    return call.name, IpcKind.SEM, call.args[0] & 0xFFFFFFFF
 
 
 def command_args(cmdline: bytes) -> list[str]:
@@ -209,7 +204,7 @@ class _Watcher:
         exe = _readlink(base / "exe")
         if exe:
             self._candidate(exe, f"the executable of pid {pid}", 1)
-        if _elf_class(base / "exe") == ELFCLASS32:
+        if elf_class(base / "exe") == ELFCLASS32:
             self.compat.add(pid)  # its syscall numbers are another table's
         if cwd:
             self._candidate(cwd, f"the working directory of pid {pid}", 4)
@@ -330,19 +325,6 @@ def _readlink(path: Path) -> str | None:
         return os.readlink(path)
     except OSError:
         return None
-
-
-ELFCLASS32 = 1
-
-
-def _elf_class(exe: Path) -> int | None:
-    """EI_CLASS of an executable: 1 for 32-bit, 2 for 64-bit; None if not ELF or unreadable."""
-    try:
-        with exe.open("rb") as f:
-            head = f.read(5)
-    except OSError:
-        return None
-    return head[4] if len(head) == 5 and head[:4] == b"\x7fELF" else None
 
 
 def _open_files(base: Path) -> Iterator[str]:
@@ -477,7 +459,7 @@ def _watch(unit: str, seconds: float, *, quiet: bool) -> Watch:
             f"could not read /proc/PID/maps of {len(watcher.unreadable)} process(es): "
             "permission denied; run learn as root"
         )
-    if watcher.machine not in _SEM_SYSCALLS:
+    if not knows(watcher.machine, SEMOP):
         notes.append(f"on {watcher.machine} tasks blocked in semop are not recognised")
     for note in notes:
         print(f"ipcjanitor: {note}", file=sys.stderr)
