@@ -153,6 +153,8 @@ class HostFacts(NamedTuple):
     # taken for a younger holder of a reused pid: clock granularity, widened by every forward
     # step of the wall clock seen this boot (processes.forward_clock_steps)
     reuse_margin: float = BASE_REUSE_MARGIN
+    # Units the policy names by an alias: that name -> the name systemd runs the unit under
+    unit_names: Mapping[str, str] = _EMPTY
 
 
 class Verdict(enum.Enum):

@@ -16,7 +16,8 @@ from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
 from ..output import metrics, report
 from ..output.journal import Journal
 from ..policy.load import load_policy
-from ..policy.model import Policy, describe, handoff_warnings, unitless_warnings
+from ..policy.model import Policy, alias_notes, describe, handoff_warnings, unitless_warnings
+from ..systemd.unitfiles import unit_aliases
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ def _policy(args: argparse.Namespace) -> Policy:
         print(f"ipcjanitor: policy from {', '.join(policy.sources)}", file=sys.stderr)
         for warning in [*unitless_warnings(policy), *handoff_warnings(policy)]:
             print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
+        for note in alias_notes(policy, unit_aliases([o.unit for o in policy.owners if o.unit])):
+            print(f"ipcjanitor: note: {note}", file=sys.stderr)
     return policy
 
 
@@ -155,6 +158,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
     policy = load_policy(args.path or args.policy)
     for warning in [*policy.warnings, *unitless_warnings(policy), *handoff_warnings(policy)]:
         print(f"warning: {warning}")
+    for note in alias_notes(policy, unit_aliases([o.unit for o in policy.owners if o.unit])):
+        print(f"note: {note}")
     for line in describe(policy):
         print(line)
     print("policy OK")

@@ -41,6 +41,7 @@ class PosixFacts(NamedTuple):
     blind: str | None = None  # why a holder may have escaped (kernel/holders.py)
     units: Mapping[str, UnitState] = MappingProxyType({})
     unit_blind: str | None = None  # why a unit's processes may be invisible
+    unit_names: Mapping[str, str] = MappingProxyType({})  # alias -> primary (HostFacts)
 
 
 class _PidView(NamedTuple):
@@ -150,7 +151,9 @@ def decide_one(
     unit_state = facts.units.get(owner.unit, UnitState.UNKNOWN) if owner.unit else None
     if unit_state is UnitState.RUNNING:  # 2. the owner is alive
         return verdict(
-            Verdict.IN_USE, f"{owner.unit} is running: it may attach by key again at any moment"
+            Verdict.IN_USE,
+            f"{_unit_label(owner.unit, facts.unit_names)} is running: it may attach by key "
+            "again at any moment",
         )
     last = obj.last_activity
     views, doubts = _pid_views(obj, facts, last)
@@ -273,6 +276,12 @@ def pids_to_probe(claimed: Iterable[Claim]) -> dict[int, int]:
     return oldest
 
 
+def _unit_label(unit: str | None, names: Mapping[str, str]) -> str:
+    """The policy's unit name, and the name systemd runs it as when that is an alias."""
+    primary = names.get(unit or "")
+    return f"{unit} (an alias of {primary})" if primary else str(unit)
+
+
 def units_to_probe(claimed: Iterable[Claim]) -> set[str]:
     return {owner.unit for _, owner in claimed if owner is not None and owner.unit}
 
@@ -324,7 +333,9 @@ def decide_posix(
     unit_state = facts.units.get(owner.unit, UnitState.UNKNOWN) if owner.unit else None
     if unit_state is UnitState.RUNNING:  # 2. the owner is alive
         return verdict(
-            Verdict.IN_USE, f"{owner.unit} is running: it may open {obj.name!r} again at any moment"
+            Verdict.IN_USE,
+            f"{_unit_label(owner.unit, facts.unit_names)} is running: it may open {obj.name!r} "
+            "again at any moment",
         )
     if held:  # 3. evidence of use
         return verdict(Verdict.IN_USE, "; ".join(held))

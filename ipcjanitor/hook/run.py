@@ -49,8 +49,10 @@ def _run(call: HookCall, asking: Asking) -> int:
     from .gate import no_owner_message  # noqa: PLC0415
 
     unit = call.unit
+    from ..systemd.unitfiles import read_aliases  # noqa: PLC0415
+
     policy = _policy(unit, call.policy)
-    owners = policy.owners_for_unit(unit)
+    owners = policy.owners_for_unit(unit, read_aliases())  # by an alias of it too
     if owners:
         return _clean_owners_of(unit, owners, policy, call, asking)
     asking.cancel()

@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 from ..errors import NotPermittedError
 from ..model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, Seconds, UnitState
 from ..state import state_dir
-from ..unitnames import unit_matches
+from ..unitnames import primary_name, unit_matches
 from .tasks import queue_waiters
 
 INIT_PID_NS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO in include/linux/proc_ns.h
@@ -199,9 +200,15 @@ def cgroup_unit_name(component: str) -> str:
 
 
 def running_units(
-    patterns: Iterable[str], procfs: Path, exclude: frozenset[Pid]
+    patterns: Iterable[str],
+    procfs: Path,
+    exclude: frozenset[Pid],
+    primary: Mapping[str, str] = MappingProxyType({}),
 ) -> dict[str, bool]:
-    """For each unit pattern: does any process (but `exclude`) sit in a cgroup of that unit?"""
+    """For each unit pattern: does any process (but `exclude`) sit in a cgroup of that unit?
+
+    A cgroup carries only the name systemd runs a unit under: a pattern naming an alias is
+    matched by its primary name too (`primary`: pattern -> that name, where they differ)."""
     pending = set(patterns)
     found: dict[str, bool] = dict.fromkeys(pending, False)
     if not pending:
@@ -221,7 +228,11 @@ def running_units(
                 if "." not in component:
                     continue
                 name = cgroup_unit_name(component)
-                for pattern in [p for p in pending if unit_matches(p, name)]:
+                for pattern in [
+                    p
+                    for p in pending
+                    if unit_matches(p, name) or (p in primary and unit_matches(primary[p], name))
+                ]:
                     found[pattern] = True
                     pending.discard(pattern)
         if not pending:
@@ -321,6 +332,7 @@ def gather(
     queues: bool = False,
     pid_namespace_complete: bool = False,
     boot_offset: Callable[[], float | None] | None = None,
+    aliases: Mapping[str, str] = MappingProxyType({}),
 ) -> HostFacts:
     """One look at the process table for the pids, units and queues a decision needs.
 
@@ -328,7 +340,9 @@ def gather(
     the clock's history is asked for only when some live process started later than that
     (only then could a forward step of the wall clock pass a live holder off as a new one).
     `boot_offset` gives systemd's record of the clock at boot (the engine hands in the D-Bus
-    question, asked only then; the facts layer itself asks no bus).
+    question, asked only then; the facts layer itself asks no bus). `aliases` are the
+    unit-file aliases (systemd.unitfiles.read_aliases): a unit named by an alias is looked
+    for under the name systemd runs it as.
     """
     seen = visibility(procfs, pid_namespace_complete)
     btime = boot_time()
@@ -339,7 +353,10 @@ def gather(
         for pid, info in processes.items()
     ):
         margin += forward_clock_steps(state_dir() / CLOCK_RECORD, at_boot=boot_offset)
-    running = running_units(unit_patterns, procfs, own_pids() if exclude is None else exclude)
+    patterns = set(unit_patterns)
+    primary = {p: n for p in patterns if (n := primary_name(p, aliases)) != p}
+    excluded = own_pids() if exclude is None else exclude
+    running = running_units(patterns, procfs, excluded, primary)
     units = {
         u: UnitState.RUNNING if up else (UnitState.UNKNOWN if seen.blind else UnitState.STOPPED)
         for u, up in running.items()
@@ -357,4 +374,5 @@ def gather(
         queue_waiters=waiters,
         queue_blind=queue_blind,
         reuse_margin=margin,
+        unit_names=primary,
     )
