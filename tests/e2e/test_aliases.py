@@ -6,6 +6,7 @@ running service named by its alias looks stopped, and its objects were removed w
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ def _owner(box: Container, unit: str, key: int) -> None:
     )
 
 
-def _verdict(box: Container, key: int) -> dict[str, object]:
+def _verdict(box: Container, key: int) -> dict[str, Any]:
     out = json.loads(box.run("ipcjanitor clean --json --owner db").stdout)
     (obj,) = [o for o in out["objects"] if o["key"] == f"0x{key:08x}"]
     return obj
