@@ -50,7 +50,8 @@ def _owner(box: Container, unit: str, key: int) -> None:
 
 def _verdict(box: Container, key: int) -> dict[str, Any]:
     out = json.loads(box.run("ipcjanitor clean --json --owner db").stdout)
-    (obj,) = [o for o in out["objects"] if o["key"] == f"0x{key:08x}"]
+    found: list[dict[str, Any]] = [o for o in out["objects"] if o["key"] == f"0x{key:08x}"]
+    (obj,) = found
     return obj
 
 
