@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -106,8 +107,10 @@ def test_a_dbus_failure_is_no_answer_but_a_bug_is_not(monkeypatch: pytest.Monkey
             raise AttributeError("get_property")
 
     monkeypatch.setattr(systemd, "connect", lambda: over(Changed()))
+    with pytest.raises(RuntimeError, match="AttributeError: get_property"):
+        systemd.unit_run("leaky.service")  # asked in a child; the bug surfaces here
     with pytest.raises(AttributeError):
-        systemd.unit_run("leaky.service")
+        systemd.unit_run_here("leaky.service")
 
 
 def test_without_a_bus_every_question_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +174,27 @@ def test_a_pystemd_already_imported_is_taken_as_it_is() -> None:
     before = sys.modules["pystemd"]
     assert systemd._pystemd_bus()[0] is pystemd.dbuslib.DBus
     assert sys.modules["pystemd"] is before is pystemd and sys.modules["pprint"] is pprint
+
+
+def test_every_question_has_a_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bus that accepts and never answers (a SIGSTOPped dbus-daemon) holds no one."""
+
+    @contextmanager
+    def stalled() -> Iterator[tuple[Systemd | None, str | None]]:
+        time.sleep(600)
+        yield None, "unreachable"
+
+    monkeypatch.setattr(systemd, "connect", stalled)
+    for question in (
+        lambda: systemd.ask(Systemd.boot_clock_offset, deadline=0.3),
+        lambda: systemd.ask(lambda sd: sd.main_pid("leaky.service"), deadline=0.3),
+    ):
+        started = time.monotonic()
+        value, why = question()
+        assert value is None and why is not None and "within 0.3 s" in why
+        assert time.monotonic() - started < 5
+    monkeypatch.setattr(systemd, "BUS_DEADLINE", 0.3)
+    started = time.monotonic()
+    assert systemd.unit_run("leaky.service")[0] is None
+    assert systemd.main_pid("leaky.service") is None
+    assert time.monotonic() - started < 10
