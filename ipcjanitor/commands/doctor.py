@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..kernel import tasks
-from ..kernel.processes import hidepid_blinds, stat_fields, unit_of_pid
+from ..kernel.processes import hidepid_blinds, process_comm, stat_fields, unit_of_pid
 from ..model import IpcKind, IpcObject
 from ..policy.model import Policy
 from ..systemd import unitctx
@@ -301,10 +301,7 @@ def _judge(
     unknown = _unknown_why(unreadable, hidden)
     holds = any(readable for _, readable in own)
     unit = unit_of_pid(w.pid, procfs)
-    try:
-        command = (procfs / str(w.pid) / "comm").read_text().strip()
-    except OSError:
-        command = "?"
+    command = process_comm(w.pid, procfs)
     return StuckPipe(
         pid=w.pid, command=command,
         fds=[w.fd, *sorted({f for f, _ in own if f != w.fd})],

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from .processes import visibility
+from .processes import process_comm, visibility
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 # fd targets that can never be a file of /dev/shm or /dev/mqueue: not worth a stat
@@ -68,11 +68,7 @@ class _Scan:
             held.append(how)
 
     def comm(self, pid: str) -> str:
-        try:
-            with open(f"{self.proc}/{pid}/comm", "rb") as f:
-                return f.read().decode(errors="replace").strip()
-        except OSError:
-            return "?"
+        return process_comm(int(pid), Path(self.proc))
 
     def process(self, pid: str) -> None:
         base = f"{self.proc}/{pid}"

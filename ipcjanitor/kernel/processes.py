@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from ..errors import NotPermittedError
+from ..escape import safe_name
 from ..model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, Seconds, UnitState
 from ..state import state_dir
 from ..unitnames import primary_name, unit_matches
@@ -240,6 +241,15 @@ def running_units(
     return found
 
 
+def process_comm(pid: Pid, procfs: Path = Path("/proc")) -> str:
+    """The process's comm, escaped (its owner chose it: escapes included), or "?" if gone."""
+    try:
+        raw = (procfs / str(pid) / "comm").read_bytes()
+    except OSError:
+        return "?"
+    return safe_name(raw.decode(errors="surrogateescape").strip())
+
+
 def unit_of_pid(pid: Pid, procfs: Path = Path("/proc")) -> str | None:
     """The systemd unit a process belongs to, from its cgroup path (the innermost unit)."""
     try:
@@ -254,7 +264,7 @@ def unit_of_pid(pid: Pid, procfs: Path = Path("/proc")) -> str | None:
         for component in parts[2].split("/"):
             if component.endswith((".service", ".scope")):
                 best = cgroup_unit_name(component)
-    return best
+    return None if best is None else safe_name(best)  # a delegated subtree names its own
 
 
 CLOCK_RECORD = "clock-offset"

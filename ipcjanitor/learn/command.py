@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple, TextIO
 
 from ..errors import ExitCode, IpcJanitorError, NotPermittedError, UsageError
+from ..escape import safe_name
 from ..kernel.processes import boot_time, own_pids, parse_stat, unit_of_pid
 from ..kernel.sysvipc import read_objects
 from ..kernel.tasks import (
@@ -361,7 +362,7 @@ def owner_name_for(unit: str) -> str:
 
 def user_name(uid: int) -> str | None:
     try:
-        return pwd.getpwuid(uid).pw_name
+        return safe_name(pwd.getpwuid(uid).pw_name)
     except KeyError:
         return None
 

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..escape import safe_name
 from ..model import Decision, IpcKind, PosixDecision, Verdict
-from .safe import safe_name
 
 if TYPE_CHECKING:
     import socket

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from ..escape import safe_name
 from ..model import Decision, IpcKind, IpcObject, PosixDecision, PosixKind, Verdict
-from .safe import safe_name
 
 _COLUMNS = ("KIND", "KEY", "ID", "OWNER", "USER", "PERMS", "SIZE", "NATTCH", "VERDICT", "REASON")
 _POSIX_COLUMNS = ("KIND", "NAME", "OWNER", "USER", "PERMS", "SIZE", "VERDICT", "REASON")
@@ -20,7 +20,7 @@ _POSIX_COLUMNS = ("KIND", "NAME", "OWNER", "USER", "PERMS", "SIZE", "VERDICT", "
 @cache
 def user_name(uid: int) -> str:
     try:
-        return pwd.getpwuid(uid).pw_name
+        return safe_name(pwd.getpwuid(uid).pw_name)
     except KeyError:
         return str(uid)
 

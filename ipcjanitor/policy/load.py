@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from ..errors import PolicyErrors, PolicyProblem
+from ..escape import safe_name
 from ..model import IpcKind, PosixKind
 from . import files as policy_files
 from . import instances as policy_instances
@@ -84,7 +85,7 @@ def load_policy(
 def user_name(uid: int) -> str | None:
     """The user database's name for a uid, for reasons and `policy check`; None if it has none."""
     try:
-        return pwd.getpwuid(uid).pw_name
+        return safe_name(pwd.getpwuid(uid).pw_name)
     except (KeyError, OverflowError):
         return None
 

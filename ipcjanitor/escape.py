@@ -1,4 +1,5 @@
-"""Names from /dev/shm made safe to print: anyone can name a file there, escapes included."""
+"""The one escaping rule for text others supply (names in /dev/shm, comm, user names, cgroup
+names): anyone can put escapes there, and a terminal would act on them."""
 
 from __future__ import annotations
 
