@@ -139,6 +139,25 @@ def _unowned_reason(obj: IpcObject, policy: Policy) -> str:
     return unowned.reason(obj, policy)
 
 
+def _blind_spots(
+    obj: IpcObject, facts: HostFacts, unit: str | None, unit_state: UnitState | None
+) -> list[str]:
+    """What this run could not see that could still use the object: a queue's waiters, the
+    owner's unit."""
+    spots = []
+    if obj.kind is IpcKind.MSG:
+        if facts.queue_waiters is None:
+            spots.append("no task was inspected for a waiter in msgrcv/msgsnd on it")
+        elif facts.queue_blind:
+            spots.append(
+                f"a task blocked in msgrcv/msgsnd on it could be invisible ({facts.queue_blind})"
+            )
+    if unit_state is UnitState.UNKNOWN:
+        why = facts.blind or "its processes were not looked at"
+        spots.append(f"cannot tell whether {unit} is running ({why})")
+    return spots
+
+
 def decide_one(
     obj: IpcObject, owner: Owner | None, facts: HostFacts, grace: float, now: float
 ) -> Decision:
@@ -183,16 +202,7 @@ def decide_one(
     if obj.unreadable:
         return verdict(Verdict.UNKNOWN, obj.unreadable)
     unknown = [v.describe() for v in views if v.fate == "unknown"] + doubts
-    if obj.kind is IpcKind.MSG:
-        if facts.queue_waiters is None:
-            unknown.append("no task was inspected for a waiter in msgrcv/msgsnd on it")
-        elif facts.queue_blind:
-            unknown.append(
-                f"a task blocked in msgrcv/msgsnd on it could be invisible ({facts.queue_blind})"
-            )
-    if unit_state is UnitState.UNKNOWN:
-        why = facts.blind or "its processes were not looked at"
-        unknown.append(f"cannot tell whether {owner.unit} is running ({why})")
+    unknown += _blind_spots(obj, facts, owner.unit, unit_state)
     if unknown:
         return verdict(Verdict.UNKNOWN, "; ".join(unknown))
     tail = _tail(obj, idle, last)

@@ -17,6 +17,23 @@ from .names import common_name
 from .parse import parse_policy_text
 
 
+def _whole(
+    owners: list[Owner], strict_modes: bool, warnings: list[str], problems: list[PolicyProblem]
+) -> list[Owner]:
+    """The merged owners checked as a whole: templates expanded, then overlaps (appended to
+    `warnings` and `problems`)."""
+    owners, found, clashes = policy_instances.expand(owners, strict_modes)
+    warnings.extend(found)
+    problems.extend(clashes)
+    if problems:
+        return owners
+    owners, dropped = drop_steered_clashes(owners)
+    warnings.extend(dropped)
+    problems.extend(check_overlaps(owners))
+    warnings.extend(name_overlaps(owners))
+    return owners
+
+
 def load_policy(
     explicit: str | None = None, *, strict_modes: bool | None = None, from_env: bool = True
 ) -> Policy:
@@ -61,14 +78,7 @@ def load_policy(
         warnings.extend(parsed.warnings)
     resolved = list(owners.values())
     if not problems:
-        resolved, found, clashes = policy_instances.expand(resolved, strict_modes)
-        warnings.extend(found)
-        problems.extend(clashes)
-    if not problems:
-        resolved, dropped = drop_steered_clashes(resolved)
-        warnings.extend(dropped)
-        problems.extend(check_overlaps(resolved))
-        warnings.extend(name_overlaps(resolved))
+        resolved = _whole(resolved, strict_modes, warnings, problems)
     if problems:
         raise PolicyErrors(problems)
     return Policy(
