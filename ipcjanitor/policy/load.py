@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import pwd
 from collections.abc import Sequence
-from functools import cache
 
+from ..accounts import user_name
 from ..errors import PolicyErrors, PolicyProblem
-from ..escape import safe_name
 from ..model import IpcKind, PosixKind
 from . import files as policy_files
 from . import instances as policy_instances
@@ -89,15 +87,6 @@ def load_policy(
         pid_namespace_complete=complete,
         user_name=user_name,
     )
-
-
-@cache
-def user_name(uid: int) -> str | None:
-    """The user database's name for a uid, for reasons and `policy check`; None if it has none."""
-    try:
-        return safe_name(pwd.getpwuid(uid).pw_name)
-    except (KeyError, OverflowError):
-        return None
 
 
 def _text(path: str, data: bytes) -> str:
