@@ -172,11 +172,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     notes: list[str] = []
     stale: dict[IpcKind, int] | None = None
     hooks: list[dict[str, str]] = []
+    verdicts: dict[tuple[IpcKind, int], str] | None = None
     try:
         policy = load_policy(args.policy)
         decisions = survey(policy)  # every object, so the tables are read once
         objects = [d.obj for d in decisions]
         stale = dict(Counter(d.obj.kind for d in decisions if d.verdict is Verdict.STALE))
+        verdicts = {(d.obj.kind, d.obj.id): d.verdict.value for d in decisions}
         hooks = doctor.missing_hooks(policy)
     except PolicyErrors as exc:
         objects = read_objects()
@@ -187,6 +189,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         pipes.found,
         hooks,
         notes + pipes.notes,
+        tuple(doctor.unreachable_queues(objects, verdicts)),
     )
     print(result.json() if args.json else result.text())
     return ExitCode.OK if result.healthy else ExitCode.FAILED
