@@ -23,6 +23,7 @@ def test_learn_claims_neither_another_services_segment_nor_a_range_across_its_ke
     # the master's keys, each alone: a range would span other.service's two
     assert owner["keys"] == [f"0x{k:08x}" for k in OURS], r["written"]
     assert "private" not in owner and "ftok" not in owner
+    assert "# HINT" not in r["written"]  # no block offered that holds other.service's keys
     pids = r["pids"]
     for key, why in [
         (THEIRS, f"attached by pid {pids['client']} (otherc) of other.service too"),
