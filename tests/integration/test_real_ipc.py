@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,22 +87,6 @@ def test_objects_that_changed_after_the_scan_are_kept(tmp_path: Path) -> None:
     assert r["after"]["0x10000041"][0] == "changed"
     assert r["after"]["0x10000042"] == ["changed", "nattch changed since the scan (0 -> 1)"]
     assert r["left"] == ["0x10000041", "0x10000042"]
-
-
-@pytest.fixture
-def cgroup_base() -> Iterator[Path]:
-    """A scratch cgroup the namespace test can name a 'unit' inside; removed afterwards."""
-    for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
-        if (root / "cgroup.procs").exists() and (root / "cgroup.controllers").exists():
-            break
-    else:
-        root = Path("/sys/fs/cgroup/systemd")
-    base = root / f"ipcjanitor-test-{secrets.token_hex(4)}"
-    base.mkdir()
-    try:
-        yield base
-    finally:
-        base.rmdir()
 
 
 def test_a_running_unit_keeps_everything_and_its_stop_frees_it(
