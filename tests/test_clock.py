@@ -117,7 +117,9 @@ def test_each_reason_the_record_may_miss_a_step_names_it() -> None:
         "not recorded yet": cover(r, now, ACTIVE._replace(last_trigger=55.0)),
         "since the last reading": cover(r, reading(60.0, 1031.0)),
         "since the last reading ": cover(r, reading(60.0, 1029.0)),
-        "no reading since": cover(r, now, ACTIVE._replace(since=51.0, last_trigger=51.0)),
+        "no reading of the clock was taken since": cover(
+            r, now, ACTIVE._replace(since=51.0)
+        ),  # no OnActiveSec=0
     }
     for words, got in cases.items():
         assert got.since_boot is None, words
@@ -150,7 +152,8 @@ def worlds(draw: st.DrawFn) -> World:
 
     def read(at: float) -> None:
         nonlocal rec
-        if draw(st.integers(0, 9)) == 0:  # the reading is lost (the service failed)
+        if draw(st.integers(0, 9)) == 0:  # the reading is lost: the service failed, and its
+            rec = None  # ExecStopPost= removed the record (a write that failed, the recorder)
             return
         rec = add(rec, BOOT, NS, Reading(at, at, offsets[-1][1]))
 

@@ -12,8 +12,8 @@ import pytest
 from pystemd.dbusexc import DBusNoSuchUnitError, DBusTimeoutError
 from pystemd.dbuslib import apply_signature
 
-from ipcjanitor.systemd import bus as systemd
 from ipcjanitor.clock import TimerState
+from ipcjanitor.systemd import bus as systemd
 from ipcjanitor.systemd.bus import MANAGER, MANAGER_PATH, SERVICE, TIMER, UNIT, Systemd, UnitRun
 
 UNIT_PATH = b"/org/freedesktop/systemd1/unit/leaky_2eservice"

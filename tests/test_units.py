@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 
 UNITS = Path(__file__).parent.parent / "units"
 SERVICE = UNITS / "ipcjanitor.service"
-NOT_HARDENING = {"Type", "ExecStart"}
+NOT_HARDENING = {"Type", "ExecStart", "ExecStopPost"}
 BLINDING = ("PrivateIPC", "IPCNamespacePath", "ProcSubset", "ProtectProc", "PrivateUsers",
             "User", "DynamicUser", "PrivatePIDs", "PrivateTmp")  # fmt: skip
 
@@ -87,6 +88,7 @@ def test_read_write_paths_name_no_directory_another_user_can_replace() -> None:
 
 
 CLOCK_TIMER = UNITS / "ipcjanitor-clock.timer"
+RECORD = "/run/ipcjanitor/clock-steps"
 CLOCK_SERVICE = UNITS / "ipcjanitor-clock.service"
 
 
@@ -107,6 +109,9 @@ def test_the_clock_recorder_fires_on_every_clock_change_and_when_it_starts() -> 
     service = unit_settings(CLOCK_SERVICE, "Service")
     assert service["Type"] == "oneshot"
     assert service["ExecStart"] == "/usr/bin/ipcjanitor record-clock"
+    # a reading lost removes the record, which would otherwise look complete and miss a step
+    assert "$$SERVICE_RESULT" in service["ExecStopPost"] and RECORD in service["ExecStopPost"]
+    assert unit_settings(CLOCK_SERVICE, "Unit")["StartLimitIntervalSec"] == "0"
     # the same directory as the run lock's, root's alone, kept between runs
     assert service["RuntimeDirectory"] == "ipcjanitor"
     assert service["RuntimeDirectoryMode"] == "0700"
@@ -146,9 +151,10 @@ def test_the_packages_ship_and_enable_the_clock_recorder_and_never_restart_it() 
         "dh_installsystemd --name=ipcjanitor-clock --no-stop-on-upgrade ipcjanitor-clock.timer"
         in rules
     )
-    for unit in ("ipcjanitor-clock.service", "ipcjanitor-clock.timer"):  # dh's package.name.unit
+    for unit in ("ipcjanitor-clock.service", "ipcjanitor-clock.timer"):
+        # dh's package.name.unit, a link into the tree `make deb` copies debian/ into
         shipped = PACKAGING / "debian" / f"ipcjanitor.{unit}"
-        assert shipped.resolve() == (UNITS / unit).resolve()
+        assert os.readlink(shipped) == f"../units/{unit}" and (UNITS / unit).is_file()
     spec = (PACKAGING / "rpm" / "ipcjanitor.spec").read_text()
     assert "%systemd_post ipcjanitor.timer ipcjanitor-clock.timer" in spec
     for unit in ("ipcjanitor-clock.service", "ipcjanitor-clock.timer"):
