@@ -50,6 +50,7 @@ unshare --mount --pid --fork --ipc sh -eu -c "
         /usr/sbin/chroot '$root' $hook /usr/bin/ipcjanitor hook --unit=t.service > '$root/tmp/hook-run'
 "
 for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.timer \
+         lib/systemd/system/ipcjanitor-clock.service lib/systemd/system/ipcjanitor-clock.timer \
          usr/share/man/man8/ipcjanitor.8.gz usr/share/man/man5/ipcjanitor.policy.5.gz \
          usr/share/bash-completion/completions/ipcjanitor \
          usr/share/doc/ipcjanitor/examples/php-ftok.toml; do
@@ -57,6 +58,9 @@ for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.tim
 done
 [ -d "$root/etc/ipcjanitor/policy.d" ] || fail "/etc/ipcjanitor/policy.d was not created"
 [ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor.timer" ] || fail "the timer is not enabled"
+[ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor-clock.timer" ] || fail "the clock recorder's timer is not enabled"
+grep -q 'ipcjanitor-clock.timer' "$root/var/lib/dpkg/info/ipcjanitor.postinst" || fail "postinst does not start the clock recorder's timer"
+! grep -q 'restart.*ipcjanitor-clock' "$root/var/lib/dpkg/info/ipcjanitor.postinst" || fail "postinst restarts the clock recorder's timer"
 ! ls "$root"/etc/systemd/system/*.wants/ipcjanitor.service 2>/dev/null || fail "the oneshot service is enabled"
 grep -q '^ /etc/ipcjanitor/policy.toml ' "$root/tmp/conffiles" || fail "/etc/ipcjanitor/policy.toml is not a conffile"
 file "$root$hook" | grep -q 'static-pie linked' || fail "$hook is not statically linked"

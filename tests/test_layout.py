@@ -13,7 +13,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "ipcjanitor"
 
 # What every module may import: the ground floor, modules that know nothing of the rest.
-GROUND = {"model", "errors", "state", "chase", "unitnames", "escape", "accounts", "_sysvipc"}
+GROUND = {"model", "errors", "state", "chase", "unitnames", "escape", "accounts", "clock",
+          "_sysvipc"}  # fmt: skip
 # Each wing (or top-level module) and the wings it may import besides the ground floor and
 # itself. A floor may import every floor below it, never one above.
 FLOORS: dict[str, set[str]] = {

@@ -115,15 +115,25 @@ def _fate(pid: int, roles: tuple[str, ...], last: int, facts: HostFacts) -> _Pid
     if info.presence is Presence.HIDDEN or info.start_time is None:
         return _PidView(pid, roles, "unknown", f"cannot be inspected ({info.detail})")
     younger_by = info.start_time - last
-    if younger_by > facts.reuse_margin:
+    if younger_by <= facts.reuse_margin:
+        return _PidView(pid, roles, "alive", "is alive")
+    covered = facts.clock_covered_from
+    if covered is None or info.start_time < covered:  # a step unrecorded could explain it
         return _PidView(
             pid,
             roles,
-            "dead",
-            f"exited (the pid now belongs to a process started {format_duration(younger_by)} "
-            "after the object's last activity)",
+            "unknown",
+            f"is held by a process that started {format_duration(younger_by)} after the "
+            "object's last activity by the wall clock: PID reuse, unless the clock was stepped "
+            f"back and forward meanwhile, and not every step is known ({facts.clock_gap})",
         )
-    return _PidView(pid, roles, "alive", "is alive")
+    return _PidView(
+        pid,
+        roles,
+        "dead",
+        f"exited (the pid now belongs to a process started {format_duration(younger_by)} "
+        "after the object's last activity)",
+    )
 
 
 def _note(pid: int, last: int, facts: HostFacts) -> str | None:

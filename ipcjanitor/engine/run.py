@@ -12,7 +12,7 @@ from ..kernel.sysvipc import read_objects
 from ..model import Decision, HostFacts, IpcKind, PosixDecision, Verdict
 from ..output.journal import Journal
 from ..policy.model import Owner, Policy
-from ..systemd.bus import boot_clock_offset
+from ..systemd.bus import clock_timer
 from ..systemd.unitfiles import unit_aliases
 from .decide import claims, decide, pids_to_probe, queues_to_probe, units_to_probe
 from .lock import WAIT_LIMIT, acquire
@@ -51,7 +51,7 @@ def survey(
         procfs,
         queues=queues_to_probe(claimed),
         pid_namespace_complete=policy.pid_namespace_complete,
-        boot_offset=boot_clock_offset,
+        clock_timer=clock_timer,
         aliases=unit_aliases(units),
     )
     if facts_hook is not None:

@@ -26,7 +26,7 @@ def run_hook(call: HookCall) -> int:
     """Clean the owners bound to call.unit; errors become exit codes (errors.guarded).
 
     The umask is set first: the service's UMask= reaches ExecStopPost=, and every file the
-    hook creates (lock, clock record, metrics) must get the mode its code asks for.
+    hook creates (lock, metrics) must get the mode its code asks for.
     ipcjanitor-hook sets the same umask before the interpreter starts (bytecode caches).
     """
     os.umask(0o022)

@@ -18,10 +18,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from ..clock import TIMER as CLOCK_TIMER
+from ..clock import TimerState
+
 DESTINATION = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
 MANAGER = b"org.freedesktop.systemd1.Manager"
 SERVICE = b"org.freedesktop.systemd1.Service"
+UNIT = b"org.freedesktop.systemd1.Unit"
+TIMER = b"org.freedesktop.systemd1.Timer"
 
 T = TypeVar("T")
 
@@ -185,14 +190,15 @@ class Systemd:
         self._call(MANAGER_PATH, MANAGER, b"Reload", b"")
         return True
 
-    def boot_clock_offset(self) -> float | None:
-        """Wall minus monotonic clock when userspace started (UserspaceTimestamp,
-        UserspaceTimestampMonotonic, recorded by systemd at boot); None if it has no record."""
-        wall = int(self._manager(b"UserspaceTimestamp", b"t"))
-        mono = int(self._manager(b"UserspaceTimestampMonotonic", b"t"))
-        if not wall or not mono:
-            return None
-        return wall / 1e6 - mono / 1e6
+    def timer_state(self, unit: str) -> TimerState:
+        """Whether the timer is active, since when and when it last fired (monotonic)."""
+        path = self.unit_path(unit)
+        state = _text(self.bus.get_property(DESTINATION, path, UNIT, b"ActiveState", b"s"))
+        since = self.bus.get_property(
+            DESTINATION, path, UNIT, b"ActiveEnterTimestampMonotonic", b"t"
+        )
+        fired = self.bus.get_property(DESTINATION, path, TIMER, b"LastTriggerUSecMonotonic", b"t")
+        return TimerState(state == "active", int(since) / 1e6, int(fired) / 1e6)
 
 
 def _pystemd_bus() -> tuple[Any, Callable[[bytes, list[Any]], Any], type[Exception]]:
@@ -357,7 +363,8 @@ class Question(Generic[T]):
         what, value, why = marshal.loads(data)
         if what == "bug":
             raise RuntimeError(f"asking systemd: {value}")
-        answer: Any = UnitRun(*value) if what == "run" else value
+        record = _RECORDS.get(what)
+        answer: Any = record(*value) if record is not None else value
         return answer, why
 
     def cancel(self) -> None:
@@ -381,14 +388,19 @@ class Question(Generic[T]):
         return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
+# The records an answer may be, sent as plain tuples (marshal takes no NamedTuple) by name
+_RECORDS: dict[str, Any] = {"run": UnitRun, "timer": TimerState}
+
+
 def _plain(asking: Callable[[], tuple[Any, str | None]]) -> tuple[str, Any, str | None]:
     """What `asking` gave, as marshal-able data: ("run" | "value", answer, why) or ("bug", ...)."""
     try:
         value, why = asking()
     except Exception as exc:  # a bug, not "no bus": the parent raises it
         return "bug", f"{type(exc).__name__}: {exc}", None
-    if isinstance(value, UnitRun):
-        return "run", tuple(value), why
+    for name, record in _RECORDS.items():
+        if isinstance(value, record):
+            return name, tuple(value), why
     return "value", value, why
 
 
@@ -443,6 +455,6 @@ def main_pid(unit: str) -> int | None:
     return ask(lambda sd: sd.main_pid(unit))[0]
 
 
-def boot_clock_offset() -> float | None:
-    """systemd's record of the clocks at userspace start, or None (see Systemd)."""
-    return ask(Systemd.boot_clock_offset)[0]
+def clock_timer() -> tuple[TimerState | None, str | None]:
+    """What systemd says of the recorder's timer, ipcjanitor-clock.timer, or (None, why)."""
+    return ask(lambda sd: sd.timer_state(CLOCK_TIMER))
