@@ -213,6 +213,6 @@ def test_a_record_answered_by_the_asking_child_comes_back_whole(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """marshal takes no NamedTuple: each record an answer may be travels by name."""
-    timer = systemd.TimerState(True, 12.5, 40.0)
+    timer = TimerState(True, 12.5, 40.0)
     monkeypatch.setattr(systemd, "ask_here", lambda question: (timer, None))
     assert systemd.clock_timer() == (timer, None)
