@@ -20,6 +20,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ..clock import TIMER as CLOCK_TIMER
 from ..clock import TimerState
+from ..escape import safe_name
 
 DESTINATION = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
@@ -61,9 +62,10 @@ UNTRUSTED_LIMIT = 64  # characters of a service-supplied value shown, escaped
 
 
 def untrusted(text: str) -> str:
-    """PURE: text a service supplied, quoted, non-printable characters (controls, bidi)
-    escaped, at most UNTRUSTED_LIMIT characters of it: never read as a fact or a command."""
-    shown = repr(text[:UNTRUSTED_LIMIT])
+    """PURE: text a service supplied, quoted, escaped by the one rule (escape.py), at most
+    UNTRUSTED_LIMIT characters of it: never read as a fact or a command."""
+    inner = safe_name(text[:UNTRUSTED_LIMIT]).replace('"', "\\x22")  # the quote, unambiguous
+    shown = f'"{inner}"'
     return shown + f"... ({len(text)} characters)" if len(text) > UNTRUSTED_LIMIT else shown
 
 
