@@ -113,6 +113,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     decisions = survey(policy, scope)
     notes, posix = _survey_posix(policy, _posix_scope(args, policy, scope))
     _print(args, decisions, notes, posix)
+    if args.verbose:
+        from .hints import unclaimed_mappings  # noqa: PLC0415
+
+        for hint in unclaimed_mappings(policy, decisions):
+            print(f"ipcjanitor: hint: {hint}", file=sys.stderr)
     return ExitCode.OK
 
 

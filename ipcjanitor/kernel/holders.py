@@ -145,6 +145,26 @@ class _Scan:
             self.hold((dev, int(ino)), how)
 
 
+def mapped_files(pids: Iterable[int], dev: int, procfs: Path = Path("/proc")) -> set[Identity]:
+    """The (dev, ino) of every file on device `dev` that these processes map (/proc/PID/maps);
+    a process whose maps cannot be read (exited, not ours to read) adds nothing."""
+    needle = f" {_dev_text(dev)} ".encode()
+    found: set[Identity] = set()
+    for pid in pids:
+        try:
+            with open(f"{os.fspath(procfs)}/{pid}/maps", "rb") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if needle not in text:
+            continue
+        for raw in text.splitlines():
+            fields = raw.split(None, 5)
+            if len(fields) >= 5 and fields[3] == needle[1:-1] and fields[4].isdigit():
+                found.add((dev, int(fields[4])))
+    return found
+
+
 def scan_holders(
     wanted: Iterable[Identity], procfs: Path = Path("/proc"), exclude: Iterable[int] = ()
 ) -> tuple[dict[Identity, tuple[str, ...]], list[str], int]:

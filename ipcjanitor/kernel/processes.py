@@ -252,6 +252,32 @@ def process_comm(pid: Pid, procfs: Path = Path("/proc")) -> str:
     return safe_name(raw.decode(errors="surrogateescape").strip())
 
 
+def unit_processes(
+    patterns: Iterable[str], procfs: Path = Path("/proc"), exclude: frozenset[Pid] = frozenset()
+) -> dict[str, list[Pid]]:
+    """For each unit pattern: every process (but `exclude`) in a cgroup of that unit."""
+    found: dict[str, list[Pid]] = {p: [] for p in patterns}
+    if not found:
+        return found
+    for entry in os.scandir(procfs):
+        if not entry.name.isdigit() or int(entry.name) in exclude:
+            continue
+        try:
+            text = Path(entry.path, "cgroup").read_text()
+        except OSError:
+            continue
+        names = {
+            cgroup_unit_name(component)
+            for line in text.splitlines()
+            for component in line.split(":", 2)[-1].split("/")
+            if "." in component
+        }
+        for pattern, pids in found.items():
+            if any(unit_matches(pattern, name) for name in names):
+                pids.append(int(entry.name))
+    return found
+
+
 def unit_of_pid(pid: Pid, procfs: Path = Path("/proc")) -> str | None:
     """The systemd unit a process belongs to, from its cgroup path (the innermost unit)."""
     try:
