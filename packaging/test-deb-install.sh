@@ -69,5 +69,5 @@ grep -qx "ExecStopPost=-+$hook /usr/bin/ipcjanitor hook --unit=%n" \
 [ "$(cat "$root/tmp/hook-env")" = "$(printf 'SERVICE_RESULT=signal\nPATH=/usr/sbin:/usr/bin:/sbin:/bin')" ] ||
     fail "the trampoline passed on: $(cat "$root/tmp/hook-env")"
 grep -q "cannot ask systemd" "$root/tmp/no-systemd" || fail "install-hook without systemd: $(cat "$root/tmp/no-systemd")"
-grep -q "reports SERVICE_RESULT='signal' EXIT_CODE='killed' EXIT_STATUS='KILL'" "$root/tmp/hook-run" || fail "the hook did not run"
+grep -q 'reports SERVICE_RESULT="signal" EXIT_CODE="killed" EXIT_STATUS="KILL"' "$root/tmp/hook-run" || fail "the hook did not run: $(cat "$root/tmp/hook-run")"
 echo "package-test: deb installs on a fresh Debian 12 root and works"
