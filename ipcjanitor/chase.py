@@ -48,11 +48,14 @@ _NOT_A_FILE = {
 class Refused(Exception):
     """A path not read as policy: the path as the user named it, and what is wrong."""
 
-    def __init__(self, path: str, problem: str, missing: bool = False) -> None:
+    def __init__(
+        self, path: str, problem: str, missing: bool = False, code: int | None = None
+    ) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
         self.missing = missing  # no such file or directory, somewhere on the way
+        self.code = code  # the errno of the system call's error, where one caused the refusal
 
 
 Dir = tuple[int, str, os.stat_result]  # an O_PATH fd, the real path it was reached by, its stat
@@ -71,8 +74,8 @@ class _Chase:
             os.close(fd)
         self.fds.clear()
 
-    def refuse(self, problem: str, missing: bool = False) -> Refused:
-        return Refused(self.shown, problem, missing)
+    def refuse(self, problem: str, missing: bool = False, code: int | None = None) -> Refused:
+        return Refused(self.shown, problem, missing, code)
 
     def open_at(self, name: str, dir_fd: int | None, real: str, flags: int = _PATH) -> int:
         try:
@@ -80,7 +83,7 @@ class _Chase:
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 raise self.refuse(f"no such file or directory: {real}", missing=True) from None
-            raise self.refuse(f"cannot read {real}: {exc.strerror}") from None
+            raise self.refuse(f"cannot read {real}: {exc.strerror}", code=exc.errno) from None
         self.fds.append(fd)
         return fd
 
@@ -313,15 +316,20 @@ def stat_controlled(path: str) -> tuple[os.stat_result, frozenset[int], str | No
 
 
 class _ToWrite(_Chase):
-    """The walk of open_directory(): a directory of another user's is noted, not refused; the
-    file's own directory is checked after the walk."""
+    """The walk of open_directory(): with others_above, a directory of another user's is noted,
+    not refused (the file's own directory is checked after the walk); with create_mode, a
+    missing directory is made in the checked one before it, with exactly that mode."""
 
-    def __init__(self, shown: str, strict: bool) -> None:
+    def __init__(
+        self, shown: str, strict: bool, others_above: bool, create_mode: int | None
+    ) -> None:
         super().__init__(shown, strict)
+        self.others_above = others_above
+        self.create_mode = create_mode
         self.theirs: list[tuple[str, int]] = []  # directories on the way that are not root's
 
     def check_owner(self, st: os.stat_result, real: str) -> None:
-        if stat.S_ISDIR(st.st_mode) and st.st_uid != 0:
+        if self.others_above and stat.S_ISDIR(st.st_mode) and st.st_uid != 0:
             self.theirs.append((real, st.st_uid))
             return
         super().check_owner(st, real)
@@ -332,16 +340,45 @@ class _ToWrite(_Chase):
             f"reached through root's symlinks (name the directory itself, or chown{h} root {real})"
         )
 
+    def open_at(self, name: str, dir_fd: int | None, real: str, flags: int = _PATH) -> int:
+        try:
+            return super().open_at(name, dir_fd, real, flags)
+        except Refused as exc:
+            if not (exc.missing and self.create_mode is not None and flags == _PATH):
+                raise
+        try:  # made in a directory the walk has checked, and given its mode whatever the umask
+            os.mkdir(name, self.create_mode, dir_fd=dir_fd)
+            made = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           dir_fd=dir_fd)  # fmt: skip
+        except FileExistsError:  # made meanwhile by someone else: walked and checked as found
+            return super().open_at(name, dir_fd, real, flags)
+        except OSError as exc:
+            raise self.refuse(f"cannot create {real}: {exc.strerror}", code=exc.errno) from None
+        try:
+            os.fchmod(made, self.create_mode)
+        finally:
+            os.close(made)
+        return super().open_at(name, dir_fd, real, flags)
 
-def open_directory(path: str, strict: bool, shown: str | None = None) -> tuple[int, str]:
+
+def open_directory(
+    path: str,
+    strict: bool,
+    shown: str | None = None,
+    *,
+    others_above: bool = True,
+    create_mode: int | None = None,
+) -> tuple[int, str]:
     """An O_PATH descriptor of the directory at path (the caller closes it) and its real path.
 
     Walked as read_policy walks; with strict, the directory must be root's and writable by
-    root alone, every symlink on the way root's, while a directory above it may be another
-    user's (the module's docstring says why); then the directory may not be on a FUSE file
-    system, which that user could have mounted. Raises Refused, naming `shown`.
+    root alone, every symlink on the way root's, and, with others_above, a directory above it
+    may be another user's (the module's docstring says why; then the directory may not be on
+    a FUSE file system, which that user could have mounted); without it every directory on
+    the way must be root's too. With create_mode, missing directories are made with that
+    mode. Raises Refused, naming `shown`.
     """
-    chase = _ToWrite(shown or path, strict)
+    chase = _ToWrite(shown or path, strict, others_above, create_mode)
     try:
         _, (fd, real, st), _ = chase.walk(path)
         if not stat.S_ISDIR(st.st_mode):
@@ -362,9 +399,66 @@ def open_directory(path: str, strict: bool, shown: str | None = None) -> tuple[i
         chase.fds.remove(fd)
         return fd, real
     except OSError as exc:
-        raise chase.refuse(f"cannot read: {exc.strerror}") from None
+        raise chase.refuse(f"cannot read: {exc.strerror}", code=exc.errno) from None
     finally:
         chase.close()
+
+
+class _ToRun(_Chase):
+    """The walk of check_executable(): every component root's, as for policy."""
+
+    def not_root(self, h: str, real: str) -> str:
+        return (
+            f"root would run it, and only what root alone can change is run (chown{h} root {real})"
+        )
+
+
+def check_executable(path: str) -> str:
+    """The real path of the executable regular file at path, walked strictly (every directory,
+    symlink and the file root's, none writable by group or others but a sticky directory
+    above the file's own). What a root hook will run: raises Refused otherwise."""
+    chase = _ToRun(path, strict=True)
+    try:
+        parents, (_, real, st), _ = chase.walk(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise chase.refuse(f"{real} is {file_kind(st)}, not an executable file")
+        chase.check_owner(st, real)
+        chase.check_mode(st, real, sticky_ok=False)
+        chase.check_mode(parents[-1][2], parents[-1][1], sticky_ok=False)
+        if not st.st_mode & stat.S_IXUSR:
+            raise chase.refuse(f"{real} is not executable (mode {stat.S_IMODE(st.st_mode):04o})")
+        return real
+    except OSError as exc:
+        raise chase.refuse(f"cannot read: {exc.strerror}", code=exc.errno) from None
+    finally:
+        chase.close()
+
+
+def write_file_at(dir_fd: int, name: str, data: bytes, mode: int, *, replace: bool) -> None:
+    """name in the directory dir_fd, whole or not at all: written under a temporary name with
+    O_EXCL|O_NOFOLLOW, given `mode` by fchmod (whatever the umask), fsynced, then renamed over
+    name (replace) or hard-linked to it (FileExistsError if name exists: never overwritten)."""
+    tmp = f".{name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                 dir_fd=dir_fd)  # fmt: skip
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        try:  # noqa: SIM105 (no contextlib: the hook's fast path imports this module)
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
 
 
 def _fs_type(dev: int) -> str | None:

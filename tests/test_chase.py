@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ipcjanitor.chase import MAX_HOPS, Refused, read_policy
+from ipcjanitor.chase import (
+    MAX_HOPS,
+    Refused,
+    check_executable,
+    open_directory,
+    read_policy,
+    write_file_at,
+)
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root to chown")
 NOBODY = 65534
@@ -160,3 +168,81 @@ def test_any_os_error_on_the_way_is_a_refusal(tree: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(os, "listdir", failing_listdir)
     with pytest.raises(Refused, match="cannot read: Input/output error"):
         read(tree / "etc")
+
+
+# -- the three uses beyond reading policy: one walk, the same rules ----------------------------
+
+
+def _read(p: Path) -> None:
+    read_policy(str(p), True, 2**20, ".toml", None)
+
+
+def _run(p: Path) -> None:
+    check_executable(str(p))
+
+
+def _write_in(p: Path) -> None:
+    os.close(open_directory(str(p), True, others_above=False)[0])
+
+
+_USES: dict[str, Callable[[Path], None]] = {
+    "policy": _read,
+    "executable": _run,
+    "directory": _write_in,
+}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowns entries to another user")
+@pytest.mark.parametrize("use", sorted(_USES))
+def test_every_use_refuses_what_another_user_controls_on_the_way(tmp_path: Path, use: str) -> None:
+    root = tmp_path / "r"
+    (root / "d").mkdir(parents=True)
+    target = root / "d" / ("x" if use == "directory" else "f.toml")
+    if use == "directory":
+        target.mkdir()
+    else:
+        target.write_text("")
+        target.chmod(0o755)
+    _USES[use](target)  # root's all the way: accepted
+    (tmp_path / "link").symlink_to(root)
+    _USES[use](tmp_path / "link" / target.relative_to(root))  # root's symlink: followed
+    os.lchown(tmp_path / "link", 65534, 65534)
+    with pytest.raises(Refused, match=r"symlink .*link is owned by uid 65534"):
+        _USES[use](tmp_path / "link" / target.relative_to(root))
+    os.chown(root / "d", 65534, 65534)
+    with pytest.raises(Refused, match=r"d is owned by uid 65534"):
+        _USES[use](target)
+    os.chown(root / "d", 0, 0)
+    (root / "d").chmod(0o777)
+    with pytest.raises(Refused, match="writable by group or others"):
+        _USES[use](target)
+
+
+def test_open_directory_makes_what_is_missing_with_its_mode(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        fd, real = open_directory(str(tmp_path / "a" / "b"), True, others_above=False,
+                                  create_mode=0o755)  # fmt: skip
+    finally:
+        os.umask(old)
+    os.close(fd)
+    assert real == str(tmp_path / "a" / "b")
+    assert [oct(os.stat(tmp_path / p).st_mode & 0o7777) for p in ("a", "a/b")] == ["0o755"] * 2
+    with pytest.raises(Refused, match="no such file"):
+        open_directory(str(tmp_path / "c"), True)  # without create_mode nothing is made
+    assert not (tmp_path / "c").exists()
+
+
+def test_write_file_at_replaces_or_never_overwrites(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        write_file_at(fd, "f", b"one", 0o640, replace=False)
+        with pytest.raises(FileExistsError):
+            write_file_at(fd, "f", b"two", 0o640, replace=False)
+        assert (tmp_path / "f").read_bytes() == b"one"
+        write_file_at(fd, "f", b"three", 0o600, replace=True)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"three"
+    assert oct((tmp_path / "f").stat().st_mode & 0o7777) == "0o600"
+    assert os.listdir(tmp_path) == ["f"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -125,3 +127,67 @@ def test_python_m_must_import_this_package_when_isolated(monkeypatch: pytest.Mon
     monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
     with pytest.raises(NotPermittedError, match=r"-I -m ipcjanitor`, which imports .*not this one"):
         hook.hook_argv(None)
+
+
+def _nobodys(path: Path) -> Path:
+    os.lchown(path, 65534, 65534)
+    return path
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowns files to another user")
+def test_the_drop_in_is_never_written_through_a_directory_another_user_controls(
+    tmp_path: Path,
+) -> None:
+    units = tmp_path / "system"
+    units.mkdir()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    _nobodys(theirs)
+    # a.service.d is nobody's symlink to nobody's directory: nobody could rewrite the drop-in
+    (units / "a.service.d").symlink_to(theirs)
+    _nobodys(units / "a.service.d")
+    with pytest.raises(NotPermittedError, match=r"symlink .*a\.service\.d is owned by uid 65534"):
+        hook.write_dropin(units / "a.service.d" / "ipcjanitor.conf", "[Service]\n")
+    assert os.listdir(theirs) == []
+    os.lchown(units / "a.service.d", 0, 0)  # root's link to nobody's directory: still refused
+    with pytest.raises(NotPermittedError, match=r"directory .*theirs is owned by uid 65534"):
+        hook.write_dropin(units / "a.service.d" / "ipcjanitor.conf", "[Service]\n")
+    assert os.listdir(theirs) == []
+
+
+def test_the_drop_in_and_its_directory_get_their_modes_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "system" / "a.service.d" / "ipcjanitor.conf"
+    (tmp_path / "system").mkdir(mode=0o755)
+    old = os.umask(0)
+    try:
+        hook.write_dropin(path, "[Service]\n")
+        hook.write_dropin(path, "[Service]\nX=1\n")  # replaced in one rename
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+    assert path.read_text() == "[Service]\nX=1\n"
+    assert os.listdir(path.parent) == ["ipcjanitor.conf"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowns files to another user")
+def test_an_executable_reached_through_another_users_symlink_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(mode=0o755)
+    real = bin_dir / "ipcjanitor-hook-real"
+    real.write_bytes(b"#!/bin/sh\n")
+    real.chmod(0o755)
+    link = bin_dir / "ipcjanitor-hook"
+    link.symlink_to(real)
+    monkeypatch.setattr(hook, "TRAMPOLINE", link)
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/ipcjanitor", "install-hook", "a.service"])
+    hook._check_only_root_can_change(link)  # root's link, root's file: accepted
+    _nobodys(link)
+    with pytest.raises(NotPermittedError, match=r"symlink .*ipcjanitor-hook is owned by uid 65534"):
+        hook._check_only_root_can_change(link)
+    os.lchown(link, 0, 0)
+    real.chmod(0o644)
+    with pytest.raises(NotPermittedError, match=r"is not executable"):
+        hook._check_only_root_can_change(link)

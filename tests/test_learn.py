@@ -418,16 +418,35 @@ def test_write_creates_dirs_and_a_0644_file_and_never_overwrites(tmp_path: Path)
     assert sorted(os.listdir(directory)) == ["a.toml"]  # no temporary file left
 
 
-def test_write_follows_no_symlink(tmp_path: Path) -> None:
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowns a symlink to another user")
+def test_write_follows_only_roots_symlinks_as_the_loader_does(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
-    (tmp_path / "link").symlink_to(real)
-    with pytest.raises(IpcJanitorError, match="is a symlink or not a directory"):
-        write_policy("x = 1\n", tmp_path / "link" / "policy.d", "a")
-    (real / "a.toml").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "link").symlink_to(real)  # root's: followed, as the policy loader follows it
+    assert write_policy("x = 1\n", tmp_path / "link" / "policy.d", "a") == (
+        tmp_path / "link" / "policy.d" / "a.toml"
+    )
+    assert (real / "policy.d" / "a.toml").read_text() == "x = 1\n"
+    (tmp_path / "theirs").symlink_to(real)
+    os.lchown(tmp_path / "theirs", 65534, 65534)  # nobody could point it anywhere: refused
+    with pytest.raises(IpcJanitorError, match=r"symlink .*theirs is owned by uid 65534"):
+        write_policy("x = 1\n", tmp_path / "theirs" / "other.d", "a")
+    assert not (real / "other.d").exists()
+    (real / "b.toml").symlink_to(tmp_path / "elsewhere")  # the file's name is never followed
     with pytest.raises(IpcJanitorError, match="exists"):
-        write_policy("x = 1\n", real, "a")
+        write_policy("x = 1\n", real, "b")
     assert not (tmp_path / "elsewhere").exists()
+    assert sorted(os.listdir(real)) == ["b.toml", "policy.d"]  # no temporary file left
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowns a directory to another user")
+def test_write_refuses_a_directory_of_another_user_on_the_way(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)  # they could swap policy.d for their own between runs
+    with pytest.raises(IpcJanitorError, match=r"directory .*theirs is owned by uid 65534"):
+        write_policy("x = 1\n", theirs / "policy.d", "a")
+    assert not (theirs / "policy.d").exists()
 
 
 def test_write_refuses_a_directory_others_can_write(tmp_path: Path) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from .. import chase
 from ..errors import ExitCode, NotPermittedError, PolicyErrors, UsageError
 from ..policy.load import load_policy
 from ..policy.model import format_duration
@@ -88,7 +89,8 @@ def _same_package_when_isolated(python: str) -> None:
 
 
 def _check_only_root_can_change(path: Path | str) -> None:
-    """What the hook runs as root must exist and be changeable by root alone, all the way up."""
+    """What the hook runs as root must exist and be changeable by root alone, all the way up:
+    walked as the policy is (chase.check_executable), symlinks and their directories too."""
     named = Path(path)
     if named == TRAMPOLINE and not named.is_file():
         raise NotPermittedError(
@@ -97,28 +99,14 @@ def _check_only_root_can_change(path: Path | str) -> None:
             "install ipcjanitor again); without it the hook would run as root with the "
             "service's environment, so no drop-in was written"
         )
-    real = named.resolve()
-    if not (real.is_file() and os.access(real, os.X_OK)):
-        raise NotPermittedError(f"{named} is not an executable file; no drop-in was written")
-    # the file and every directory above it, and for a symlink those above the link too;
-    # a sticky directory (/tmp) higher up is fine: nobody else can rename entries out of it
-    holders = named.parent.resolve()
-    strict = {real, real.parent, holders}
-    for p in dict.fromkeys([real, *real.parents, holders, *holders.parents]):
-        st = p.stat()
-        loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if st.st_uid != 0:
-            problem, fix = f"is owned by uid {st.st_uid}, not root", f"chown root {p}"
-        elif loose and (p in strict or not st.st_mode & stat.S_ISVTX):
-            problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
-            fix = f"chmod go-w {p}"
-        else:
-            continue
+    try:
+        chase.check_executable(str(named))
+    except chase.Refused as exc:
         raise NotPermittedError(
-            f"{p} {problem}: the hook would run {named} as root after every stop, and someone "
-            f"else could change it ({fix}, or install ipcjanitor where only root can write); "
-            "no drop-in was written"
-        )
+            f"{exc}: the hook would run {named} as root after every stop, and someone else "
+            "could change it (or install ipcjanitor where only root can write); no drop-in "
+            "was written"
+        ) from None
 
 
 def dropin_text(command: str) -> str:
@@ -234,32 +222,23 @@ def check_context(unit: str, reader: unitctx.Reader | None = None) -> None:
 def write_dropin(path: Path, text: str) -> None:
     """path (and its directory, where missing) with explicit modes, replaced in one rename.
 
-    The modes are set with fchmod, not left to the umask of whoever runs install-hook:
-    UMask=0000 or a root shell's `umask 0` would make a drop-in that anyone can rewrite.
+    The directory is reached as root reaches policy (chase.open_directory: every component
+    root's and writable by root alone, missing ones made) and the file written by its
+    descriptor; the modes are set with fchmod, not left to the umask of whoever runs
+    install-hook: UMask=0000 or a root shell's `umask 0` would make a drop-in anyone can rewrite.
     """
-    directory = path.parent
     try:
-        os.mkdir(directory, DIR_MODE)
-    except FileExistsError:
-        pass
-    else:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            os.fchmod(dfd, DIR_MODE)
-        finally:
-            os.close(dfd)
-    tmp = directory / f".{path.name}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        dfd, _ = chase.open_directory(
+            str(path.parent), strict=os.geteuid() == 0, others_above=False, create_mode=DIR_MODE
+        )
+    except chase.Refused as exc:
+        if exc.code in (errno.EACCES, errno.EPERM):
+            raise PermissionError(exc.code, os.strerror(exc.code), str(path)) from None
+        raise NotPermittedError(f"{exc}; no drop-in was written") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), DROPIN_MODE)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        chase.write_file_at(dfd, path.name, text.encode(), DROPIN_MODE, replace=True)
+    finally:
+        os.close(dfd)
 
 
 @contextmanager

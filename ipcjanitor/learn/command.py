@@ -9,7 +9,6 @@ IPC_PRIVATE objects of their user. proposal.py turns that into TOML.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import platform
@@ -23,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
+from .. import chase
 from ..errors import ExitCode, IpcJanitorError, NotPermittedError, UsageError
 from ..escape import safe_name
 from ..kernel.processes import boot_time, own_pids, parse_stat, unit_of_pid
@@ -670,95 +670,37 @@ def _check(text: str, target: Path, existing: Policy, name: str) -> None:
 
 
 def write_policy(text: str, directory: Path, name: str) -> Path:
-    """Create directory/NAME.toml with `text`, never overwriting, never following a link.
+    """Create directory/NAME.toml with `text`, never overwriting, never following a link
+    another user could have made.
 
-    The directory is created as needed, each component opened without following links and
-    checked like the policy loader checks (root's, not writable by group or others; a sticky
-    directory is accepted above the last). The file appears whole or not at all: written
-    under a temporary name, then hard-linked to its name, which fails if it exists.
+    The directory is reached as the policy loader reaches it (chase.open_directory, strict
+    for root: every component root's, not writable by group or others but a sticky one
+    above the last; root's symlinks followed), missing directories made 0755. The file
+    appears whole or not at all (chase.write_file_at: hard-linked to its name, which fails
+    if it exists).
     """
     final = f"{name}.toml"
-    with _open_dir(directory) as fd:
-        tmp = f".{final}.learn-{os.getpid()}"
-        try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
-                          dir_fd=fd)  # fmt: skip
-            try:
-                os.fchmod(out, POLICY_MODE)
-                os.write(out, text.encode())
-                os.fsync(out)
-            finally:
-                os.close(out)
-            try:
-                os.link(tmp, final, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
-            except FileExistsError:
-                raise IpcJanitorError(
-                    f"{directory / final} exists: learn never overwrites; run it without "
-                    "--write and merge by hand, or pick another name with --owner"
-                ) from None
-            os.fsync(fd)
-        except PermissionError as exc:
-            raise NotPermittedError(
-                f"{directory / final}: {exc.strerror}; run learn --write as root"
-            ) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp, dir_fd=fd)
-    return directory / final
-
-
-@contextlib.contextmanager
-def _open_dir(directory: Path) -> Iterator[int]:
-    """An fd of `directory`, made (0755) where missing, reached without following links."""
     if not directory.is_absolute():
         directory = Path.cwd() / directory
-    parts = directory.parts[1:]
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _check_dir(fd, Path("/"), last=not parts)
-        here = Path("/")
-        for i, part in enumerate(parts):
-            here = here / part
-            made = False
-            try:
-                os.mkdir(part, 0o755, dir_fd=fd)
-                made = True
-            except FileExistsError:
-                pass
-            except PermissionError as exc:
-                raise NotPermittedError(
-                    f"{here}: {exc.strerror}; run learn --write as root"
-                ) from None
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise IpcJanitorError(
-                        f"{here} is a symlink or not a directory: learn --write follows no "
-                        "link; write the file by hand"
-                    ) from None
-                raise
-            if made:  # 0755 whatever the caller's umask
-                os.fchmod(nxt, 0o755)
-            os.close(fd)
-            fd = nxt
-            _check_dir(fd, here, last=i == len(parts) - 1)
-        yield fd
+        fd, _ = chase.open_directory(
+            str(directory), strict=os.geteuid() == 0, others_above=False, create_mode=0o755
+        )
+    except chase.Refused as exc:
+        if exc.code in (errno.EACCES, errno.EPERM):
+            raise NotPermittedError(f"{exc}; run learn --write as root") from None
+        raise IpcJanitorError(f"{exc}; learn --write wrote nothing") from None
+    try:
+        chase.write_file_at(fd, final, text.encode(), POLICY_MODE, replace=False)
+    except FileExistsError:
+        raise IpcJanitorError(
+            f"{directory / final} exists: learn never overwrites; run it without "
+            "--write and merge by hand, or pick another name with --owner"
+        ) from None
+    except PermissionError as exc:
+        raise NotPermittedError(
+            f"{directory / final}: {exc.strerror}; run learn --write as root"
+        ) from None
     finally:
         os.close(fd)
-
-
-def _check_dir(fd: int, path: Path, last: bool) -> None:
-    st = os.fstat(fd)
-    me = os.geteuid()
-    if st.st_uid not in (0, me):
-        raise IpcJanitorError(
-            f"{path} belongs to uid {st.st_uid}: learn writes policy only where just root "
-            f"(or you) can change it (chown root {path})"
-        )
-    loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if loose and (last or not st.st_mode & stat.S_ISVTX):
-        raise IpcJanitorError(
-            f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
-            f"the policy loader would refuse a file there (chmod go-w {path})"
-        )
+    return directory / final
