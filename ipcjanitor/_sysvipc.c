@@ -18,6 +18,7 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <sys/syscall.h>
 
 union semun_arg {
     int val;
@@ -321,4 +322,45 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_sysvipc",
                                     "System V IPC stat and removal by id.", -1, methods};
 
-PyMODINIT_FUNC PyInit__sysvipc(void) { return PyModule_Create(&module); }
+/* The build machine's own numbers of the system calls kernel/tasks.py reads from
+ * /proc/PID/task/TID/syscall: its table is checked against them in a unit test. */
+static int add_syscall(PyObject *calls, const char *name, long nr) {
+    PyObject *value = PyLong_FromLong(nr);
+    int failed = value == NULL || PyDict_SetItemString(calls, name, value) < 0;
+    Py_XDECREF(value);
+    return failed ? -1 : 0;
+}
+
+static int add_syscalls(PyObject *m) {
+    PyObject *calls = PyDict_New();
+    if (calls == NULL)
+        return -1;
+    int failed = add_syscall(calls, "write", SYS_write) || add_syscall(calls, "writev", SYS_writev)
+                 || add_syscall(calls, "splice", SYS_splice) || add_syscall(calls, "tee", SYS_tee)
+                 || add_syscall(calls, "vmsplice", SYS_vmsplice)
+#ifdef SYS_msgsnd
+                 || add_syscall(calls, "msgsnd", SYS_msgsnd) || add_syscall(calls, "msgrcv", SYS_msgrcv)
+#endif
+#ifdef SYS_semop
+                 || add_syscall(calls, "semop", SYS_semop)
+#endif
+#ifdef SYS_semtimedop
+                 || add_syscall(calls, "semtimedop", SYS_semtimedop)
+#endif
+#ifdef SYS_ipc
+                 || add_syscall(calls, "ipc", SYS_ipc)
+#endif
+        ;
+    if (failed || PyModule_AddObject(m, "SYSCALLS", calls) < 0) {
+        Py_DECREF(calls);
+        return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__sysvipc(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && add_syscalls(m) < 0)
+        Py_CLEAR(m);
+    return m;
+}

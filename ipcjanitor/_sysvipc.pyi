@@ -37,3 +37,6 @@ def list_kind(kind: int, /) -> list[tuple[object, ...]]: ...
 def recheck_rmid(
     kind: int, items: list[tuple[int, tuple[object, ...]]], /
 ) -> list[tuple[str, object] | None]: ...
+
+# the build machine's <sys/syscall.h> numbers of the calls kernel/tasks.py reads
+SYSCALLS: dict[str, int]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
 
+from ipcjanitor import _sysvipc
 from ipcjanitor.kernel import tasks
 from ipcjanitor.kernel.tasks import parse_syscall, queue_waiters
 
@@ -123,3 +125,17 @@ def test_a_32_bit_executable_is_a_compat_task_on_a_64_bit_machine(tmp_path: Path
     assert tasks.is_compat(tmp_path / "amd64", "x86_64") is False
     assert tasks.is_compat(tmp_path / "i386", "i686") is False
     assert tasks.is_compat(tmp_path / "missing", "x86_64") is None
+
+
+def test_the_table_of_this_machine_matches_its_own_syscall_header() -> None:
+    """kernel/tasks.py's numbers for the build machine are <sys/syscall.h>'s (exported by the
+    C extension): a number copied wrong would make doctor and learn misread a blocked task."""
+    machine = platform.machine()
+    assert machine in tasks.PIPE_WRITE_MACHINES, f"no syscall table for {machine}"
+    native = tasks._SYSCALLS[machine].native
+    ours = {name: nr for nr, name in native.items() if not nr & tasks._X32_BIT and nr < 512}
+    header = dict(_sysvipc.SYSCALLS)
+    if not tasks._SYSCALLS[machine].queues:  # this table does not claim the msg numbers
+        for name in ("msgsnd", "msgrcv", "semop", "semtimedop"):
+            header.pop(name, None)
+    assert ours == header
