@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 
 from ..engine import run as janitor
 from ..engine.run import Scope, survey
 from ..errors import ExitCode, PolicyErrors, UsageError
 from ..kernel.sysvipc import read_objects
-from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
+from ..model import Decision, IpcKind, IpcObject, PosixDecision, PosixKind, Verdict
 from ..output import metrics, report
 from ..output.journal import Journal
 from ..policy.load import load_policy
@@ -175,14 +174,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from . import doctor  # noqa: PLC0415
 
     notes: list[str] = []
-    stale: dict[IpcKind, int] | None = None
+    stale: list[IpcObject] | None = None
     hooks: list[dict[str, str]] = []
     verdicts: dict[tuple[IpcKind, int], str] | None = None
     try:
         policy = load_policy(args.policy)
         decisions = survey(policy)  # every object, so the tables are read once
         objects = [d.obj for d in decisions]
-        stale = dict(Counter(d.obj.kind for d in decisions if d.verdict is Verdict.STALE))
+        stale = [d.obj for d in decisions if d.verdict is Verdict.STALE]
         verdicts = {(d.obj.kind, d.obj.id): d.verdict.value for d in decisions}
         hooks = doctor.missing_hooks(policy)
     except PolicyErrors as exc:
