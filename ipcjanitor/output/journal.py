@@ -197,10 +197,13 @@ class Journal:
             record.append(("IPCJANITOR_UNIT", self.unit))
         self.send(text, _PRIORITY_OF.get(d.verdict, "notice"), record)
 
-    def policy_error(self, message: str) -> bool:
+    def policy_error(self, message: str, echo: bool = False) -> bool:
         """A policy error, at priority err; True if it reached the journal (then a stderr
-        that is the journal too need not say it again: one record per fact)."""
+        that is the journal too need not say it again: one record per fact). echo: a line
+        on stderr when there is no journal (the hook's: it names the unit)."""
         if not self.to_journal:
+            if echo:
+                self.send(message, "err")
             return False
         before = len(self._lines)
         self.send(message, "err", [("MESSAGE_ID", MESSAGE_ID_POLICY_ERROR)])
