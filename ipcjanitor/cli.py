@@ -68,6 +68,67 @@ def _scoped(cmd: argparse.ArgumentParser) -> None:
         choices=[k.value for k in (*IpcKind, *PosixKind)],
         help="only this kind",
     )
+    cmd.add_argument(
+        "--id",
+        action="append",
+        type=int,
+        metavar="ID",
+        help="only the System V object with this id (with --kind: of that table)",
+    )
+    cmd.add_argument(
+        "--key",
+        action="append",
+        type=_key,
+        metavar="KEY",
+        help="only System V objects with this key (0x6104e88b, or decimal)",
+    )
+    _listing(cmd)
+
+
+def _key(text: str) -> int:
+    value = int(text, 0)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(text)
+    return value
+
+
+def _listing(cmd: argparse.ArgumentParser, columns: bool = True) -> None:
+    """lsipc's options for a table, and systemctl's for a terminal."""
+    import argparse  # noqa: PLC0415
+
+    from .output import report  # noqa: PLC0415
+    from .output.columns import describe  # noqa: PLC0415
+
+    if columns:
+        cmd.add_argument(
+            "-o",
+            "--output",
+            metavar="COLUMNS",
+            help="the columns, comma-separated (+COLUMNS: after the default ones)",
+        )
+        cmd.add_argument("--bytes", action="store_true", help="print SIZE in bytes, not 1M")
+        cmd.formatter_class = argparse.RawDescriptionHelpFormatter
+        cmd.epilog = (
+            f"Columns (default: {','.join(report.DEFAULT)}):\n"
+            f"{describe(report.COLUMNS)}\nPOSIX objects also have NAME, DEV, INODE, "
+            "NLINK, MTIME and HOLDERS (and no KEY or ID)."
+        )
+    cmd.add_argument("--noheadings", action="store_true", help="print no header line")
+    cmd.add_argument(
+        "-r",
+        "--raw",
+        action="store_true",
+        help="one line per row, cells escaped, times in ISO 8601",
+    )
+    cmd.add_argument(
+        "--notruncate", action="store_true", help="never truncate REASON to the terminal's width"
+    )
+    cmd.add_argument(
+        "--no-legend",
+        action="store_true",
+        help="print neither the header nor the notes and the summary line",
+    )
+    cmd.add_argument("--no-pager", action="store_true", help="do not pipe the output into a pager")
 
 
 def _clean(cmd: argparse.ArgumentParser) -> None:
@@ -92,6 +153,7 @@ def _install_hook(cmd: argparse.ArgumentParser) -> None:
 
 def _doctor(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--json", action="store_true", help="print one JSON document")
+    _listing(cmd, columns=False)
 
 
 def _learn(cmd: argparse.ArgumentParser) -> None:

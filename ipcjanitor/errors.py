@@ -46,6 +46,9 @@ class PolicyErrors(IpcJanitorError):
     """The policy cannot be used, for every reason found; nothing will be removed (exit 78)."""
 
     exit_code = ExitCode.CONFIG
+    # set when a journal record at priority err told it and stderr is the journal too:
+    # `guarded` then prints nothing (one record per fact)
+    journaled = False
 
     def __init__(self, problems: Sequence[PolicyProblem]) -> None:
         # by file and line, as a compiler lists them (a problem without a file first)
@@ -97,7 +100,8 @@ def guarded(command: Callable[[], int], removes: bool = False) -> int:
         return command()
     except PolicyErrors as exc:
         what = "policy error, nothing was removed" if removes else "policy error"
-        print(f"ipcjanitor: {what}:\n{_indent(str(exc))}", file=sys.stderr)
+        if not exc.journaled:
+            print(f"ipcjanitor: {what}:\n{_indent(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except IpcJanitorError as exc:
         print(f"ipcjanitor: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ def o(kind: IpcKind, size: int = 0, nsems: int = 0) -> IpcObject:
 
 
 def test_ninety_percent_is_a_problem_eighty_is_not() -> None:
-    rows = limit_rows([o(IpcKind.SHM, 4096)] * 9, LIMITS, {IpcKind.SHM: 4})
+    rows = limit_rows([o(IpcKind.SHM, 4096)] * 9, LIMITS, [o(IpcKind.SHM, 4096)] * 4)
     shm = rows[0]
     assert (shm.used, shm.max, shm.problem, shm.stale) == (9, 10, True, 4)
     assert not limit_rows([o(IpcKind.SHM)] * 8, LIMITS, None)[0].problem
@@ -36,6 +36,16 @@ def test_pages_and_semaphores_are_counted_by_size() -> None:
     assert by[("sem", "semaphores")].used == 19 and by[("sem", "semaphores")].problem
     assert by[("sem", "objects")].used == 1 and not by[("sem", "objects")].problem
     assert by[("msg", "objects")].used == 0 and by[("msg", "objects")].stale is None
+
+
+def test_stale_counts_in_each_rows_own_measure() -> None:
+    """STALE on the pages row is pages (of stale segments), on the semaphores row semaphores
+    (of stale sets): not the objects' count repeated under another measure."""
+    stale = [o(IpcKind.SHM, 4096 * 3), o(IpcKind.SEM, nsems=5)]
+    rows = limit_rows([*stale, o(IpcKind.SHM, 4096), o(IpcKind.SEM, nsems=2)], LIMITS, stale)
+    by = {(r.kind, r.measure): r.stale for r in rows}
+    assert by == {("shm", "objects"): 1, ("shm", "pages"): 3, ("sem", "objects"): 1,
+                  ("sem", "semaphores"): 5, ("msg", "objects"): 0}  # fmt: skip
 
 
 def test_owners_without_a_hook_are_listed_with_the_fix(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from typing import NamedTuple
 from ..kernel import tasks
 from ..kernel.processes import hidepid_blinds, process_comm, stat_fields, unit_of_pid
 from ..model import IpcKind, IpcObject, Verdict
+from ..output.columns import PLAIN, Column, Style, as_json, render
 from ..policy.model import Policy
 from ..systemd import unitctx
 
@@ -73,24 +74,35 @@ def read_limits(procfs: Path = Path("/proc")) -> Limits:
 
 
 def limit_rows(
-    objects: Sequence[IpcObject], limits: Limits, stale: dict[IpcKind, int] | None
+    objects: Sequence[IpcObject], limits: Limits, stale: Sequence[IpcObject] | None
 ) -> list[LimitRow]:
-    """PURE: each table's use against its limits."""
-    by_kind = Counter(o.kind for o in objects)
-    pages = sum(-(-o.size // PAGE_SIZE) for o in objects if o.kind is IpcKind.SHM)
-    sems = sum(o.nsems for o in objects if o.kind is IpcKind.SEM)
+    """PURE: each table's use against its limits. stale: the objects `clean` would free now
+    (None: unknown); each row counts them in its own measure (pages, semaphores, objects)."""
+    used = _measures(objects)
+    freed = None if stale is None else _measures(stale)
 
-    def st(kind: IpcKind) -> int | None:
-        return None if stale is None else stale.get(kind, 0)
+    def row(kind: str, measure: str, limit: str, most: int) -> LimitRow:
+        n, free = used[kind, measure], None if freed is None else freed[kind, measure]
+        return LimitRow(kind, measure, limit, n, most, free)
 
-    shm, sem, msg = IpcKind.SHM, IpcKind.SEM, IpcKind.MSG
     return [
-        LimitRow("shm", "objects", "kernel.shmmni", by_kind[shm], limits.shmmni, st(shm)),
-        LimitRow("shm", "pages", "kernel.shmall", pages, limits.shmall, st(shm)),
-        LimitRow("sem", "objects", "kernel.sem semmni", by_kind[sem], limits.semmni, st(sem)),
-        LimitRow("sem", "semaphores", "kernel.sem semmns", sems, limits.semmns, st(sem)),
-        LimitRow("msg", "objects", "kernel.msgmni", by_kind[msg], limits.msgmni, st(msg)),
+        row("shm", "objects", "kernel.shmmni", limits.shmmni),
+        row("shm", "pages", "kernel.shmall", limits.shmall),
+        row("sem", "objects", "kernel.sem semmni", limits.semmni),
+        row("sem", "semaphores", "kernel.sem semmns", limits.semmns),
+        row("msg", "objects", "kernel.msgmni", limits.msgmni),
     ]
+
+
+def _measures(objects: Iterable[IpcObject]) -> Counter[tuple[str, str]]:
+    out: Counter[tuple[str, str]] = Counter()
+    for o in objects:
+        out[o.kind.value, "objects"] += 1
+        if o.kind is IpcKind.SHM:
+            out["shm", "pages"] += -(-o.size // PAGE_SIZE)
+        elif o.kind is IpcKind.SEM:
+            out["sem", "semaphores"] += o.nsems
+    return out
 
 
 class UnreachableQueue(NamedTuple):
@@ -450,6 +462,29 @@ def missing_hooks(
     return rows
 
 
+def _limit_text(r: LimitRow, style: Style) -> str:
+    return r.limit + ("  <- PROBLEM: close to No space left on device" if r.problem else "")
+
+
+# doctor's table (lsipc --global's RESOURCE, USED, LIMIT, USE%): one description for the text
+# and the JSON; STALE is what `clean` would free now, in the row's own measure
+LIMIT_COLUMNS: tuple[Column[LimitRow], ...] = (
+    Column("KIND", "shm, sem or msg", lambda r, s: r.kind, "kind", lambda r: r.kind),
+    Column("MEASURE", "objects, pages or semaphores", lambda r, s: r.measure,
+           "measure", lambda r: r.measure),
+    Column("USED", "in use now", lambda r, s: str(r.used), "used", lambda r: r.used, right=True),
+    Column("MAX", "the kernel's limit", lambda r, s: str(r.max), "max", lambda r: r.max,
+           right=True),
+    Column("USE%", "used / max", lambda r, s: f"{r.percent:.1f}%",
+           "percent", lambda r: round(r.percent, 1), right=True),
+    Column("STALE", "what clean would free now, in the row's measure (- unknown)",
+           lambda r, s: "-" if r.stale is None else str(r.stale), "stale", lambda r: r.stale,
+           right=True),
+    Column("LIMIT", "the sysctl that sets max", _limit_text, "limit", lambda r: r.limit),
+    Column("PROBLEM", "", lambda r, s: "", "problem", lambda r: r.problem, listed=False),
+)  # fmt: skip
+
+
 class Report(NamedTuple):
     limits: list[LimitRow]
     stuck_pipes: list[StuckPipe]
@@ -467,12 +502,8 @@ class Report(NamedTuple):
         )
 
     def json(self) -> str:
-        limits = [
-            r._asdict() | {"percent": round(r.percent, 1), "problem": r.problem}
-            for r in self.limits
-        ]
         doc = {
-            "limits": limits,
+            "limits": [as_json(r, LIMIT_COLUMNS) for r in self.limits],
             "stuck_pipes": [s._asdict() for s in self.stuck_pipes],
             "hooks_missing": self.hooks_missing,
             "unreachable_queues": [q._asdict() for q in self.unreachable],
@@ -481,28 +512,8 @@ class Report(NamedTuple):
         }
         return json.dumps(doc, indent=2)
 
-    def text(self) -> str:
-        rows = [("KIND", "MEASURE", "USED", "MAX", "USE%", "STALE", "LIMIT")]
-        for r in self.limits:
-            stale = "-" if r.stale is None else str(r.stale)
-            flag = "  <- PROBLEM: close to No space left on device" if r.problem else ""
-            rows.append(
-                (
-                    r.kind,
-                    r.measure,
-                    str(r.used),
-                    str(r.max),
-                    f"{r.percent:.1f}%",
-                    stale,
-                    r.limit + flag,
-                )
-            )
-        widths = [max(len(row[i]) for row in rows) for i in range(6)]
-
-        def cell(i: int, text: str) -> str:
-            return text.rjust(widths[i]) if 2 <= i <= 5 else text.ljust(widths[i])
-
-        lines = ["  ".join(cell(i, row[i]) for i in range(6)) + "  " + row[6] for row in rows]
+    def text(self, style: Style = PLAIN) -> str:
+        lines = [render(self.limits, LIMIT_COLUMNS, style)]
         lines.append("")
         if not self.stuck_pipes:
             lines.append("stuck pipes: none")

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 
 from ..engine import run as janitor
 from ..engine.run import Scope, survey
 from ..errors import ExitCode, PolicyErrors, UsageError
 from ..kernel.sysvipc import read_objects
-from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
+from ..model import Decision, IpcKind, IpcObject, PosixDecision, PosixKind, Verdict
 from ..output import metrics, report
-from ..output.journal import Journal
+from ..output.journal import MESSAGE_ID_HANDOFF_GAP, Journal, stream_is_journal
 from ..policy.load import load_policy
 from ..policy.model import Policy, alias_notes, describe, handoff_warnings, unitless_warnings
 from ..systemd.unitfiles import unit_aliases
@@ -69,7 +68,9 @@ def _scope(args: argparse.Namespace, policy: Policy) -> Scope:
     kinds = (
         frozenset(IpcKind(k) for k in args.kind if k in sysv) if args.kind else frozenset(IpcKind)
     )
-    return Scope(kinds=kinds, owners=owners)
+    ids = frozenset(args.id) if getattr(args, "id", None) else None
+    keys = frozenset(args.key) if getattr(args, "key", None) else None
+    return Scope(kinds=kinds, owners=owners, ids=ids, keys=keys)
 
 
 def _posix_scope(args: argparse.Namespace, policy: Policy, scope: Scope) -> PosixScope | None:
@@ -80,6 +81,8 @@ def _posix_scope(args: argparse.Namespace, policy: Policy, scope: Scope) -> Posi
         if args.kind
         else frozenset(PosixKind)
     )
+    if scope.ids is not None or scope.keys is not None:
+        return None  # --id and --key name System V objects: POSIX ones have neither
     if not any(policy.claims_posix(k) for k in kinds):
         return None  # nothing POSIX imported, listed or read: System V runs pay nothing
     from ..engine.posix_run import PosixScope  # noqa: PLC0415
@@ -98,21 +101,45 @@ def _survey_posix(
     return found.notes, found.decisions
 
 
+def _view(args: argparse.Namespace) -> report.View:
+    """lsipc's and systemctl's options as a View; -o checked before any work."""
+    from ..output.terminal import style  # noqa: PLC0415
+
+    view = report.View(
+        output=getattr(args, "output", None),
+        style=style(args),
+        legend=not getattr(args, "no_legend", False),
+    )
+    try:
+        report.sysv_columns(view.output)
+    except ValueError as exc:
+        raise UsageError(f"-o/--output: {exc}") from None
+    return view
+
+
 def _print(
     args: argparse.Namespace,
     decisions: Sequence[Decision],
     notes: Sequence[str] = (),
     posix: Sequence[PosixDecision] = (),
+    view: report.View | None = None,
 ) -> None:
-    report.emit(decisions, as_json=args.json, quiet=args.quiet, notes=notes, posix=posix)
+    from ..output.terminal import paged  # noqa: PLC0415
+
+    with paged(args):
+        report.emit(
+            decisions, as_json=args.json, quiet=args.quiet, notes=notes, posix=posix,
+            view=view or _view(args),
+        )  # fmt: skip
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    view = _view(args)
     policy = _policy(args)
     scope = _scope(args, policy)
     decisions = survey(policy, scope)
     notes, posix = _survey_posix(policy, _posix_scope(args, policy, scope))
-    _print(args, decisions, notes, posix)
+    _print(args, decisions, notes, posix, view)
     if args.verbose:
         from .hints import unclaimed_mappings  # noqa: PLC0415
 
@@ -122,13 +149,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    policy = _policy(args)
+    view = _view(args)
+    # the table tells each removal once: text records on stderr only when it is not printed
+    journal = Journal.for_clean(echo=args.quiet and not args.json)
+    policy = _journaled_policy(args, journal)
     scope = _scope(args, policy)
     pscope = _posix_scope(args, policy, scope)
     if args.dry_run:
         decisions = survey(policy, scope)
         notes, posix = _survey_posix(policy, pscope)
-        _print(args, decisions, notes, posix)
+        _print(args, decisions, notes, posix, view)
         return ExitCode.OK
     # before any work: a missing library or an unsafe directory is a one-line error
     target = metrics.prepare(args.metrics) if args.metrics else None
@@ -136,10 +166,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
     pdone: list[PosixDecision] = []
     pnotes: list[str] = []
     posix_part = (pscope, pdone, pnotes) if pscope is not None else None
-    journal = Journal()
     if journal.to_journal and not args.verbose:  # -v printed them: its stderr is journaled
         for warning in handoff_warnings(policy):  # one record per run, beside the removals
-            journal.send(warning, "warning", [("IPCJANITOR_EVENT", "handoff-gap")])
+            journal.send(warning, "warning", [("MESSAGE_ID", MESSAGE_ID_HANDOFF_GAP),
+                                              ("IPCJANITOR_EVENT", "handoff-gap")])  # fmt: skip
     try:
         done, waited = janitor.clean(policy, scope, journal, posix=posix_part)
     except BaseException:
@@ -148,8 +178,21 @@ def cmd_clean(args: argparse.Namespace) -> int:
         raise
     if target is not None:
         metrics.write(target, done, started, time.time(), pdone)
-    _print(args, done, [*pnotes, *([waited] if waited else [])], pdone)
+    # under systemd stdout is the journal too: the records told each row already
+    view = view._replace(rows=not (journal.to_journal and stream_is_journal(1)))
+    _print(args, done, [*pnotes, *([waited] if waited else [])], pdone, view)
     return ExitCode.FAILED if report.failed([*done, *pdone]) else ExitCode.OK
+
+
+def _journaled_policy(args: argparse.Namespace, journal: Journal) -> Policy:
+    """The policy; an error in it is also a journal record at priority err (MESSAGE_ID
+    policy-error), and stderr does not repeat it there when stderr is the journal."""
+    try:
+        return _policy(args)
+    except PolicyErrors as exc:
+        if journal.policy_error(f"policy error, nothing was removed: {exc}"):
+            exc.journaled = stream_is_journal(2)
+        raise
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
@@ -175,14 +218,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from . import doctor  # noqa: PLC0415
 
     notes: list[str] = []
-    stale: dict[IpcKind, int] | None = None
+    stale: list[IpcObject] | None = None
     hooks: list[dict[str, str]] = []
     verdicts: dict[tuple[IpcKind, int], str] | None = None
     try:
         policy = load_policy(args.policy)
         decisions = survey(policy)  # every object, so the tables are read once
         objects = [d.obj for d in decisions]
-        stale = dict(Counter(d.obj.kind for d in decisions if d.verdict is Verdict.STALE))
+        stale = [d.obj for d in decisions if d.verdict is Verdict.STALE]
         verdicts = {(d.obj.kind, d.obj.id): d.verdict.value for d in decisions}
         hooks = doctor.missing_hooks(policy)
     except PolicyErrors as exc:
@@ -196,5 +239,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         notes + pipes.notes,
         tuple(doctor.unreachable_queues(objects, verdicts)),
     )
-    print(result.json() if args.json else result.text())
+    from ..output.terminal import paged, style  # noqa: PLC0415
+
+    with paged(args):
+        print(result.json() if args.json else result.text(style(args)))
     return ExitCode.OK if result.healthy else ExitCode.FAILED

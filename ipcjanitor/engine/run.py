@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 from ..kernel.processes import gather
 from ..kernel.sysvipc import read_objects
-from ..model import Decision, HostFacts, IpcKind, PosixDecision, Verdict
-from ..output.journal import Journal
+from ..model import Decision, HostFacts, IpcKind, IpcObject, PosixDecision
+from ..output.journal import RECORDED, Journal
 from ..policy.model import Owner, Policy
 from ..systemd.bus import clock_timer
 from ..systemd.unitfiles import unit_aliases
@@ -28,9 +28,16 @@ class Scope(NamedTuple):
 
     kinds: frozenset[IpcKind] = frozenset(IpcKind)
     owners: frozenset[str] | None = None  # None: all objects, owned or not
+    ids: frozenset[int] | None = None  # None: every id (scan --id)
+    keys: frozenset[int] | None = None  # None: every key (scan --key)
 
     def admits(self, owner: Owner | None) -> bool:
         return self.owners is None or (owner is not None and owner.name in self.owners)
+
+    def picks(self, obj: IpcObject) -> bool:
+        return (self.ids is None or obj.id in self.ids) and (
+            self.keys is None or obj.key in self.keys
+        )
 
 
 EVERYTHING = Scope()
@@ -43,7 +50,10 @@ def survey(
     facts_hook: Callable[[HostFacts], HostFacts] | None = None,
 ) -> list[Decision]:
     """Every object in scope with its verdict and reason. Touches nothing."""
-    claimed = [c for c in claims(read_objects(procfs, scope.kinds), policy) if scope.admits(c[1])]
+    objects = read_objects(procfs, scope.kinds)
+    if scope.ids is not None or scope.keys is not None:
+        objects = [o for o in objects if scope.picks(o)]
+    claimed = [c for c in claims(objects, policy) if scope.admits(c[1])]
     units = units_to_probe(claimed)
     facts = gather(
         pids_to_probe(claimed),
@@ -86,11 +96,11 @@ def clean(
         decisions = survey(policy, scope, facts_hook=facts_hook)
         done = []
         for d in remove_stale(decisions):
-            if d.verdict in _RECORDED:
+            if d.verdict in RECORDED:  # removals, failures, changes, doubts: one each
                 journal.decision(d)
             done.append(d)
         if posix is not None:  # imported only then: System V runs never pay for it
-            from .posix_run import RECORDED, clean_posix, survey_posix  # noqa: PLC0415
+            from .posix_run import clean_posix, survey_posix  # noqa: PLC0415
 
             pscope, pout, pnotes = posix
             found = survey_posix(policy, pscope)
@@ -103,6 +113,3 @@ def clean(
         held.release()
         journal.close()
     return done, held.note()
-
-
-_RECORDED = frozenset({Verdict.REMOVED, Verdict.FAILED, Verdict.CHANGED})

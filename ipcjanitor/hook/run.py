@@ -71,11 +71,12 @@ def _policy(unit: str, explicit: str | None) -> Policy:
     try:
         return load_policy(explicit, from_env=False)  # not the service's Environment=
     except PolicyErrors as exc:
-        from ..output.journal import Journal  # noqa: PLC0415
+        from ..output.journal import Journal, stream_is_journal  # noqa: PLC0415
 
-        Journal.for_hook(unit).send(
-            f"policy error, nothing was removed after {unit} stopped: {exc}", "err"
+        told = Journal.for_hook(unit).policy_error(
+            f"policy error, nothing was removed after {unit} stopped: {exc}", echo=True
         )
+        exc.journaled = told and stream_is_journal(2)  # stderr would say it a second time
         raise
 
 
@@ -119,9 +120,14 @@ def _clean_owners_of(
         metrics.write(target, done, started, time.time(), posix)
     if waited:
         notes.append(waited)
+    from ..output.journal import stream_is_journal  # noqa: PLC0415
+
+    # its stdout is the journal: the records told each row already, the summary says the rest
+    view = report.View(rows=not (journal.to_journal and stream_is_journal(1)))
     report.emit(
-        done, as_json=call.json, quiet=call.quiet, notes=notes, extra={"unit": unit}, posix=posix
-    )
+        done, as_json=call.json, quiet=call.quiet, notes=notes, extra={"unit": unit},
+        posix=posix, view=view,
+    )  # fmt: skip
     return ExitCode.FAILED if report.failed([*done, *posix]) else ExitCode.OK
 
 
@@ -165,11 +171,14 @@ def _gave_up(
         f"gave up after {unit} stopped, nothing was removed: {busy}; the next run "
         "(the timer's, or the next stop's hook) judges these objects"
     )
+    from ..output.journal import MESSAGE_ID_GAVE_UP  # noqa: PLC0415
+
     journal.send(
         why,
         "warning",
-        [("IPCJANITOR_UNIT", unit), ("IPCJANITOR_OWNER", " ".join(sorted(scope.owners or ())))],
-    )
+        [("MESSAGE_ID", MESSAGE_ID_GAVE_UP), ("IPCJANITOR_UNIT", unit),
+         ("IPCJANITOR_OWNER", " ".join(sorted(scope.owners or ())))],
+    )  # fmt: skip
     journal.close()
     if call.json:  # a document still, for whoever reads one; the record said it already
         report.emit([], as_json=True, quiet=call.quiet, notes=[*notes, why], extra={"unit": unit})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -18,8 +19,25 @@ _VERDICT_NAMES = {v: v.value for v in Verdict}
 _KIND_NAMES = {k: k.value for k in IpcKind}
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
-# `systemd-id128 new`: one id for "ipcjanitor removed an object" records
+# One MESSAGE_ID per kind of event (`systemd-id128 new`), each explained by the catalog
+# (packaging/ipcjanitor.catalog: `journalctl -x` shows it).
 MESSAGE_ID_REMOVED = "3b1f8f6a4d2c4e7f9a0b5c6d7e8f9012"
+MESSAGE_ID_FAILED = "d595ca3d582a4d2788e6eabb74f4d9b8"
+MESSAGE_ID_CHANGED = "623a2ffecb9e46d39f530eb6c604fceb"
+MESSAGE_ID_DOUBT = "d27f797602a34ee39fc6cff3256c2b4c"  # kept: a doubt stopped the removal
+MESSAGE_ID_POLICY_ERROR = "5f921bd1851b4b24b07eb9ff4aad9847"
+MESSAGE_ID_GAVE_UP = "0f33c11b4398422eabe5928e2f76cb55"  # the run lock stayed busy
+MESSAGE_ID_HANDOFF_GAP = "2d366bcd902541ecb441f943fc3386db"
+MESSAGE_IDS = {
+    Verdict.REMOVED: MESSAGE_ID_REMOVED,
+    Verdict.FAILED: MESSAGE_ID_FAILED,
+    Verdict.CHANGED: MESSAGE_ID_CHANGED,
+    Verdict.UNKNOWN: MESSAGE_ID_DOUBT,
+}
+# The verdicts a clean journals: what it removed or failed to, what changed under it, and
+# what it kept because of a doubt (`unknown`): one record each.
+RECORDED = frozenset(MESSAGE_IDS)
+_PRIORITY_OF = {Verdict.FAILED: "err", Verdict.UNKNOWN: "warning"}  # else notice
 # Text records (outside systemd) are written this many lines at a time: one write(2) each,
 # not one per removal (64k of them in a big sweep), and the first ones still come at once.
 LINES_PER_WRITE = 256
@@ -51,8 +69,20 @@ def journal_socket_exists() -> bool:
         return False
 
 
+def stream_is_journal(fd: int) -> bool:
+    """Whether fd is connected to the journal: JOURNAL_STREAM names its device and inode
+    (systemd.exec(5)); an inherited or forged variable names another file and reads False."""
+    want = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return want == f"{st.st_dev}:{st.st_ino}"
+
+
 class Journal:
-    """Where a run's records go: the journal under systemd, stderr lines otherwise."""
+    """Where a run's records go: the journal (when systemd started us, for the hook, or for
+    root's manual clean), else text lines on stderr when nothing else shows them (echo)."""
 
     @classmethod
     def for_hook(cls, unit: str) -> Journal:
@@ -61,9 +91,21 @@ class Journal:
         sent every record to stderr, and none had IPCJANITOR_UNIT=)."""
         return cls(unit=unit, to_journal=journal_socket_exists())
 
-    def __init__(self, unit: str | None = None, to_journal: bool | None = None) -> None:
+    @classmethod
+    def for_clean(cls, echo: bool) -> Journal:
+        """A clean's records: to the journal under systemd and for root (an audit trail of the
+        removals that matter most); echo: also as text on stderr if not journaled (-q: the
+        table, which tells each removal once, is not printed)."""
+        journaled = under_systemd() or (os.geteuid() == 0 and journal_socket_exists())
+        return cls(to_journal=journaled, echo=echo)
+
+    def __init__(
+        self, unit: str | None = None, to_journal: bool | None = None, echo: bool = True
+    ) -> None:
         self.unit = unit
         self.to_journal = under_systemd() if to_journal is None else to_journal
+        self.echo = echo
+        self.socket_path = JOURNAL_SOCKET
         self._sock: socket.socket | None = None
         self._lines: list[str] = []
 
@@ -80,67 +122,92 @@ class Journal:
                 *fields,
             ]
             try:
-                if self._sock is None:
-                    import socket  # noqa: PLC0415  (2.6 ms that runs outside systemd never need)
-
-                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sock.sendto(encode(record), JOURNAL_SOCKET)
+                self._deliver(encode(record))
                 return
             except OSError:
                 pass  # fall through to stderr: a record is never lost silently
         self._lines.append(f"ipcjanitor: {message}\n")
         self.flush()
 
+    def _deliver(self, datagram: bytes) -> None:
+        """One datagram; one too large for the socket goes as a sealed memfd, the way
+        sd_journal_send() does it (journald reads the fd passed with SCM_RIGHTS)."""
+        if self._sock is None:
+            import socket  # noqa: PLC0415  (2.6 ms that runs outside systemd never need)
+
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self._sock.sendto(datagram, self.socket_path)
+        except OSError as exc:
+            if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
+                raise
+            self._deliver_memfd(datagram)
+
+    def _deliver_memfd(self, datagram: bytes) -> None:
+        import fcntl  # noqa: PLC0415
+        import socket  # noqa: PLC0415
+
+        assert self._sock is not None
+        fd = os.memfd_create("journal-ipcjanitor", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.write(fd, datagram)
+            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))]
+            self._sock.sendmsg([], rights, 0, self.socket_path)
+        finally:
+            os.close(fd)
+
     def decision(self, d: Decision) -> None:
-        """One record per removal (or failed/changed removal) with the contract's fields."""
+        """One record per removal, failed or changed removal, or object kept with a doubt,
+        with the fields the column description names (report.COLUMNS)."""
         o = d.obj
-        prio = "err" if d.verdict is Verdict.FAILED else "notice"
         # names from plain dicts: Enum's .value is a Python-level property (a record per object)
         text = (
             f"{_VERDICT_NAMES[d.verdict]} {_KIND_NAMES[o.kind]} {o.id} (key 0x{o.key:08x}) "
             f"of {d.owner}: {d.reason}"
         )
         if not self.to_journal:
-            self._lines.append(f"ipcjanitor: {text}\n")
-            if len(self._lines) >= LINES_PER_WRITE:
-                self.flush()
+            if self.echo:
+                self._lines.append(f"ipcjanitor: {text}\n")
+                if len(self._lines) >= LINES_PER_WRITE:
+                    self.flush()
             return
-        fields: list[tuple[str, object]] = [
-            ("MESSAGE_ID", MESSAGE_ID_REMOVED),
-            ("IPCJANITOR_KIND", o.kind.value),
-            ("IPCJANITOR_KEY", f"0x{o.key:08x}"),
-            ("IPCJANITOR_ID", o.id),
-            ("IPCJANITOR_OWNER", d.owner or ""),
-            ("IPCJANITOR_VERDICT", d.verdict.value),
-            ("IPCJANITOR_REASON", d.reason),
-            ("IPCJANITOR_PIDS", " ".join(str(r.pid) for r in o.pids if r.pid)),
-            ("IPCJANITOR_UID", o.uid),
-        ]
+        from .columns import fields  # noqa: PLC0415
+        from .report import COLUMNS  # noqa: PLC0415
+
+        record = [("MESSAGE_ID", MESSAGE_IDS[d.verdict]), *fields(d, COLUMNS)]
         if self.unit:
-            fields.append(("IPCJANITOR_UNIT", self.unit))
-        self.send(text, prio, fields)
+            record.append(("IPCJANITOR_UNIT", self.unit))
+        self.send(text, _PRIORITY_OF.get(d.verdict, "notice"), record)
 
     def posix_decision(self, d: PosixDecision) -> None:
-        """One record per POSIX removal attempt: IPCJANITOR_NAME and _INODE for KEY and ID."""
+        """One record per POSIX event: IPCJANITOR_NAME and _INODE for KEY and ID."""
         o = d.obj
-        prio = "err" if d.verdict is Verdict.FAILED else "notice"
         name = safe_name(o.name)
         reason = safe_name(d.reason)
         text = f"{d.verdict.value} {o.kind.value} {name} (inode {o.ino}) of {d.owner}: {reason}"
-        fields: list[tuple[str, object]] = [
-            ("MESSAGE_ID", MESSAGE_ID_REMOVED),
-            ("IPCJANITOR_KIND", o.kind.value),
-            ("IPCJANITOR_NAME", name),
-            ("IPCJANITOR_INODE", o.ino),
-            ("IPCJANITOR_DEV", f"{os.major(o.dev)}:{os.minor(o.dev)}"),
-            ("IPCJANITOR_OWNER", d.owner or ""),
-            ("IPCJANITOR_VERDICT", d.verdict.value),
-            ("IPCJANITOR_REASON", reason),
-            ("IPCJANITOR_UID", o.uid),
-        ]
+        if not self.to_journal and not self.echo:
+            return
+        from .columns import fields  # noqa: PLC0415
+        from .report import POSIX_COLUMNS  # noqa: PLC0415
+
+        record = [("MESSAGE_ID", MESSAGE_IDS[d.verdict]), *fields(d, POSIX_COLUMNS)]
         if self.unit:
-            fields.append(("IPCJANITOR_UNIT", self.unit))
-        self.send(text, prio, fields)
+            record.append(("IPCJANITOR_UNIT", self.unit))
+        self.send(text, _PRIORITY_OF.get(d.verdict, "notice"), record)
+
+    def policy_error(self, message: str, echo: bool = False) -> bool:
+        """A policy error, at priority err; True if it reached the journal (then a stderr
+        that is the journal too need not say it again: one record per fact). echo: a line
+        on stderr when there is no journal (the hook's: it names the unit)."""
+        if not self.to_journal:
+            if echo:
+                self.send(message, "err")
+            return False
+        before = len(self._lines)
+        self.send(message, "err", [("MESSAGE_ID", MESSAGE_ID_POLICY_ERROR)])
+        return len(self._lines) == before
 
     def flush(self) -> None:
         if self._lines:
@@ -152,3 +219,4 @@ class Journal:
         self.flush()
         if self._sock is not None:
             self._sock.close()
+            self._sock = None

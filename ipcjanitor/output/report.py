@@ -1,4 +1,6 @@
-"""Render decisions: an ipcs-like table with owner, verdict and reason, or one JSON document."""
+"""Render decisions: an lsipc-like table with the policy owner, verdict and reason, its --raw
+form, or one JSON document. The columns are described once (COLUMNS, POSIX_COLUMNS: see
+columns.py); the table, --json and the journal's records walk them."""
 
 from __future__ import annotations
 
@@ -6,107 +8,241 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..accounts import user_name
 from ..escape import safe_name
-from ..model import Decision, IpcKind, IpcObject, PosixDecision, PosixKind, Verdict
+from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
+from .columns import ABSENT, Column, Style, as_json, render, size_text, time_text
 
-_COLUMNS = ("KIND", "KEY", "ID", "OWNER", "USER", "PERMS", "SIZE", "NATTCH", "VERDICT", "REASON")
-_POSIX_COLUMNS = ("KIND", "NAME", "OWNER", "USER", "PERMS", "SIZE", "VERDICT", "REASON")
+SHM, SEM, MSG = IpcKind.SHM, IpcKind.SEM, IpcKind.MSG
+# VERDICT's colour on a terminal (SGR): what needs a look red, what was freed green
+VERDICT_COLOURS = {"stale": "1;33", "failed": "1;31", "changed": "33", "unknown": "33",
+                   "removed": "32"}  # fmt: skip
 
 
 def user_cell(uid: int) -> str:
     return user_name(uid) or str(uid)
 
 
-def size_cell(o: IpcObject) -> str:
-    if o.kind is IpcKind.SHM:
-        return str(o.size)
-    if o.kind is IpcKind.SEM:
-        return f"{o.nsems} sem{'s' if o.nsems != 1 else ''}"
-    return f"{o.qnum} msg{'s' if o.qnum != 1 else ''}"
+def _pid(d: Decision, role: str) -> int:
+    return next((r.pid for r in d.obj.pids if r.role == role), 0)
 
 
-def table(decisions: Sequence[Decision]) -> str:
-    rows = [
-        (
-            d.obj.kind.value,
-            f"0x{d.obj.key:08x}",
-            str(d.obj.id),
-            d.owner or "-",
-            user_cell(d.obj.uid),
-            f"{d.obj.mode & 0o777:o}",
-            size_cell(d.obj),
-            str(d.obj.nattch) if d.obj.nattch is not None else "-",
-            d.verdict.value,
-            d.reason,
-        )
-        for d in decisions
-    ]
-    return _aligned(_COLUMNS, rows)
+def _only(kind: IpcKind, get: Any) -> Any:
+    """A JSON value this kind has; ABSENT (no key) for the others."""
+    return lambda d: get(d) if d.obj.kind is kind else ABSENT
 
 
-def _aligned(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns[:-1])]
-    lines = []
-    for r in [columns, *rows]:
-        lines.append(
-            "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-        )
-    return "\n".join(lines)
+def _cell(value: Any) -> str:
+    return "-" if value is ABSENT or value is None else str(value)
 
 
-def posix_size_cell(d: PosixDecision) -> str:
-    if d.obj.kind is PosixKind.MQ and d.obj.qnum is not None:
-        return f"{d.obj.qnum} msg{'s' if d.obj.qnum != 1 else ''}"
-    return str(d.obj.size)
+def _iso(t: int) -> str | None:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
 
 
-def posix_table(decisions: Sequence[PosixDecision]) -> str:
-    """POSIX objects: a NAME column where System V shows KEY and ID, made safe to print."""
-    rows = [
-        (
-            d.obj.kind.value,
-            safe_name(d.obj.name),
-            d.owner or "-",
-            user_cell(d.obj.uid),
-            f"{d.obj.mode & 0o7777:o}",
-            posix_size_cell(d),
-            d.verdict.value,
-            safe_name(d.reason),
-        )
-        for d in decisions
-    ]
-    return _aligned(_POSIX_COLUMNS, rows)
+def _paint(d: Decision | PosixDecision) -> str | None:
+    return VERDICT_COLOURS.get(d.verdict.value)
+
+
+def _reason(d: Decision, style: Style) -> str:
+    return d.reason
+
+
+def _cpid(d: Decision) -> int:
+    return _pid(d, "creator")
+
+
+def _lpid(d: Decision) -> int:
+    return _pid(d, "last shmat/shmdt")
+
+
+_nattch = _only(SHM, lambda d: d.obj.nattch)
+_size = _only(SHM, lambda d: d.obj.size)
+_nsems = _only(SEM, lambda d: d.obj.nsems)
+_ncnt = _only(SEM, lambda d: d.obj.ncnt)
+_zcnt = _only(SEM, lambda d: d.obj.zcnt)
+_qnum = _only(MSG, lambda d: d.obj.qnum)
+_cbytes = _only(MSG, lambda d: d.obj.qbytes)
+_lspid = _only(MSG, lambda d: _pid(d, "last sender"))
+_lrpid = _only(MSG, lambda d: _pid(d, "last receiver"))
+
+# System V objects. lsipc's names where it has one: OWNER is the user (its name, else the
+# uid), as in lsipc and ipcs; POLICY is the policy owner ([owners.NAME]) that claims it.
+COLUMNS: tuple[Column[Decision], ...] = (
+    Column("KIND", "shm, sem or msg", lambda d, s: d.obj.kind.value,
+           "kind", lambda d: d.obj.kind.value, "IPCJANITOR_KIND"),
+    Column("KEY", "the key, in hex (0x00000000: IPC_PRIVATE)", lambda d, s: f"0x{d.obj.key:08x}",
+           "key", lambda d: f"0x{d.obj.key:08x}", "IPCJANITOR_KEY"),
+    Column("ID", "the kernel's id", lambda d, s: str(d.obj.id),
+           "id", lambda d: d.obj.id, "IPCJANITOR_ID", right=True),
+    Column("POLICY", "the policy owner that claims it ([owners.NAME]); - for none",
+           lambda d, s: d.owner or "-", "owner", lambda d: d.owner, "IPCJANITOR_OWNER"),
+    Column("OWNER", "its owner: the user's name, else the uid (as lsipc)",
+           lambda d, s: user_cell(d.obj.uid)),
+    Column("UID", "its owner's uid", lambda d, s: str(d.obj.uid),
+           "uid", lambda d: d.obj.uid, "IPCJANITOR_UID", right=True),
+    Column("GID", "its group's gid", lambda d, s: str(d.obj.gid),
+           "gid", lambda d: d.obj.gid, right=True),
+    Column("CUSER", "its creator: the user's name, else the uid",
+           lambda d, s: user_cell(d.obj.cuid), "cuid", lambda d: d.obj.cuid),
+    Column("CGID", "its creator's gid", lambda d, s: str(d.obj.cgid),
+           "cgid", lambda d: d.obj.cgid, right=True),
+    Column("PERMS", "permission bits, octal", lambda d, s: f"{d.obj.mode & 0o777:o}",
+           "perms", lambda d: f"{d.obj.mode & 0o777:04o}"),
+    Column("SIZE", "a segment's size (shm; --bytes: in bytes)",
+           lambda d, s: size_text(d.obj.size, s) if d.obj.kind is SHM else "-",
+           "size", _size, right=True),
+    Column("NSEMS", "semaphores in the set (sem)", lambda d, s: _cell(_nsems(d)),
+           "nsems", _nsems, right=True),
+    Column("MSGS", "messages queued (msg)", lambda d, s: _cell(_qnum(d)),
+           "qnum", _qnum, right=True),
+    Column("USEDBYTES", "bytes queued (msg; --bytes: in bytes)",
+           lambda d, s: size_text(d.obj.qbytes, s) if d.obj.kind is MSG else "-",
+           "cbytes", _cbytes, right=True),
+    Column("NATTCH", "processes attached (shm)", lambda d, s: _cell(_nattch(d)),
+           "nattch", lambda d: d.obj.nattch, right=True),
+    Column("CPID", "the creator's pid (shm)", lambda d, s: _cell(_only(SHM, _cpid)(d)),
+           "cpid", _only(SHM, _cpid), right=True),
+    Column("LPID", "the last shmat/shmdt's pid (shm)",
+           lambda d, s: _cell(_only(SHM, _lpid)(d)), "lpid", _only(SHM, _lpid), right=True),
+    Column("PIDS", "every pid it records (0: none, or hidden)",
+           lambda d, s: ",".join(str(r.pid) for r in d.obj.pids) or "-",
+           "pids", _only(SEM, lambda d: [r.pid for r in d.obj.pids]), "IPCJANITOR_PIDS",
+           lambda d: " ".join(str(r.pid) for r in d.obj.pids if r.pid)),
+    Column("NCNT", "processes waiting for an increase (sem)", lambda d, s: _cell(_ncnt(d)),
+           "ncnt", _ncnt, right=True),
+    Column("ZCNT", "processes waiting for zero (sem)", lambda d, s: _cell(_zcnt(d)),
+           "zcnt", _zcnt, right=True),
+    Column("LSPID", "the last sender's pid (msg)", lambda d, s: _cell(_lspid(d)),
+           "lspid", _lspid, right=True),
+    Column("LRPID", "the last receiver's pid (msg)", lambda d, s: _cell(_lrpid(d)),
+           "lrpid", _lrpid, right=True),
+    Column("CTIME", "when it was created or last changed (--raw: ISO 8601)",
+           lambda d, s: time_text(d.obj.ctime, s)),
+    Column("LAST", "its last use the kernel records (--raw: ISO 8601)",
+           lambda d, s: time_text(d.obj.last_activity, s)),
+    Column("TIMES", "", lambda d, s: "", "times",
+           lambda d: {name: _iso(t) for name, t in d.obj.times}, listed=False),
+    Column("VERDICT", "what ipcjanitor decided: stale, in-use, removed, ...",
+           lambda d, s: d.verdict.value, "verdict", lambda d: d.verdict.value,
+           "IPCJANITOR_VERDICT", paint=_paint),
+    Column("REASON", "why (truncated to a terminal's width unless --notruncate)", _reason,
+           "reason", lambda d: d.reason, "IPCJANITOR_REASON", flex=True),
+)  # fmt: skip
+DEFAULT = ("KIND", "KEY", "ID", "POLICY", "OWNER", "PERMS", "SIZE", "NSEMS", "MSGS", "NATTCH",
+           "VERDICT", "REASON")  # fmt: skip
 
 
 def _iso_ns(t: int) -> str:
     return datetime.fromtimestamp(t / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def posix_json(d: PosixDecision) -> dict[str, Any]:
+def _mq(get: Any) -> Any:
+    return lambda d: get(d) if d.obj.kind is PosixKind.MQ else ABSENT
+
+
+def _p_times(d: PosixDecision) -> dict[str, str]:
     o = d.obj
-    out: dict[str, Any] = {
-        "kind": o.kind.value,
-        "name": safe_name(o.name),
-        "dev": f"{os.major(o.dev)}:{os.minor(o.dev)}",
-        "inode": o.ino,
-        "owner": d.owner,
-        "uid": o.uid,
-        "gid": o.gid,
-        "perms": f"{o.mode & 0o7777:04o}",
-        "size": o.size,
-        "nlink": o.nlink,
-    }
-    if o.kind is PosixKind.MQ:
-        out["qnum"] = o.qnum
-    out["times"] = {"mtime": _iso_ns(o.mtime_ns), "ctime": _iso_ns(o.ctime_ns),
-                    "atime": _iso_ns(o.atime_ns)}  # fmt: skip
-    out["holders"] = [safe_name(h) for h in d.holders]
-    out["verdict"] = d.verdict.value
-    out["reason"] = safe_name(d.reason)
-    return out
+    return {"mtime": _iso_ns(o.mtime_ns), "ctime": _iso_ns(o.ctime_ns),
+            "atime": _iso_ns(o.atime_ns)}  # fmt: skip
+
+
+def _dev(d: PosixDecision) -> str:
+    return f"{os.major(d.obj.dev)}:{os.minor(d.obj.dev)}"
+
+
+_p_qnum = _mq(lambda d: d.obj.qnum)
+
+# POSIX objects: NAME (escaped: anyone can name a file in /dev/shm) where System V has KEY and ID.
+POSIX_COLUMNS: tuple[Column[PosixDecision], ...] = (
+    Column("KIND", "posix-shm, posix-sem or posix-mq", lambda d, s: d.obj.kind.value,
+           "kind", lambda d: d.obj.kind.value, "IPCJANITOR_KIND"),
+    Column("NAME", "its name, escaped", lambda d, s: safe_name(d.obj.name),
+           "name", lambda d: safe_name(d.obj.name), "IPCJANITOR_NAME"),
+    Column("DEV", "the filesystem's device, major:minor", lambda d, s: _dev(d),
+           "dev", _dev, "IPCJANITOR_DEV"),
+    Column("INODE", "its inode", lambda d, s: str(d.obj.ino),
+           "inode", lambda d: d.obj.ino, "IPCJANITOR_INODE", right=True),
+    Column("POLICY", "the policy owner that claims it ([owners.NAME]); - for none",
+           lambda d, s: d.owner or "-", "owner", lambda d: d.owner, "IPCJANITOR_OWNER"),
+    Column("OWNER", "its owner: the user's name, else the uid (as lsipc)",
+           lambda d, s: user_cell(d.obj.uid)),
+    Column("UID", "its owner's uid", lambda d, s: str(d.obj.uid),
+           "uid", lambda d: d.obj.uid, "IPCJANITOR_UID", right=True),
+    Column("GID", "its group's gid", lambda d, s: str(d.obj.gid),
+           "gid", lambda d: d.obj.gid, right=True),
+    Column("PERMS", "permission bits, octal", lambda d, s: f"{d.obj.mode & 0o7777:o}",
+           "perms", lambda d: f"{d.obj.mode & 0o7777:04o}"),
+    Column("SIZE", "its size (--bytes: in bytes)", lambda d, s: size_text(d.obj.size, s),
+           "size", lambda d: d.obj.size, right=True),
+    Column("NLINK", "its links", lambda d, s: str(d.obj.nlink),
+           "nlink", lambda d: d.obj.nlink, right=True),
+    Column("MSGS", "messages queued (posix-mq)", lambda d, s: _cell(_p_qnum(d)),
+           "qnum", _p_qnum, right=True),
+    Column("TIMES", "", lambda d, s: "", "times", _p_times, listed=False),
+    Column("MTIME", "when it was last written (--raw: ISO 8601)",
+           lambda d, s: time_text(d.obj.mtime_ns / 1e9, s)),
+    Column("HOLDERS", "the processes that hold it",
+           lambda d, s: ", ".join(map(safe_name, d.holders)) or "-",
+           "holders", lambda d: [safe_name(h) for h in d.holders]),
+    Column("VERDICT", "what ipcjanitor decided: stale, in-use, removed, ...",
+           lambda d, s: d.verdict.value, "verdict", lambda d: d.verdict.value,
+           "IPCJANITOR_VERDICT", paint=_paint),
+    Column("REASON", "why (truncated to a terminal's width unless --notruncate)",
+           lambda d, s: safe_name(d.reason), "reason", lambda d: safe_name(d.reason),
+           "IPCJANITOR_REASON", flex=True),
+)  # fmt: skip
+POSIX_DEFAULT = ("KIND", "NAME", "POLICY", "OWNER", "PERMS", "SIZE", "MSGS", "VERDICT", "REASON")
+
+
+class View(NamedTuple):
+    """How a run is printed: which columns (-o, None: the default), their Style, the legend
+    (the header, the notes and the summary line: --no-legend drops all three)."""
+
+    output: str | None = None
+    style: Style = Style()
+    legend: bool = True
+    rows: bool = True  # False: the rows are told elsewhere (the hook's journal records)
+
+
+def sysv_columns(output: str | None = None) -> tuple[Column[Decision], ...]:
+    from .columns import choose  # noqa: PLC0415
+
+    return choose(COLUMNS, DEFAULT, output)
+
+
+def posix_columns(output: str | None = None) -> tuple[Column[PosixDecision], ...]:
+    """-o for the POSIX table: the names it has (KEY and ID are System V's alone)."""
+    from .columns import choose  # noqa: PLC0415
+
+    names = {c.name for c in POSIX_COLUMNS if c.listed}
+    sysv_only = {c.name for c in COLUMNS} - names
+    if output:
+        plus = output.startswith("+")
+        asked = [n for n in output.lstrip("+").split(",") if n.strip().upper() not in sysv_only]
+        output = ("+" if plus else "") + ",".join(asked) if asked or plus else None
+    return choose(POSIX_COLUMNS, POSIX_DEFAULT, output)
+
+
+def table(decisions: Sequence[Decision], view: View | None = None) -> str:
+    view = view or View()
+    return render(decisions, sysv_columns(view.output), view.style)
+
+
+def posix_table(decisions: Sequence[PosixDecision], view: View | None = None) -> str:
+    """POSIX objects: a NAME column where System V shows KEY and ID, made safe to print."""
+    view = view or View()
+    return render(decisions, posix_columns(view.output), view.style)
+
+
+def object_json(d: Decision) -> dict[str, Any]:
+    return as_json(d, COLUMNS)
+
+
+def posix_json(d: PosixDecision) -> dict[str, Any]:
+    return as_json(d, POSIX_COLUMNS)
 
 
 def summary_line(decisions: Sequence[Decision | PosixDecision]) -> str:
@@ -114,53 +250,6 @@ def summary_line(decisions: Sequence[Decision | PosixDecision]) -> str:
     parts = [f"{counts[v]} {v.value}" for v in Verdict if counts[v]]
     n = len(decisions)
     return f"{n} object{'s' if n != 1 else ''}" + (": " + ", ".join(parts) if parts else "")
-
-
-def _iso(t: int) -> str | None:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
-
-
-def object_json(d: Decision) -> dict[str, Any]:
-    o = d.obj
-    out: dict[str, Any] = {
-        "kind": o.kind.value,
-        "key": f"0x{o.key:08x}",
-        "id": o.id,
-        "owner": d.owner,
-        "uid": o.uid,
-        "gid": o.gid,
-        "cuid": o.cuid,
-        "cgid": o.cgid,
-        "perms": f"{o.mode & 0o777:04o}",
-    }
-    pids = {r.role: r.pid for r in o.pids}
-    if o.kind is IpcKind.SHM:
-        out |= {
-            "size": o.size,
-            "nattch": o.nattch,
-            "cpid": pids["creator"],
-            "lpid": pids["last shmat/shmdt"],
-        }
-    elif o.kind is IpcKind.SEM:
-        out |= {
-            "nsems": o.nsems,
-            "nattch": None,
-            "pids": [r.pid for r in o.pids],
-            "ncnt": o.ncnt,
-            "zcnt": o.zcnt,
-        }
-    else:
-        out |= {
-            "qnum": o.qnum,
-            "cbytes": o.qbytes,
-            "nattch": None,
-            "lspid": pids["last sender"],
-            "lrpid": pids["last receiver"],
-        }
-    out["times"] = {name: _iso(t) for name, t in o.times}
-    out["verdict"] = d.verdict.value
-    out["reason"] = d.reason
-    return out
 
 
 def document(
@@ -198,18 +287,24 @@ def emit(
     notes: Sequence[str] = (),
     extra: dict[str, Any] | None = None,
     posix: Sequence[PosixDecision] = (),
+    view: View | None = None,
 ) -> None:
     """Print a run: one JSON document, or the tables, their notes and the summary line."""
     if as_json:
         print(document(decisions, {**(extra or {}), "notes": list(notes)}, posix))
         return
+    view = view or View()
+    shown = not quiet and view.rows
+    style = view.style._replace(headings=view.style.headings and view.legend)
+    if shown and decisions:
+        print(table(decisions, view._replace(style=style)))
+    if shown and posix:
+        if decisions and style.headings:
+            print()
+        print(posix_table(posix, view._replace(style=style)))
+    if not view.legend:
+        return
     if not quiet:
-        if decisions:
-            print(table(decisions))
-        if posix:
-            if decisions:
-                print()
-            print(posix_table(posix))
         for note in notes:
             print(f"note: {safe_name(note)}")
     print(summary_line([*decisions, *posix]))
