@@ -216,3 +216,14 @@ def test_held_by_another_service_or_claimed_is_not_claimed_and_said() -> None:
     notes = "\n".join(proposal.left_out)
     assert "posix-shm 'shared_buf': mapped by pid 90 (otherd) of other.service too" in notes
     assert "posix-shm 'bill_1': owner 'billing' (/etc/b.toml:2) already claims it" in notes
+
+
+def test_an_instance_owner_name_is_a_quoted_toml_key(tmp_path: Path) -> None:
+    # owner_name_for("postgresql@15-main.service") is "postgresql@15-main": no bare TOML key
+    psm = PosixSighting(pobj("psm_3f2a1b9c"), {("mapped", 812): 5}, 5)
+    watch = _watch((), (psm,), PG)
+    text = render(propose(watch, "postgresql@15-main", Policy()), watch, _users)
+    assert '[owners."postgresql@15-main"]' in text
+    assert list(tomllib.loads(text)["owners"]) == ["postgresql@15-main"]
+    owners = parse_policy_text(text.replace('"postgres"', str(PG)), tmp_path / "p.toml")[0]
+    assert list(owners) == ["postgresql@15-main"]

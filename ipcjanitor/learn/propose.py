@@ -745,7 +745,7 @@ def render(proposal: Proposal, watch: Watch, user_name: Callable[[int], str | No
     for hint in proposal.hints:
         lines.append(f"# HINT: {comment_text(hint)}")
     for t in proposal.tables:
-        lines += ["", f"[owners.{t.name}]", f"unit = {toml_string(t.unit)}"]
+        lines += ["", f"[owners.{_toml_key(t.name)}]", f"unit = {toml_string(t.unit)}"]
         lines.append(_kinds_line(t))
         if t.ftok:
             lines.append("ftok = [")
@@ -790,6 +790,14 @@ def render(proposal: Proposal, watch: Watch, user_name: Callable[[int], str | No
             'min_age = "0s"',
         ]
     return "\n".join(lines) + "\n"
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(name: str) -> str:
+    """A table name as a TOML key: bare where TOML allows, else quoted (worker@2, a.b)."""
+    return name if _BARE_KEY.fullmatch(name) else toml_string(name)
 
 
 def _kinds_line(t: Table) -> str:
