@@ -25,6 +25,8 @@ from typing import NamedTuple, TextIO
 from .. import chase
 from ..errors import ExitCode, IpcJanitorError, NotPermittedError, UsageError
 from ..escape import safe_name
+from ..kernel.holders import Identity
+from ..kernel.posix import SHM_ROOT, list_posix
 from ..kernel.processes import boot_time, own_pids, parse_stat, unit_of_pid
 from ..kernel.sysvipc import read_objects
 from ..kernel.tasks import (
@@ -36,15 +38,17 @@ from ..kernel.tasks import (
     knows,
     parse_syscall,
 )
-from ..model import BASE_REUSE_MARGIN, IpcKind, IpcObject, Pid
+from ..model import BASE_REUSE_MARGIN, IpcKind, IpcObject, Pid, PosixObject
 from ..policy.load import check_overlaps, load_policy
 from ..policy.model import Policy
 from ..policy.parse import parse_duration, parse_policy_text
 from ..unitnames import unit_matches
+from .posix import dev_text, holds, locks
 from .propose import (
     APPEARED,
     Candidate,
     Claimant,
+    PosixSighting,
     Process,
     Proposal,
     Sighting,
@@ -181,6 +185,8 @@ class _Watcher:
         self.surplus_run: Counter[Which] = Counter()  # samples in a row; see _UNEXPLAINED
         self.attached_unseen: set[Which] = set()
         self.unit_vmas: Counter[int] = Counter()  # shmid -> the unit's mappings, this sample
+        self.maps_text: dict[Pid, str] = {}  # this sample's maps of the unit's processes
+        self.posix = _PosixWatch(self)
 
     # one sample
     def sample(self) -> int:
@@ -188,6 +194,7 @@ class _Watcher:
         self._list_unit_processes()
         by_id = {(o.kind, o.id): o for o in read_objects(self.procfs)}
         self.unit_vmas = Counter()
+        self.maps_text = {}
         seen: dict[tuple[IpcKind, int], set[tuple[str, Pid]]] = {}
         for pid in sorted(self.alive):
             for kind, ipc_id, what, key in self._look_at(pid):
@@ -218,6 +225,7 @@ class _Watcher:
                 self.seen_in[which] += 1
         self._outside_attachers(by_id.values(), nattch_after)
         self.private_now = [o for o in by_id.values() if o.key == 0]
+        self.posix.sample()
         self.samples += 1
         return len(self.alive)
 
@@ -365,12 +373,14 @@ class _Watcher:
         """(kind, id, how, key if known) of each object the process is seen using now."""
         base = self.procfs / str(pid)
         try:
-            maps = parse_maps((base / "maps").read_text())
+            text = (base / "maps").read_text()
         except PermissionError:
             self.unreadable.add(pid)
             return
         except OSError:  # gone
             return
+        self.maps_text[pid] = text
+        maps = parse_maps(text)
         for shmid, key in maps.sysv:
             yield IpcKind.SHM, shmid, "attached", key
         self.unit_vmas.update(maps.vmas)
@@ -458,6 +468,7 @@ class _Watcher:
             Sighting(self.objects[i], dict(self.evidence[i]), self.seen_in[i], self._others(i))
             for i in sorted(self.objects, key=lambda i: (i[0].number, i[1], i[2]))
         )
+        posix, present, outside = self.posix.result()
         watch = Watch(
             unit=self.unit,
             seconds=time.monotonic() - started,
@@ -469,8 +480,107 @@ class _Watcher:
                 o for o in self.private_now if (o.kind, o.id, o.key) not in self.objects
             ),
             present_keys=frozenset(self.present_keys),
+            posix=posix,
+            posix_present=present,
+            posix_outside=outside,
         )
         return watch, ended
+
+
+class _PosixWatch:
+    """The POSIX half of a watch: per sample, the files of /dev/shm and queues of /dev/mqueue
+    the unit's processes map, hold open or lock; who outside the unit holds them, read (one
+    pass over every other process) when the unit is first seen with an object and once at
+    the end for every object listed, whose holders tell the unit's from another's."""
+
+    def __init__(self, watcher: _Watcher) -> None:
+        self.w = watcher
+        self.enabled = SHM_ROOT.is_dir()
+        self.objects: dict[Identity, PosixObject] = {}  # the unit's, as last listed
+        self.evidence: dict[Identity, Counter[tuple[str, Pid]]] = {}
+        self.seen_in: Counter[Identity] = Counter()
+        self.first: dict[Identity, int] = {}
+        self.present: dict[Identity, PosixObject] = {}
+        self.now: dict[Identity, PosixObject] = {}
+        self.outside: dict[Identity, dict[tuple[str, Pid], Claimant]] = {}
+        self.scanned: set[Identity] = set()
+        self.unreadable = 0  # outside processes whose maps or fds could not be read
+
+    def _devs(self) -> dict[str, int]:
+        return {dev_text(o.dev): o.dev for o in self.now.values()}
+
+    def sample(self) -> None:
+        if not self.enabled:
+            return
+        self.now = {o.identity: o for o in list_posix(procfs=self.w.procfs).objects}
+        devs = self._devs()
+        if not devs:
+            return
+        for ident, obj in self.now.items():
+            self.present[ident] = obj
+            self.first.setdefault(ident, self.w.samples)
+        locked = locks(self.w.procfs, devs)
+        seen: dict[Identity, set[tuple[str, Pid]]] = {}
+        for pid in sorted(self.w.alive):
+            base = self.w.procfs / str(pid)
+            text = self.w.maps_text.get(pid, "")
+            for ident, how in holds(base, text, devs, locked.get(pid, ())):
+                if ident in self.now:
+                    seen.setdefault(ident, set()).add((how, pid))
+        new = [i for i in seen if i not in self.scanned]
+        if new:
+            self.scan_outside(new)
+        for ident, found in seen.items():
+            first = self.first[ident]
+            if first == self.w.samples > 0 and not self.outside.get(ident):
+                found.add((APPEARED, 0))  # it appeared now, in the unit's hands alone
+            self.objects[ident] = self.now[ident]
+            self.evidence.setdefault(ident, Counter()).update(found)
+            self.seen_in[ident] += 1
+
+    def scan_outside(self, wanted: Iterable[Identity]) -> None:
+        """Every process outside the unit: which of `wanted` it maps, holds open or locks."""
+        want = set(wanted)
+        self.scanned |= want
+        devs = self._devs()
+        locked = locks(self.w.procfs, devs)
+        for entry in os.scandir(self.w.procfs):
+            pid = int(entry.name) if entry.name.isdigit() else 0
+            if pid == 0 or pid in self.w.exclude or self.w.in_unit.get(pid, False):
+                continue
+            base = self.w.procfs / entry.name
+            try:
+                text = (base / "maps").read_text()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                self.unreadable += 1
+                continue
+            held = holds(base, text, devs, locked.get(pid, ()))
+            hits = [(i, how) for i, how in held if i in want]
+            proc = self.w._outsider(pid) if hits else None
+            unit = unit_of_pid(pid, self.w.procfs) if proc else None
+            if proc is None or (unit is not None and unit_matches(self.w.unit, unit)):
+                continue  # gone, or a process of the unit started since the listing
+            for ident, how in hits:
+                what = {"mapped": "mapped", "open": "held open", "locked": "locked"}[how]
+                c = Claimant(what, pid, proc.comm, proc.unit)
+                self.outside.setdefault(ident, {}).setdefault((c.what, c.pid), c)
+
+    def result(
+        self,
+    ) -> tuple[
+        tuple[PosixSighting, ...], tuple[PosixObject, ...], dict[Identity, tuple[Claimant, ...]]
+    ]:
+        if self.enabled and self.now:
+            self.scan_outside(self.now)  # the holders of everything present at the end
+        outside = {i: tuple(c.values()) for i, c in self.outside.items()}
+        sightings = tuple(
+            PosixSighting(obj, dict(self.evidence[i]), self.seen_in[i], outside.get(i, ()))
+            for i, obj in sorted(self.objects.items(), key=lambda e: (e[1].kind.value, e[1].name))
+        )
+        present = tuple(sorted(self.present.values(), key=lambda o: (o.kind.value, o.name)))
+        return sightings, present, outside
 
 
 def _readlink(path: Path) -> str | None:
@@ -616,10 +726,18 @@ def _watch(unit: str, seconds: float, *, quiet: bool) -> Watch:
         notes.append(f"on {watcher.machine} tasks blocked in semop are not recognised")
     for note in notes:
         print(f"ipcjanitor: {note}", file=sys.stderr)
-    if not watch.sightings:
+    if watcher.posix.unreadable:
+        print(
+            f"ipcjanitor: could not read the maps or fds of {watcher.posix.unreadable} "
+            "process(es) outside the unit: a holder there of a /dev/shm file would be missed; "
+            "run learn as root",
+            file=sys.stderr,
+        )
+    if not watch.sightings and not watch.posix:
         raise IpcJanitorError(
             f"watched {unit} for {watch.seconds:.0f} s ({watch.samples} samples, "
-            f"{len(watch.processes)} processes): they used no System V IPC object, so there "
+            f"{len(watch.processes)} processes): they used no System V or POSIX IPC object "
+            "(/dev/shm, /dev/mqueue), so there "
             "is nothing to propose (watch longer, or while it serves requests: --for 10m)"
         )
     return watch

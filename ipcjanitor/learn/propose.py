@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from ..escape import must_escape, safe_name
-from ..model import IpcKind, IpcObject, Key, Pid
+from ..model import IpcKind, IpcObject, Key, Pid, PosixKind, PosixObject
 from ..policy.model import Owner, Policy
+from ..policy.names import to_regex
+from .names import Foreign, Proposed, claimable, propose_names
 
 # A run of keys is claimed as one range when it holds at least MIN_RUN keys that were seen
 # and at least half of the keys it spans were seen (README "Writing a policy").
@@ -65,6 +67,15 @@ class Sighting(NamedTuple):
     others: tuple[Claimant, ...] = ()  # live processes outside the unit seen using it too
 
 
+class PosixSighting(NamedTuple):
+    """One POSIX object the unit was seen using: mapped, open or locked, counted in samples."""
+
+    obj: PosixObject  # as last listed
+    evidence: Mapping[tuple[str, Pid], int]  # ("mapped" | "open" | "locked", pid) -> samples
+    samples: int
+    others: tuple[Claimant, ...] = ()  # live processes outside the unit seen holding it too
+
+
 class Watch(NamedTuple):
     """Everything one `learn` run saw."""
 
@@ -78,6 +89,11 @@ class Watch(NamedTuple):
     private_now: tuple[IpcObject, ...] = ()
     # the key of every object present during the watch: a range may not span one unclaimed
     present_keys: frozenset[Key] = frozenset()
+    # POSIX: the objects the unit used; every object listed during the watch (the last
+    # record of each); and the processes outside the unit seen holding any of them
+    posix: tuple[PosixSighting, ...] = ()
+    posix_present: tuple[PosixObject, ...] = ()
+    posix_outside: Mapping[tuple[int, int], tuple[Claimant, ...]] = {}
 
 
 class FtokEntry(NamedTuple):
@@ -94,6 +110,13 @@ class KeyEntry(NamedTuple):
     sightings: tuple[Sighting, ...]
 
 
+class NameEntry(NamedTuple):
+    """One entry of `names`, with the sightings of the names it stands for."""
+
+    proposed: Proposed
+    sightings: tuple[PosixSighting, ...]
+
+
 class Table(NamedTuple):
     """One proposed [owners.NAME] table."""
 
@@ -105,6 +128,8 @@ class Table(NamedTuple):
     uid: int | None = None
     cuid: int | None = None  # only when it differs from uid
     private: tuple[Sighting, ...] = ()
+    names: tuple[NameEntry, ...] = ()
+    posix_kinds: frozenset[PosixKind] = frozenset()
 
 
 class Proposal(NamedTuple):
@@ -253,8 +278,124 @@ def propose(watch: Watch, name: str, existing: Policy) -> Proposal:
                      private_combo=combo, others=others)  # fmt: skip
     if combo is not None:
         left_out += _private_now(watch, private, combo)
+    names, puid, names_left = propose_posix(watch, others)
+    left_out += names_left
+    if names:
+        tables = _with_names(tables, name, watch.unit, names, puid)
     hints = _prefix_hints(key_entries, frozenset(blockers))
     return Proposal(tuple(tables), tuple(left_out), tuple(hints))
+
+
+# -- POSIX names -----------------------------------------------------------------------------
+
+
+def posix_label(obj: PosixObject) -> str:
+    return f"{obj.kind.value} {obj.name!r}"
+
+
+def _held_text(claimants: Sequence[Claimant], unit: str) -> str:
+    shown = [claimant_text(c, unit) for c in claimants[:_MAX_CLAIMANTS]]
+    more = len(claimants) - len(shown)
+    return "; ".join(shown) + (f"; +{more} more" if more > 0 else "")
+
+
+def _name_claimed_by(obj: PosixObject, owners: Sequence[Owner]) -> Owner | None:
+    return next(
+        (
+            o
+            for o in owners
+            if obj.kind in o.posix_kinds
+            and (o.uid is None or o.uid == obj.uid)
+            and to_regex(o.names).match(obj.name)
+        ),
+        None,
+    )
+
+
+def _posix_ours(watch: Watch, others: Sequence[Owner]) -> tuple[list[PosixSighting], list[str]]:
+    """The POSIX sightings learn may claim, as for System V (_by_whose): made during the watch
+    in the unit's hands alone, or of a user of the unit's processes and held by no live
+    process outside it; and not another owner's, and nameable in a policy."""
+    users = {p.uid for p in watch.processes.values()}
+    ours: list[PosixSighting] = []
+    notes: list[str] = []
+    for s in watch.posix:
+        made = any(what == APPEARED for what, _ in s.evidence)
+        label = posix_label(s.obj)
+        holder = _name_claimed_by(s.obj, others)
+        why = claimable(s.obj.name)
+        if holder is not None:
+            notes.append(f"{label}: owner {holder.name!r} ({holder.source}) already claims it")
+        elif why is not None:
+            notes.append(f"{label}: {why}: claim it by hand")
+        elif s.others and not made:
+            notes.append(
+                f"{label}: {_held_text(s.others, watch.unit)} too: held by a live process "
+                f"outside {watch.unit} and not made by it, so its hook could remove it under "
+                "that process; claim it by hand if it is this unit's"
+            )
+        elif not made and s.obj.uid not in users:
+            notes.append(
+                f"{label} (uid {s.obj.uid}): not a user of the unit's processes, and it was "
+                "there before the watch: another service's object they only use? claim it by "
+                "hand if it is this unit's"
+            )
+        else:
+            ours.append(s)
+    return ours, notes
+
+
+def propose_posix(
+    watch: Watch, others: Sequence[Owner]
+) -> tuple[list[NameEntry], int | None, list[str]]:
+    """The names entries for the unit's POSIX objects (one uid: the most common), that uid,
+    and notes on what is left out."""
+    ours, notes = _posix_ours(watch, others)
+    if not ours:
+        return [], None, notes
+    uids = Counter(s.obj.uid for s in ours)
+    uid = min(uids, key=lambda u: (-uids[u], u))
+    for s in ours:
+        if s.obj.uid != uid:
+            notes.append(
+                f"{posix_label(s.obj)} (uid {s.obj.uid}): one owner claims names of one uid "
+                f"(uid {uid} here); add another owner for this one by hand"
+            )
+    ours = [s for s in ours if s.obj.uid == uid]
+    mine = {s.obj.identity for s in ours}
+    foreign = []
+    for obj in watch.posix_present:
+        if obj.identity in mine:
+            continue
+        holder = _name_claimed_by(obj, others)
+        held = watch.posix_outside.get(obj.identity, ())
+        why = (
+            f"held by {_held_text(held, watch.unit)}"
+            if held
+            else f"claimed by owner {holder.name!r} ({holder.source})"
+            if holder
+            else ""
+        )
+        foreign.append(Foreign(obj, why))
+    proposed, name_notes = propose_names([s.obj for s in ours], foreign, uid, others)
+    by_name = {s.obj.name: s for s in ours}
+    entries = [NameEntry(p, tuple(by_name[n] for n in p.names)) for p in proposed]
+    return entries, uid, notes + name_notes
+
+
+def _with_names(
+    tables: list[Table], name: str, unit: str, names: Sequence[NameEntry], uid: int | None
+) -> list[Table]:
+    """The names join the table of the same uid (PostgreSQL: its segment and its DSM files
+    in one owner), else a table of their own: NAME, or NAME-posix beside others."""
+    kinds = frozenset(s.obj.kind for e in names for s in e.sightings)
+    for i, t in enumerate(tables):
+        if t.uid == uid and t.cuid is None:
+            joined = t._replace(names=tuple(names), posix_kinds=kinds)
+            return [*tables[:i], joined, *tables[i + 1 :]]
+    own = Table(f"{name}-posix" if tables else name, unit, frozenset(), uid=uid,
+                names=tuple(names), posix_kinds=kinds)  # fmt: skip
+    return [*tables, own]
 
 
 def _claim_private(
@@ -519,8 +660,24 @@ def describe_sighting(s: Sighting, watch: Watch) -> list[str]:
     """The object, then one line per way it was seen (pids, how often), then the commands,
     then the processes outside the unit that used it too; every line safe in a comment."""
     lines = [f"{_label(s.obj)} (key 0x{s.obj.key:08x}), in {s.samples} of {watch.samples} samples:"]
+    return lines + _evidence_lines(s.evidence, s.others, watch)
+
+
+def describe_posix(s: PosixSighting, watch: Watch) -> list[str]:
+    """describe_sighting for a POSIX object: its kind and name (escaped), uid and size."""
+    lines = [
+        f"{comment_text(posix_label(s.obj))} (uid {s.obj.uid}, {s.obj.size} bytes), "
+        f"in {s.samples} of {watch.samples} samples:"
+    ]
+    return lines + _evidence_lines(s.evidence, s.others, watch)
+
+
+def _evidence_lines(
+    evidence: Mapping[tuple[str, Pid], int], others: Sequence[Claimant], watch: Watch
+) -> list[str]:
+    lines: list[str] = []
     groups: dict[str, list[tuple[Pid, int]]] = {}
-    for (what, pid), n in sorted(s.evidence.items(), key=lambda e: (e[0][0], -e[1], e[0][1])):
+    for (what, pid), n in sorted(evidence.items(), key=lambda e: (e[0][0], -e[1], e[0][1])):
         groups.setdefault(what, []).append((pid, n))
     shown_pids: set[Pid] = set()
     for what, counts in groups.items():
@@ -540,10 +697,10 @@ def describe_sighting(s: Sighting, watch: Watch) -> list[str]:
         lines.append(f"  pid {pid_list(pids)}: {comment_text(command, _COMMAND_WIDTH)}")
     # outside the unit: the object was claimed anyway because a unit process made it
     lines += [
-        f"  also {comment_text(claimant_text(c, watch.unit))}" for c in s.others[:_MAX_CLAIMANTS]
+        f"  also {comment_text(claimant_text(c, watch.unit))}" for c in others[:_MAX_CLAIMANTS]
     ]
-    if len(s.others) > _MAX_CLAIMANTS:
-        lines.append(f"  also {len(s.others) - _MAX_CLAIMANTS} more processes outside the unit")
+    if len(others) > _MAX_CLAIMANTS:
+        lines.append(f"  also {len(others) - _MAX_CLAIMANTS} more processes outside the unit")
     return lines
 
 
@@ -588,8 +745,8 @@ def render(proposal: Proposal, watch: Watch, user_name: Callable[[int], str | No
     for hint in proposal.hints:
         lines.append(f"# HINT: {comment_text(hint)}")
     for t in proposal.tables:
-        lines += ["", f"[owners.{t.name}]", f"unit = {toml_string(t.unit)}"]
-        lines.append("kinds = [" + ", ".join(f'"{k.value}"' for k in IpcKind if k in t.kinds) + "]")
+        lines += ["", f"[owners.{_toml_key(t.name)}]", f"unit = {toml_string(t.unit)}"]
+        lines.append(_kinds_line(t))
         if t.ftok:
             lines.append("ftok = [")
             for f in t.ftok:
@@ -617,6 +774,8 @@ def render(proposal: Proposal, watch: Watch, user_name: Callable[[int], str | No
             lines.append("# IPC_PRIVATE (key 0) objects of this uid (and creator uid):")
             lines += _comments(t.private, watch, "")
             lines.append("private = true")
+        if t.names:
+            lines += _names_lines(t.names, watch)
         if t.uid is not None:
             value, note = _uid_value(t.uid, user_name)
             lines.append(f"uid = {value}  # the objects' owner ({note or 'ipcs OWNER'})")
@@ -631,3 +790,43 @@ def render(proposal: Proposal, watch: Watch, user_name: Callable[[int], str | No
             'min_age = "0s"',
         ]
     return "\n".join(lines) + "\n"
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(name: str) -> str:
+    """A table name as a TOML key: bare where TOML allows, else quoted (worker@2, a.b)."""
+    return name if _BARE_KEY.fullmatch(name) else toml_string(name)
+
+
+def _kinds_line(t: Table) -> str:
+    kinds = [k.value for k in IpcKind if k in t.kinds]
+    kinds += [k.value for k in PosixKind if k in t.posix_kinds]
+    return "kinds = [" + ", ".join(f'"{k}"' for k in kinds) + "]"
+
+
+def _names_lines(entries: Sequence[NameEntry], watch: Watch) -> list[str]:
+    """names = [...], each entry after what was seen of the names it stands for."""
+    lines = ["names = ["]
+    for e in entries:
+        p = e.proposed
+        if not p.exact:
+            lines.append(
+                f"    # a pattern: {len(p.names)} name(s) seen, the part that differs or "
+                "looks generated (digits, hex) as *"
+            )
+            if p.also:
+                shown = ", ".join(comment_text(n) for n in p.also[:_MAX_PIDS_LISTED])
+                more = f" +{len(p.also) - _MAX_PIDS_LISTED} more" if len(p.also) > 3 else ""
+                lines.append(f"    # it covers these too, held by no process seen: {shown}{more}")
+        lines += [
+            f"    # {line}"
+            for s in e.sightings[:_MAX_OBJECTS_LISTED]
+            for line in describe_posix(s, watch)
+        ]
+        if len(e.sightings) > _MAX_OBJECTS_LISTED:
+            lines.append(f"    # ... and {len(e.sightings) - _MAX_OBJECTS_LISTED} more names")
+        lines.append(f"    {toml_string(p.pattern)},")
+    lines.append("]")
+    return lines
