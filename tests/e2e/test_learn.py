@@ -239,6 +239,6 @@ def test_learn_sees_queues_only_by_their_blocked_readers(box: Container) -> None
     assert [int(q[0]) & 0xFFFFFFFF for q in _ipcs(box, "msg")] == [0x70000005]  # not its own
 
     nothing = box.run("ipcjanitor learn idle.service --for 1s", check=False)
-    assert nothing.returncode == 1 and "used no System V IPC object" in nothing.stderr
+    assert nothing.returncode == 1 and "used no System V or POSIX IPC object" in nothing.stderr
     stopped = box.run("ipcjanitor learn readers.service --for 1s", check=False)
     assert stopped.returncode == 1 and "readers.service has no processes" in stopped.stderr
