@@ -96,6 +96,8 @@ def main() -> None:
         return
     if shutil.which("fuser") is None or shutil.which("lsof") is None:
         raise SystemExit("needs psmisc (fuser) and lsof")
+    # as installed: byte-compiled (PYTHONDONTWRITEBYTECODE would make every run compile)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "ipcjanitor")], check=True)
     env = dict(os.environ, BENCH_POSIX_INSIDE="1", BENCH_HOST_SHM_DEV=str(os.stat(SHM).st_dev),
                PYTHONPATH=str(ROOT))  # fmt: skip
     subprocess.run(

@@ -4,7 +4,10 @@ inode judged and nothing else, whatever is swapped in between."""
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -29,10 +32,13 @@ def run(
     root: Path,
     decisions: list[PosixDecision],
     reread: Callable[[Iterable[Identity]], Holders] = nobody,
+    *,
+    leases: bool = False,
 ) -> list[tuple[str, Verdict, str]]:
-    return [
-        (d.obj.name, d.verdict, d.reason) for d in remove_posix(decisions, reread, shm_root=root)
-    ]
+    """leases=False by default: these tests drive the re-read (a holder or a swap injected
+    there); the tests of leases ask for them."""
+    out = remove_posix(decisions, reread, shm_root=root, leases=leases)
+    return [(d.obj.name, d.verdict, d.reason) for d in out]
 
 
 def test_stale_files_are_removed_and_others_passed_through(tmp_path: Path) -> None:
@@ -200,3 +206,66 @@ def test_vanished_is_changed(tmp_path: Path) -> None:
     ds = judged(tmp_path)
     (tmp_path / "psm_1").unlink()
     assert run(tmp_path, ds)[0][1] is Verdict.CHANGED
+
+
+def refuse_reread(ids: Iterable[Identity]) -> Holders:
+    raise AssertionError(f"re-read asked for {list(ids)}: the lease is the proof")
+
+
+def test_a_leased_object_needs_no_reread_and_is_removed(tmp_path: Path) -> None:
+    (tmp_path / "psm_1").write_bytes(b"")
+    out = run(tmp_path, judged(tmp_path), refuse_reread, leases=True)
+    assert out == [("psm_1", Verdict.REMOVED, "judged stale")]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mapping_made_since_the_scan_refuses_the_lease(tmp_path: Path) -> None:
+    """A holder no /proc re-read would see here (the fake re-read sees nobody): a mapping
+    whose fd is closed holds its open file, and the kernel refuses the lease."""
+
+    (tmp_path / "psm_1").write_bytes(b"x" * 4096)
+    ds = judged(tmp_path)
+    fd = os.open(tmp_path / "psm_1", os.O_RDONLY)
+    m = mmap.mmap(fd, 4096, prot=mmap.PROT_READ)
+    os.close(fd)
+    try:
+        assert run(tmp_path, ds, nobody, leases=True)[0][1:] == (
+            Verdict.CHANGED,
+            "since the scan, another process opened it (the kernel refused a write lease)",
+        )
+    finally:
+        m.close()
+    assert (tmp_path / "psm_1").exists()
+
+
+def test_an_open_at_the_moment_of_removal_puts_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open(2) that found the name before our rename waits on the lease: the object goes
+    back under its name and that open then gets it."""
+
+    (tmp_path / "psm_1").write_bytes(b"keep")
+    ds = judged(tmp_path)
+    opened: list[bytes] = []
+    real_rename = os.rename
+
+    def opener() -> None:
+        fd = os.open(tmp_path / "psm_1", os.O_RDONLY)  # waits for the lease to go
+        opened.append(os.read(fd, 4))
+        os.close(fd)
+
+    def rename(src: str, dst: str, **kw: int) -> None:
+        if src == "psm_1":
+            worker.start()
+            time.sleep(0.3)  # it is waiting in break_lease now
+        real_rename(src, dst, **kw)
+
+    worker = threading.Thread(target=opener)
+    monkeypatch.setattr(os, "rename", rename)
+    out = run(tmp_path, ds, refuse_reread, leases=True)
+    worker.join(10)
+    assert out[0][1:] == (
+        Verdict.CHANGED,
+        "another process began to open it at the moment of removal: put back, untouched",
+    )
+    assert opened == [b"keep"] and (tmp_path / "psm_1").read_bytes() == b"keep"

@@ -5,12 +5,21 @@ For each batch of stale objects:
    one the scan walked (dev, inode), and open the object itself O_NOFOLLOW from its
    directory: dev, inode, ctime, mtime, size and links must be the scan's;
 2. take flock(LOCK_EX|LOCK_NB) on it: a cooperative owner's LOCK_SH makes it `changed`;
-3. with every lock of the batch held, read the holders again (maps, fds, /proc/locks; our
-   own excluded): anyone who mapped, opened or locked it since the scan keeps it;
+3. take a write lease on it (F_SETLEASE F_WRLCK): the kernel grants it only while no other
+   open file description of that inode exists anywhere — an fd, a mapping (which holds its
+   file), a lock (which needs one), in any pid namespace, in flight in a unix socket, held
+   by the kernel (a loop device) — and from then on makes every open(2) of it wait for us
+   and flags it on our lease. That is the proof "nobody holds it now" for that object; for
+   an object the kernel gives no lease (a queue, another user's file without CAP_LEASE,
+   leases disabled), with every lock of the batch held, read the holders again (maps,
+   fds, /proc/locks; our own excluded): anyone who mapped, opened or locked it since the
+   scan keeps it;
 4. /dev/shm: rename the name into a directory of our own (mode 0700, in /dev/shm's root),
    compare what arrived there with the open object, and unlink it there: the check and the
    removal are one step nobody else can come between. A file swapped in at that moment is
-   put back (link, which never replaces) and the object is `changed`.
+   put back (link, which never replaces) and the object is `changed`; so is the object
+   itself when, leased, someone began to open it (the lease flagged, or refused again once
+   it is in our directory).
    /dev/mqueue has no rename: re-stat the name from the directory fd (AT_SYMLINK_NOFOLLOW),
    compare, unlinkat. The window left there is between that stat and the unlinkat (README:
    "how it decides"); in its sticky root only the name's owner can swap it.
@@ -24,6 +33,7 @@ import fcntl
 import os
 import resource
 import secrets
+import signal
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -33,10 +43,13 @@ from ..kernel.holders import Holders, Identity, read_holders
 from ..kernel.posix import ASIDE_PREFIX, MQ_ROOT, SHM_ROOT
 from ..model import PosixDecision, PosixKind, PosixObject, Verdict
 
+MQ = PosixKind.MQ
+
 MAX_BATCH = 8192  # objects held open and locked at once, fds allowing (see _batch_size)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OBJ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 Reread = Callable[[Iterable[Identity]], Holders]
+_OPENED_MEANWHILE = "since the scan, another process opened it (the kernel refused a write lease)"
 
 
 class _Kept(Exception):
@@ -102,8 +115,9 @@ def _open_dir(stack: ExitStack, obj: PosixObject, root: Path) -> int:
     return fd
 
 
-def _open_object(stack: ExitStack, obj: PosixObject, dirfd: int) -> int:
-    """The object opened from its directory, checked to be the inode judged, and locked."""
+def _open_object(stack: ExitStack, obj: PosixObject, dirfd: int, lease: bool) -> tuple[int, bool]:
+    """The object opened from its directory, checked to be the inode judged, and locked;
+    with lease, also leased where the kernel gives one (then True)."""
     try:
         fd = os.open(obj.entry, _OBJ_FLAGS, dir_fd=dirfd)
     except FileNotFoundError:
@@ -129,7 +143,31 @@ def _open_object(stack: ExitStack, obj: PosixObject, dirfd: int) -> int:
         ) from None
     except OSError as exc:
         raise _Kept(Verdict.FAILED, f"flock refused: {_errno(exc)}") from None
-    return fd
+    return fd, lease and _take_lease(fd)
+
+
+def _take_lease(fd: int) -> bool:
+    """A write lease on the open object: True granted; False the kernel gives none here
+    (the holders are then read again); another open file description makes it `changed`."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except BlockingIOError:  # EAGAIN: opened elsewhere (or executed) right now
+        raise _Kept(Verdict.CHANGED, _OPENED_MEANWHILE) from None
+    except OSError:  # EACCES (not ours, no CAP_LEASE), EINVAL (leases-enable = 0, no support)
+        return False
+    return True
+
+
+def _still_leased(fd: int) -> bool:
+    """Nobody began to open it since the lease (the kernel flags that on the lease), and no
+    other open file description of it exists now (taking the lease again checks that)."""
+    try:
+        if fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_WRLCK:
+            return False
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except OSError:
+        return False
+    return True
 
 
 def _unlink(obj: PosixObject, dirfd: int, fd: int) -> None:
@@ -191,9 +229,10 @@ class _Aside:
             os.rmdir(self.name, dir_fd=self.rootfd)
 
 
-def _remove_aside(obj: PosixObject, dirfd: int, fd: int, aside: _Aside) -> None:
+def _remove_aside(obj: PosixObject, dirfd: int, fd: int, aside: _Aside, leased: bool) -> None:
     """Rename the name into our own directory, check there that it is the open, locked
-    inode, and unlink it; a file swapped in at that moment is put back untouched."""
+    inode (and, leased, that nobody began to open it), and unlink it; a file swapped in at
+    that moment is put back untouched, and so is the object if someone is opening it."""
     try:
         privfd, slot = aside.slot()
     except OSError as exc:
@@ -205,10 +244,29 @@ def _remove_aside(obj: PosixObject, dirfd: int, fd: int, aside: _Aside) -> None:
     except OSError as exc:
         raise _Kept(Verdict.FAILED, f"rename refused: {_errno(exc)}") from None
     moved = os.stat(slot, dir_fd=privfd, follow_symlinks=False)
-    held = os.fstat(fd)
-    if (moved.st_dev, moved.st_ino) == (held.st_dev, held.st_ino):
+    ours = (moved.st_dev, moved.st_ino) == obj.identity  # the open fd's: checked at open
+    if ours and (not leased or _still_leased(fd)):
         os.unlink(slot, dir_fd=privfd)  # ours alone: nobody else can have touched it
         return
+    _put_back(obj, dirfd, aside, slot, moved)
+    if ours:
+        raise _Kept(Verdict.CHANGED, _OPENING + ": put back, untouched")
+    raise _Kept(
+        Verdict.CHANGED,
+        "its name was swapped for another file at the moment of removal: that file was put "
+        "back, untouched",
+    )
+
+
+_OPENING = "another process began to open it at the moment of removal"
+
+
+def _put_back(
+    obj: PosixObject, dirfd: int, aside: _Aside, slot: str, moved: os.stat_result
+) -> None:
+    """What arrived in our directory goes back under its name, never replacing another."""
+    privfd = aside.fd
+    assert privfd is not None
     where = f"{aside.root}/{aside.name}/{slot}"
     try:
         if stat.S_ISDIR(moved.st_mode):
@@ -219,14 +277,9 @@ def _remove_aside(obj: PosixObject, dirfd: int, fd: int, aside: _Aside) -> None:
     except OSError as exc:
         raise _Kept(
             Verdict.FAILED,
-            f"its name was swapped for another file at the moment of removal, and that file "
-            f"could not be put back ({_errno(exc)}): it is in {where}, untouched",
+            f"it or a file swapped in for it at the moment of removal could not be put back "
+            f"({_errno(exc)}): it is in {where}, untouched",
         ) from None
-    raise _Kept(
-        Verdict.CHANGED,
-        "its name was swapped for another file at the moment of removal: that file was put "
-        "back, untouched",
-    )
 
 
 def _root(obj: PosixObject, shm_root: Path, mq_root: Path) -> Path:
@@ -234,41 +287,66 @@ def _root(obj: PosixObject, shm_root: Path, mq_root: Path) -> Path:
 
 
 def _batch(
-    batch: Sequence[PosixDecision], reread: Reread, shm_root: Path, mq_root: Path
+    batch: Sequence[PosixDecision], reread: Reread, roots: tuple[Path, Path], lease: bool
 ) -> dict[int, PosixDecision]:
     """Outcomes by position in the batch."""
+    shm_root, mq_root = roots
     out: dict[int, PosixDecision] = {}
     with ExitStack() as stack:
         aside = _Aside(stack, shm_root)
         dirs = _Dirs(stack)
-        opened: dict[int, tuple[int, int]] = {}
+        opened: dict[int, tuple[int, int, bool]] = {}
         for i, d in enumerate(batch):
             try:
                 dirfd = dirs.open(d.obj, _root(d.obj, shm_root, mq_root))
-                opened[i] = (dirfd, _open_object(stack, d.obj, dirfd))
+                fd, leased = _open_object(stack, d.obj, dirfd, lease and d.obj.kind is not MQ)
+                opened[i] = (dirfd, fd, leased)
             except _Kept as kept:
                 out[i] = d._replace(verdict=kept.verdict, reason=kept.reason)
-        if not opened:
-            return out
-        fresh = reread(batch[i].obj.identity for i in opened)
-        for i, (dirfd, fd) in opened.items():
-            d = batch[i]
-            holders = fresh.by_identity.get(d.obj.identity, ())
-            if holders or fresh.blind:
-                why = "; ".join(holders) or f"cannot re-check its holders: {fresh.blind}"
-                out[i] = d._replace(verdict=Verdict.CHANGED, reason=f"since the scan, {why}",
-                                    holders=holders)  # fmt: skip
-                continue
-            try:
-                if d.obj.kind is PosixKind.MQ:  # the mqueue fs has no rename: stat, unlink
-                    _unlink(d.obj, dirfd, fd)
-                else:
-                    _remove_aside(d.obj, dirfd, fd, aside)
-            except _Kept as kept:
-                out[i] = d._replace(verdict=kept.verdict, reason=kept.reason)
-            else:
-                out[i] = d._replace(verdict=Verdict.REMOVED)
+        unleased = [batch[i].obj.identity for i, (_, _, leased) in opened.items() if not leased]
+        fresh = reread(unleased) if unleased else Holders({}, None)
+        for i, (dirfd, fd, leased) in opened.items():
+            out[i] = _remove_one(batch[i], (dirfd, fd, leased), fresh, aside)
     return out
+
+
+def _remove_one(
+    d: PosixDecision, held: tuple[int, int, bool], fresh: Holders, aside: _Aside
+) -> PosixDecision:
+    """One opened, locked (and maybe leased) object: removed, or why not."""
+    dirfd, fd, leased = held
+    if not leased:
+        holders = fresh.by_identity.get(d.obj.identity, ())
+        if holders or fresh.blind:
+            why = "; ".join(holders) or f"cannot re-check its holders: {fresh.blind}"
+            return d._replace(verdict=Verdict.CHANGED, reason=f"since the scan, {why}",
+                              holders=holders)  # fmt: skip
+    try:
+        if d.obj.kind is MQ:  # the mqueue fs has no rename: stat, unlink
+            _unlink(d.obj, dirfd, fd)
+        else:
+            _remove_aside(d.obj, dirfd, fd, aside, leased)
+    except _Kept as kept:
+        if leased:  # an open(2) waiting for us goes on now, to the name put back
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return d._replace(verdict=kept.verdict, reason=kept.reason)
+    return d._replace(verdict=Verdict.REMOVED)
+
+
+@contextlib.contextmanager
+def _sigio_ignored() -> Iterator[bool]:
+    """A broken lease signals its holder (SIGIO, fatal by default): ignored while we hold
+    leases. False where the handler cannot be set (not the main thread): no leases then."""
+    try:
+        before = signal.signal(signal.SIGIO, signal.SIG_IGN)
+    except ValueError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        signal.signal(signal.SIGIO, before)
 
 
 def remove_posix(
@@ -279,8 +357,12 @@ def remove_posix(
     mq_root: Path = MQ_ROOT,
     procfs: Path = Path("/proc"),
     pid_namespace_complete: bool = False,
+    leases: bool = True,
 ) -> Iterator[PosixDecision]:
-    """Every decision back, in order, stale ones replaced by what removing them did."""
+    """Every decision back, in order, stale ones replaced by what removing them did.
+
+    leases=False: every object's holders are read again with the batch's locks held, even
+    where the kernel would give a lease (the tests of that re-read use it)."""
     if reread is None:
 
         def reread(identities: Iterable[Identity]) -> Holders:
@@ -289,9 +371,12 @@ def remove_posix(
     every = list(decisions)
     stale = [i for i, d in enumerate(every) if d.verdict is Verdict.STALE]
     size = _batch_size()
-    for start in range(0, len(stale), size):  # batches of stale ones only: fewer re-reads
-        part = stale[start : start + size]
-        done = _batch([every[i] for i in part], reread, shm_root, mq_root)
-        for n, i in enumerate(part):
-            every[i] = done[n]
+    with _sigio_ignored() as can_lease:
+        for start in range(0, len(stale), size):  # batches of stale ones only: fewer re-reads
+            part = stale[start : start + size]
+            done = _batch(
+                [every[i] for i in part], reread, (shm_root, mq_root), leases and can_lease
+            )
+            for n, i in enumerate(part):
+                every[i] = done[n]
     yield from every

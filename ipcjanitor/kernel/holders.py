@@ -22,8 +22,6 @@ from typing import NamedTuple
 from .processes import process_comm, visibility
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
-# fd targets that can never be a file of /dev/shm or /dev/mqueue: not worth a stat
-_NOT_FILES = ("socket:", "pipe:", "anon_inode:", "[")
 _LOCK_MODES = {
     ("FLOCK", "READ"): "LOCK_SH",
     ("FLOCK", "WRITE"): "LOCK_EX",
@@ -51,15 +49,18 @@ def _dev_text(dev: int) -> str:
 class _Scan:
     def __init__(self, wanted: Iterable[Identity], procfs: Path, exclude: frozenset[int]) -> None:
         self.wanted = frozenset(wanted)
-        self.devs = {_dev_text(dev): dev for dev, _ in self.wanted}
-        # a maps line names its device as " MAJ:MIN ": a process whose maps hold none of
-        # ours is skipped by one search in C, not parsed line by line
-        self.dev_needles = [f" {text} ".encode() for text in self.devs]
+        self.devs = {_dev_text(dev): dev for dev, _ in self.wanted}  # /proc/locks' spelling
+        self.dev_set = frozenset(self.devs.values())
+        # a maps line names its device as " MAJ:MIN ": only lines holding one of ours are
+        # split, each found by a search in C
+        self.needles = {f" {text} ".encode(): dev for text, dev in self.devs.items()}
+        self.dev_needles = list(self.needles)
         self.procfs = procfs
         self.proc = os.fspath(procfs)  # strings, not Paths: this runs per process and fd
         self.exclude = exclude
         self.found: dict[Identity, list[str]] = {}
         self.unreadable: list[str] = []
+        self.comms: dict[str, str] = {}
         self.read = 0
 
     def hold(self, identity: Identity, how: str) -> None:
@@ -68,13 +69,16 @@ class _Scan:
             held.append(how)
 
     def comm(self, pid: str) -> str:
-        return process_comm(int(pid), Path(self.proc))
+        name = self.comms.get(pid)
+        if name is None:  # one read per holding process, however many objects it holds
+            name = self.comms[pid] = process_comm(int(pid), Path(self.proc))
+        return name
 
     def process(self, pid: str) -> None:
         base = f"{self.proc}/{pid}"
         try:
-            with open(f"{base}/maps", "rb") as f:
-                maps = f.read()
+            with open(f"{base}/maps", "rb", buffering=0) as f:
+                maps = f.readall()
             fds = os.listdir(f"{base}/fd")
         except (FileNotFoundError, ProcessLookupError):
             return  # exited meanwhile: it holds nothing any more
@@ -86,34 +90,33 @@ class _Scan:
         self.fds(pid, f"{base}/fd", fds)
 
     def maps(self, pid: str, text: bytes) -> None:
-        if not any(needle in text for needle in self.dev_needles):
-            return
-        for raw in text.splitlines():
-            fields = raw.split(None, 5)
-            if len(fields) < 5:
-                continue
-            dev = self.devs.get(fields[3].decode("ascii", "replace"))
-            if dev is None:
-                continue
-            identity = (dev, int(fields[4]))
-            if identity in self.wanted:
-                self.hold(identity, f"mapped by pid {pid} ({self.comm(pid)})")
+        """Only the lines naming one of our devices are split (found by a search in C)."""
+        for needle in self.dev_needles:
+            at = text.find(needle)
+            while at >= 0:
+                start = text.rfind(b"\n", 0, at) + 1
+                end = text.find(b"\n", at)
+                end = len(text) if end < 0 else end
+                fields = text[start:end].split(None, 5)
+                if len(fields) >= 5 and fields[3] == needle[1:-1] and fields[4].isdigit():
+                    identity = (self.needles[needle], int(fields[4]))
+                    if identity in self.wanted:
+                        self.hold(identity, f"mapped by pid {pid} ({self.comm(pid)})")
+                at = text.find(needle, end)
 
     def fds(self, pid: str, fd_dir: str, fds: list[str]) -> None:
+        """One stat per fd (sockets, pipes and anon inodes included: a readlink to sort them
+        out first would cost as much as the stat it saves)."""
         for fd in fds:
-            path = f"{fd_dir}/{fd}"
             try:
-                if os.readlink(path).startswith(_NOT_FILES):
-                    continue
-                st = os.stat(path)
+                st = os.stat(f"{fd_dir}/{fd}")
             except (FileNotFoundError, ProcessLookupError):
                 continue  # closed meanwhile
             except OSError as exc:
                 self.unreadable.append(f"fd {fd} of pid {pid} ({exc.strerror})")
                 continue
-            identity = (st.st_dev, st.st_ino)
-            if identity in self.wanted:
-                self.hold(identity, f"fd {fd} of pid {pid} ({self.comm(pid)})")
+            if st.st_dev in self.dev_set and (st.st_dev, st.st_ino) in self.wanted:
+                self.hold((st.st_dev, st.st_ino), f"fd {fd} of pid {pid} ({self.comm(pid)})")
 
     def locks(self) -> None:
         try:

@@ -245,8 +245,12 @@ def running_units(
 
 def process_comm(pid: Pid, procfs: Path = Path("/proc")) -> str:
     """The process's comm, escaped (its owner chose it: escapes included), or "?" if gone."""
-    try:
-        raw = (procfs / str(pid) / "comm").read_bytes()
+    try:  # os-level: read once per holding process by the POSIX holder scan
+        fd = os.open(f"{os.fspath(procfs)}/{pid}/comm", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            raw = os.read(fd, 256)
+        finally:
+            os.close(fd)
     except OSError:
         return "?"
     return safe_name(raw.decode(errors="surrogateescape").strip())
