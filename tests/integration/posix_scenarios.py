@@ -342,8 +342,8 @@ def churn() -> dict[str, Any]:
     while they hold) while clean runs again and again for CHURN_SECONDS (default 30): every
     worker checks, before it lets go, that each name it holds is still its inode; at the end
     one more clean leaves none of the dead."""
-    import random  # noqa: PLC0415
-    import time  # noqa: PLC0415
+    import random
+    import time
 
     seconds = float(os.environ.get("CHURN_SECONDS", "30"))
     rng = random.Random(18)
