@@ -292,6 +292,110 @@ def swap_race() -> dict[str, Any]:
     }
 
 
+CHURN_WORKER = r"""
+import fcntl, mmap, os, random, sys, time
+mode, n = sys.argv[1], int(sys.argv[2])
+held = []
+for i in range(n):  # make and hold: a mapping alone, an fd alone, or LOCK_SH on an fd
+    name = f"/dev/shm/psm_churn_{os.getpid()}_{i}"
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, 4096)
+    how = mode if mode != "mixed" else random.choice(["map", "fd", "lock"])
+    m = None
+    if how == "map":
+        m = mmap.mmap(fd, 4096)  # Python keeps a dup of the fd: close both, keep the map
+        m[:4] = b"live"
+        os.close(fd)
+        fd = -1
+    elif how == "lock":
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    held.append((name, os.stat(name).st_ino, fd, m))
+print("ready", flush=True)
+time.sleep(random.uniform(0.05, 0.6))
+lost = []
+for name, ino, fd, m in held:  # still ours? (a name removed or replaced while held: lost)
+    try:
+        if os.stat(name).st_ino != ino:
+            lost.append(f"{name} replaced")
+    except FileNotFoundError:
+        lost.append(f"{name} removed while held")
+    if m is not None and m[:4] != b"live":
+        lost.append(f"{name} content changed")
+print("LOST " + "; ".join(lost) if lost else "ok", flush=True)
+if random.random() < 0.5:  # die without cleaning up: what the janitor is for
+    os._exit(0)
+for name, ino, fd, m in held:  # the tidy way: unmap, close, unlink our own names
+    if m is not None:
+        m.close()
+    if fd >= 0:
+        os.close(fd)
+    try:
+        os.unlink(name)
+    except FileNotFoundError:
+        pass  # released before this unlink: the janitor may have taken it, rightly
+"""
+
+
+@scenario
+def churn() -> dict[str, Any]:
+    """Processes that keep creating, mapping, locking, unmapping and dying (some SIGKILLed
+    while they hold) while clean runs again and again for CHURN_SECONDS (default 30): every
+    worker checks, before it lets go, that each name it holds is still its inode; at the end
+    one more clean leaves none of the dead."""
+    import random
+    import time
+
+    seconds = float(os.environ.get("CHURN_SECONDS", "30"))
+    rng = random.Random(18)
+    workers: list[subprocess.Popen[str]] = []
+    reports: list[str] = []
+    started = killed = runs = removed = 0
+
+    def spawn() -> None:
+        nonlocal started
+        mode = rng.choice(["map", "fd", "lock", "mixed"])
+        w = subprocess.Popen([sys.executable, "-c", CHURN_WORKER, mode, str(rng.randint(1, 4))],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+        started += 1
+        workers.append(w)
+
+    def reap(w: subprocess.Popen[str]) -> None:
+        out, _ = w.communicate(timeout=30)
+        reports.extend(line for line in out.splitlines() if line not in ("ready", ""))
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        while len(workers) < 8:
+            spawn()
+        run = janitor("clean", "--json")
+        runs += 1
+        if run["rc"] != 0 or "doc" not in run:
+            raise SystemExit(f"clean failed: {run}")
+        removed += sum(1 for o in run["doc"]["objects"] if o["verdict"] == "removed")
+        for w in list(workers):
+            if w.poll() is not None:
+                workers.remove(w)
+                reap(w)
+            elif rng.random() < 0.15:  # killed while it holds: its objects are the dead
+                w.kill()
+                killed += 1
+                workers.remove(w)
+                w.wait()
+    for w in workers:
+        reap(w)
+    final = janitor("clean", "--json")
+    return {
+        "started": started,
+        "killed": killed,
+        "runs": runs,
+        "removed": removed,
+        "lost": [r for r in reports if r != "ok"],
+        "ok": sum(1 for r in reports if r == "ok"),
+        "final_rc": final["rc"],
+        "left": remaining(),
+    }
+
+
 def main() -> None:
     global POLICY  # noqa: PLW0603  (the policy file of this run)
     POLICY = sys.argv[2]

@@ -159,3 +159,14 @@ def test_a_name_swapped_as_fast_as_possible_never_costs_another_inode(tmp_path: 
     assert r["asides"] == []
     assert set(r["verdicts"]) <= {"removed", "changed", "unowned"}
     assert r["verdicts"], r
+
+
+def test_churn_never_costs_a_live_object_and_leaves_no_dead(tmp_path: Path) -> None:
+    """Issue 18's churn rig: 30 s of processes creating, mapping, locking, unmapping and
+    dying (some SIGKILLed while they hold) under clean after clean."""
+    r = run("churn", tmp_path, 'min_age = "0s"\npid_namespace_complete = true\n'
+            '[owners.churn]\nnames = ["psm_churn_*"]\n')  # fmt: skip
+    assert r["lost"] == []  # no worker found a name it held removed or replaced
+    assert r["runs"] >= 10 and r["started"] >= 40 and r["killed"] >= 3 and r["ok"] >= 20
+    assert r["removed"] > 0  # the dead were removed along the way
+    assert r["final_rc"] == 0 and r["left"] == []  # and none of them is left at the end
