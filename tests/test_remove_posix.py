@@ -208,13 +208,19 @@ def test_vanished_is_changed(tmp_path: Path) -> None:
     assert run(tmp_path, ds)[0][1] is Verdict.CHANGED
 
 
-def refuse_reread(ids: Iterable[Identity]) -> Holders:
-    raise AssertionError(f"re-read asked for {list(ids)}: the lease is the proof")
-
-
-def test_a_leased_object_needs_no_reread_and_is_removed(tmp_path: Path) -> None:
+def test_a_leased_object_is_still_re_read_and_a_holder_there_keeps_it(tmp_path: Path) -> None:
+    """The lease adds the kernel's word to the contract's re-read; it does not replace it."""
     (tmp_path / "psm_1").write_bytes(b"")
-    out = run(tmp_path, judged(tmp_path), refuse_reread, leases=True)
+    asked: list[Identity] = []
+
+    def holds(ids: Iterable[Identity]) -> Holders:
+        asked.extend(ids)
+        return Holders({i: ("fd 3 of pid 77 (x)",) for i in asked}, None)
+
+    out = run(tmp_path, judged(tmp_path), holds, leases=True)
+    assert out == [("psm_1", Verdict.CHANGED, "since the scan, fd 3 of pid 77 (x)")]
+    assert len(asked) == 1 and (tmp_path / "psm_1").exists()
+    out = run(tmp_path, judged(tmp_path), nobody, leases=True)
     assert out == [("psm_1", Verdict.REMOVED, "judged stale")]
     assert list(tmp_path.iterdir()) == []
 
@@ -262,7 +268,7 @@ def test_an_open_at_the_moment_of_removal_puts_it_back(
 
     worker = threading.Thread(target=opener)
     monkeypatch.setattr(os, "rename", rename)
-    out = run(tmp_path, ds, refuse_reread, leases=True)
+    out = run(tmp_path, ds, nobody, leases=True)
     worker.join(10)
     assert out[0][1:] == (
         Verdict.CHANGED,

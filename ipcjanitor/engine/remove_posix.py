@@ -303,8 +303,9 @@ def _batch(
                 opened[i] = (dirfd, fd, leased)
             except _Kept as kept:
                 out[i] = d._replace(verdict=kept.verdict, reason=kept.reason)
-        unleased = [batch[i].obj.identity for i, (_, _, leased) in opened.items() if not leased]
-        fresh = reread(unleased) if unleased else Holders({}, None)
+        # the contract's re-read, for every object: a lease adds the kernel's word (no other
+        # open file, in any pid namespace, in flight or not), it does not replace the re-read
+        fresh = reread([batch[i].obj.identity for i in opened]) if opened else Holders({}, None)
         for i, (dirfd, fd, leased) in opened.items():
             out[i] = _remove_one(batch[i], (dirfd, fd, leased), fresh, aside)
     return out
@@ -315,12 +316,11 @@ def _remove_one(
 ) -> PosixDecision:
     """One opened, locked (and maybe leased) object: removed, or why not."""
     dirfd, fd, leased = held
-    if not leased:
-        holders = fresh.by_identity.get(d.obj.identity, ())
-        if holders or fresh.blind:
-            why = "; ".join(holders) or f"cannot re-check its holders: {fresh.blind}"
-            return d._replace(verdict=Verdict.CHANGED, reason=f"since the scan, {why}",
-                              holders=holders)  # fmt: skip
+    holders = fresh.by_identity.get(d.obj.identity, ())
+    if holders or fresh.blind:
+        why = "; ".join(holders) or f"cannot re-check its holders: {fresh.blind}"
+        return d._replace(verdict=Verdict.CHANGED, reason=f"since the scan, {why}",
+                          holders=holders)  # fmt: skip
     try:
         if d.obj.kind is MQ:  # the mqueue fs has no rename: stat, unlink
             _unlink(d.obj, dirfd, fd)
