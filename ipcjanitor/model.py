@@ -127,8 +127,8 @@ class ProcessInfo(NamedTuple):
 
 class UnitState(enum.Enum):
     RUNNING = "running"  # at least one process other than ipcjanitor is in its cgroup
-    STOPPED = "stopped"  # no process in it, and we can see every process
-    UNKNOWN = "unknown"  # we cannot see every process
+    STOPPED = "stopped"  # its cgroup is empty (kernel/cgroups.py), or we see every process
+    UNKNOWN = "unknown"  # its cgroup could not be read, and we cannot see every process
 
 
 class HostFacts(NamedTuple):
@@ -161,6 +161,9 @@ class HostFacts(NamedTuple):
     clock_covered_from: float | None = None
     # Why steps before clock_covered_from (or, when it is None, any step) may be unrecorded
     clock_gap: str = "the clock's steps were not looked at"
+    # How each unit's state was found, where the reason should say it: its cgroup's word (a
+    # running unit's processes that this pid namespace cannot see), or why its cgroup was not read
+    unit_notes: Mapping[str, str] = _EMPTY
 
 
 class Verdict(enum.Enum):

@@ -164,7 +164,10 @@ def _blind_spots(
             )
     if unit_state is UnitState.UNKNOWN:
         why = facts.blind or "its processes were not looked at"
-        spots.append(f"cannot tell whether {unit} is running ({why})")
+        cgroup = facts.unit_notes.get(unit or "")
+        spots.append(
+            f"cannot tell whether {unit} is running ({why}{'; ' + cgroup if cgroup else ''})"
+        )
     return spots
 
 
@@ -181,8 +184,9 @@ def decide_one(
     if unit_state is UnitState.RUNNING:  # 2. the owner is alive
         return verdict(
             Verdict.IN_USE,
-            f"{_unit_label(owner.unit, facts.unit_names)} is running: it may attach by key "
-            "again at any moment",
+            f"{_unit_label(owner.unit, facts.unit_names)} is running"
+            f"{_unit_note(owner.unit, facts.unit_notes)}: it may attach by key again at any "
+            "moment",
         )
     last = obj.last_activity
     views, doubts = _pid_views(obj, facts, last)
@@ -300,6 +304,12 @@ def _unit_label(unit: str | None, names: Mapping[str, str]) -> str:
     """The policy's unit name, and the name systemd runs it as when that is an alias."""
     primary = names.get(unit or "")
     return f"{unit} (an alias of {primary})" if primary else str(unit)
+
+
+def _unit_note(unit: str | None, notes: Mapping[str, str]) -> str:
+    """How the unit was seen running, where the reason should say so (a cgroup's 0 pids)."""
+    note = notes.get(unit or "")
+    return f" ({note})" if note else ""
 
 
 def units_to_probe(claimed: Iterable[Claim]) -> set[str]:

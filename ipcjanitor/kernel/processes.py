@@ -1,8 +1,9 @@
 """What the process table says: start times of recorded pids, units with processes, blindness.
 
 Every OS error about a process is translated here, and nowhere else, into a Presence.
-Reads only the pids objects record (cost grows with distinct pids, not with the table), and
-walks /proc/*/cgroup once only when some owner is bound to a unit.
+Reads only the pids objects record (cost grows with distinct pids, not with the table). Whether
+a unit has processes is read from its cgroup (cgroups.py); only where the cgroup tree cannot
+prove it is /proc/*/cgroup walked, once, under the blindness rules.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..escape import safe_name
 from ..model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, Seconds, UnitState
 from ..state import ROOT_STATE_DIR
 from ..unitnames import primary_name, unit_matches
+from .cgroups import CgroupTree, UnitCgroup, cgroup_unit_name, judge, unit_cgroups
 from .clock import boot_id, read_record, time_namespace
 from .clock import reading as clock_reading
 from .tasks import queue_waiters
@@ -191,17 +193,6 @@ def own_pids() -> frozenset[Pid]:
     return frozenset({os.getpid()})
 
 
-def cgroup_unit_name(component: str) -> str:
-    """The unit name a cgroup directory stands for: systemd's cg_unescape().
-
-    systemd escapes a unit's cgroup directory with a leading "_" when the name would clash
-    with the cgroup file system's own names (memory.service lives in _memory.service) or starts
-    with "_" or "." itself (_billing.service in __billing.service); read raw, such a running
-    unit would look stopped.
-    """
-    return component[1:] if component.startswith("_") else component
-
-
 def running_units(
     patterns: Iterable[str],
     procfs: Path,
@@ -299,6 +290,48 @@ def unit_of_pid(pid: Pid, procfs: Path = Path("/proc")) -> str | None:
     return None if best is None else safe_name(best)  # a delegated subtree names its own
 
 
+def _unit_states(
+    patterns: set[str],
+    procfs: Path,
+    excluded: frozenset[Pid],
+    primary: Mapping[str, str],
+    seen: Visibility,
+    *,
+    tree: CgroupTree,
+) -> tuple[dict[str, UnitState], dict[str, str]]:
+    """Each unit's state from its cgroup (cgroups.judge), else from /proc/*/cgroup, where a
+    unit that shows no process is UNKNOWN while we may not see every process."""
+    units: dict[str, UnitState] = {}
+    notes: dict[str, str] = {}
+    rest = set()
+    for u in patterns:
+        found = tree.units.get(u)
+        state = judge(found, seen.hidden_pids is not None)
+        if state is None or found is None:
+            rest.add(u)
+            if seen.blind:
+                notes[u] = _unproven(found, tree)
+            continue
+        units[u] = state
+        if found.pids.count(0):
+            notes[u] = (
+                f"its cgroup lists {found.pids.count(0)} process(es) this pid namespace "
+                "cannot see (pid 0 in cgroup.procs)"
+            )
+    for u, up in running_units(rest, procfs, excluded, primary).items():
+        units[u] = (
+            UnitState.RUNNING if up else (UnitState.UNKNOWN if seen.blind else UnitState.STOPPED)
+        )
+    return units, notes
+
+
+def _unproven(found: UnitCgroup | None, tree: CgroupTree) -> str:
+    """Why a unit's cgroup proved nothing."""
+    if found is not None:
+        return "its cgroup v1 leaves out processes of other pid namespaces"
+    return tree.blind or "its cgroup was not read"
+
+
 def _clock_facts(
     btime: float,
     clock_timer: Callable[[], tuple[TimerState | None, str | None]] | None,
@@ -325,6 +358,8 @@ def gather(
     clock_timer: Callable[[], tuple[TimerState | None, str | None]] | None = None,
     clock_dir: Path = ROOT_STATE_DIR,
     aliases: Mapping[str, str] = MappingProxyType({}),
+    own_unit: str | None = None,
+    cgroups: bool | None = None,
 ) -> HostFacts:
     """One look at the process table for the pids, units and queues a decision needs.
 
@@ -349,11 +384,9 @@ def gather(
     patterns = set(unit_patterns)
     primary = {p: n for p in patterns if (n := primary_name(p, aliases)) != p}
     excluded = own_pids() if exclude is None else exclude
-    running = running_units(patterns, procfs, excluded, primary)
-    units = {
-        u: UnitState.RUNNING if up else (UnitState.UNKNOWN if seen.blind else UnitState.STOPPED)
-        for u, up in running.items()
-    }
+    read = cgroups or (cgroups is None and procfs == Path("/proc"))
+    tree = unit_cgroups(patterns, primary, excluded, own_unit) if read else CgroupTree(blind="")
+    units, unit_notes = _unit_states(patterns, procfs, excluded, primary, seen, tree=tree)
     waiters = None
     queue_blind = None
     if queues:
@@ -370,4 +403,5 @@ def gather(
         unit_names=primary,
         clock_covered_from=covered_from,
         clock_gap=gap,
+        unit_notes=unit_notes,
     )

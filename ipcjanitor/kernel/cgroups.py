@@ -1,0 +1,290 @@
+"""What the cgroup tree says of a unit: the processes in every cgroup directory named after it.
+
+systemd runs each unit in a cgroup of its own name; `cgroup.procs` lists every process in it.
+On cgroup v2 a process this pid namespace cannot name is listed as `0`: a live process, not
+an absence, so an empty unit cgroup proves the unit has no process in any pid namespace. cgroup
+v1 (the named `systemd` hierarchy) leaves such processes out: there an empty cgroup proves it
+only where no process can be invisible to us (the host's pid namespace, or
+pid_namespace_complete).
+
+The tree is walked from its root, never guessed at: a directory that is not there proves
+nothing unless the walk that did not find it read the whole tree. The whole tree is the one
+mounted at its root ("/" in mountinfo) in the initial cgroup namespace, or one whose root holds
+systemd's init.scope (a container's manager: its every unit lies below). The hook takes its
+own cgroup from /proc/self/cgroup instead: systemd put it in the unit's own directory.
+
+I/O at the edge: the readers below return records; `judge` is pure.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
+
+from ..model import Pid, UnitState
+from ..unitnames import unit_matches
+
+INIT_CGROUP_NS_INODE = 0xEFFFFFFB  # PROC_CGROUP_INIT_INO in include/linux/proc_ns.h
+_PREFERRED = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+
+
+class Hierarchy(NamedTuple):
+    """The cgroup hierarchy systemd tracks units in, as mounted here."""
+
+    mount: Path  # where its root is mounted
+    unified: bool  # cgroup v2 (a process of another pid namespace reads 0); else v1 name=systemd
+    line: str  # its key in /proc/PID/cgroup: "0:" (v2) or "N:name=systemd" (v1)
+    root: str  # the mount's root in the hierarchy, as mountinfo shows it ("/": the whole view)
+
+
+class UnitCgroup(NamedTuple):
+    """What the tree says of one unit pattern."""
+
+    directories: tuple[str, ...]  # the directories named after it, relative to the tree's root
+    pids: tuple[Pid, ...]  # in them and below, ours excluded; 0: a process of another pid ns
+    unified: bool  # read from cgroup v2 (where an invisible process is listed as 0)
+
+
+class CgroupTree(NamedTuple):
+    """One read of the cgroup tree for the units a run asks about."""
+
+    units: Mapping[str, UnitCgroup] = MappingProxyType({})
+    blind: str | None = None  # why the tree could not be read: then nothing here counts
+    where: str = ""  # the tree read ("/sys/fs/cgroup/unified")
+
+
+def hierarchies(mountinfo: str) -> list[Hierarchy]:
+    """The cgroup2 and v1 name=systemd mounts of a mountinfo text, the preferred first (v2,
+    at its usual places); of several mounts on one point, the last (the one on top)."""
+    found: dict[str, Hierarchy] = {}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        fstype, options = rfields[0], rfields[2].split(",")
+        if fstype == "cgroup2":
+            found[fields[4]] = Hierarchy(Path(fields[4]), True, "0:", fields[3])
+        elif fstype == "cgroup" and "name=systemd" in options:
+            found[fields[4]] = Hierarchy(Path(fields[4]), False, "name=systemd", fields[3])
+        else:
+            found.pop(fields[4], None)  # something else mounted over it
+
+    def rank(h: Hierarchy) -> tuple[int, int]:
+        place = str(h.mount)
+        return (0 if h.unified else 1, _PREFERRED.index(place) if place in _PREFERRED else 9)
+
+    return sorted(found.values(), key=rank)
+
+
+def own_path(cgroup_text: str, hierarchy: Hierarchy) -> str | None:
+    """Our own cgroup in `hierarchy`, from the text of /proc/self/cgroup (None: not there)."""
+    for line in cgroup_text.splitlines():
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        key = "0:" if hid == "0" and not controllers else controllers
+        if key == hierarchy.line:
+            return path
+    return None
+
+
+def unit_directory(path: str, unit: str) -> str | None:
+    """The part of a cgroup path up to its innermost directory named `unit` (None: none is).
+    A directory below it is the unit's too (Delegate=: `.control`, a payload's own)."""
+    if path.startswith("/.."):
+        return None  # outside our cgroup namespace's root: not a path in the mounted tree
+    parts = path.strip("/").split("/")
+    for i in range(len(parts), 0, -1):
+        if cgroup_unit_name(parts[i - 1]) == unit:
+            return "/" + "/".join(parts[:i])
+    return None
+
+
+def cgroup_unit_name(component: str) -> str:
+    """The unit name a cgroup directory stands for: systemd's cg_unescape().
+
+    systemd escapes a unit's cgroup directory with a leading "_" when the name would clash
+    with the cgroup file system's own names (memory.service lives in _memory.service) or starts
+    with "_" or "." itself (_billing.service in __billing.service); read raw, such a running
+    unit would look stopped.
+    """
+    return component[1:] if component.startswith("_") else component
+
+
+def _procs(directory: str) -> tuple[Pid, ...] | None:
+    """cgroup.procs of one directory; () for one that is gone (a cgroup is removed only when
+    empty) or threaded (its domain lists its processes); None: could not be read."""
+    try:
+        with open(os.path.join(directory, "cgroup.procs"), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:
+        if exc.errno in (errno.ENODEV, errno.EOPNOTSUPP):
+            return ()
+        return None
+    return tuple(int(p) for p in data.split())
+
+
+class _Walk:
+    """One walk of the tree: each directory, with the patterns its path names."""
+
+    def __init__(self, patterns: Iterable[str], primary: Mapping[str, str]) -> None:
+        self.patterns = tuple(patterns)
+        self.primary = primary
+        self.dirs: dict[str, list[str]] = {p: [] for p in self.patterns}
+        self.pids: dict[str, list[Pid]] = {p: [] for p in self.patterns}
+        self.blind: str | None = None
+
+    def named(self, name: str) -> tuple[str, ...]:
+        unit = cgroup_unit_name(name)
+        return tuple(
+            p
+            for p in self.patterns
+            if unit_matches(p, unit) or (p in self.primary and unit_matches(self.primary[p], unit))
+        )
+
+    def run(self, root: str, inherited: tuple[str, ...] = (), rel: str = "") -> None:
+        """Walk from `root` (named after `inherited` itself: its processes count too)."""
+        stack: list[tuple[str, str, tuple[str, ...]]] = [(root, rel, inherited)]
+        while stack and self.blind is None:
+            path, rel, inherited = stack.pop()
+            if inherited and not self._read(path, inherited):
+                return
+            try:
+                with os.scandir(path) as it:
+                    subs = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+            except FileNotFoundError:
+                if path != root:
+                    continue  # removed while we walked: it was empty
+                self.blind = f"cannot read the cgroup tree at {path}: it is not there"
+                return
+            except OSError as exc:
+                self.blind = f"cannot read the cgroup tree at {path}: {exc.strerror}"
+                return
+            for name in subs:
+                own = self.named(name) if "." in name else ()
+                for p in own:
+                    if p not in inherited:
+                        self.dirs[p].append(f"{rel}/{name}")
+                stack.append((f"{path}/{name}", f"{rel}/{name}", tuple({*inherited, *own})))
+
+    def _read(self, path: str, patterns: tuple[str, ...]) -> bool:
+        pids = _procs(path)
+        if pids is None:
+            self.blind = f"cannot read {path}/cgroup.procs"
+            return False
+        for p in patterns:
+            self.pids[p].extend(pids)
+        return True
+
+
+def read_tree(
+    hierarchy: Hierarchy,
+    patterns: Iterable[str],
+    primary: Mapping[str, str],
+    exclude: frozenset[Pid],
+    *,
+    complete: str | None,
+    own: tuple[str, str] | None = None,
+) -> CgroupTree:
+    """Every directory named after each pattern, and the processes in it and below.
+
+    `complete`: None when the mounted tree is the whole tree (see the module's docstring),
+    else why it may not be, and then only `own` is read: (the hook's unit, its directory as
+    unit_directory found it), for the pattern naming exactly that unit.
+    """
+    mount = str(hierarchy.mount)
+    units: dict[str, UnitCgroup] = {}
+    rest = set(patterns)
+    if own is not None and own[0] in rest:
+        walk = _Walk([own[0]], {})
+        walk.run(mount + own[1], (own[0],), own[1])  # its directory and every one below
+        if walk.blind is None:
+            found = walk.pids[own[0]]
+            units[own[0]] = UnitCgroup((own[1],), _without(found, exclude), hierarchy.unified)
+            rest.discard(own[0])
+    if rest and complete is None:
+        walk = _Walk(sorted(rest), primary)
+        walk.run(mount)
+        if walk.blind is not None:
+            return CgroupTree(MappingProxyType(units), walk.blind, mount)
+        for p in rest:
+            units[p] = UnitCgroup(
+                tuple(walk.dirs[p]), _without(walk.pids[p], exclude), hierarchy.unified
+            )
+    return CgroupTree(MappingProxyType(units), complete if rest else None, mount)
+
+
+def _without(pids: Iterable[Pid], exclude: frozenset[Pid]) -> tuple[Pid, ...]:
+    return tuple(p for p in pids if p not in exclude)
+
+
+def _initial_cgroup_namespace() -> bool:
+    try:
+        return os.readlink("/proc/self/ns/cgroup") == f"cgroup:[{INIT_CGROUP_NS_INODE}]"
+    except OSError:
+        return False
+
+
+def _completeness(hierarchy: Hierarchy) -> str | None:
+    """None when the mounted tree is the whole tree a unit's cgroups can be in; else why not."""
+    if hierarchy.root != "/":
+        return f"{hierarchy.mount} shows only the cgroup {hierarchy.root}"
+    if _initial_cgroup_namespace() or (hierarchy.mount / "init.scope").is_dir():
+        return None
+    return (
+        f"the cgroup tree at {hierarchy.mount} may not be the whole tree (a cgroup namespace, "
+        "and no init.scope of a systemd at its root)"
+    )
+
+
+def unit_cgroups(
+    patterns: Iterable[str],
+    primary: Mapping[str, str],
+    exclude: frozenset[Pid],
+    own_unit: str | None = None,
+) -> CgroupTree:
+    """The cgroup tree's word on each unit pattern (I/O: mountinfo, /proc/self/cgroup, the
+    tree). `own_unit`: the hook's unit, read from the hook's own cgroup when it is in it."""
+    wanted = set(patterns)
+    if not wanted:
+        return CgroupTree()
+    try:
+        found = hierarchies(Path("/proc/self/mountinfo").read_text())
+    except OSError as exc:
+        return CgroupTree(blind=f"cannot read /proc/self/mountinfo: {exc.strerror}")
+    if not found:
+        return CgroupTree(blind="no cgroup2 or name=systemd hierarchy is mounted")
+    hierarchy = found[0]
+    own = None
+    if own_unit is not None and own_unit in wanted and hierarchy.root == "/":
+        try:
+            path = own_path(Path("/proc/self/cgroup").read_text(), hierarchy)
+        except OSError:
+            path = None
+        directory = unit_directory(path, own_unit) if path else None
+        own = (own_unit, directory) if directory else None
+    return read_tree(hierarchy, wanted, primary, exclude, complete=_completeness(hierarchy),
+                     own=own)  # fmt: skip
+
+
+def judge(found: UnitCgroup | None, hidden_pids: bool) -> UnitState | None:
+    """PURE: what one unit's cgroups prove; None when they prove nothing (then the /proc scan
+    decides, under the blindness rules).
+
+    Any process listed (a 0 too: a live process of another pid namespace) -> RUNNING. None
+    listed -> STOPPED on cgroup v2, in any pid namespace; on v1, which leaves out what this
+    pid namespace cannot name, only when no process can hide from it (`hidden_pids` False).
+    """
+    if found is None:
+        return None
+    if found.pids:
+        return UnitState.RUNNING
+    if found.unified or not hidden_pids:
+        return UnitState.STOPPED
+    return None
