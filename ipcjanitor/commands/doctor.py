@@ -59,6 +59,18 @@ class LimitRow(NamedTuple):
     def percent(self) -> float:
         return 100.0 * self.used / self.max if self.max else 0.0
 
+    @property
+    def consequence(self) -> str:
+        """What happens when it is full."""
+        if self.kind == "posix-shm" and self.measure == "bytes":
+            return (
+                "a full tmpfs is a SIGBUS at the next page fault of a process writing into a "
+                "mapping there, not an error it can handle"
+            )
+        if self.limit == "RLIMIT_MSGQUEUE":
+            return "close to the EMFILE of this user's next mq_open"
+        return "close to No space left on device"
+
 
 def read_limits(procfs: Path = Path("/proc")) -> Limits:
     k = procfs / "sys" / "kernel"
@@ -485,7 +497,7 @@ class Report(NamedTuple):
         rows = [("KIND", "MEASURE", "USED", "MAX", "USE%", "STALE", "LIMIT")]
         for r in self.limits:
             stale = "-" if r.stale is None else str(r.stale)
-            flag = "  <- PROBLEM: close to No space left on device" if r.problem else ""
+            flag = f"  <- PROBLEM: {r.consequence}" if r.problem else ""
             rows.append(
                 (
                     r.kind,
