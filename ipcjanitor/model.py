@@ -221,6 +221,7 @@ class PosixObject(NamedTuple):
     entry: str  # the object's name in its directory ("sem.x", "buf0")
     qnum: int | None = None  # posix-mq: messages queued (mq_getattr); None elsewhere
     unreadable: str | None = None  # why a fact could not be read
+    blocks: int = 0  # st_blocks (512-byte units): what removing it frees on a tmpfs
 
     @property
     def identity(self) -> tuple[int, int]:

@@ -60,6 +60,18 @@ class LimitRow(NamedTuple):
     def percent(self) -> float:
         return 100.0 * self.used / self.max if self.max else 0.0
 
+    @property
+    def consequence(self) -> str:
+        """What happens when it is full."""
+        if self.kind == "posix-shm" and self.measure == "bytes":
+            return (
+                "a full tmpfs is a SIGBUS at the next page fault of a process writing into a "
+                "mapping there, not an error it can handle"
+            )
+        if self.limit == "RLIMIT_MSGQUEUE":
+            return "close to the EMFILE of this user's next mq_open"
+        return "close to No space left on device"
+
 
 def read_limits(procfs: Path = Path("/proc")) -> Limits:
     k = procfs / "sys" / "kernel"
@@ -463,7 +475,7 @@ def missing_hooks(
 
 
 def _limit_text(r: LimitRow, style: Style) -> str:
-    return r.limit + ("  <- PROBLEM: close to No space left on device" if r.problem else "")
+    return r.limit + (f"  <- PROBLEM: {r.consequence}" if r.problem else "")
 
 
 # doctor's table (lsipc --global's RESOURCE, USED, LIMIT, USE%): one description for the text

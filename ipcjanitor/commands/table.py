@@ -215,12 +215,14 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from . import doctor  # noqa: PLC0415
+    from ..engine.posix_run import survey_posix  # noqa: PLC0415
+    from . import doctor, doctor_posix  # noqa: PLC0415
 
     notes: list[str] = []
     stale: list[IpcObject] | None = None
     hooks: list[dict[str, str]] = []
     verdicts: dict[tuple[IpcKind, int], str] | None = None
+    posix_stale = None
     try:
         policy = load_policy(args.policy)
         decisions = survey(policy)  # every object, so the tables are read once
@@ -228,12 +230,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         stale = [d.obj for d in decisions if d.verdict is Verdict.STALE]
         verdicts = {(d.obj.kind, d.obj.id): d.verdict.value for d in decisions}
         hooks = doctor.missing_hooks(policy)
+        posix = survey_posix(policy).decisions  # nothing read unless an owner claims names
+        posix_stale = [d.obj for d in posix if d.verdict is Verdict.STALE]
     except PolicyErrors as exc:
         objects = read_objects()
         notes.append(f"policy error, stale counts unknown: {exc}")
     pipes = doctor.find_stuck_pipes()
+    posix_rows, posix_notes = doctor_posix.posix_rows(posix_stale)
+    notes += posix_notes
     result = doctor.Report(
-        doctor.limit_rows(objects, doctor.read_limits(), stale),
+        doctor.limit_rows(objects, doctor.read_limits(), stale) + posix_rows,
         pipes.found,
         hooks,
         notes + pipes.notes,

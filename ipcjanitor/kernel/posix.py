@@ -68,6 +68,16 @@ def mq_messages(fd: int) -> int:
     return int(attr.mq_curmsgs)
 
 
+def mq_attr(fd: int) -> tuple[int, int, int]:
+    """(mq_maxmsg, mq_msgsize, mq_curmsgs) of an open queue."""
+    ctypes, libc, mq_attr_t = _libc()
+    attr = mq_attr_t()
+    if libc.mq_getattr(fd, ctypes.byref(attr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(attr.mq_maxmsg), int(attr.mq_msgsize), int(attr.mq_curmsgs)
+
+
 def mq_open_readonly(name: str) -> int:
     """mq_open("/NAME", O_RDONLY): the queue of that name in OUR IPC namespace, as an fd."""
     ctypes, libc, _ = _libc()
@@ -127,6 +137,7 @@ def _record(
         entry=entry,
         qnum=qnum,
         unreadable=unreadable,
+        blocks=st.st_blocks,
     )
 
 

@@ -396,6 +396,49 @@ def churn() -> dict[str, Any]:
     }
 
 
+MQ_USER = """
+import ctypes, os, resource, struct, sys, time
+resource.setrlimit(resource.RLIMIT_MSGQUEUE, (90000, 90000))
+os.setgid(65534)
+os.setuid(65534)
+libc = ctypes.CDLL(None, use_errno=True)
+attr = struct.pack("4q4q", 0, 10, 8192, 0, 0, 0, 0, 0)  # flags, maxmsg, msgsize, curmsgs
+q = libc.mq_open(b"/q_nobody", os.O_CREAT | os.O_RDWR, 0o600, attr)
+assert q >= 0, os.strerror(ctypes.get_errno())
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def _doctor() -> dict[str, Any]:
+    json_run = janitor("doctor", "--json")
+    text = janitor("doctor")
+    rows = {f"{r['kind']} {r['measure']}": r for r in json_run["doc"]["limits"]}
+    return {"rc": json_run["rc"], "rows": rows, "text": text["stdout"], "text_rc": text["rc"],
+            "notes": json_run["doc"]["notes"]}  # fmt: skip
+
+
+@scenario
+def doctor_shm_and_queues() -> dict[str, Any]:
+    """A 1 MiB /dev/shm 95 % filled by a file a SIGKILLed process left; queues against a
+    queues_max of 4; nobody's queue charging 92 % of its 90000-byte RLIMIT_MSGQUEUE."""
+    subprocess.run(["mount", "-o", "remount,size=1m", "/dev/shm"], check=True)
+    Path("/proc/sys/fs/mqueue/queues_max").write_text("4\n")
+    writer = "import os; f = open('/dev/shm/psm_fill', 'wb'); f.write(b'x' * 972800); f.flush()"
+    subprocess.run([sys.executable, "-c", writer], check=True)
+    for name in ("q_a", "q_b"):
+        kill(start("mq", name))
+    user = subprocess.Popen([sys.executable, "-c", MQ_USER], stdout=subprocess.PIPE, text=True)
+    assert user.stdout is not None and user.stdout.readline().strip() == "ready"
+    full = _doctor()
+    janitor("clean")
+    cleaned = _doctor()
+    user.kill()
+    user.wait()
+    janitor("clean")
+    return {"full": full, "cleaned": cleaned, "after": _doctor(), "left": remaining()}
+
+
 def main() -> None:
     global POLICY  # noqa: PLW0603  (the policy file of this run)
     POLICY = sys.argv[2]

@@ -170,3 +170,38 @@ def test_churn_never_costs_a_live_object_and_leaves_no_dead(tmp_path: Path) -> N
     assert r["runs"] >= 10 and r["started"] >= 40 and r["killed"] >= 3 and r["ok"] >= 20
     assert r["removed"] > 0  # the dead were removed along the way
     assert r["final_rc"] == 0 and r["left"] == []  # and none of them is left at the end
+
+
+DOCTOR_POLICY = """
+min_age = "0s"
+pid_namespace_complete = true
+[owners.apps]
+names = ["psm_*", "q_*"]
+"""
+
+
+def test_doctor_watches_dev_shm_and_the_queues(tmp_path: Path) -> None:
+    r = run("doctor_shm_and_queues", tmp_path, DOCTOR_POLICY)
+    full = r["full"]
+    shm = full["rows"]["posix-shm bytes"]
+    assert shm["max"] == 1024 * 1024 and shm["problem"] and shm["percent"] >= 90, shm
+    assert shm["stale"] >= 972800  # what clean frees now: the dead writer's file
+    assert full["rows"]["posix-shm inodes"]["problem"] is False
+    queues = full["rows"]["posix-mq queues"]
+    assert (queues["used"], queues["max"], queues["stale"], queues["problem"]) == (3, 4, 2, False)
+    charge = full["rows"]["posix-mq bytes of uid 65534"]
+    assert (charge["used"], charge["max"], charge["problem"]) == (82880, 90000, True), charge
+    assert charge["stale"] == 0  # its queue is in use
+    assert full["rc"] == 1 and full["text_rc"] == 1
+    assert "SIGBUS at the next page fault" in full["text"]
+    assert "EMFILE of this user's next mq_open" in full["text"]
+    # clean freed the file: /dev/shm is fine, nobody's live queue still is a problem
+    cleaned = r["cleaned"]
+    assert cleaned["rows"]["posix-shm bytes"]["problem"] is False
+    assert cleaned["rows"]["posix-mq queues"]["used"] == 1
+    assert cleaned["rc"] == 1
+    # its process killed, its queue cleaned: healthy
+    after = r["after"]
+    assert after["rc"] == 0 and after["text_rc"] == 0, after
+    assert "posix-mq bytes of uid 65534" not in after["rows"]
+    assert r["left"] == []
