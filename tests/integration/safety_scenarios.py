@@ -164,7 +164,8 @@ def hidden_holders() -> dict[str, Any]:
 @scenario
 def hidepid_gid() -> dict[str, Any]:
     """/proc with hidepid=invisible,gid=4444: a run in group 4444 sees every process, so a
-    unit without processes is known to be stopped; a run outside the group cannot know."""
+    unit without processes is known to be stopped; a run outside the group knows it from the
+    cgroup tree, which hidepid does not hide."""
     subprocess.run(["mount", "-o", "remount,hidepid=invisible,gid=4444", "/proc"], check=True)
 
     def dead() -> None:
