@@ -6,8 +6,10 @@ PY     := $(VENV)/bin/python
 # libc.a), and what the tools call.
 APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd-dev util-linux procps
 # What the integration and end-to-end tests drive: real systemd, D-Bus, PHP, Apache httpd
-# (learn's e2e test; ~8 s to install, 5 packages with --no-install-recommends).
-APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime
+# (learn's e2e test; ~8 s to install, 5 packages with --no-install-recommends), PostgreSQL 15
+# (Debian 12's `postgresql`: the e2e test of packaging/examples/postgresql.toml makes its own
+# cluster inside the contained systemd; the host's is never started).
+APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime postgresql
 
 .PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test golden \
         adversary soak
@@ -110,6 +112,7 @@ package-test: deb rpm
 
 # run.py: the 64k clean and the no-owner hook (unshare'd); restart.py: a SIGKILLed service's
 # restart with and without the hook under the contained real systemd (~10 s, root).
+# bench/postgres.py (by hand, ~75 s): what a SIGKILLed PostgreSQL leaves in /dev/shm per policy.
 bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/restart.py

@@ -37,7 +37,7 @@ def _add_global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     )  # fmt: skip
     loud = p.add_mutually_exclusive_group()
     loud.add_argument(
-        "-v", "--verbose", action="store_true", help="also print policy warnings and sources",
+        "-v", "--verbose", action="store_true", help="also print warnings, sources and hints",
         **unset,
     )  # fmt: skip
     loud.add_argument(

@@ -1,4 +1,5 @@
-"""The console script: a `hook` call takes its own short way in; anything else, the full CLI."""
+"""The console script: `hook` and `record-clock` take their own short ways in; anything else,
+the full CLI."""
 
 from __future__ import annotations
 
@@ -20,15 +21,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # cycles; the cyclic collector would only re-walk them (measured: 40 % of reading 64k).
         gc.disable()
     args = sys.argv[1:] if argv is None else list(argv)
-    from .hook.gate import hook_call  # noqa: PLC0415
+    if args[:1] == ["record-clock"]:  # ipcjanitor-clock.service: a reading, at once
+        from .commands.clock import main as record_clock  # noqa: PLC0415
 
-    call = hook_call(args)
-    if call is None:
-        from .cli import main as full_main  # noqa: PLC0415
+        code = record_clock(args[1:])
+    else:
+        from .hook.gate import hook_call  # noqa: PLC0415
 
-        return full_main(args)
-    code = _hook(call)
-    if argv is None:  # the hook's process: nothing left to tear down but modules (bench/)
+        call = hook_call(args)
+        if call is None:
+            from .cli import main as full_main  # noqa: PLC0415
+
+            return full_main(args)
+        code = _hook(call)
+    if argv is None:  # a hook's or recorder's process: nothing to tear down but modules (bench/)
         _exit_now(code)
     return code
 

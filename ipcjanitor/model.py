@@ -150,9 +150,17 @@ class HostFacts(NamedTuple):
     # What systemd said about a pid (the hook's ExecMainPID): its start time, if known, and a note
     pid_notes: Mapping[Pid, tuple[float | None, str]] = _EMPTY
     # How much later than an object's newest timestamp a process must have started to be
-    # taken for a younger holder of a reused pid: clock granularity, widened by every forward
-    # step of the wall clock seen this boot (processes.forward_clock_steps)
+    # taken for a younger holder of a reused pid: clock granularity, widened by how far the
+    # wall clock stands ahead of the lowest offset in the record of its steps (clock.py)
     reuse_margin: float = BASE_REUSE_MARGIN
+    # Units the policy names by an alias: that name -> the name systemd runs the unit under
+    unit_names: Mapping[str, str] = _EMPTY
+    # Processes that started at or after this (epoch seconds, counted as start_time is) did so
+    # while every step of the wall clock was recorded: only for them does a start after the
+    # object's time prove PID reuse. None: for no process (clock.coverage)
+    clock_covered_from: float | None = None
+    # Why steps before clock_covered_from (or, when it is None, any step) may be unrecorded
+    clock_gap: str = "the clock's steps were not looked at"
 
 
 class Verdict(enum.Enum):

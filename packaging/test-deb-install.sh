@@ -50,6 +50,7 @@ unshare --mount --pid --fork --ipc sh -eu -c "
         /usr/sbin/chroot '$root' $hook /usr/bin/ipcjanitor hook --unit=t.service > '$root/tmp/hook-run'
 "
 for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.timer \
+         lib/systemd/system/ipcjanitor-clock.service lib/systemd/system/ipcjanitor-clock.timer \
          usr/share/man/man8/ipcjanitor.8.gz usr/share/man/man5/ipcjanitor.policy.5.gz \
          usr/share/bash-completion/completions/ipcjanitor \
          usr/share/doc/ipcjanitor/examples/php-ftok.toml; do
@@ -57,6 +58,9 @@ for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.tim
 done
 [ -d "$root/etc/ipcjanitor/policy.d" ] || fail "/etc/ipcjanitor/policy.d was not created"
 [ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor.timer" ] || fail "the timer is not enabled"
+[ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor-clock.timer" ] || fail "the clock recorder's timer is not enabled"
+grep -q 'ipcjanitor-clock.timer' "$root/var/lib/dpkg/info/ipcjanitor.postinst" || fail "postinst does not start the clock recorder's timer"
+! grep -q 'restart.*ipcjanitor-clock' "$root/var/lib/dpkg/info/ipcjanitor.postinst" || fail "postinst restarts the clock recorder's timer"
 ! ls "$root"/etc/systemd/system/*.wants/ipcjanitor.service 2>/dev/null || fail "the oneshot service is enabled"
 grep -q '^ /etc/ipcjanitor/policy.toml ' "$root/tmp/conffiles" || fail "/etc/ipcjanitor/policy.toml is not a conffile"
 file "$root$hook" | grep -q 'static-pie linked' || fail "$hook is not statically linked"
@@ -65,5 +69,5 @@ grep -qx "ExecStopPost=-+$hook /usr/bin/ipcjanitor hook --unit=%n" \
 [ "$(cat "$root/tmp/hook-env")" = "$(printf 'SERVICE_RESULT=signal\nPATH=/usr/sbin:/usr/bin:/sbin:/bin')" ] ||
     fail "the trampoline passed on: $(cat "$root/tmp/hook-env")"
 grep -q "cannot ask systemd" "$root/tmp/no-systemd" || fail "install-hook without systemd: $(cat "$root/tmp/no-systemd")"
-grep -q "reports SERVICE_RESULT='signal' EXIT_CODE='killed' EXIT_STATUS='KILL'" "$root/tmp/hook-run" || fail "the hook did not run"
+grep -q 'reports SERVICE_RESULT="signal" EXIT_CODE="killed" EXIT_STATUS="KILL"' "$root/tmp/hook-run" || fail "the hook did not run: $(cat "$root/tmp/hook-run")"
 echo "package-test: deb installs on a fresh Debian 12 root and works"

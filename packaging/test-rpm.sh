@@ -7,7 +7,8 @@ rpm=$(ls dist/ipcjanitor-*.rpm)
 fail() { echo "package-test: FAILED: $*" >&2; exit 1; }
 files=$(rpm -qpl "$rpm" 2>/dev/null)
 for f in /usr/bin/ipcjanitor /usr/lib/systemd/system/ipcjanitor.service \
-         /usr/lib/systemd/system/ipcjanitor.timer /usr/share/man/man8/ipcjanitor.8 \
+         /usr/lib/systemd/system/ipcjanitor.timer /usr/lib/systemd/system/ipcjanitor-clock.service \
+         /usr/lib/systemd/system/ipcjanitor-clock.timer /usr/share/man/man8/ipcjanitor.8 \
          /usr/share/man/man5/ipcjanitor.policy.5 /usr/share/bash-completion/completions/ipcjanitor \
          /etc/ipcjanitor/policy.toml /etc/ipcjanitor/policy.d \
          '/usr/lib[^/]*/python3[^/]*/[a-z]*-packages/ipcjanitor/ipcjanitor-hook'; do
@@ -15,9 +16,10 @@ for f in /usr/bin/ipcjanitor /usr/lib/systemd/system/ipcjanitor.service \
 done
 rpm -qpc "$rpm" 2>/dev/null | grep -qx /etc/ipcjanitor/policy.toml || fail "policy.toml is not %config"
 scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
-printf '%s\n' "$scripts" | grep -q 'preset ipcjanitor.timer' || fail "%post does not preset the timer"
+printf '%s\n' "$scripts" | grep -q 'preset ipcjanitor.timer ipcjanitor-clock.timer' || fail "%post does not preset the timers"
 printf '%s\n' "$scripts" | grep -q 'disable --now ipcjanitor.service ipcjanitor.timer' || fail "%preun does not disable"
 printf '%s\n' "$scripts" | grep -q 'try-restart ipcjanitor.timer' || fail "%postun does not restart"
+! printf '%s\n' "$scripts" | grep -q 'try-restart.*ipcjanitor-clock' || fail "%postun restarts the clock recorder's timer"
 rpm -qp --requires "$rpm" 2>/dev/null | grep -qx python3-pystemd || fail "no python3-pystemd requirement"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

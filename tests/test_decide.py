@@ -70,9 +70,17 @@ def msg(
     return msg_object(msqid, (0x102, 0, 0, 0, 0, 0o600, qnum * 10, qnum, stime, rtime, T, *pids))
 
 
+EVERY_STEP_RECORDED = float("-inf")  # the clock record covers every process's start
+
+
 def facts(**procs: ProcessInfo) -> HostFacts:
-    """Facts of a host where every process is visible and no task waits on a queue."""
-    return HostFacts(processes={int(k[1:]): v for k, v in procs.items()}, queue_waiters={})
+    """Facts of a host where every process is visible, no task waits on a queue, and every
+    step of the wall clock since any process started is recorded."""
+    return HostFacts(
+        processes={int(k[1:]): v for k, v in procs.items()},
+        queue_waiters={},
+        clock_covered_from=EVERY_STEP_RECORDED,
+    )
 
 
 def one(obj: IpcObject, f: HostFacts, owner: Owner = OWNER, now: float = NOW):
@@ -132,6 +140,32 @@ def test_pid_reuse() -> None:
     # within the margin it could be the same process: kept
     close = ProcessInfo(Presence.PRESENT, start_time=T + PID_REUSE_MARGIN)
     assert one(shm(), facts(p10=close)).verdict is Verdict.IN_USE
+
+
+UNRECORDED = "ipcjanitor-clock.timer is not active, so nothing records the clock's steps"
+
+
+def test_a_younger_process_is_no_proof_of_reuse_where_the_clock_record_may_miss_a_step() -> None:
+    """Issue 16.4: a clock stepped back, then forward, before the run makes a live creator
+    look younger than its own object by any amount; where the record of the clock's steps
+    cannot be shown complete, that is `unknown`, never `stale`."""
+    younger = ProcessInfo(Presence.PRESENT, start_time=T + 1800)
+    for f in (
+        HostFacts(processes={10: younger}, queue_waiters={}, clock_gap=UNRECORDED),
+        # complete, but only since after this process started
+        facts(p10=younger)._replace(clock_covered_from=T + 1801, clock_gap="since later"),
+    ):
+        d = one(shm(), f)
+        assert d.verdict is Verdict.UNKNOWN, d.reason
+        assert "creator/last shmat/shmdt pid 10 " in d.reason
+        assert "started 30min after the object's last activity" in d.reason
+        assert "wall clock" in d.reason and f.clock_gap in d.reason
+    # complete since before it started: reuse
+    covered = facts(p10=younger)._replace(clock_covered_from=T + 1800)
+    assert one(shm(), covered).verdict is Verdict.STALE
+    # a live process that does not look younger needs no record of the clock
+    alive = HostFacts(processes={10: ALIVE_OLD}, queue_waiters={})
+    assert one(shm(), alive).verdict is Verdict.IN_USE
 
 
 def test_zombie_is_dead_and_hidden_is_unknown() -> None:
@@ -254,6 +288,7 @@ host_facts = st.builds(
     queue_blind=mostly(None, "cannot read pid 1"),
     pid_notes=st.just({}),
     reuse_margin=st.just(PID_REUSE_MARGIN),
+    clock_covered_from=mostly(EVERY_STEP_RECORDED, None, float(T)),
 )
 owners = st.sampled_from([OWNER._replace(min_age=0), UNIT_OWNER, OWNER])
 
@@ -280,6 +315,9 @@ def test_stale_only_with_proof_of_death(obj: IpcObject, f: HostFacts, owner: Own
             info = f.processes.get(rec.pid)
             assert info is not None and info.presence is not Presence.HIDDEN
             assert not alive(info, obj)
+            if info.presence is Presence.PRESENT:  # dead by reuse: only with the clock known
+                assert info.start_time is not None and f.clock_covered_from is not None
+                assert info.start_time >= f.clock_covered_from
         else:  # a zero is "none" only without a trace, and where it cannot hide a pid
             assert rec.role != "creator" and not rec.traced
             assert f.hidden_pids is None or obj.never_used
@@ -350,7 +388,7 @@ def test_a_forward_clock_step_widens_the_reuse_margin() -> None:
     # start look 8 s later than the object's time: with the step known, it is still alive
     looks_younger = ProcessInfo(Presence.PRESENT, start_time=T + 8)
     assert one(shm(), facts(p10=looks_younger)).verdict is Verdict.STALE
-    stepped = HostFacts(processes={10: looks_younger}, reuse_margin=PID_REUSE_MARGIN + 10)
+    stepped = facts(p10=looks_younger)._replace(reuse_margin=PID_REUSE_MARGIN + 10)
     assert one(shm(), stepped).verdict is Verdict.IN_USE
 
 

@@ -238,3 +238,26 @@ def test_threads_blocked_on_one_pipe_are_one_finding(tmp_path: Path, fifo: Path)
     proc_fd(proc, 10, 4, fifo, O_WRONLY)
     (s,) = doctor.find_stuck_pipes(proc, "x86_64").found
     assert (s.tid, s.reader) == (10, "none")
+
+
+def _queue(id_: int, *, key: int = 0, mode: int = 0, times: tuple[int, int] = (0, 0)) -> IpcObject:
+    return IpcObject(
+        IpcKind.MSG, id_, key, 33, 33, 33, 33, mode,
+        times=(("stime", times[0]), ("rtime", times[1]), ("ctime", 1_700_000_000)),
+        last_activity=1_700_000_000,
+    )  # fmt: skip
+
+
+def test_only_private_mode_000_never_used_kept_queues_are_unreachable() -> None:
+    objects = [
+        _queue(1),  # PHP's msgget(0, 0)
+        _queue(2, mode=0o600),  # reachable by its id
+        _queue(3, key=0x1234),  # reachable by its key
+        _queue(4, times=(1_700_000_001, 0)),  # someone used it
+        _queue(5),  # ipcjanitor removes it itself
+    ]
+    verdicts = {(IpcKind.MSG, i): "unowned" for i in range(1, 5)} | {(IpcKind.MSG, 5): "stale"}
+    found = doctor.unreachable_queues(objects, verdicts)
+    assert [(q.id, q.verdict) for q in found] == [(1, "unowned")]
+    assert [q.id for q in doctor.unreachable_queues(objects, None)] == [1, 5]
+    assert "ipcrm -q 1" in found[0].line()

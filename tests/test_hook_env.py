@@ -28,16 +28,18 @@ def test_what_the_environment_says_is_labelled_and_never_a_reason() -> None:
     stop = StopInfo.from_env(env)
     assert stop.how() is None  # reasons take nothing from it
     assert stop.describe() == (
-        "its environment (which the service sets) reports EXIT_CODE='killed' "
-        "EXIT_STATUS='KILL by the administrator (ticket 4711)'"
+        'its environment (which the service sets) reports EXIT_CODE="killed" '
+        'EXIT_STATUS="KILL by the administrator (ticket 4711)"'
     )
+    hostile = StopInfo.from_env({"EXIT_STATUS": 'x" EXIT_CODE="dumped\x1b[2J'}).describe()
+    assert hostile.endswith('EXIT_STATUS="x\\x22 EXIT_CODE=\\x22dumped\\x1b[2J"')
 
 
 @given(st.text())
 def test_reported_text_is_escaped_and_bounded(text: str) -> None:
     said = StopInfo.from_env({"EXIT_STATUS": text}).describe()
     assert said.isprintable()
-    assert len(said) < 100 + 4 * UNTRUSTED_LIMIT + 30
+    assert len(said) < 100 + 10 * UNTRUSTED_LIMIT + 30  # \\UXXXXXXXX at most per character
 
 
 def test_the_hooks_records_go_to_the_journal_whatever_the_environment(

@@ -631,3 +631,20 @@ def test_no_shipped_policy_has_a_unitless_owner_under_the_floor() -> None:
             grace = parse_duration(owner.get("min_age", default))
             assert "unit" in owner or grace >= UNITLESS_MIN_AGE_FLOOR, f"{f}: {name}"
     assert len(files) >= 5 and owners >= 4
+
+
+def test_the_postgresql_examples_template_owner_is_valid_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """packaging/examples/postgresql.toml ships its several-clusters owner commented out (it
+    claims what the 15-main owner claims): uncommented, instead of that one, it loads."""
+    import pwd
+
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: pwd.getpwuid(os.getuid()))
+    text = (Path(__file__).parent.parent / "packaging/examples/postgresql.toml").read_text()
+    block = text[text.index("#   [owners.postgresql]") :].splitlines()
+    owner = "\n".join(ln[4:] for ln in block if ln.startswith("#   ") and "install-hook" not in ln)
+    policy = load(write(tmp_path / "pg.toml", owner))
+    (o,) = policy.owners
+    assert (o.name, o.unit, o.names) == ("postgresql", "postgresql@.service", ("PostgreSQL.*",))
+    assert len(o.key_ranges) == 2 and o.min_age == 0

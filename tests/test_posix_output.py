@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ipcjanitor.escape import safe_name
 from ipcjanitor.model import PosixDecision, PosixKind, PosixObject, Verdict
 from ipcjanitor.output import report
 from ipcjanitor.output.journal import Journal
-from ipcjanitor.output.safe import safe_name
 
 
 def decision(name: str, kind: PosixKind = PosixKind.SHM) -> PosixDecision:

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
+from ipcjanitor.clock import RECORD_NAME, Reading, Record, TimerState, render
+from ipcjanitor.errors import IpcJanitorError, NotPermittedError
+from ipcjanitor.kernel import clock as kclock
 from ipcjanitor.kernel import processes
-from ipcjanitor.kernel.processes import (
-    _boot_id,
-    boot_time,
-    clock_offset,
-    forward_clock_steps,
-    parse_stat,
-    probe,
-)
+from ipcjanitor.kernel.processes import boot_time, parse_stat, probe
 from ipcjanitor.model import BASE_REUSE_MARGIN, Presence
-
-
-def test_forward_steps_are_measured_from_the_smallest_offset_of_this_boot(tmp_path: Path) -> None:
-    state = tmp_path / "clock-offset"
-    assert forward_clock_steps(state, 1000.0) == 0.0  # first run: records
-    assert forward_clock_steps(state, 1000.2) == 0.0  # jitter is not a step
-    assert forward_clock_steps(state, 1012.0) == 12.0  # stepped forward 12 s since
-    assert forward_clock_steps(state, 995.0) == 0.0  # stepped back: a new smallest offset
-    assert forward_clock_steps(state, 1012.0) == 17.0
-    state.write_text(f"another-boot {1.0!r}\n")  # a record from before a reboot is ignored
-    assert forward_clock_steps(state, 1012.0) == 0.0
-    assert state.read_text().split()[0] == _boot_id()
-
-
-def test_an_unwritable_record_just_cannot_widen(tmp_path: Path) -> None:
-    assert forward_clock_steps(tmp_path / "missing-dir" / "x" / "clock-offset", 5.0) == 0.0
 
 
 def test_parse_stat_handles_spaces_and_parens_in_comm() -> None:
@@ -47,36 +28,97 @@ def test_probe_of_ourselves_and_of_nobody() -> None:
     assert probe(2**22 + 12345, Path("/proc"), btime=0.0).presence is Presence.ABSENT
 
 
-def test_a_step_before_the_first_run_is_seen_from_systemds_boot_record(tmp_path: Path) -> None:
-    # the timer's first run comes after NTP stepped the clock 30 s forward: a record made
-    # by that run sees no step, while systemd's record of userspace start does
-    assert forward_clock_steps(tmp_path / "a", 1030.0) == 0.0
-    assert forward_clock_steps(tmp_path / "b", 1030.0, at_boot=1000.0) == 30.0
-    assert forward_clock_steps(tmp_path / "c", 1030.0, at_boot=lambda: 1000.0) == 30.0
-    # without systemd's word, the runs' own record still counts; the smaller offset wins
-    assert forward_clock_steps(tmp_path / "a", 1040.0, at_boot=lambda: None) == 10.0
-    assert forward_clock_steps(tmp_path / "a", 1040.0, at_boot=1035.0) == 10.0
+def complete_record(directory: Path, stepped: float) -> None:
+    """A record of this boot whose first reading is at boot, `stepped` s before today's
+    offset, and whose last reading is now: the wall clock was stepped forward since boot."""
+    now = kclock.reading()
+    first = Reading(mono=0.0, boot=0.0, offset=now.offset - stepped)
+    rec = Record(kclock.boot_id(), kclock.time_namespace(), first.offset, (first, now))
+    directory.mkdir(mode=0o700, exist_ok=True)
+    (directory / RECORD_NAME).write_text(render(rec))
 
 
-def test_the_clock_history_is_asked_for_only_when_a_live_process_looks_younger(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_clock_record_is_read_only_when_a_live_process_looks_younger(tmp_path: Path) -> None:
     asked: list[bool] = []
 
-    def boot_offset() -> float:
+    def timer() -> tuple[TimerState | None, str | None]:
         asked.append(True)
-        return clock_offset() - 100.0  # the wall clock was stepped 100 s forward since boot
+        return TimerState(active=True, since=0.0, last_trigger=0.0), None
 
-    monkeypatch.setattr(processes, "state_dir", lambda: tmp_path)  # root's ignores the env
+    complete_record(tmp_path / "state", stepped=100.0)
     me = os.getpid()
     started = probe(me, Path("/proc"), boot_time()).start_time
     assert started is not None
     # our own start is older than the object's last activity: no question about reuse
-    facts = processes.gather({me: int(started) + 60}, boot_offset=boot_offset)
+    facts = processes.gather(
+        {me: int(started) + 60}, clock_timer=timer, clock_dir=tmp_path / "state"
+    )
     assert asked == [] and facts.reuse_margin == BASE_REUSE_MARGIN
     # we look 60 s younger than the object: reuse, unless the clock was stepped since
-    facts = processes.gather({me: int(started) - 60}, boot_offset=boot_offset)
+    facts = processes.gather(
+        {me: int(started) - 60}, clock_timer=timer, clock_dir=tmp_path / "state"
+    )
     assert asked == [True] and facts.reuse_margin >= BASE_REUSE_MARGIN + 99
+    assert facts.clock_covered_from is not None and facts.clock_covered_from <= started
+    # no systemd to say the recorder's timer is active: no process is covered
+    facts = processes.gather(
+        {me: int(started) - 60}, clock_timer=lambda: (None, "no bus"), clock_dir=tmp_path / "state"
+    )
+    assert facts.clock_covered_from is None and "no bus" in facts.clock_gap
+    facts = processes.gather({me: int(started) - 60}, clock_dir=tmp_path / "nothing")
+    assert facts.clock_covered_from is None and "clock" in facts.clock_gap
+
+
+def test_the_recorder_adds_a_reading_to_a_file_only_root_can_replace(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    assert kclock.record(state, root=os.geteuid() == 0) >= 1
+    assert kclock.record(state, root=os.geteuid() == 0) >= 1
+    st = (state / RECORD_NAME).stat()
+    assert oct(st.st_mode & 0o777) == "0o644" and oct(state.stat().st_mode & 0o777) == "0o700"
+    rec = kclock.read_record(state)
+    assert isinstance(rec, Record) and len(rec.readings) >= 2
+    assert rec.boot_id == kclock.boot_id() and rec.time_ns == kclock.time_namespace()
+    assert [p.name for p in state.iterdir()] == [RECORD_NAME]  # no temporary file left
+
+
+def test_a_record_that_is_not_a_plain_file_is_no_record(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (tmp_path / "elsewhere").write_text("x")
+    (state / RECORD_NAME).symlink_to(tmp_path / "elsewhere")
+    why = kclock.read_record(state)
+    assert isinstance(why, str) and RECORD_NAME in why
+    (state / RECORD_NAME).unlink()
+    os.mkfifo(state / RECORD_NAME)  # never blocks on a FIFO
+    assert isinstance(kclock.read_record(state), str)
+    linked = tmp_path / "linked"
+    linked.symlink_to(state)
+    assert isinstance(kclock.read_record(linked), str)  # nor through a symlinked directory
+
+
+def test_a_recorder_that_cannot_write_removes_the_record_it_cannot_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reading lost would leave a record that looks complete and misses a step."""
+    state = tmp_path / "state"
+    kclock.record(state, root=os.geteuid() == 0)
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(kclock, "_install", full)
+    with pytest.raises(IpcJanitorError, match=r"clock.*No space left on device"):
+        kclock.record(state, root=os.geteuid() == 0)
+    assert list(state.iterdir()) == []
+
+
+def test_only_root_records_the_clock_for_root(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        os.chown(state, 65534, 65534)
+        with pytest.raises(NotPermittedError, match="belongs to uid 65534"):
+            kclock.record(state, root=True)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -12,10 +13,12 @@ import pytest
 from pystemd.dbusexc import DBusNoSuchUnitError, DBusTimeoutError
 from pystemd.dbuslib import apply_signature
 
+from ipcjanitor.clock import TimerState
 from ipcjanitor.systemd import bus as systemd
-from ipcjanitor.systemd.bus import MANAGER, MANAGER_PATH, SERVICE, Systemd, UnitRun
+from ipcjanitor.systemd.bus import MANAGER, MANAGER_PATH, SERVICE, TIMER, UNIT, Systemd, UnitRun
 
 UNIT_PATH = b"/org/freedesktop/systemd1/unit/leaky_2eservice"
+TIMER_PATH = b"/org/freedesktop/systemd1/unit/ipcjanitor_2dclock_2etimer"
 
 
 class Reply(NamedTuple):
@@ -29,8 +32,9 @@ class FakeBus:
         self.calls: list[tuple[bytes, ...]] = []
         self.processes = processes
         self.properties = {
-            (MANAGER_PATH, MANAGER, b"UserspaceTimestamp"): 1_700_000_010_000_000,
-            (MANAGER_PATH, MANAGER, b"UserspaceTimestampMonotonic"): 4_000_000,
+            (TIMER_PATH, UNIT, b"ActiveState"): b"active",
+            (TIMER_PATH, UNIT, b"ActiveEnterTimestampMonotonic"): 3_000_000,
+            (TIMER_PATH, TIMER, b"LastTriggerUSecMonotonic"): 3_100_000,
             (UNIT_PATH, SERVICE, b"ExecMainPID"): 812,
             (UNIT_PATH, SERVICE, b"MainPID"): 0,
             (UNIT_PATH, SERVICE, b"ExecMainStartTimestamp"): 1_700_000_100_500_000,
@@ -53,6 +57,8 @@ class FakeBus:
         self.calls.append((b"call", iface, method))
         assert (path, iface) == (MANAGER_PATH, MANAGER)
         if method == b"LoadUnit":
+            if args == apply_signature(b"s", [b"ipcjanitor-clock.timer"]):
+                return Reply(TIMER_PATH)
             assert args == apply_signature(b"s", [b"leaky.service"])
             return Reply(UNIT_PATH)
         if method == b"GetUnitProcesses":
@@ -80,11 +86,12 @@ def test_an_inactive_unit_has_no_processes() -> None:
     assert Systemd(bus, apply_signature).unit_run("leaky.service").remaining == ()
 
 
-def test_boot_clock_offset_is_wall_minus_monotonic_at_userspace_start() -> None:
-    assert Systemd(FakeBus(), apply_signature).boot_clock_offset() == pytest.approx(1_700_000_006.0)
+def test_the_clock_recorders_timer_in_seconds_of_the_monotonic_clock() -> None:
+    got = Systemd(FakeBus(), apply_signature).timer_state("ipcjanitor-clock.timer")
+    assert got == TimerState(active=True, since=3.0, last_trigger=3.1)
     bus = FakeBus()
-    bus.properties[(MANAGER_PATH, MANAGER, b"UserspaceTimestamp")] = 0  # no record (a user manager)
-    assert Systemd(bus, apply_signature).boot_clock_offset() is None
+    bus.properties[(TIMER_PATH, UNIT, b"ActiveState")] = b"inactive"  # stopped, or no such unit
+    assert not Systemd(bus, apply_signature).timer_state("ipcjanitor-clock.timer").active
 
 
 @contextmanager
@@ -106,8 +113,10 @@ def test_a_dbus_failure_is_no_answer_but_a_bug_is_not(monkeypatch: pytest.Monkey
             raise AttributeError("get_property")
 
     monkeypatch.setattr(systemd, "connect", lambda: over(Changed()))
+    with pytest.raises(RuntimeError, match="AttributeError: get_property"):
+        systemd.unit_run("leaky.service")  # asked in a child; the bug surfaces here
     with pytest.raises(AttributeError):
-        systemd.unit_run("leaky.service")
+        systemd.unit_run_here("leaky.service")
 
 
 def test_without_a_bus_every_question_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,7 +131,10 @@ def test_without_a_bus_every_question_says_why(monkeypatch: pytest.MonkeyPatch) 
     )
     assert systemd.daemon_reload() is not None
     assert systemd.main_pid("leaky.service") is None
-    assert systemd.boot_clock_offset() is None
+    assert systemd.clock_timer() == (
+        None,
+        "no answer from systemd over D-Bus ([err -2]: Could not open a bus)",
+    )
     monkeypatch.setattr(systemd, "connect", lambda: over(FakeBus()))
     assert systemd.daemon_reload() is None and systemd.main_pid("leaky.service") == 0
 
@@ -171,3 +183,36 @@ def test_a_pystemd_already_imported_is_taken_as_it_is() -> None:
     before = sys.modules["pystemd"]
     assert systemd._pystemd_bus()[0] is pystemd.dbuslib.DBus
     assert sys.modules["pystemd"] is before is pystemd and sys.modules["pprint"] is pprint
+
+
+def test_every_question_has_a_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bus that accepts and never answers (a SIGSTOPped dbus-daemon) holds no one."""
+
+    @contextmanager
+    def stalled() -> Iterator[tuple[Systemd | None, str | None]]:
+        time.sleep(600)
+        yield None, "unreachable"
+
+    monkeypatch.setattr(systemd, "connect", stalled)
+    for question in (
+        lambda: systemd.ask(lambda sd: sd.timer_state("x.timer"), deadline=0.3),
+        lambda: systemd.ask(lambda sd: sd.main_pid("leaky.service"), deadline=0.3),
+    ):
+        started = time.monotonic()
+        value, why = question()
+        assert value is None and why is not None and "within 0.3 s" in why
+        assert time.monotonic() - started < 5
+    monkeypatch.setattr(systemd, "BUS_DEADLINE", 0.3)
+    started = time.monotonic()
+    assert systemd.unit_run("leaky.service")[0] is None
+    assert systemd.main_pid("leaky.service") is None
+    assert time.monotonic() - started < 10
+
+
+def test_a_record_answered_by_the_asking_child_comes_back_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """marshal takes no NamedTuple: each record an answer may be travels by name."""
+    timer = TimerState(True, 12.5, 40.0)
+    monkeypatch.setattr(systemd, "ask_here", lambda question: (timer, None))
+    assert systemd.clock_timer() == (timer, None)

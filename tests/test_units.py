@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 
 UNITS = Path(__file__).parent.parent / "units"
 SERVICE = UNITS / "ipcjanitor.service"
-NOT_HARDENING = {"Type", "ExecStart"}
+NOT_HARDENING = {"Type", "ExecStart", "ExecStopPost"}
 BLINDING = ("PrivateIPC", "IPCNamespacePath", "ProcSubset", "ProtectProc", "PrivateUsers",
             "User", "DynamicUser", "PrivatePIDs", "PrivateTmp")  # fmt: skip
 
@@ -84,3 +85,79 @@ def test_read_write_paths_name_no_directory_another_user_can_replace() -> None:
     for path in paths:
         for theirs, who in NOT_ROOTS.items():
             assert not path.startswith(theirs + "/"), f"{path} is in {theirs}, owned by {who}"
+
+
+CLOCK_TIMER = UNITS / "ipcjanitor-clock.timer"
+RECORD = "/run/ipcjanitor/clock-steps"
+CLOCK_SERVICE = UNITS / "ipcjanitor-clock.service"
+
+
+def unit_settings(path: Path, section: str) -> dict[str, str]:
+    text = path.read_text().split(f"[{section}]\n", 1)[1].split("\n[", 1)[0]
+    return dict(ln.split("=", 1) for ln in text.splitlines() if ln and not ln.startswith("#"))
+
+
+def test_the_clock_recorder_fires_on_every_clock_change_and_when_it_starts() -> None:
+    """systemd.timer(5): OnClockChange= elapses on every jump of CLOCK_REALTIME; OnActiveSec=0
+    takes the first reading as the timer starts (the offset before any change), at once."""
+    timer = unit_settings(CLOCK_TIMER, "Timer")
+    assert timer["OnClockChange"] == "yes"
+    assert timer["OnActiveSec"] == "0"
+    assert timer["AccuracySec"] == "1us"  # the default 1min would delay the first reading
+    assert "Persistent" not in timer and "RandomizedDelaySec" not in timer
+    assert unit_settings(CLOCK_TIMER, "Install")["WantedBy"] == "timers.target"
+    service = unit_settings(CLOCK_SERVICE, "Service")
+    assert service["Type"] == "oneshot"
+    assert service["ExecStart"] == "/usr/bin/ipcjanitor record-clock"
+    # a reading lost removes the record, which would otherwise look complete and miss a step
+    assert "$$SERVICE_RESULT" in service["ExecStopPost"] and RECORD in service["ExecStopPost"]
+    assert unit_settings(CLOCK_SERVICE, "Unit")["StartLimitIntervalSec"] == "0"
+    # the same directory as the run lock's, root's alone, kept between runs
+    assert service["RuntimeDirectory"] == "ipcjanitor"
+    assert service["RuntimeDirectoryMode"] == "0700"
+    assert service["RuntimeDirectoryPreserve"] == "yes"
+    unit = unit_settings(CLOCK_SERVICE, "Unit")
+    # before the services of the boot start: their processes' steps are all recorded
+    assert unit["DefaultDependencies"] == "no" and "basic.target" in unit["Before"].split()
+
+
+def test_the_clock_recorder_is_hardened_and_says_why() -> None:
+    lines = CLOCK_SERVICE.read_text().split("[Service]\n", 1)[1].splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith("#") and line.split("=", 1)[0] not in NOT_HARDENING:
+            assert lines[i - 1].startswith("# "), f"{line!r} has no reason on the line above"
+    service = unit_settings(CLOCK_SERVICE, "Service")
+    assert service["CapabilityBoundingSet"] == ""
+    assert service["PrivateNetwork"] == "yes" and service["ProtectSystem"] == "strict"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_clock_recorders_exposure_is_at_most_1_0() -> None:
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=10", str(CLOCK_SERVICE)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+PACKAGING = UNITS.parent / "packaging"
+
+
+def test_the_packages_ship_and_enable_the_clock_recorder_and_never_restart_it() -> None:
+    """A restart of the timer leaves a moment in which a step goes unrecorded: every process
+    started before it loses its proof of PID reuse, so upgrades leave the timer running."""
+    rules = (PACKAGING / "debian" / "rules").read_text()
+    assert (
+        "dh_installsystemd --name=ipcjanitor-clock --no-stop-on-upgrade ipcjanitor-clock.timer"
+        in rules
+    )
+    for unit in ("ipcjanitor-clock.service", "ipcjanitor-clock.timer"):
+        # dh's package.name.unit, a link into the tree `make deb` copies debian/ into
+        shipped = PACKAGING / "debian" / f"ipcjanitor.{unit}"
+        assert os.readlink(shipped) == f"../units/{unit}" and (UNITS / unit).is_file()
+    spec = (PACKAGING / "rpm" / "ipcjanitor.spec").read_text()
+    assert "%systemd_post ipcjanitor.timer ipcjanitor-clock.timer" in spec
+    for unit in ("ipcjanitor-clock.service", "ipcjanitor-clock.timer"):
+        assert f"%{{_unitdir}}/{unit}" in spec
+    restart = next(ln for ln in spec.splitlines() if ln.startswith("%systemd_postun_with_restart"))
+    assert "ipcjanitor-clock" not in restart

@@ -15,13 +15,13 @@ import platform
 import re
 import stat
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from ..kernel import tasks
-from ..kernel.processes import hidepid_blinds, stat_fields, unit_of_pid
-from ..model import IpcKind, IpcObject
+from ..kernel.processes import hidepid_blinds, process_comm, stat_fields, unit_of_pid
+from ..model import IpcKind, IpcObject, Verdict
 from ..policy.model import Policy
 from ..systemd import unitctx
 
@@ -91,6 +91,44 @@ def limit_rows(
         LimitRow("sem", "semaphores", "kernel.sem semmns", sems, limits.semmns, st(sem)),
         LimitRow("msg", "objects", "kernel.msgmni", by_kind[msg], limits.msgmni, st(msg)),
     ]
+
+
+class UnreachableQueue(NamedTuple):
+    """A message queue nothing can ever use: IPC_PRIVATE (no key to find it by), mode 000
+    (nobody may send or receive but a process with CAP_IPC_OWNER), never used. PHP 8.2's
+    msg_get_queue(0) and msg_queue_exists(0) leave one per call (msgget(0, 0))."""
+
+    id: int
+    uid: int
+    verdict: str
+
+    def line(self) -> str:
+        return (
+            f"UNREACHABLE QUEUE: msg id {self.id} (uid {self.uid}): "
+            "IPC_PRIVATE, mode 000, never used: nothing can send to or receive from it "
+            f"({self.verdict}); remove it with `ipcrm -q {self.id}`, or bind its owner to "
+            "its unit (`unit =`) so that ipcjanitor removes such queues once the unit stops"
+        )
+
+
+def unreachable_queues(
+    objects: Sequence[IpcObject], verdicts: Mapping[tuple[IpcKind, int], str] | None = None
+) -> list[UnreachableQueue]:
+    """PURE: the queues no process can reach, that ipcjanitor keeps (not `stale`: those it
+    removes itself). `verdicts` by (kind, id); without them (a policy error) every one."""
+    found = []
+    for o in objects:
+        verdict = "policy not read" if verdicts is None else verdicts.get((o.kind, o.id), "")
+        if (
+            o.kind is IpcKind.MSG
+            and o.key == 0
+            and o.mode & 0o777 == 0
+            and o.qnum == 0
+            and o.never_used
+            and verdict != Verdict.STALE.value
+        ):
+            found.append(UnreachableQueue(o.id, o.uid, verdict))
+    return found
 
 
 class StuckPipe(NamedTuple):
@@ -301,10 +339,7 @@ def _judge(
     unknown = _unknown_why(unreadable, hidden)
     holds = any(readable for _, readable in own)
     unit = unit_of_pid(w.pid, procfs)
-    try:
-        command = (procfs / str(w.pid) / "comm").read_text().strip()
-    except OSError:
-        command = "?"
+    command = process_comm(w.pid, procfs)
     return StuckPipe(
         pid=w.pid, command=command,
         fds=[w.fd, *sorted({f for f, _ in own if f != w.fd})],
@@ -420,6 +455,7 @@ class Report(NamedTuple):
     stuck_pipes: list[StuckPipe]
     hooks_missing: list[dict[str, str]]
     notes: list[str]
+    unreachable: tuple[UnreachableQueue, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -427,6 +463,7 @@ class Report(NamedTuple):
             not any(r.problem for r in self.limits)
             and not any(s.problem for s in self.stuck_pipes)
             and not any("problem" in h for h in self.hooks_missing)
+            and not self.unreachable
         )
 
     def json(self) -> str:
@@ -438,6 +475,7 @@ class Report(NamedTuple):
             "limits": limits,
             "stuck_pipes": [s._asdict() for s in self.stuck_pipes],
             "hooks_missing": self.hooks_missing,
+            "unreachable_queues": [q._asdict() for q in self.unreachable],
             "notes": self.notes,
             "healthy": self.healthy,
         }
@@ -469,6 +507,7 @@ class Report(NamedTuple):
         if not self.stuck_pipes:
             lines.append("stuck pipes: none")
         lines.extend(_stuck_line(s) for s in self.stuck_pipes)
+        lines.extend(q.line() for q in self.unreachable)
         for h in self.hooks_missing:
             if "problem" in h:
                 lines.append(f"UNSAFE HOOK: owner {h['owner']}: {h['unit']}: {h['problem']}: "

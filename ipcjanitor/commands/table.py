@@ -16,7 +16,8 @@ from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
 from ..output import metrics, report
 from ..output.journal import Journal
 from ..policy.load import load_policy
-from ..policy.model import Policy, describe, handoff_warnings, unitless_warnings
+from ..policy.model import Policy, alias_notes, describe, handoff_warnings, unitless_warnings
+from ..systemd.unitfiles import unit_aliases
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ def _policy(args: argparse.Namespace) -> Policy:
         print(f"ipcjanitor: policy from {', '.join(policy.sources)}", file=sys.stderr)
         for warning in [*unitless_warnings(policy), *handoff_warnings(policy)]:
             print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
+        for note in alias_notes(policy, unit_aliases([o.unit for o in policy.owners if o.unit])):
+            print(f"ipcjanitor: note: {note}", file=sys.stderr)
     return policy
 
 
@@ -110,6 +113,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     decisions = survey(policy, scope)
     notes, posix = _survey_posix(policy, _posix_scope(args, policy, scope))
     _print(args, decisions, notes, posix)
+    if args.verbose:
+        from .hints import unclaimed_mappings  # noqa: PLC0415
+
+        for hint in unclaimed_mappings(policy, decisions):
+            print(f"ipcjanitor: hint: {hint}", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -155,6 +163,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
     policy = load_policy(args.path or args.policy)
     for warning in [*policy.warnings, *unitless_warnings(policy), *handoff_warnings(policy)]:
         print(f"warning: {warning}")
+    for note in alias_notes(policy, unit_aliases([o.unit for o in policy.owners if o.unit])):
+        print(f"note: {note}")
     for line in describe(policy):
         print(line)
     print("policy OK")
@@ -167,11 +177,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     notes: list[str] = []
     stale: dict[IpcKind, int] | None = None
     hooks: list[dict[str, str]] = []
+    verdicts: dict[tuple[IpcKind, int], str] | None = None
     try:
         policy = load_policy(args.policy)
         decisions = survey(policy)  # every object, so the tables are read once
         objects = [d.obj for d in decisions]
         stale = dict(Counter(d.obj.kind for d in decisions if d.verdict is Verdict.STALE))
+        verdicts = {(d.obj.kind, d.obj.id): d.verdict.value for d in decisions}
         hooks = doctor.missing_hooks(policy)
     except PolicyErrors as exc:
         objects = read_objects()
@@ -182,6 +194,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         pipes.found,
         hooks,
         notes + pipes.notes,
+        tuple(doctor.unreachable_queues(objects, verdicts)),
     )
     print(result.json() if args.json else result.text())
     return ExitCode.OK if result.healthy else ExitCode.FAILED

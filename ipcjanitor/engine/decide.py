@@ -41,6 +41,7 @@ class PosixFacts(NamedTuple):
     blind: str | None = None  # why a holder may have escaped (kernel/holders.py)
     units: Mapping[str, UnitState] = MappingProxyType({})
     unit_blind: str | None = None  # why a unit's processes may be invisible
+    unit_names: Mapping[str, str] = MappingProxyType({})  # alias -> primary (HostFacts)
 
 
 class _PidView(NamedTuple):
@@ -114,15 +115,25 @@ def _fate(pid: int, roles: tuple[str, ...], last: int, facts: HostFacts) -> _Pid
     if info.presence is Presence.HIDDEN or info.start_time is None:
         return _PidView(pid, roles, "unknown", f"cannot be inspected ({info.detail})")
     younger_by = info.start_time - last
-    if younger_by > facts.reuse_margin:
+    if younger_by <= facts.reuse_margin:
+        return _PidView(pid, roles, "alive", "is alive")
+    covered = facts.clock_covered_from
+    if covered is None or info.start_time < covered:  # a step unrecorded could explain it
         return _PidView(
             pid,
             roles,
-            "dead",
-            f"exited (the pid now belongs to a process started {format_duration(younger_by)} "
-            "after the object's last activity)",
+            "unknown",
+            f"is held by a process that started {format_duration(younger_by)} after the "
+            "object's last activity by the wall clock: PID reuse, unless the clock was stepped "
+            f"back and forward meanwhile, and not every step is known ({facts.clock_gap})",
         )
-    return _PidView(pid, roles, "alive", "is alive")
+    return _PidView(
+        pid,
+        roles,
+        "dead",
+        f"exited (the pid now belongs to a process started {format_duration(younger_by)} "
+        "after the object's last activity)",
+    )
 
 
 def _note(pid: int, last: int, facts: HostFacts) -> str | None:
@@ -138,6 +149,25 @@ def _unowned_reason(obj: IpcObject, policy: Policy) -> str:
     return unowned.reason(obj, policy)
 
 
+def _blind_spots(
+    obj: IpcObject, facts: HostFacts, unit: str | None, unit_state: UnitState | None
+) -> list[str]:
+    """What this run could not see that could still use the object: a queue's waiters, the
+    owner's unit."""
+    spots = []
+    if obj.kind is IpcKind.MSG:
+        if facts.queue_waiters is None:
+            spots.append("no task was inspected for a waiter in msgrcv/msgsnd on it")
+        elif facts.queue_blind:
+            spots.append(
+                f"a task blocked in msgrcv/msgsnd on it could be invisible ({facts.queue_blind})"
+            )
+    if unit_state is UnitState.UNKNOWN:
+        why = facts.blind or "its processes were not looked at"
+        spots.append(f"cannot tell whether {unit} is running ({why})")
+    return spots
+
+
 def decide_one(
     obj: IpcObject, owner: Owner | None, facts: HostFacts, grace: float, now: float
 ) -> Decision:
@@ -150,7 +180,9 @@ def decide_one(
     unit_state = facts.units.get(owner.unit, UnitState.UNKNOWN) if owner.unit else None
     if unit_state is UnitState.RUNNING:  # 2. the owner is alive
         return verdict(
-            Verdict.IN_USE, f"{owner.unit} is running: it may attach by key again at any moment"
+            Verdict.IN_USE,
+            f"{_unit_label(owner.unit, facts.unit_names)} is running: it may attach by key "
+            "again at any moment",
         )
     last = obj.last_activity
     views, doubts = _pid_views(obj, facts, last)
@@ -180,16 +212,7 @@ def decide_one(
     if obj.unreadable:
         return verdict(Verdict.UNKNOWN, obj.unreadable)
     unknown = [v.describe() for v in views if v.fate == "unknown"] + doubts
-    if obj.kind is IpcKind.MSG:
-        if facts.queue_waiters is None:
-            unknown.append("no task was inspected for a waiter in msgrcv/msgsnd on it")
-        elif facts.queue_blind:
-            unknown.append(
-                f"a task blocked in msgrcv/msgsnd on it could be invisible ({facts.queue_blind})"
-            )
-    if unit_state is UnitState.UNKNOWN:
-        why = facts.blind or "its processes were not looked at"
-        unknown.append(f"cannot tell whether {owner.unit} is running ({why})")
+    unknown += _blind_spots(obj, facts, owner.unit, unit_state)
     if unknown:
         return verdict(Verdict.UNKNOWN, "; ".join(unknown))
     tail = _tail(obj, idle, last)
@@ -273,6 +296,12 @@ def pids_to_probe(claimed: Iterable[Claim]) -> dict[int, int]:
     return oldest
 
 
+def _unit_label(unit: str | None, names: Mapping[str, str]) -> str:
+    """The policy's unit name, and the name systemd runs it as when that is an alias."""
+    primary = names.get(unit or "")
+    return f"{unit} (an alias of {primary})" if primary else str(unit)
+
+
 def units_to_probe(claimed: Iterable[Claim]) -> set[str]:
     return {owner.unit for _, owner in claimed if owner is not None and owner.unit}
 
@@ -324,7 +353,9 @@ def decide_posix(
     unit_state = facts.units.get(owner.unit, UnitState.UNKNOWN) if owner.unit else None
     if unit_state is UnitState.RUNNING:  # 2. the owner is alive
         return verdict(
-            Verdict.IN_USE, f"{owner.unit} is running: it may open {obj.name!r} again at any moment"
+            Verdict.IN_USE,
+            f"{_unit_label(owner.unit, facts.unit_names)} is running: it may open {obj.name!r} "
+            "again at any moment",
         )
     if held:  # 3. evidence of use
         return verdict(Verdict.IN_USE, "; ".join(held))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import IpcJanitorError, NotPermittedError
-from ..state import state_dir
+from ..state import open_dir, state_dir
 
 WAIT_LIMIT = 120.0
 # The hook's: systemd gives ExecStopPost= TimeoutStopSec= (default 90 s) and fails the stop
@@ -89,14 +89,8 @@ def acquire(path: Path | None = None, limit: float = WAIT_LIMIT) -> Held:
 def _open(path: Path, root: bool) -> int:
     """The lock file's descriptor, opened from its directory's; NotPermittedError if either
     is not what only this user (as root: only root) could have made."""
+    dir_fd = open_dir(path.parent, root, "the run lock's directory")
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise NotPermittedError(f"cannot open the run lock's directory {path.parent}: "
-                                f"{exc.strerror}") from None  # fmt: skip
-    try:
-        _check_dir(dir_fd, path.parent, root)
         try:
             fd = os.open(
                 path.name,
@@ -125,15 +119,3 @@ def _open(path: Path, root: bool) -> int:
             "remove it and run again"
         )
     return fd
-
-
-def _check_dir(dir_fd: int, where: Path, root: bool) -> None:
-    st = os.fstat(dir_fd)
-    uid = os.geteuid()
-    if st.st_uid not in ((0,) if root else (0, uid)):
-        raise NotPermittedError(
-            f"{where} belongs to uid {st.st_uid}, not {'root' if root else 'this user'}: not "
-            f"using a lock another user controls; remove it (rm -r {where}) and run again"
-        )
-    if root and st.st_mode & 0o077:  # root's, opened wider by an older version: root's alone
-        os.fchmod(dir_fd, 0o700)

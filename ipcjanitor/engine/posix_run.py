@@ -16,6 +16,7 @@ from ..kernel.posix import MQ_ROOT, SHM_ROOT, list_posix
 from ..kernel.processes import gather
 from ..model import PosixDecision, PosixKind, PosixObject, Verdict
 from ..policy.model import Policy
+from ..systemd.unitfiles import unit_aliases
 from .decide import PosixFacts, decide_posix_all, posix_units_to_probe
 from .remove_posix import remove_posix
 
@@ -56,13 +57,15 @@ def survey_posix(policy: Policy, scope: PosixScope = EVERY_POSIX) -> PosixSurvey
             scope.procfs,
             pid_namespace_complete=policy.pid_namespace_complete,
         )
+        units = posix_units_to_probe(claimed, policy)
         host = gather(
             {},
-            posix_units_to_probe(claimed, policy),
+            units,
             scope.procfs,
             pid_namespace_complete=policy.pid_namespace_complete,
+            aliases=unit_aliases(units),
         )
-        facts = PosixFacts(found.by_identity, found.blind, host.units, host.blind)
+        facts = PosixFacts(found.by_identity, found.blind, host.units, host.blind, host.unit_names)
     decisions = decide_posix_all(objects, facts, policy, time.time())
     return PosixSurvey(decisions, list(listing.notes))
 

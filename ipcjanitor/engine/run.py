@@ -12,7 +12,8 @@ from ..kernel.sysvipc import read_objects
 from ..model import Decision, HostFacts, IpcKind, PosixDecision, Verdict
 from ..output.journal import Journal
 from ..policy.model import Owner, Policy
-from ..systemd.bus import boot_clock_offset
+from ..systemd.bus import clock_timer
+from ..systemd.unitfiles import unit_aliases
 from .decide import claims, decide, pids_to_probe, queues_to_probe, units_to_probe
 from .lock import WAIT_LIMIT, acquire
 from .remove import remove_stale
@@ -43,13 +44,15 @@ def survey(
 ) -> list[Decision]:
     """Every object in scope with its verdict and reason. Touches nothing."""
     claimed = [c for c in claims(read_objects(procfs, scope.kinds), policy) if scope.admits(c[1])]
+    units = units_to_probe(claimed)
     facts = gather(
         pids_to_probe(claimed),
-        units_to_probe(claimed),
+        units,
         procfs,
         queues=queues_to_probe(claimed),
         pid_namespace_complete=policy.pid_namespace_complete,
-        boot_offset=boot_clock_offset,
+        clock_timer=clock_timer,
+        aliases=unit_aliases(units),
     )
     if facts_hook is not None:
         facts = facts_hook(facts)

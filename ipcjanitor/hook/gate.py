@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 
 from ..policy import files as policy_files
-from ..unitnames import with_type
+from ..systemd.unitfiles import read_aliases
+from ..unitnames import names_of, with_type
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -103,11 +104,8 @@ def unbound(call: HookCall) -> bool:
     with the service's Environment=. Files are read as the full path reads them (chase.py), so
     whatever it would refuse (a FIFO; as root, a file others can change) falls through to it.
     """
-    unit = call.unit
-    names = [unit]
-    if "@" in unit:  # worker@3.service is bound by "worker@.service" too
-        prefix, _, rest = unit.partition("@")
-        names.append(f"{prefix}@.{rest.rpartition('.')[2]}")
+    # worker@3.service is bound by "worker@.service" too, and by any alias of either
+    names = names_of(call.unit, read_aliases())
     # argv bytes that are not UTF-8 come as surrogates: back to those bytes, as in the file
     spelled = [n.encode("utf-8", "surrogateescape") for n in names]
     files, problems = policy_files.read(call.policy, strict=os.geteuid() == 0)

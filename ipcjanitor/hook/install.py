@@ -15,7 +15,8 @@ from ..errors import ExitCode, NotPermittedError, PolicyErrors, UsageError
 from ..policy.load import load_policy
 from ..policy.model import format_duration
 from ..systemd import unitctx
-from ..unitnames import with_type
+from ..systemd.unitfiles import read_aliases
+from ..unitnames import primary_name, with_type
 
 DROPIN_NAME = "ipcjanitor.conf"
 # Built with the package (setup.py, ipcjanitor/ipcjanitor-hook.c): it belongs to this ipcjanitor.
@@ -140,6 +141,11 @@ def install_hook(
     unit = with_type(unit)  # `install-hook leaky` is leaky.service, as in systemctl
     if not unit.endswith(".service") or "/" in unit:
         raise UsageError(f"{unit!r} is not a service: ExecStopPost= hooks go on .service units")
+    aliases = read_aliases()
+    primary = primary_name(unit, aliases)
+    if primary != unit:  # the drop-in, its %n and the cgroup all go by the primary name
+        print(f"{unit} is an alias of {primary}, the name systemd runs it as: hooking {primary}")
+        unit = primary
     base = Path("/run/systemd/system" if runtime else "/etc/systemd/system")
     path = base / f"{unit}.d" / DROPIN_NAME
     if remove:
@@ -153,7 +159,7 @@ def install_hook(
         return ExitCode.OK
     policy_path = policy or os.environ.get("IPCJANITOR_POLICY") or None
     loaded = load_policy(policy_path)
-    owners = loaded.owners_for_unit(unit)
+    owners = loaded.owners_for_unit(unit, aliases)
     if not owners:
         raise PolicyErrors.one(
             None, None, f"no policy owner is bound to {unit}: add unit = \"{unit}\" to the "

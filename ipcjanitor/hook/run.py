@@ -8,13 +8,11 @@ process, and only then imports the rest: the TOML parser, the policy, the engine
 
 from __future__ import annotations
 
-import marshal
 import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
 
     from ..engine.run import Scope
     from ..model import HostFacts, PosixDecision
@@ -28,7 +26,7 @@ def run_hook(call: HookCall) -> int:
     """Clean the owners bound to call.unit; errors become exit codes (errors.guarded).
 
     The umask is set first: the service's UMask= reaches ExecStopPost=, and every file the
-    hook creates (lock, clock record, metrics) must get the mode its code asks for.
+    hook creates (lock, metrics) must get the mode its code asks for.
     ipcjanitor-hook sets the same umask before the interpreter starts (bytecode caches).
     """
     os.umask(0o022)
@@ -49,8 +47,10 @@ def _run(call: HookCall, asking: Asking) -> int:
     from .gate import no_owner_message  # noqa: PLC0415
 
     unit = call.unit
+    from ..systemd.unitfiles import read_aliases  # noqa: PLC0415
+
     policy = _policy(unit, call.policy)
-    owners = policy.owners_for_unit(unit)
+    owners = policy.owners_for_unit(unit, read_aliases())  # by an alias of it too
     if owners:
         return _clean_owners_of(unit, owners, policy, call, asking)
     asking.cancel()
@@ -176,93 +176,34 @@ def _gave_up(
     return ExitCode.OK
 
 
+HOOK_BUS_DEADLINE = 3.0  # seconds the hook waits for systemd's answer, from its fork on
+
+
 class Asking:
     """systemd.unit_run(unit), asked by a child process while this one goes on.
 
     In the restart path, importing pystemd and the D-Bus round trips (~11 ms) overlap with
-    parsing the policy and importing the engine. The child asks exactly what unit_run asks
-    and sends the answer back through a pipe (marshal: plain tuples, no code). answer()
-    returns what unit_run would have returned, and raises what it would have raised (a
-    bug, not a D-Bus failure); a child that ends without an answer is no answer (the hook
-    then decides from the policy and /proc alone, and says why). When the process cannot
-    fork, the question is asked here, at answer(). Fork only where no other thread runs:
-    the hook's own process.
+    parsing the policy and importing the engine (systemd.bus.Question: the child, the pipe,
+    the deadline). answer() returns what unit_run would have returned, and raises what it
+    would have raised (a bug, not a D-Bus failure); a child that ends without an answer, or
+    has none within HOOK_BUS_DEADLINE (a stalled dbus-daemon), is no answer: the hook then
+    decides from the policy and /proc alone, and says why. No verdict waits on it longer.
     """
 
     def __init__(self, unit: str) -> None:
+        from ..systemd import bus  # noqa: PLC0415  (imported before the fork: run_hook)
+
         self.unit = unit
-        self._pid: int | None = None
-        self._fd: int | None = None
-        try:
-            read_end, write_end = os.pipe()
-            pid = os.fork()
-        except OSError:  # EAGAIN, ENOMEM: ask in this process, later
-            return
-        if pid == 0:  # the child: ask, answer, leave without running any of the parent's exits
-            status = 0
-            try:
-                os.close(read_end)
-                _write_all(write_end, marshal.dumps(_asked(unit)))
-            except BaseException:  # whatever it is, the parent reads no answer and says so
-                status = 1
-            finally:
-                os._exit(status)
-        os.close(write_end)
-        self._pid, self._fd = pid, read_end
+        self._question = bus.Question(lambda: bus.unit_run_here(unit))
+
+    @property
+    def _pid(self) -> int | None:
+        return self._question._pid
 
     def answer(self) -> tuple[UnitRun | None, str | None]:
-        """What systemd.unit_run(unit) returns (or raises)."""
-        from ..systemd.bus import UnitRun, unit_run  # noqa: PLC0415
-
-        if self._fd is None:
-            return unit_run(self.unit)
-        chunks = []
-        while chunk := os.read(self._fd, 65536):
-            chunks.append(chunk)
-        ended = self._reap()
-        if not chunks:
-            return None, f"no answer from systemd: the process asking it ended ({ended})"
-        what, value = marshal.loads(b"".join(chunks))
-        if what == "run":
-            return UnitRun(*value), None
-        if what == "bug":
-            raise RuntimeError(f"asking systemd about {self.unit}: {value}")
-        return None, value
+        """What systemd.unit_run(unit) returns (or raises), within HOOK_BUS_DEADLINE."""
+        return self._question.answer(HOOK_BUS_DEADLINE)
 
     def cancel(self) -> None:
         """Not needed (or no longer): end the child, ours by its pid, and reap it."""
-        if self._pid is not None:
-            import signal  # noqa: PLC0415  (not before the fork: it builds enums)
-
-            os.kill(self._pid, signal.SIGKILL)
-            self._reap()
-
-    def _reap(self) -> str:
-        pid, fd = self._pid, self._fd
-        self._pid = self._fd = None
-        if fd is not None:
-            os.close(fd)
-        if pid is None:
-            return "already reaped"
-        _, status = os.waitpid(pid, 0)
-        if os.WIFSIGNALED(status):
-            return f"killed by signal {os.WTERMSIG(status)}"
-        return f"exit status {os.waitstatus_to_exitcode(status)}"
-
-
-def _asked(unit: str) -> tuple[str, Any]:
-    """unit_run(unit) as plain data: ("run", fields), ("none", why) or ("bug", what)."""
-    from ..systemd.bus import unit_run  # noqa: PLC0415
-
-    try:
-        run, why = unit_run(unit)
-    except Exception as exc:  # a bug, not "no bus": the parent raises it
-        return "bug", f"{type(exc).__name__}: {exc}"
-    return ("run", tuple(run)) if run is not None else ("none", why)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.close(fd)
+        self._question.cancel()

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from .processes import visibility
+from .processes import process_comm, visibility
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 # fd targets that can never be a file of /dev/shm or /dev/mqueue: not worth a stat
@@ -68,11 +68,7 @@ class _Scan:
             held.append(how)
 
     def comm(self, pid: str) -> str:
-        try:
-            with open(f"{self.proc}/{pid}/comm", "rb") as f:
-                return f.read().decode(errors="replace").strip()
-        except OSError:
-            return "?"
+        return process_comm(int(pid), Path(self.proc))
 
     def process(self, pid: str) -> None:
         base = f"{self.proc}/{pid}"
@@ -147,6 +143,26 @@ class _Scan:
             )
             how = f"waiting for {mode}: {who}" if waiting else f"{mode} by {who}"
             self.hold((dev, int(ino)), how)
+
+
+def mapped_files(pids: Iterable[int], dev: int, procfs: Path = Path("/proc")) -> set[Identity]:
+    """The (dev, ino) of every file on device `dev` that these processes map (/proc/PID/maps);
+    a process whose maps cannot be read (exited, not ours to read) adds nothing."""
+    needle = f" {_dev_text(dev)} ".encode()
+    found: set[Identity] = set()
+    for pid in pids:
+        try:
+            with open(f"{os.fspath(procfs)}/{pid}/maps", "rb") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if needle not in text:
+            continue
+        for raw in text.splitlines():
+            fields = raw.split(None, 5)
+            if len(fields) >= 5 and fields[3] == needle[1:-1] and fields[4].isdigit():
+                found.add((dev, int(fields[4])))
+    return found
 
 
 def scan_holders(

@@ -7,18 +7,22 @@ walks /proc/*/cgroup once only when some owner is bound to a unit.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
+from ..clock import TimerState, coverage, forward_step
 from ..errors import NotPermittedError
+from ..escape import safe_name
 from ..model import BASE_REUSE_MARGIN, HostFacts, Pid, Presence, ProcessInfo, Seconds, UnitState
-from ..state import state_dir
-from ..unitnames import unit_matches
+from ..state import ROOT_STATE_DIR
+from ..unitnames import primary_name, unit_matches
+from .clock import boot_id, read_record, time_namespace
+from .clock import reading as clock_reading
 from .tasks import queue_waiters
 
 INIT_PID_NS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO in include/linux/proc_ns.h
@@ -199,9 +203,15 @@ def cgroup_unit_name(component: str) -> str:
 
 
 def running_units(
-    patterns: Iterable[str], procfs: Path, exclude: frozenset[Pid]
+    patterns: Iterable[str],
+    procfs: Path,
+    exclude: frozenset[Pid],
+    primary: Mapping[str, str] = MappingProxyType({}),
 ) -> dict[str, bool]:
-    """For each unit pattern: does any process (but `exclude`) sit in a cgroup of that unit?"""
+    """For each unit pattern: does any process (but `exclude`) sit in a cgroup of that unit?
+
+    A cgroup carries only the name systemd runs a unit under: a pattern naming an alias is
+    matched by its primary name too (`primary`: pattern -> that name, where they differ)."""
     pending = set(patterns)
     found: dict[str, bool] = dict.fromkeys(pending, False)
     if not pending:
@@ -221,11 +231,50 @@ def running_units(
                 if "." not in component:
                     continue
                 name = cgroup_unit_name(component)
-                for pattern in [p for p in pending if unit_matches(p, name)]:
+                for pattern in [
+                    p
+                    for p in pending
+                    if unit_matches(p, name) or (p in primary and unit_matches(primary[p], name))
+                ]:
                     found[pattern] = True
                     pending.discard(pattern)
         if not pending:
             break
+    return found
+
+
+def process_comm(pid: Pid, procfs: Path = Path("/proc")) -> str:
+    """The process's comm, escaped (its owner chose it: escapes included), or "?" if gone."""
+    try:
+        raw = (procfs / str(pid) / "comm").read_bytes()
+    except OSError:
+        return "?"
+    return safe_name(raw.decode(errors="surrogateescape").strip())
+
+
+def unit_processes(
+    patterns: Iterable[str], procfs: Path = Path("/proc"), exclude: frozenset[Pid] = frozenset()
+) -> dict[str, list[Pid]]:
+    """For each unit pattern: every process (but `exclude`) in a cgroup of that unit."""
+    found: dict[str, list[Pid]] = {p: [] for p in patterns}
+    if not found:
+        return found
+    for entry in os.scandir(procfs):
+        if not entry.name.isdigit() or int(entry.name) in exclude:
+            continue
+        try:
+            text = Path(entry.path, "cgroup").read_text()
+        except OSError:
+            continue
+        names = {
+            cgroup_unit_name(component)
+            for line in text.splitlines()
+            for component in line.split(":", 2)[-1].split("/")
+            if "." in component
+        }
+        for pattern, pids in found.items():
+            if any(unit_matches(pattern, name) for name in names):
+                pids.append(int(entry.name))
     return found
 
 
@@ -243,73 +292,22 @@ def unit_of_pid(pid: Pid, procfs: Path = Path("/proc")) -> str | None:
         for component in parts[2].split("/"):
             if component.endswith((".service", ".scope")):
                 best = cgroup_unit_name(component)
-    return best
+    return None if best is None else safe_name(best)  # a delegated subtree names its own
 
 
-CLOCK_RECORD = "clock-offset"
-_JITTER = 0.5  # reading two clocks in a row is not instantaneous
-
-
-def clock_offset() -> float:
-    """Wall clock minus monotonic clock: it moves only when the wall clock is stepped (or the
-    machine was suspended, which monotonic does not count: that only widens the margin)."""
-    return time.time() - time.monotonic()
-
-
-def forward_clock_steps(
-    state: Path,
-    offset: float | None = None,
-    at_boot: float | Callable[[], float | None] | None = None,
-) -> float:
-    """How far the wall clock has been stepped forward since boot.
-
-    A process's start time is its boot-clock ticks plus today's boot time in wall-clock terms;
-    an object's times were written with the wall clock of their moment. A forward step in
-    between makes a live process look younger than its own object — never allowed to pass for
-    PID reuse. `at_boot` is the wall-minus-monotonic offset when userspace started, as systemd
-    recorded it (systemd.bus.boot_clock_offset), or a callable giving it; the smallest offset
-    seen by any run of this boot is kept in `state` (a tmpfs under /run) as well, so a step
-    is seen even without systemd's record, if a run came before it. Every step forward since
-    the smallest of those widens the reuse margin.
-    """
-    if offset is None:
-        offset = clock_offset()
-    boot_id = _boot_id()
-    seen = offset
-    try:
-        recorded_boot, recorded = state.read_text().split()
-        if recorded_boot == boot_id:
-            seen = min(float(recorded), offset)
-    except (OSError, ValueError):
-        pass
-    if seen == offset:
-        _record(state, f"{boot_id} {offset!r}\n")
-    boot = at_boot() if callable(at_boot) else at_boot
-    if boot is not None:
-        seen = min(seen, boot)
-    step = offset - seen
-    return step if step > _JITTER else 0.0
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def _record(state: Path, text: str) -> None:
-    """Best effort: without a writable state dir the margin just cannot widen later."""
-    tmp = state.with_name(f".{state.name}.{os.getpid()}")
-    try:
-        state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # root's alone (lock.py)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, state)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+def _clock_facts(
+    btime: float,
+    clock_timer: Callable[[], tuple[TimerState | None, str | None]] | None,
+    clock_dir: Path,
+) -> tuple[float, float | None, str]:
+    """The forward step to allow for, from when (counted as start times are, from `btime`)
+    every step of the wall clock is on record, and why not earlier (clock.coverage)."""
+    timer, why = clock_timer() if clock_timer else (None, "systemd was not asked")
+    now = clock_reading()
+    cover = coverage(read_record(clock_dir), boot_id(), time_namespace(), now, timer,
+                     why or "no answer")  # fmt: skip
+    since = None if cover.since_boot is None else btime + cover.since_boot
+    return forward_step(now.offset, cover.low), since, cover.gap
 
 
 def gather(
@@ -320,26 +318,34 @@ def gather(
     *,
     queues: bool = False,
     pid_namespace_complete: bool = False,
-    boot_offset: Callable[[], float | None] | None = None,
+    clock_timer: Callable[[], tuple[TimerState | None, str | None]] | None = None,
+    clock_dir: Path = ROOT_STATE_DIR,
+    aliases: Mapping[str, str] = MappingProxyType({}),
 ) -> HostFacts:
     """One look at the process table for the pids, units and queues a decision needs.
 
     `pids` maps each recorded pid to the oldest last activity of the objects recording it:
-    the clock's history is asked for only when some live process started later than that
-    (only then could a forward step of the wall clock pass a live holder off as a new one).
-    `boot_offset` gives systemd's record of the clock at boot (the engine hands in the D-Bus
+    the record of the clock's steps is read only when some live process started later than
+    that (only then could a step of the wall clock pass a live holder off as a new one).
+    `clock_timer` asks systemd about the recorder's timer (the engine hands in the D-Bus
     question, asked only then; the facts layer itself asks no bus).
+    `aliases` are the unit-file aliases (systemd.unitfiles.read_aliases): a unit named by an
+    alias is looked for under the name systemd runs it as.
     """
     seen = visibility(procfs, pid_namespace_complete)
     btime = boot_time()
     processes = {pid: probe(pid, procfs, btime) for pid in pids if pid > 0}
-    margin = BASE_REUSE_MARGIN
+    margin, covered_from, gap = BASE_REUSE_MARGIN, None, "the clock's steps were not looked at"
     if any(
         info.start_time is not None and info.start_time - pids[pid] > BASE_REUSE_MARGIN
         for pid, info in processes.items()
     ):
-        margin += forward_clock_steps(state_dir() / CLOCK_RECORD, at_boot=boot_offset)
-    running = running_units(unit_patterns, procfs, own_pids() if exclude is None else exclude)
+        step, covered_from, gap = _clock_facts(btime, clock_timer, clock_dir)
+        margin += step
+    patterns = set(unit_patterns)
+    primary = {p: n for p in patterns if (n := primary_name(p, aliases)) != p}
+    excluded = own_pids() if exclude is None else exclude
+    running = running_units(patterns, procfs, excluded, primary)
     units = {
         u: UnitState.RUNNING if up else (UnitState.UNKNOWN if seen.blind else UnitState.STOPPED)
         for u, up in running.items()
@@ -357,4 +363,7 @@ def gather(
         queue_waiters=waiters,
         queue_blind=queue_blind,
         reuse_margin=margin,
+        unit_names=primary,
+        clock_covered_from=covered_from,
+        clock_gap=gap,
     )

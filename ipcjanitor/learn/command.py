@@ -19,11 +19,12 @@ import stat
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
 from ..errors import ExitCode, IpcJanitorError, NotPermittedError, UsageError
+from ..escape import safe_name
 from ..kernel.processes import boot_time, own_pids, parse_stat, unit_of_pid
 from ..kernel.sysvipc import read_objects
 from ..kernel.tasks import (
@@ -40,7 +41,17 @@ from ..policy.load import check_overlaps, load_policy
 from ..policy.model import Policy
 from ..policy.parse import parse_duration, parse_policy_text
 from ..unitnames import unit_matches
-from .propose import Candidate, Process, Proposal, Sighting, Watch, propose, render
+from .propose import (
+    APPEARED,
+    Candidate,
+    Claimant,
+    Process,
+    Proposal,
+    Sighting,
+    Watch,
+    propose,
+    render,
+)
 
 POLICY_DIR = Path("/etc/ipcjanitor/policy.d")
 SAMPLE_INTERVAL = 0.02  # seconds between samples: a 100 ms request is seen about 5 times
@@ -53,6 +64,15 @@ _MAX_FDS = 4096  # per process and sample: more open files than that are not loo
 _PSEUDO_FS = ("/proc/", "/sys/", "/dev/")
 
 _SYSV_NAME = re.compile(r"^/SYSV([0-9a-fA-F]{8})(?: \(deleted\))?$")
+# what a process outside the unit did, by the role of the pid an object records
+_DID = {"creator": "created", "last shmat/shmdt": "last attached or detached",
+        "last sender": "last sent to", "last receiver": "last received from"}  # fmt: skip
+# a segment attached more often than the unit's maps show, this many samples in a row, with no
+# process found holding it: attached where learn cannot see (another pid namespace, or maps
+# it may not read); one sample can be a race with a process that came or went meanwhile
+_UNEXPLAINED = 2
+
+Which = tuple[IpcKind, int, int]  # (kind, id, key): an id removed and reused is another object
 
 
 # -- parsing /proc (pure) ----------------------------------------------------------------------
@@ -61,11 +81,14 @@ _SYSV_NAME = re.compile(r"^/SYSV([0-9a-fA-F]{8})(?: \(deleted\))?$")
 class Maps(NamedTuple):
     sysv: tuple[tuple[int, int], ...]  # (shmid, key) of each attached System V segment
     files: frozenset[str]  # other mapped files, by path
+    # shmid -> its mappings: the kernel's nattch counts each one (a split mapping twice)
+    vmas: Mapping[int, int] = {}
 
 
 def parse_maps(text: str) -> Maps:
     """/proc/PID/maps: a System V segment shows as /SYSV<key> whose inode is its shmid."""
     sysv: list[tuple[int, int]] = []
+    vmas: Counter[int] = Counter()
     files: set[str] = set()
     for line in text.splitlines():
         fields = line.split(maxsplit=5)
@@ -75,11 +98,12 @@ def parse_maps(text: str) -> Maps:
         m = _SYSV_NAME.match(path)
         if m:
             entry = (int(fields[4]), int(m.group(1), 16))
+            vmas[entry[0]] += 1
             if entry not in sysv:
                 sysv.append(entry)
         elif path.startswith("/") and not path.endswith(" (deleted)"):
             files.add(path)
-    return Maps(tuple(sysv), frozenset(files))
+    return Maps(tuple(sysv), frozenset(files), vmas)
 
 
 def blocked_on(
@@ -120,6 +144,14 @@ def named_paths(args: list[str], cwd: str | None) -> list[str]:
 # -- watching (I/O) ----------------------------------------------------------------------------
 
 
+class _Outsider(NamedTuple):
+    """A process outside the unit, as first read: enough to name it and to tell pid reuse."""
+
+    start: float
+    comm: str
+    unit: str | None
+
+
 class _Watcher:
     """Samples the unit's processes and the IPC tables; accumulates what proposal.py needs."""
 
@@ -132,30 +164,45 @@ class _Watcher:
         self.in_unit: dict[Pid, bool] = {}  # every pid of the previous listing
         self.processes: dict[Pid, Process] = {}
         self.alive: set[Pid] = set()  # the unit's processes in the latest sample
-        # by (kind, id, key): an id removed and reused meanwhile is another object
-        self.evidence: dict[tuple[IpcKind, int, int], Counter[tuple[str, Pid]]] = {}
-        self.objects: dict[tuple[IpcKind, int, int], IpcObject] = {}
-        self.seen_in: Counter[tuple[IpcKind, int, int]] = Counter()
+        self.evidence: dict[Which, Counter[tuple[str, Pid]]] = {}
+        self.objects: dict[Which, IpcObject] = {}
+        self.seen_in: Counter[Which] = Counter()
         self.candidates: dict[str, Candidate] = {}
         self.not_candidates: set[str] = set()  # looked at once, no use (gone, a socket...)
         self.unreadable: set[Pid] = set()
         self.compat: set[Pid] = set()  # 32-bit processes: their semop is not recognised
         self.samples = 0
         self.private_now: list[IpcObject] = []
+        # what learn needs to claim only the unit's own (README "What it claims")
+        self.first_present: dict[Which, int] = {}  # the sample an object was first seen in
+        self.present_keys: set[int] = set()
+        self.claimants: dict[Which, dict[tuple[str, Pid], Claimant]] = {}
+        self.outsiders: dict[Pid, _Outsider | None] = {}  # None: gone before it was read
+        self.surplus_run: Counter[Which] = Counter()  # samples in a row; see _UNEXPLAINED
+        self.attached_unseen: set[Which] = set()
+        self.unit_vmas: Counter[int] = Counter()  # shmid -> the unit's mappings, this sample
 
     # one sample
     def sample(self) -> int:
         """Look once; returns how many processes the unit has now."""
         self._list_unit_processes()
         by_id = {(o.kind, o.id): o for o in read_objects(self.procfs)}
+        self.unit_vmas = Counter()
         seen: dict[tuple[IpcKind, int], set[tuple[str, Pid]]] = {}
         for pid in sorted(self.alive):
             for kind, ipc_id, what, key in self._look_at(pid):
                 obj = by_id.get((kind, ipc_id))
                 if obj is not None and key in (None, obj.key):  # else the id was reused
                     seen.setdefault((kind, ipc_id), set()).add((what, pid))
+        # nattch read again after the maps: a mapping made or dropped meanwhile is no surplus
+        nattch_after = {o.id: o.nattch for o in read_objects(self.procfs, frozenset({IpcKind.SHM}))}
         uids = {self.processes[p].uid for p in self.alive}
         for ident, obj in by_id.items():
+            which = (obj.kind, obj.id, obj.key)
+            self.first_present.setdefault(which, self.samples)
+            if obj.key != 0:
+                self.present_keys.add(obj.key)
+            outside = self._outside_records(which, obj)
             found = seen.get(ident, set())
             for rec in obj.pids:
                 if self._was_the_units(rec.pid, obj):
@@ -163,14 +210,114 @@ class _Watcher:
                     found.add((role, rec.pid))
             if obj.key == 0 and obj.uid in uids - {0} and obj.cuid in uids:
                 found.add((f"IPC_PRIVATE of uid {obj.uid}, a user of the unit's processes", 0))
+            if found and self._appeared_now(which) and not outside:
+                found.add((APPEARED, 0))
             if found:
-                which = (obj.kind, obj.id, obj.key)
                 self.objects[which] = obj
                 self.evidence.setdefault(which, Counter()).update(found)
                 self.seen_in[which] += 1
+        self._outside_attachers(by_id.values(), nattch_after)
         self.private_now = [o for o in by_id.values() if o.key == 0]
         self.samples += 1
         return len(self.alive)
+
+    def _appeared_now(self, which: Which) -> bool:
+        """A set or queue that was not there at the first sample and is new in this one (a
+        segment records its creator, which is better evidence)."""
+        first = self.first_present[which]
+        return which[0] is not IpcKind.SHM and first == self.samples > 0
+
+    def _outside_records(self, which: Which, obj: IpcObject) -> bool:
+        """Record each live process outside the unit whose pid the object records (one that
+        started before the object's last activity: a later one only reuses the pid)."""
+        found = False
+        for rec in obj.pids:
+            pid = rec.pid
+            if pid == 0 or pid in self.exclude or self.in_unit.get(pid, True):
+                continue  # none, hidden, ours, gone, or a process of the unit
+            proc = self._outsider(pid)
+            if proc is None or proc.start > obj.last_activity + BASE_REUSE_MARGIN:
+                continue
+            role = "last semop" if rec.role.startswith("last semop") else rec.role
+            what = _DID.get(role, "last operated on")
+            self._claimant(which, Claimant(what, pid, proc.comm, proc.unit))
+            found = True
+        return found
+
+    def _claimant(self, which: Which, c: Claimant) -> None:
+        self.claimants.setdefault(which, {}).setdefault((c.what, c.pid), c)
+
+    def _outsider(self, pid: Pid) -> _Outsider | None:
+        if pid not in self.outsiders:
+            base = self.procfs / str(pid)
+            try:
+                _, start = parse_stat((base / "stat").read_text(), self.btime)
+                comm = (base / "comm").read_text().rstrip("\n")
+            except (OSError, ValueError, IndexError):
+                self.outsiders[pid] = None
+            else:
+                self.outsiders[pid] = _Outsider(start, comm, unit_of_pid(pid, self.procfs))
+        return self.outsiders[pid]
+
+    def _outside_attachers(
+        self, objects: Iterable[IpcObject], nattch_after: Mapping[int, int | None]
+    ) -> None:
+        """Segments attached more often than the unit's maps show, in both reads of the table:
+        who holds those the unit used is looked up; those attached where learn cannot see, in
+        _UNEXPLAINED samples in a row, are remembered."""
+        surplus: dict[int, Which] = {}
+        for obj in objects:
+            which = (obj.kind, obj.id, obj.key)
+            after = nattch_after.get(obj.id)
+            if obj.kind is not IpcKind.SHM or obj.nattch is None or after is None:
+                continue
+            if min(obj.nattch, after) <= self.unit_vmas[obj.id]:
+                self.surplus_run.pop(which, None)
+            elif not any(c.what == "attached" for c in self.claimants.get(which, {}).values()):
+                surplus[obj.id] = which
+        wanted = {  # the unit's, whose holders are not known yet
+            shmid: which
+            for shmid, which in surplus.items()
+            if which in self.objects and which not in self.attached_unseen
+        }
+        explained = self._scan_attachers(wanted) if wanted else set()
+        for shmid, which in surplus.items():
+            if shmid in explained:
+                self.surplus_run.pop(which, None)
+                continue
+            self.surplus_run[which] += 1
+            if self.surplus_run[which] >= _UNEXPLAINED:
+                self.attached_unseen.add(which)
+
+    def _scan_attachers(self, wanted: Mapping[int, Which]) -> set[int]:
+        """Every other process's maps, for who holds the wanted segments: each outside the
+        unit is recorded as a claimant. Returns the shmids whose holders were found."""
+        explained: set[int] = set()
+        for entry in os.scandir(self.procfs):
+            pid = int(entry.name) if entry.name.isdigit() else 0
+            if pid == 0 or pid in self.exclude or self.in_unit.get(pid):
+                continue
+            try:
+                maps = parse_maps((self.procfs / entry.name / "maps").read_text())
+            except OSError:  # gone, or not ours to read: then unexplained
+                continue
+            hits = [shmid for shmid in maps.vmas if shmid in wanted]
+            if not hits:
+                continue
+            explained.update(hits)
+            unit = unit_of_pid(pid, self.procfs)
+            proc = self._outsider(pid)
+            if (unit is not None and unit_matches(self.unit, unit)) or proc is None:
+                continue  # a process of the unit started since the listing, or gone
+            for shmid in hits:
+                self._claimant(wanted[shmid], Claimant("attached", pid, proc.comm, proc.unit))
+        return explained
+
+    def _others(self, which: Which) -> tuple[Claimant, ...]:
+        named = tuple(self.claimants.get(which, {}).values())
+        if which in self.attached_unseen and not any(c.what == "attached" for c in named):
+            named += (Claimant("attached", 0, "", None),)
+        return named
 
     def _list_unit_processes(self) -> None:
         listing: dict[Pid, bool] = {}
@@ -184,6 +331,10 @@ class _Watcher:
             unit = unit_of_pid(pid, self.procfs)
             member = unit is not None and unit_matches(self.unit, unit) and pid not in self.exclude
             listing[pid] = member and self._first_sight(pid)
+        # a pid in both listings is the same process; any other one read before may not be
+        self.outsiders = {
+            p: o for p, o in self.outsiders.items() if p in self.in_unit and p in listing
+        }
         self.in_unit = listing
         self.alive = {p for p, member in listing.items() if member}
 
@@ -222,6 +373,7 @@ class _Watcher:
             return
         for shmid, key in maps.sysv:
             yield IpcKind.SHM, shmid, "attached", key
+        self.unit_vmas.update(maps.vmas)
         for path in maps.files:
             self._candidate(path, f"mapped by pid {pid}", 3)
         for path in _open_files(base):
@@ -303,7 +455,7 @@ class _Watcher:
                 progress.write("\r\033[K")
                 progress.flush()
         sightings = tuple(
-            Sighting(self.objects[i], dict(self.evidence[i]), self.seen_in[i])
+            Sighting(self.objects[i], dict(self.evidence[i]), self.seen_in[i], self._others(i))
             for i in sorted(self.objects, key=lambda i: (i[0].number, i[1], i[2]))
         )
         watch = Watch(
@@ -316,6 +468,7 @@ class _Watcher:
             private_now=tuple(
                 o for o in self.private_now if (o.kind, o.id, o.key) not in self.objects
             ),
+            present_keys=frozenset(self.present_keys),
         )
         return watch, ended
 
@@ -361,7 +514,7 @@ def owner_name_for(unit: str) -> str:
 
 def user_name(uid: int) -> str | None:
     try:
-        return pwd.getpwuid(uid).pw_name
+        return safe_name(pwd.getpwuid(uid).pw_name)
     except KeyError:
         return None
 
@@ -394,7 +547,7 @@ def learn(req: Request) -> ExitCode:
     watch = _watch(unit, seconds, quiet=req.quiet)
     proposal = propose(watch, name, existing)
     for note in proposal.left_out:
-        print(f"ipcjanitor: not claimed: {note}", file=sys.stderr)
+        print(f"ipcjanitor: not claimed: {safe_name(note)}", file=sys.stderr)
     if not proposal.tables:
         raise IpcJanitorError(
             f"everything {unit} was seen using is claimed already (see above): nothing to propose"

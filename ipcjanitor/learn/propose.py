@@ -8,11 +8,13 @@ claims; render() prints them as TOML that the real policy parser reads back.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
+from ..escape import must_escape, safe_name
 from ..model import IpcKind, IpcObject, Key, Pid
 from ..policy.model import Owner, Policy
 
@@ -45,12 +47,22 @@ class Candidate(NamedTuple):
     rank: int  # lower is stronger evidence that the process computes keys from it
 
 
+class Claimant(NamedTuple):
+    """A live process outside the unit seen with a hand on an object during the watch."""
+
+    what: str  # what it did, as a verb: "attached", "created", "last attached or detached"
+    pid: Pid  # 0: processes learn could not name (another pid namespace, unreadable maps)
+    command: str  # its comm, as read (may hold anything: never trusted in output)
+    unit: str | None  # the unit it runs in; None: none
+
+
 class Sighting(NamedTuple):
     """One object the unit was seen using, and each way it was seen, counted in samples."""
 
     obj: IpcObject  # as last read
     evidence: Mapping[tuple[str, Pid], int]  # (what, pid) -> samples; pid 0: not pid-bound
     samples: int  # in how many samples it was seen used at all
+    others: tuple[Claimant, ...] = ()  # live processes outside the unit seen using it too
 
 
 class Watch(NamedTuple):
@@ -64,6 +76,8 @@ class Watch(NamedTuple):
     candidates: tuple[Candidate, ...] = ()
     # key-0 objects present at the end that were not seen used: the private claim may cover them
     private_now: tuple[IpcObject, ...] = ()
+    # the key of every object present during the watch: a range may not span one unclaimed
+    present_keys: frozenset[Key] = frozenset()
 
 
 class FtokEntry(NamedTuple):
@@ -96,6 +110,7 @@ class Table(NamedTuple):
 class Proposal(NamedTuple):
     tables: tuple[Table, ...]
     # what was seen but is not proposed, and why: claimed by another owner, another uid, ...
+    # (as read: they name processes' comms; escape.py escapes them where they are shown)
     left_out: tuple[str, ...] = ()
     hints: tuple[str, ...] = ()
 
@@ -153,23 +168,68 @@ def _private_claimed_by(
 
 # -- proposing -------------------------------------------------------------------------------
 
+# The evidence (with pid 0) the watcher adds for a set or queue that appeared during the watch
+# and, in the first sample that showed it, was used by the unit's processes and nobody else's
+APPEARED = "created during the watch: first seen used by the unit alone"
+_MAX_CLAIMANTS = 3  # per note
 
-def _by_whose(watch: Watch) -> tuple[list[Sighting], list[Sighting]]:
-    """Sightings split into the unit's own and objects of others it only uses.
 
-    Found by attacking learn: a process of the watched unit attached another running
-    service's world-readable segment, learn claimed it (with that service's uid) and the
-    unit's hook later removed it under the running service. An object is the unit's when its
-    owner or creator uid is one of the unit's processes' users, or a unit process created it.
+def made_here(s: Sighting, watch: Watch) -> bool:
+    """A unit process created the object: its recorded creator (shm) is one of them, or it
+    appeared during the watch in the unit's hands alone (sets and queues record no creator)."""
+    return any(
+        (what == "creator" and pid in watch.processes) or (what == APPEARED and pid == 0)
+        for what, pid in s.evidence
+    )
+
+
+def claimant_text(c: Claimant, unit: str) -> str:
+    """'attached by pid 4242 (otherd) of other.service', as read: escape it to output it."""
+    if c.pid == 0:
+        return f"{c.what} by processes outside {unit}"
+    where = f"of {c.unit}" if c.unit else "in no unit"
+    return f"{c.what} by pid {c.pid} ({c.command}) {where}"
+
+
+def _claimants(s: Sighting, unit: str) -> str:
+    shown = [
+        claimant_text(c, unit) + ("" if c.what == "created" else " too")
+        for c in s.others[:_MAX_CLAIMANTS]
+    ]
+    more = len(s.others) - len(shown)
+    return "; ".join(shown) + (f"; +{more} more" if more > 0 else "")
+
+
+def _by_whose(watch: Watch) -> tuple[list[Sighting], list[str]]:
+    """The sightings learn may claim, and a note for each of the others saying why not.
+
+    Found by attacking learn: a worker of a unit with a root master attached another running
+    service's world-readable root segment; learn claimed it, and the unit's hook later removed
+    it under that service. An object is the unit's when a unit process made it, or when its
+    owner or creator uid is a user of the unit's processes and no live process outside the
+    unit was seen with it during the watch (attached, or recorded as creator or last user).
     """
     users = {p.uid for p in watch.processes.values()}
     ours: list[Sighting] = []
-    foreign: list[Sighting] = []
+    notes: list[str] = []
     for s in watch.sightings:
-        made_here = any(what == "creator" and pid in watch.processes for what, pid in s.evidence)
-        mine = s.obj.uid in users or s.obj.cuid in users or made_here
-        (ours if mine else foreign).append(s)
-    return ours, foreign
+        made = made_here(s, watch)
+        if made or (s.others == () and (s.obj.uid in users or s.obj.cuid in users)):
+            ours.append(s)
+        elif s.others:
+            notes.append(
+                f"{_label(s.obj)} (key 0x{s.obj.key:08x}): {_claimants(s, watch.unit)}: "
+                f"used by a live process outside {watch.unit} and not made by it, "
+                "so its hook could remove it under that process; claim it by hand if it is "
+                "this unit's"
+            )
+        else:
+            notes.append(
+                f"{_label(s.obj)} (uid {s.obj.uid}, cuid {s.obj.cuid}): neither uid is a user "
+                "of the unit's processes and none of them created it: another service's "
+                "object they only use? claim it by hand if it is this unit's"
+            )
+    return ours, notes
 
 
 def propose(watch: Watch, name: str, existing: Policy) -> Proposal:
@@ -178,82 +238,97 @@ def propose(watch: Watch, name: str, existing: Policy) -> Proposal:
     An owner of the same name in `existing` is ignored: the proposal would replace it.
     """
     others = [o for o in existing.owners if o.name != name]
-    left_out: list[str] = []
-    ours, foreign = _by_whose(watch)
-    for s in foreign:
-        left_out.append(
-            f"{_label(s.obj)} (uid {s.obj.uid}, cuid {s.obj.cuid}): neither uid is a user of "
-            "the unit's processes and none of them created it: another service's object they "
-            "only use? claim it by hand if it is this unit's"
-        )
+    ours, left_out = _by_whose(watch)
     keyed = [s for s in ours if s.obj.key != 0]
-    private = [s for s in ours if s.obj.key == 0]
+    private, combo, private_left = _claim_private([s for s in ours if s.obj.key == 0], others)
+    left_out += private_left
+    # a range may not span an object seen and not claimed: another service's, most likely
+    mine = {s.obj.key for s in keyed}
+    blockers = (watch.present_keys | {s.obj.key for s in watch.sightings}) - mine - {0}
+    ftok_entries, key_entries, keyed_left = _claim_keys(
+        keyed, watch.candidates, others, frozenset(blockers)
+    )
+    left_out += keyed_left
+    tables = _tables(name, watch.unit, ftok=ftok_entries, keys=key_entries, private=private,
+                     private_combo=combo, others=others)  # fmt: skip
+    if combo is not None:
+        left_out += _private_now(watch, private, combo)
+    hints = _prefix_hints(key_entries, frozenset(blockers))
+    return Proposal(tuple(tables), tuple(left_out), tuple(hints))
 
-    # Private objects: one (uid, cuid) per table; the most common one is proposed.
+
+def _claim_private(
+    private: Sequence[Sighting], others: Sequence[Owner]
+) -> tuple[list[Sighting], tuple[int, int] | None, list[str]]:
+    """The private objects claimed, their (uid, cuid), and notes on the rest.
+
+    One (uid, cuid) per table: the most common one is proposed, unless another owner claims
+    that uid's private objects already."""
+    left_out: list[str] = []
     combos = Counter((s.obj.uid, s.obj.cuid) for s in private)
-    private_combo = min(combos, key=lambda c: (-combos[c], c)) if combos else None
-    claimed_private: list[Sighting] = []
+    combo = min(combos, key=lambda c: (-combos[c], c)) if combos else None
+    claimed: list[Sighting] = []
     for s in private:
-        if (s.obj.uid, s.obj.cuid) == private_combo:
-            claimed_private.append(s)
+        if (s.obj.uid, s.obj.cuid) == combo:
+            claimed.append(s)
         else:
             left_out.append(
                 f"{_label(s.obj)} (uid {s.obj.uid}, cuid {s.obj.cuid}): one owner claims "
                 "IPC_PRIVATE objects of one uid; add another owner for this one by hand"
             )
-    if private_combo is not None:
-        kinds = frozenset(s.obj.kind for s in claimed_private)
-        holder = _private_claimed_by(private_combo[0], kinds, others)
-        if holder is not None:
-            for s in claimed_private:
-                left_out.append(
-                    f"{_label(s.obj)}: owner {holder.name!r} ({holder.source}) already "
-                    f"claims IPC_PRIVATE objects of uid {private_combo[0]}"
-                )
-            claimed_private, private_combo = [], None
-
-    ftok_entries, key_entries, keyed_left = _claim_keys(keyed, watch.candidates, others)
-    left_out.extend(keyed_left)
-
-    claimed_keyed = [s for e in ftok_entries for s in e.sightings] + [
-        s for e in key_entries for s in e.sightings
+    if combo is None:
+        return claimed, None, left_out
+    holder = _private_claimed_by(combo[0], frozenset(s.obj.kind for s in claimed), others)
+    if holder is None:
+        return claimed, combo, left_out
+    left_out += [
+        f"{_label(s.obj)}: owner {holder.name!r} ({holder.source}) already claims "
+        f"IPC_PRIVATE objects of uid {combo[0]}"
+        for s in claimed
     ]
+    return [], None, left_out
+
+
+def _tables(
+    name: str,
+    unit: str,
+    *,
+    ftok: Sequence[FtokEntry],
+    keys: Sequence[KeyEntry],
+    private: Sequence[Sighting],
+    private_combo: tuple[int, int] | None,
+    others: Sequence[Owner],
+) -> list[Table]:
+    """One table when the keyed and private objects share a uid (and no other owner claims
+    any of it), else one for each: NAME and NAME-private."""
+    claimed_keyed = [s for e in ftok for s in e.sightings] + [s for e in keys for s in e.sightings]
     keyed_combos = {(s.obj.uid, s.obj.cuid) for s in claimed_keyed}
     keyed_combo = next(iter(keyed_combos)) if len(keyed_combos) == 1 else None
-
-    tables: list[Table] = []
-    one = _table(name, unit=watch.unit, ftok=ftok_entries, keys=key_entries,
-                 combo=keyed_combo, private=claimed_private)  # fmt: skip
+    one = _table(name, unit=unit, ftok=ftok, keys=keys, combo=keyed_combo, private=private)
     if claimed_keyed and (
-        not claimed_private or (keyed_combo == private_combo and _unclaimed(one, others))
+        not private or (keyed_combo == private_combo and _unclaimed(one, others))
     ):
-        tables.append(one)
-    else:
-        if claimed_keyed:
-            tables.append(
-                one._replace(private=(), kinds=frozenset(s.obj.kind for s in claimed_keyed))
-            )
-        if claimed_private:
-            private_name = f"{name}-private" if claimed_keyed else name
-            tables.append(
-                _table(private_name, unit=watch.unit, ftok=(), keys=(), combo=private_combo,
-                       private=claimed_private)
-            )  # fmt: skip
+        return [one]
+    tables: list[Table] = []
+    if claimed_keyed:
+        tables.append(one._replace(private=(), kinds=frozenset(s.obj.kind for s in claimed_keyed)))
+    if private:
+        private_name = f"{name}-private" if claimed_keyed else name
+        tables.append(_table(private_name, unit=unit, ftok=(), keys=(), combo=private_combo,
+                             private=private))  # fmt: skip
+    return tables
 
-    if private_combo is not None:
-        seen = {(s.obj.kind, s.obj.id) for s in claimed_private}
-        private_kinds = frozenset(s.obj.kind for s in claimed_private)
-        for obj in watch.private_now:
-            if (
-                (obj.kind, obj.id) not in seen
-                and obj.kind in private_kinds
-                and (obj.uid, obj.cuid) == private_combo
-            ):
-                left_out.append(
-                    f"{_label(obj)} was not seen used by {watch.unit}, but the private claim "
-                    f"covers it too (uid {obj.uid}, cuid {obj.cuid})"
-                )
-    return Proposal(tuple(tables), tuple(left_out), tuple(_prefix_hints(key_entries)))
+
+def _private_now(watch: Watch, claimed: Sequence[Sighting], combo: tuple[int, int]) -> list[str]:
+    """Private objects present but not seen used that the private claim covers too."""
+    seen = {(s.obj.kind, s.obj.id) for s in claimed}
+    kinds = frozenset(s.obj.kind for s in claimed)
+    return [
+        f"{_label(obj)} was not seen used by {watch.unit}, but the private claim "
+        f"covers it too (uid {obj.uid}, cuid {obj.cuid})"
+        for obj in watch.private_now
+        if (obj.kind, obj.id) not in seen and obj.kind in kinds and (obj.uid, obj.cuid) == combo
+    ]
 
 
 def _table(
@@ -290,10 +365,17 @@ def _ftok_keys(table: Table) -> set[Key]:
     return {s.obj.key for f in table.ftok for s in f.sightings}
 
 
-def _claim_keys(
-    keyed: Sequence[Sighting], candidates: Sequence[Candidate], others: Sequence[Owner]
-) -> tuple[list[FtokEntry], list[KeyEntry], list[str]]:
-    """Split keyed sightings into ftok entries and key entries, leaving out claimed keys.
+def _by_key(sightings: Iterable[Sighting]) -> dict[Key, list[Sighting]]:
+    by_key: dict[Key, list[Sighting]] = {}
+    for s in sightings:
+        by_key.setdefault(s.obj.key, []).append(s)
+    return by_key
+
+
+def _drop_claimed(
+    keyed: Sequence[Sighting], others: Sequence[Owner]
+) -> tuple[list[Sighting], list[str]]:
+    """The keyed sightings no other owner claims, and a note for each key left out.
 
     The table's kinds apply to every key in it, so a key another owner claims for any kind
     the table would hold is left out; that can shrink the kinds, so repeat until stable.
@@ -302,9 +384,7 @@ def _claim_keys(
     live = list(keyed)
     while True:
         kinds = frozenset(s.obj.kind for s in live)
-        by_key: dict[Key, list[Sighting]] = {}
-        for s in live:
-            by_key.setdefault(s.obj.key, []).append(s)
+        by_key = _by_key(live)
         for key in sorted(by_key):
             holder = _claimed_by(key, key, kinds, others)
             if holder is not None:
@@ -315,13 +395,22 @@ def _claim_keys(
                     f"{'/'.join(shared)}"
                 )
         still = [s for s in live if s.obj.key not in left_out]
-        if frozenset(s.obj.kind for s in still) == kinds:
-            live = still
-            break
+        stable = frozenset(s.obj.kind for s in still) == kinds
         live = still
-    by_key = {}
-    for s in live:
-        by_key.setdefault(s.obj.key, []).append(s)
+        if stable:
+            return live, [left_out[k] for k in sorted(left_out)]
+
+
+def _claim_keys(
+    keyed: Sequence[Sighting],
+    candidates: Sequence[Candidate],
+    others: Sequence[Owner],
+    blockers: frozenset[Key] = frozenset(),
+) -> tuple[list[FtokEntry], list[KeyEntry], list[str]]:
+    """Split keyed sightings into ftok entries and key entries, leaving out claimed keys; no
+    range spans a key another owner claims or one of `blockers` (seen, not claimed)."""
+    live, left_out = _drop_claimed(keyed, others)
+    by_key = _by_key(live)
     ftok_at: dict[tuple[str, int], FtokEntry] = {}
     plain: list[Key] = []
     for key in sorted(by_key):
@@ -334,27 +423,46 @@ def _claim_keys(
         entry = ftok_at.get((best.path, proj))
         sightings = (*entry.sightings, *by_key[key]) if entry else tuple(by_key[key])
         ftok_at[(best.path, proj)] = FtokEntry(best.path, proj, best.how, sightings, alternatives)
-    key_entries: list[KeyEntry] = []
     kinds = frozenset(s.obj.kind for s in live)
-    for low, high in summarise_keys(plain):
-        if low != high and _claimed_by(low, high, kinds, others) is not None:
-            spans = [(k, k) for k in plain if low <= k <= high]  # a range may not cross a claim
-        else:
-            spans = [(low, high)]
-        for lo, hi in spans:
-            inside = tuple(s for k in plain if lo <= k <= hi for s in by_key[k])
-            key_entries.append(KeyEntry(lo, hi, inside))
+    ordered = sorted(blockers)
+
+    def crosses(low: Key, high: Key) -> bool:
+        """Whether a range from key low to key high would claim what is not the unit's."""
+        inner = bisect.bisect_right(ordered, low) < bisect.bisect_left(ordered, high)
+        return inner or (
+            high - low > 1 and _claimed_by(low + 1, high - 1, kinds, others) is not None
+        )
+
+    key_entries = [
+        KeyEntry(lo, hi, tuple(s for k in run if lo <= k <= hi for s in by_key[k]))
+        for run in _runs(plain, crosses)
+        for lo, hi in summarise_keys(run)
+    ]
     ftok_entries = sorted(ftok_at.values(), key=lambda e: (e.path, e.proj))
-    return ftok_entries, key_entries, [left_out[k] for k in sorted(left_out)]
+    return ftok_entries, key_entries, left_out
 
 
-def _prefix_hints(entries: Sequence[KeyEntry]) -> list[str]:
+def _runs(keys: Sequence[Key], crosses: Callable[[Key, Key], bool]) -> list[list[Key]]:
+    """Sorted keys cut wherever the gap to the next one holds something not to claim."""
+    runs: list[list[Key]] = []
+    for key in keys:
+        if runs and not crosses(runs[-1][-1], key):
+            runs[-1].append(key)
+        else:
+            runs.append([key])
+    return runs
+
+
+def _prefix_hints(entries: Sequence[KeyEntry], blockers: frozenset[Key]) -> list[str]:
+    """Blocks the scattered singles may come from, unless an object seen and not claimed has
+    a key there: then the block is not the unit's alone, and no hint invites claiming it."""
     singles = Counter(e.low >> 16 for e in entries if e.low == e.high)
+    taken = {k >> 16 for k in blockers}
     return [
         f"{n} single keys share the prefix 0x{p:04x}: if the service derives keys from a "
         f'pid or a counter, the block "0x{p:04x}0000-0x{p:04x}ffff" may be its own'
         for p, n in sorted(singles.items())
-        if n >= PREFIX_HINT
+        if n >= PREFIX_HINT and p not in taken
     ]
 
 
@@ -364,13 +472,16 @@ _BARE_PROJ = re.compile(r"[A-Za-z0-9]")
 
 
 def toml_string(text: str) -> str:
-    """A TOML basic string holding exactly `text` (which must hold no lone surrogate)."""
+    """A TOML basic string holding exactly `text` (which must hold no lone surrogate), with
+    every character escape.py's rule names escaped (\\uNNNN): the TOML is printed, and
+    a bidi control or C1 control in a path would make it read otherwise than it parses."""
     out = ['"']
     for ch in text:
         if ch in '"\\':
             out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
+        elif must_escape(ch):
+            o = ord(ch)
+            out.append(f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}")
         else:
             out.append(ch)
     out.append('"')
@@ -378,8 +489,9 @@ def toml_string(text: str) -> str:
 
 
 def comment_text(text: str, width: int | None = None) -> str:
-    """Text safe inside a TOML comment: nothing a process controls can end the comment."""
-    safe = "".join(ch if ch.isprintable() else "?" for ch in text)
+    """Text safe inside a TOML comment: escaped by escape.py's rule, so nothing a
+    process controls can end the comment or hide what follows."""
+    safe = safe_name(text)
     if width is not None and len(safe) > width:
         safe = safe[: width - 3] + "..."
     return safe
@@ -404,7 +516,8 @@ def pid_list(pids: Iterable[Pid]) -> str:
 
 
 def describe_sighting(s: Sighting, watch: Watch) -> list[str]:
-    """The object, then one line per way it was seen (pids, how often), then the commands."""
+    """The object, then one line per way it was seen (pids, how often), then the commands,
+    then the processes outside the unit that used it too; every line safe in a comment."""
     lines = [f"{_label(s.obj)} (key 0x{s.obj.key:08x}), in {s.samples} of {watch.samples} samples:"]
     groups: dict[str, list[tuple[Pid, int]]] = {}
     for (what, pid), n in sorted(s.evidence.items(), key=lambda e: (e[0][0], -e[1], e[0][1])):
@@ -425,12 +538,18 @@ def describe_sighting(s: Sighting, watch: Watch) -> list[str]:
             by_command.setdefault(proc.command, []).append(pid)
     for command, pids in sorted(by_command.items(), key=lambda c: min(c[1])):
         lines.append(f"  pid {pid_list(pids)}: {comment_text(command, _COMMAND_WIDTH)}")
+    # outside the unit: the object was claimed anyway because a unit process made it
+    lines += [
+        f"  also {comment_text(claimant_text(c, watch.unit))}" for c in s.others[:_MAX_CLAIMANTS]
+    ]
+    if len(s.others) > _MAX_CLAIMANTS:
+        lines.append(f"  also {len(s.others) - _MAX_CLAIMANTS} more processes outside the unit")
     return lines
 
 
 def _comments(sightings: Sequence[Sighting], watch: Watch, indent: str) -> list[str]:
     lines = [
-        f"{indent}# {comment_text(line)}"
+        f"{indent}# {line}"  # describe_sighting escaped what a process supplied
         for s in sightings[:_MAX_OBJECTS_LISTED]
         for line in describe_sighting(s, watch)
     ]
@@ -450,7 +569,7 @@ def _key_spec(e: KeyEntry) -> str:
 def _uid_value(uid: int, user_name: Callable[[int], str | None]) -> tuple[str, str]:
     """The value to write (a user name where there is one) and what it stands for."""
     name = user_name(uid)
-    if name is None or name.isdigit() or not name.isprintable():
+    if name is None or name.isdigit() or any(must_escape(c) for c in name):
         return str(uid), ""
     return toml_string(name), f"uid {uid}"
 

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..escape import safe_name
 from ..model import Decision, IpcKind, PosixDecision, Verdict
-from .safe import safe_name
 
 if TYPE_CHECKING:
     import socket
@@ -73,6 +73,10 @@ class Journal:
                 ("MESSAGE", message),
                 ("PRIORITY", PRIORITY[priority]),
                 ("SYSLOG_IDENTIFIER", "ipcjanitor"),
+                # the hook's records belong to the unit it ran for: `journalctl -u UNIT` finds
+                # them even when journald reads the sender's cgroup too late (the hook ends
+                # right after sending: seen under load), as it does systemd's own (uid 0)
+                *([("OBJECT_SYSTEMD_UNIT", self.unit)] if self.unit else []),
                 *fields,
             ]
             try:

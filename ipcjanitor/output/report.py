@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import os
-import pwd
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
+from ..accounts import user_name
+from ..escape import safe_name
 from ..model import Decision, IpcKind, IpcObject, PosixDecision, PosixKind, Verdict
-from .safe import safe_name
 
 _COLUMNS = ("KIND", "KEY", "ID", "OWNER", "USER", "PERMS", "SIZE", "NATTCH", "VERDICT", "REASON")
 _POSIX_COLUMNS = ("KIND", "NAME", "OWNER", "USER", "PERMS", "SIZE", "VERDICT", "REASON")
 
 
-@cache
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+def user_cell(uid: int) -> str:
+    return user_name(uid) or str(uid)
 
 
 def size_cell(o: IpcObject) -> str:
@@ -40,7 +35,7 @@ def table(decisions: Sequence[Decision]) -> str:
             f"0x{d.obj.key:08x}",
             str(d.obj.id),
             d.owner or "-",
-            user_name(d.obj.uid),
+            user_cell(d.obj.uid),
             f"{d.obj.mode & 0o777:o}",
             size_cell(d.obj),
             str(d.obj.nattch) if d.obj.nattch is not None else "-",
@@ -75,7 +70,7 @@ def posix_table(decisions: Sequence[PosixDecision]) -> str:
             d.obj.kind.value,
             safe_name(d.obj.name),
             d.owner or "-",
-            user_name(d.obj.uid),
+            user_cell(d.obj.uid),
             f"{d.obj.mode & 0o7777:o}",
             posix_size_cell(d),
             d.verdict.value,

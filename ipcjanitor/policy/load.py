@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import pwd
 from collections.abc import Sequence
-from functools import cache
 
+from ..accounts import user_name
 from ..errors import PolicyErrors, PolicyProblem
 from ..model import IpcKind, PosixKind
 from . import files as policy_files
@@ -14,6 +13,23 @@ from . import instances as policy_instances
 from .model import DEFAULT_MIN_AGE, EMBEDDED_DEFAULT, Owner, Policy, key_spans
 from .names import common_name
 from .parse import parse_policy_text
+
+
+def _whole(
+    owners: list[Owner], strict_modes: bool, warnings: list[str], problems: list[PolicyProblem]
+) -> list[Owner]:
+    """The merged owners checked as a whole: templates expanded, then overlaps (appended to
+    `warnings` and `problems`)."""
+    owners, found, clashes = policy_instances.expand(owners, strict_modes)
+    warnings.extend(found)
+    problems.extend(clashes)
+    if problems:
+        return owners
+    owners, dropped = drop_steered_clashes(owners)
+    warnings.extend(dropped)
+    problems.extend(check_overlaps(owners))
+    warnings.extend(name_overlaps(owners))
+    return owners
 
 
 def load_policy(
@@ -60,14 +76,7 @@ def load_policy(
         warnings.extend(parsed.warnings)
     resolved = list(owners.values())
     if not problems:
-        resolved, found, clashes = policy_instances.expand(resolved, strict_modes)
-        warnings.extend(found)
-        problems.extend(clashes)
-    if not problems:
-        resolved, dropped = drop_steered_clashes(resolved)
-        warnings.extend(dropped)
-        problems.extend(check_overlaps(resolved))
-        warnings.extend(name_overlaps(resolved))
+        resolved = _whole(resolved, strict_modes, warnings, problems)
     if problems:
         raise PolicyErrors(problems)
     return Policy(
@@ -78,15 +87,6 @@ def load_policy(
         pid_namespace_complete=complete,
         user_name=user_name,
     )
-
-
-@cache
-def user_name(uid: int) -> str | None:
-    """The user database's name for a uid, for reasons and `policy check`; None if it has none."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
-        return None
 
 
 def _text(path: str, data: bytes) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from ..model import IpcKind, IpcObject, PosixKind, PosixObject
-from ..unitnames import unit_matches
+from ..unitnames import primary_name, unit_matches
 from .names import to_regex
 from .timespan import USEC_PER_SEC, format_timespan
 
@@ -169,8 +170,17 @@ class Policy:
     def owner(self, name: str) -> Owner | None:
         return next((o for o in self.owners if o.name == name), None)
 
-    def owners_for_unit(self, unit: str) -> tuple[Owner, ...]:
-        return tuple(o for o in self.owners if o.matches_unit(unit))
+    def owners_for_unit(
+        self, unit: str, aliases: Mapping[str, str] = MappingProxyType({})
+    ) -> tuple[Owner, ...]:
+        """The owners bound to `unit`, by its name or, where an owner names an alias of it
+        (`aliases`: systemd.unitfiles.read_aliases), by the name systemd runs it as."""
+        return tuple(
+            o
+            for o in self.owners
+            if o.matches_unit(unit)
+            or (o.unit is not None and unit_matches(primary_name(o.unit, aliases), unit))
+        )
 
 
 def key_spans(owners: Iterable[Owner], kind: IpcKind) -> list[tuple[int, int, Owner]]:
@@ -196,6 +206,20 @@ def format_duration(seconds: float, exact: bool = False) -> str:
 # is over ten times the longest measured gap, allows for a loaded host, and lets the default
 # (10min) pass; a unit-less owner is the timer's to clean, so nothing is urgent there.
 UNITLESS_MIN_AGE_FLOOR = 300.0
+
+
+def alias_notes(policy: Policy, aliases: Mapping[str, str]) -> list[str]:
+    """One note per owner whose unit is an alias: it is judged by the name systemd runs."""
+    notes = []
+    for o in policy.owners:
+        primary = primary_name(o.unit, aliases) if o.unit else None
+        if primary is not None and primary != o.unit:
+            notes.append(
+                f"owner {o.name} ({o.source}): {o.unit} is an alias of {primary}, the name "
+                f"systemd runs it as: its processes, its stop and its hook are {primary}'s "
+                f'(write unit = "{primary}" to say so)'
+            )
+    return notes
 
 
 def handoff_warnings(policy: Policy) -> list[str]:

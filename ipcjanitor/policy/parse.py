@@ -428,6 +428,30 @@ def _claimed_kinds(
     return sysv or frozenset(IpcKind), posix, problems
 
 
+def _field_values(
+    table: Mapping[str, Any], err: Callable[[str, str | None], None]
+) -> dict[str, Any]:
+    """Each known field of an owner's table, parsed; every unknown or malformed one, and one
+    that needs another which is missing, is an error (reported through `err`, with the
+    field)."""
+    for unknown in sorted(set(table) - _OWNER_FIELDS):
+        err(f"unknown field {unknown!r}; fields are {', '.join(sorted(_OWNER_FIELDS))}", unknown)
+    values: dict[str, Any] = {}
+    for key, parse in _FIELD_PARSERS.items():
+        if key in table:
+            try:
+                values[key] = parse(table[key])
+            except ValueError as exc:
+                err(f"{key}: {exc}", key)
+            except TypeError:  # a table or array where a scalar belongs, and the like
+                err(f"{key}: has the wrong type ({type(table[key]).__name__})", key)
+    if "cuid" in table and "uid" not in table:
+        err("cuid needs uid: it only says who created the objects of uid", "cuid")
+    if values.get("private") and "uid" not in table:
+        err("private = true needs uid: IPC_PRIVATE objects are claimed by their uid", "private")
+    return values
+
+
 def _parse_owner(
     name: str,
     table: object,
@@ -450,17 +474,7 @@ def _parse_owner(
     if not isinstance(table, Mapping):
         err("must be a table")
         return None, errors
-    for unknown in sorted(set(table) - _OWNER_FIELDS):
-        err(f"unknown field {unknown!r}; fields are {', '.join(sorted(_OWNER_FIELDS))}", unknown)
-    values: dict[str, Any] = {}
-    for key, parse in _FIELD_PARSERS.items():
-        if key in table:
-            try:
-                values[key] = parse(table[key])
-            except ValueError as exc:
-                err(f"{key}: {exc}", key)
-            except TypeError:  # a table or array where a scalar belongs, and the like
-                err(f"{key}: has the wrong type ({type(table[key]).__name__})", key)
+    values = _field_values(table, err)
     ranges = list(values.get("keys", []))
     ftoks = table.get("ftok", [])
     steered: list[int] = []
@@ -471,10 +485,6 @@ def _parse_owner(
         steered, per_instance = claimed[1], claimed[2]
     except ValueError as exc:
         err(f"ftok: {exc}", "ftok")
-    if "cuid" in table and "uid" not in table:
-        err("cuid needs uid: it only says who created the objects of uid", "cuid")
-    if values.get("private") and "uid" not in table:
-        err("private = true needs uid: IPC_PRIVATE objects are claimed by their uid", "private")
     patterns = values.get("names", ())
     sysv_claims = bool(ranges or values.get("private") or ftoks)
     sysv_kinds, posix_kinds, kind_problems = _claimed_kinds(values, patterns, sysv_claims)

@@ -9,16 +9,25 @@ Anything else is a bug (say, a pystemd API change) and propagates; it never read
 
 from __future__ import annotations
 
+import marshal
 import os
+import select
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+from ..clock import TIMER as CLOCK_TIMER
+from ..clock import TimerState
+from ..escape import safe_name
 
 DESTINATION = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
 MANAGER = b"org.freedesktop.systemd1.Manager"
 SERVICE = b"org.freedesktop.systemd1.Service"
+UNIT = b"org.freedesktop.systemd1.Unit"
+TIMER = b"org.freedesktop.systemd1.Timer"
 
 T = TypeVar("T")
 
@@ -53,9 +62,10 @@ UNTRUSTED_LIMIT = 64  # characters of a service-supplied value shown, escaped
 
 
 def untrusted(text: str) -> str:
-    """PURE: text a service supplied, quoted, non-printable characters (controls, bidi)
-    escaped, at most UNTRUSTED_LIMIT characters of it: never read as a fact or a command."""
-    shown = repr(text[:UNTRUSTED_LIMIT])
+    """PURE: text a service supplied, quoted, escaped by the one rule (escape.py), at most
+    UNTRUSTED_LIMIT characters of it: never read as a fact or a command."""
+    inner = safe_name(text[:UNTRUSTED_LIMIT]).replace('"', "\\x22")  # the quote, unambiguous
+    shown = f'"{inner}"'
     return shown + f"... ({len(text)} characters)" if len(text) > UNTRUSTED_LIMIT else shown
 
 
@@ -182,14 +192,15 @@ class Systemd:
         self._call(MANAGER_PATH, MANAGER, b"Reload", b"")
         return True
 
-    def boot_clock_offset(self) -> float | None:
-        """Wall minus monotonic clock when userspace started (UserspaceTimestamp,
-        UserspaceTimestampMonotonic, recorded by systemd at boot); None if it has no record."""
-        wall = int(self._manager(b"UserspaceTimestamp", b"t"))
-        mono = int(self._manager(b"UserspaceTimestampMonotonic", b"t"))
-        if not wall or not mono:
-            return None
-        return wall / 1e6 - mono / 1e6
+    def timer_state(self, unit: str) -> TimerState:
+        """Whether the timer is active, since when and when it last fired (monotonic)."""
+        path = self.unit_path(unit)
+        state = _text(self.bus.get_property(DESTINATION, path, UNIT, b"ActiveState", b"s"))
+        since = self.bus.get_property(
+            DESTINATION, path, UNIT, b"ActiveEnterTimestampMonotonic", b"t"
+        )
+        fired = self.bus.get_property(DESTINATION, path, TIMER, b"LastTriggerUSecMonotonic", b"t")
+        return TimerState(state == "active", int(since) / 1e6, int(fired) / 1e6)
 
 
 def _pystemd_bus() -> tuple[Any, Callable[[bytes, list[Any]], Any], type[Exception]]:
@@ -281,8 +292,14 @@ def connect() -> Iterator[tuple[Systemd | None, str | None]]:
         bus.close()
 
 
-def ask(question: Callable[[Systemd], T]) -> tuple[T | None, str | None]:
-    """One question to systemd: (answer, None), or (None, why) without an answer."""
+BUS_DEADLINE = 5.0  # seconds: a question systemd has not answered by then gets no answer
+RELOAD_DEADLINE = 30.0  # a daemon-reload of a large system can take a while; still bounded
+
+
+def ask_here(question: Callable[[Systemd], T]) -> tuple[T | None, str | None]:
+    """One question to systemd, in this process: (answer, None), or (None, why) without an
+    answer. No deadline but sd-bus's own (its authentication waits up to 90 s on a stopped
+    dbus-daemon): call it through Question, which gives it one."""
     with connect() as (sd, why):
         if sd is None:
             return None, why
@@ -294,14 +311,144 @@ def ask(question: Callable[[Systemd], T]) -> tuple[T | None, str | None]:
             return None, f"no answer from systemd over D-Bus ({exc})"
 
 
+class Question(Generic[T]):
+    """A question to systemd asked by a child process, answered within a deadline.
+
+    sd-bus waits up to 90 s for a dbus-daemon that accepted the connection but does not
+    answer (SIGSTOPped, swapping, wedged), and 25 s for each method call: in a hook that is
+    a failed stop (TimeoutStopSec=). The child asks (`asking`: what ask_here returns) and
+    sends the answer back through a pipe (marshal: plain data, no code); answer() waits for
+    it until `deadline` seconds after the question was put, then ends the child (ours, by
+    its pid) and says there was no answer. A bug in the child (not a D-Bus failure) is
+    raised in the parent. Fork only where no other thread runs; a process that cannot fork
+    asks in itself at answer(), with sd-bus's own timeouts.
+    """
+
+    def __init__(self, asking: Callable[[], tuple[T | None, str | None]]) -> None:
+        self._asking = asking
+        self._pid: int | None = None
+        self._fd: int | None = None
+        self._put = time.monotonic()
+        try:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+        except OSError:  # EAGAIN, ENOMEM: ask in this process, later
+            return
+        if pid == 0:  # the child: ask, answer, leave without running any of the parent's exits
+            status = 0
+            try:
+                os.close(read_end)
+                _write_all(write_end, marshal.dumps(_plain(asking)))
+            except BaseException:  # whatever it is, the parent reads no answer and says so
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        self._pid, self._fd = pid, read_end
+
+    def answer(self, deadline: float | None = None) -> tuple[T | None, str | None]:
+        """What `asking` returned (or raised), or (None, why) past the deadline (seconds
+        from the question on; BUS_DEADLINE unless given)."""
+        deadline = BUS_DEADLINE if deadline is None else deadline
+        if self._fd is None:
+            return self._asking()
+        data = _read_until(self._fd, self._put + deadline)
+        if data is None:
+            self.cancel()
+            return None, (
+                f"no answer from systemd within {deadline:g} s (is D-Bus stalled?); "
+                "nothing waited longer for it"
+            )
+        ended = self._reap()
+        if not data:
+            return None, f"no answer from systemd: the process asking it ended ({ended})"
+        what, value, why = marshal.loads(data)
+        if what == "bug":
+            raise RuntimeError(f"asking systemd: {value}")
+        record = _RECORDS.get(what)
+        answer: Any = record(*value) if record is not None else value
+        return answer, why
+
+    def cancel(self) -> None:
+        """Not needed (or no longer): end the child, ours by its pid, and reap it."""
+        if self._pid is not None:
+            import signal  # noqa: PLC0415  (not before the fork: it builds enums)
+
+            os.kill(self._pid, signal.SIGKILL)
+            self._reap()
+
+    def _reap(self) -> str:
+        pid, fd = self._pid, self._fd
+        self._pid = self._fd = None
+        if fd is not None:
+            os.close(fd)
+        if pid is None:
+            return "already reaped"
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            return f"killed by signal {os.WTERMSIG(status)}"
+        return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+# The records an answer may be, sent as plain tuples (marshal takes no NamedTuple) by name
+_RECORDS: dict[str, Any] = {"run": UnitRun, "timer": TimerState}
+
+
+def _plain(asking: Callable[[], tuple[Any, str | None]]) -> tuple[str, Any, str | None]:
+    """What `asking` gave, as marshal-able data: ("run" | "value", answer, why) or ("bug", ...)."""
+    try:
+        value, why = asking()
+    except Exception as exc:  # a bug, not "no bus": the parent raises it
+        return "bug", f"{type(exc).__name__}: {exc}", None
+    for name, record in _RECORDS.items():
+        if isinstance(value, record):
+            return name, tuple(value), why
+    return "value", value, why
+
+
+def _read_until(fd: int, until: float) -> bytes | None:
+    """Everything the child writes before it closes the pipe; None if that is after `until`."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    chunks: list[bytes] = []
+    while True:
+        left = until - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.close(fd)
+
+
+def ask(
+    question: Callable[[Systemd], T], deadline: float | None = None
+) -> tuple[T | None, str | None]:
+    """One question to systemd, within `deadline`: (answer, None), or (None, why)."""
+    return Question(lambda: ask_here(question)).answer(deadline)
+
+
+def unit_run_here(unit: str) -> tuple[UnitRun | None, str | None]:
+    """Ask systemd about `unit` in this process (the hook's asking child does)."""
+    return ask_here(lambda sd: sd.unit_run(unit))
+
+
 def unit_run(unit: str) -> tuple[UnitRun | None, str | None]:
-    """Ask systemd about `unit`; (None, why) when there is no bus or no such unit."""
-    return ask(lambda sd: sd.unit_run(unit))
+    """Ask systemd about `unit`; (None, why) when there is no bus, no such unit or no answer
+    within BUS_DEADLINE."""
+    return Question(lambda: unit_run_here(unit)).answer()
 
 
 def daemon_reload() -> str | None:
     """Reload systemd's unit files; None on success, else why not."""
-    done, why = ask(Systemd.reload)
+    done, why = ask(Systemd.reload, RELOAD_DEADLINE)
     return None if done else why
 
 
@@ -310,6 +457,6 @@ def main_pid(unit: str) -> int | None:
     return ask(lambda sd: sd.main_pid(unit))[0]
 
 
-def boot_clock_offset() -> float | None:
-    """systemd's record of the clocks at userspace start, or None (see Systemd)."""
-    return ask(Systemd.boot_clock_offset)[0]
+def clock_timer() -> tuple[TimerState | None, str | None]:
+    """What systemd says of the recorder's timer, ipcjanitor-clock.timer, or (None, why)."""
+    return ask(lambda sd: sd.timer_state(CLOCK_TIMER))

@@ -12,6 +12,8 @@ import pytest
 from .container import ROOT, Container
 
 VENV_BIN = ROOT / ".venv" / "bin"
+UNITS = ("ipcjanitor.service", "ipcjanitor.timer", "ipcjanitor-clock.service",
+         "ipcjanitor-clock.timer")  # fmt: skip
 
 LEAKY = """\
 import ctypes, os, time
@@ -60,9 +62,12 @@ def box() -> Iterator[Container]:
             page = subprocess.run(["scdoc"], input=(ROOT / "docs" / "ipcjanitor.8.scd").read_text(),
                                   capture_output=True, text=True, check=True).stdout  # fmt: skip
             c.write("/usr/share/man/man8/ipcjanitor.8", page)
-        for unit in ("ipcjanitor.service", "ipcjanitor.timer"):
+        for unit in UNITS:
             c.write(f"/etc/systemd/system/{unit}", (ROOT / "units" / unit).read_text())
         c.run("systemctl daemon-reload")
+        # as the packages do: the clock recorder runs, and has read the clocks once
+        c.run("systemctl enable --now ipcjanitor-clock.timer")
+        c.wait_until("test -s /run/ipcjanitor/clock-steps")
         yield c
     finally:
         c.stop()

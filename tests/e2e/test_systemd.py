@@ -79,6 +79,11 @@ def test_a_clean_stop_with_a_broken_policy_stays_clean_and_logs_loudly(box: Cont
     assert (
         box.run("systemctl show -p ActiveState --value leaky.service").stdout.strip() == "inactive"
     )
+    # journald may index the hook's record a moment after the stop returns (seen under load)
+    box.wait_until(
+        "journalctl --no-pager -u leaky.service -p err | grep -q 'policy error, nothing was removed'",
+        timeout=15,
+    )
     errors = journal(box, "-u", "leaky.service", "-p", "err")
     assert any("policy error, nothing was removed" in str(r["MESSAGE"]) for r in errors)
     assert len(sysvipc_keys(box, "shm")) == 1  # a policy error removes nothing

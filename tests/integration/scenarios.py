@@ -543,6 +543,18 @@ def metrics_file() -> dict[str, Any]:
     }
 
 
+@scenario
+def php_unreachable_queues() -> dict[str, Any]:
+    """PHP 8.2's msg_queue_exists(0) makes an IPC_PRIVATE mode-000 queue per call."""
+    for _ in range(3):
+        subprocess.run(["php", "-r", "msg_queue_exists(0);"], check=True)
+    used = sysv.msgget(0, 0o600)  # a private queue someone uses: reachable by its id
+    sysv.msgsnd(used, b"hello")
+    doctor = janitor("doctor", "--json")
+    text = janitor("doctor")
+    return {"rc": doctor["rc"], "doc": doctor["doc"], "used": used, "text": text["stdout"]}
+
+
 def main() -> None:
     global POLICY  # noqa: PLW0603  (the policy file of this run, for janitor())
     POLICY = sys.argv[2]

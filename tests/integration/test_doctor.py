@@ -38,3 +38,19 @@ def test_the_supervisord_leak_is_found_and_healthy_pipes_are_not(tmp_path: Path)
     assert stuck["command"] == "python3" or stuck["command"].startswith("python")
     assert stuck["fds"][0] == 1 and stuck["holds_read_end"] and stuck["read_fds"]
     assert stuck["orphaned"] is True and stuck["inode"] > 0
+
+
+def test_php_s_unreachable_private_queues_are_a_finding_with_their_removal(
+    tmp_path: Path,
+) -> None:
+    """Issue 22, item 3: real PHP 8.2, msg_queue_exists(0) three times: three mode-000
+    IPC_PRIVATE queues nobody can ever use; a used private queue is not one of them."""
+    r = in_namespace("php_unreachable_queues", POLICY, tmp_path)
+    found = r["doc"]["unreachable_queues"]
+    assert len(found) == 3, found
+    assert r["used"] not in [q["id"] for q in found]
+    assert all(q["verdict"] == "unowned" for q in found)
+    assert r["rc"] == 1 and not r["doc"]["healthy"]
+    for q in found:
+        assert f"UNREACHABLE QUEUE: msg id {q['id']} (uid 0)" in r["text"]
+        assert f"`ipcrm -q {q['id']}`" in r["text"]
