@@ -11,6 +11,9 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# One install at a time (parallel `make` runs in several checkouts share dpkg and the guard).
+exec 9>/run/lock/ipcjanitor-apt-install
+flock 9
 # Packages the tests drive (apache2, postgresql) must not start on this host: their daemons
 # would make IPC objects in the host's namespace. A policy-rc.d that denies every start, for
 # the install only, unless the machine has its own.
