@@ -170,7 +170,7 @@ def create(world: World, s: Step) -> bool:
     o = new_obj(s["o"], s["kind"], s["claimed"], w.label, s.get("nsems", 0))
     if s.get("same_name"):  # the key or name of an object gone since: a new one by that name
         old = world.objs.get(s["same_name"])
-        if old is None or old.gone is None or old.kind != o.kind:
+        if old is None or old.gone is None or old.kind != o.kind or taken(world, old):
             return False
         o.key, o.name, o.claimed = old.key, old.name, old.claimed
     world.objs[o.label] = o
@@ -184,6 +184,14 @@ def create(world: World, s: Step) -> bool:
     }[o.kind]
     _send(world, w, cmd, o.label)
     return True
+
+
+def taken(world: World, old: Obj) -> bool:
+    """Whether an object still there has old's key or name (made by an earlier same_name)."""
+    return any(
+        o.kind == old.kind and (o.key, o.name) == (old.key, old.name) and o.gone is None
+        for o in world.objs.values()
+    )
 
 
 def attach(world: World, s: Step) -> bool:

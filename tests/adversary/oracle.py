@@ -59,7 +59,9 @@ def policy_path(world: World) -> Path:
 
 
 def argv(world: World, command: str, clock: dict[str, Any] | None) -> list[str]:
-    cmd = [sys.executable, "-m", "ipcjanitor", "--policy", str(policy_path(world)), command,
+    brk = os.environ.get("ADVERSARY_BREAK")  # a deliberately broken janitor (broken.py)
+    janitor = ["tests.adversary.broken", brk] if brk else ["ipcjanitor"]
+    cmd = [sys.executable, "-m", *janitor, "--policy", str(policy_path(world)), command,
            "--json"]  # fmt: skip
     if not clock:
         return cmd

@@ -48,9 +48,10 @@ def can_run() -> str | None:
 
 def schedule(
     seed: int = 0, steps: int = 100, replay: list[dict[str, Any]] | None = None,
-    timeout: float = 600,
+    timeout: float = 600, brk: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run one schedule (drawn from seed, or the given steps) in its own namespaces."""
+    """Run one schedule (drawn from seed, or the given steps) in its own namespaces; brk
+    names a deliberate defect of the janitor's (broken.py) to run against instead."""
     args = ["--seed", str(seed), "--steps", str(steps)]
     with tempfile.TemporaryDirectory() as tmp:
         if replay is not None:
@@ -59,6 +60,9 @@ def schedule(
             args += ["--replay", str(path)]
         env = dict(os.environ, PYTHONPATH=str(ROOT),
                    ADVERSARY_HOST_SHM_DEV=str(os.stat("/dev/shm").st_dev))  # fmt: skip
+        env.pop("ADVERSARY_BREAK", None)
+        if brk is not None:
+            env["ADVERSARY_BREAK"] = brk
         proc = subprocess.run(
             ["unshare", "--ipc", "--pid", "--fork", "--mount-proc", "--mount", "sh", "-c",
              MOUNTS + 'exec "$@"', "sh", sys.executable, "-m", "tests.adversary.run", *args],

@@ -6,45 +6,18 @@ a list of steps, so a failing schedule replays (and shrinks) without the generat
 
 from __future__ import annotations
 
-import os
 import random
-import time
 from collections.abc import Callable
-from pathlib import Path
 
-from tests.adversary.ops import Step
+from tests.adversary.ops import Step, taken
 from tests.adversary.world import Obj, Worker, World
 
 MAX_LIVE = 6
-# ipcjanitor's record of the smallest wall-minus-monotonic offset its runs saw this boot
-# (kernel/processes.py), in the namespace's private /run. Where it is missing, or higher
-# than the offset the clocks really have (a run in a time namespace, or a faked step, wrote
-# it), and systemd's boot record is absent too, a forward step of the wall clock cannot be
-# told from PID reuse: a known gap (issue 16, item 4), pinned by test_regressions.py. The
-# generator draws forward steps only where the record is complete.
-#
-# The other known gap: a live process whose thread-group leader has ended (pthread_exit in
-# main, other threads running) shows no maps and no fds under /proc/PID, so ipcjanitor
-# misses every POSIX object it maps or holds open (found by this harness; pinned by
-# regressions/leader-exited-posix-holder.json). Such a worker here holds System V objects
-# only.
-#
-# ADVERSARY_KNOWN_GAPS=1 draws into both gaps anyway (to see a fix work).
-CLOCK_RECORD = Path("/run/ipcjanitor/clock-offset")
-
-
-def record_complete() -> bool:
-    """Whether ipcjanitor's clock record holds an offset no higher than the real one."""
-    try:
-        recorded = float(CLOCK_RECORD.read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return False
-    return recorded <= time.time() - time.monotonic() + 0.5
-
-
+# Two gaps this harness found are closed, and the generator draws into both: a forward step
+# of the wall clock with no clock record (regressions/wall-step-without-a-record.json, issue
+# 16 item 4), and a live process whose thread-group leader has ended holding POSIX objects
+# (regressions/leader-exited-posix-holder.json).
 KINDS = ("shm", "sem", "msg", "posix-shm", "posix-sem", "posix-mq")
-KNOWN_GAPS = os.environ.get("ADVERSARY_KNOWN_GAPS") == "1"
-SYSV_KINDS = ("shm", "sem", "msg")
 CLOCKS: tuple[dict[str, int], ...] = (
     {"wall": 1800},  # a forward step of the wall clock, just before the run (back after it)
     {"wall": 7200},
@@ -105,16 +78,13 @@ class Generator:
         rng = self.rng
         worker = rng.choice(idle)
         w = worker.label
-        posix = KNOWN_GAPS or worker.tid is None
-        motifs = MOTIFS if posix else (_reused,)
         out: list[tuple[float, Callable[[], Step]]] = [
-            (5, lambda: self._create(w, posix=posix)),
-            (1, lambda: self._recreate(world, w, posix)),
+            (5, lambda: self._create(w)),
+            (1, lambda: self._recreate(world, w)),
             (1, lambda: {"op": "touch", "w": w}),
-            (1.5, lambda: self._motif(motifs[rng.randrange(len(motifs))](self, w))),
+            (1.5, lambda: self._motif(MOTIFS[rng.randrange(len(MOTIFS))](self, w))),
         ]
-        holds_posix = any(world.objs[o].kind not in SYSV_KINDS for _, o in worker.handles.values())
-        if worker.tid is None and (KNOWN_GAPS or not holds_posix):
+        if worker.tid is None:
             out.append((0.7, lambda: {"op": "leader_exit", "w": w}))
         if room:
             out.append((2, lambda: {"op": "fork", "w": w, "child": self.label("w")}))
@@ -128,7 +98,7 @@ class Generator:
             for o in world.objs.values()
             if o.gone is None and (o.id is not None or o.ino is not None)
         ]
-        out += self._object_steps(w, [o for o in objs if posix or o.kind in SYSV_KINDS])
+        out += self._object_steps(w, objs)
         handles = world.workers[w].handles
         if handles:
             out += self._handle_steps(w, world, handles)
@@ -138,8 +108,8 @@ class Generator:
         self.plan = steps[1:]
         return steps[0]
 
-    def _create(self, w: str, kind: str | None = None, posix: bool = True) -> Step:
-        kind = kind or self.rng.choice(KINDS if posix else SYSV_KINDS)
+    def _create(self, w: str, kind: str | None = None) -> Step:
+        kind = kind or self.rng.choice(KINDS)
         step: Step = {"op": "create", "w": w, "o": self.label("o"), "kind": kind,
                       "claimed": self.rng.random() < 0.9}  # fmt: skip
         if kind == "sem":
@@ -148,11 +118,11 @@ class Generator:
             step["h"] = self.label("h")
         return step
 
-    def _recreate(self, world: World, w: str, posix: bool) -> Step:
+    def _recreate(self, world: World, w: str) -> Step:
         """A new object by the key or name of one gone (removed by its program or by us)."""
-        gone = [o for o in world.objs.values() if o.gone and (posix or o.kind in SYSV_KINDS)]
+        gone = [o for o in world.objs.values() if o.gone and not taken(world, o)]
         if not gone:
-            return self._create(w, posix=posix)
+            return self._create(w)
         old = self.rng.choice(gone)
         step = self._create(w, old.kind)
         step["same_name"] = old.label
@@ -214,10 +184,7 @@ class Generator:
         ]
 
     def _clock(self) -> dict[str, int]:
-        clock = dict(self.rng.choice(CLOCKS))
-        if clock.get("wall", 0) > 0 and not record_complete() and not KNOWN_GAPS:
-            return dict(CLOCKS[3])
-        return clock
+        return dict(self.rng.choice(CLOCKS))
 
     def _concurrent(self) -> Step:
         self.window_left = self.rng.randint(2, 6)

@@ -8,8 +8,9 @@ own. After every step: nothing a live process holds was removed or judged stale,
 process got an IPC error on what it held, nothing unclaimed was touched, nothing vanished;
 at the end, with every worker gone, one clean leaves nothing dead and claimed.
 
-Under CI=true the seeds are a fixed list (ADVERSARY_SEEDS, default 1-20: about two
-minutes on two cores); otherwise twenty new seeds each run. A failing schedule is written
+Under CI=true the seeds are a fixed list (ADVERSARY_SEEDS, default 1-20), run
+ADVERSARY_JOBS (2) at a time: about 1.5 minutes on two cores; otherwise twenty new seeds
+each run. A failing schedule is written
 to build/adversary/seed-N.json; `python -m tests.adversary.outside --shrink FILE` cuts it
 down. `make soak` runs new seeds for SOAK_MINUTES.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ pytestmark = [
 ]
 HERE = Path(__file__).parent
 STEPS = int(os.environ.get("ADVERSARY_STEPS", "120"))
+JOBS = int(os.environ.get("ADVERSARY_JOBS", "2"))
 
 
 def _seeds() -> list[int]:
@@ -60,9 +64,25 @@ def _explain(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@pytest.fixture(scope="session")
+def running(request: pytest.FixtureRequest) -> Iterator[dict[int, Future[dict[str, Any]]]]:
+    """Every selected seed's schedule, JOBS at a time from the first test on (mostly waits:
+    for workers to sleep, for the janitor's runs; 2 at once take half the time on 2 cores)."""
+    seeds = [int(item.callspec.params["seed"]) for item in request.session.items
+             if isinstance(item, pytest.Function)
+             and item.originalname == "test_random_schedule_keeps_every_promise"]  # fmt: skip
+    pool = ThreadPoolExecutor(JOBS)
+    try:
+        yield {seed: pool.submit(outside.schedule, seed, STEPS) for seed in seeds}
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 @pytest.mark.parametrize("seed", _seeds())
-def test_random_schedule_keeps_every_promise(seed: int, results: list[dict[str, Any]]) -> None:
-    r = outside.schedule(seed, STEPS)
+def test_random_schedule_keeps_every_promise(
+    seed: int, results: list[dict[str, Any]], running: dict[int, Future[dict[str, Any]]]
+) -> None:
+    r = running[seed].result()
     results.append(r)
     assert not outside.failed(r), _explain(r)
     assert r["executed"] > STEPS // 2, r["skipped"]

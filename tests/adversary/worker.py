@@ -180,7 +180,7 @@ class Worker:
         return 0
 
     def psem_open(self, name: str, h: str, create: bool) -> int:
-        flags = os.O_CREAT if create else 0
+        flags = os.O_CREAT | os.O_EXCL if create else 0
         self.sems[h] = _ptr(LIBC.sem_open(b"/" + name.encode(), flags, 0o600, 0), "sem_open")
         return 0
 
