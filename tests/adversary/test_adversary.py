@@ -23,7 +23,7 @@ import random
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -68,7 +68,7 @@ def _explain(r: dict[str, Any]) -> str:
 def running(request: pytest.FixtureRequest) -> Iterator[dict[int, Future[dict[str, Any]]]]:
     """Every selected seed's schedule, JOBS at a time from the first test on (mostly waits:
     for workers to sleep, for the janitor's runs; 2 at once take half the time on 2 cores)."""
-    seeds = [int(item.callspec.params["seed"]) for item in request.session.items
+    seeds = [cast(int, item.callspec.params["seed"]) for item in request.session.items
              if isinstance(item, pytest.Function)
              and item.originalname == "test_random_schedule_keeps_every_promise"]  # fmt: skip
     pool = ThreadPoolExecutor(JOBS)
