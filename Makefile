@@ -11,7 +11,8 @@ APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd
 # cluster inside the contained systemd; the host's is never started).
 APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime postgresql
 
-.PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test golden
+.PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test golden \
+        adversary soak
 
 run: setup
 	$(VENV)/bin/ipcjanitor scan
@@ -51,6 +52,21 @@ test: setup-test lint
 	$(PY) -m coverage report --sort=cover | tail -n 12
 	@echo "line coverage: $$($(PY) -m coverage report --format=total)%"
 	$(MAKE) package-test
+
+# The adversarial harness (tests/adversary/, also part of `make test`): random schedules of
+# real processes in private namespaces against clean and scan. `make adversary` runs the CI
+# set alone (fixed seeds, ~2 min); `make soak` draws new seeds for SOAK_MINUTES, SOAK_JOBS at
+# a time, keeping each failing schedule in build/adversary/ (replay and shrink it with
+# `python -m tests.adversary.outside --shrink FILE`).
+SOAK_MINUTES ?= 30
+SOAK_JOBS    ?= 2
+SOAK_STEPS   ?= 200
+
+adversary: setup-test
+	CI=true $(PY) -m pytest -q -m adversary tests/adversary
+
+soak: setup-test
+	$(PY) -m tests.adversary.outside --minutes $(SOAK_MINUTES) --jobs $(SOAK_JOBS) --steps $(SOAK_STEPS)
 
 MAN_SRC := $(wildcard docs/*.scd)
 MAN_OUT := $(patsubst docs/%.scd,build/man/%,$(MAN_SRC))

@@ -107,3 +107,30 @@ def test_missing_locks_file_is_blindness(tmp_path: Path) -> None:
     (tmp_path / "proc").mkdir()
     h = holders.read_holders([(1, 2)], tmp_path / "proc")
     assert h.blind is not None and "locks" in h.blind
+
+
+def test_a_live_thread_of_an_ended_leader_holds_what_it_maps_and_opens(tmp_path: Path) -> None:
+    """main() called pthread_exit, another thread runs on: the zombie leader's maps and fd
+    are empty, the live thread's /proc/PID/task/TID/ show the mapping and the fd (found by
+    the adversarial harness: tests/adversary/regressions/leader-exited-posix-holder.json)."""
+    mapped, opened = tmp_path / "sem.a", tmp_path / "b"
+    mapped.write_bytes(b"")
+    opened.write_bytes(b"")
+    sm, so = mapped.stat(), opened.stat()
+    fake_proc(tmp_path, 40, "daemon")  # the leader: no maps, no fds
+    task = tmp_path / "proc" / "40" / "task"
+    (task / "40" / "fd").mkdir(parents=True)
+    (task / "40" / "maps").write_text("")
+    (task / "41" / "fd").mkdir(parents=True)
+    (task / "41" / "maps").write_text(
+        f"7f00-7f01 rw-s 00000000 {dev_text(sm.st_dev)} {sm.st_ino}    /dev/shm/sem.a\n"
+    )
+    (task / "41" / "fd" / "5").symlink_to(opened)
+    (tmp_path / "proc" / "locks").write_text("")
+    wanted = [(sm.st_dev, sm.st_ino), (so.st_dev, so.st_ino)]
+    found, unreadable, read = holders.scan_holders(wanted, tmp_path / "proc")
+    assert unreadable == [] and read == 1
+    assert found == {
+        (sm.st_dev, sm.st_ino): ("mapped by pid 40 (daemon)",),
+        (so.st_dev, so.st_ino): ("fd 5 of pid 40 (daemon)",),
+    }

@@ -88,6 +88,30 @@ class _Scan:
         self.read += 1
         self.maps(pid, maps)
         self.fds(pid, f"{base}/fd", fds)
+        if not maps:  # a kernel thread, or a leader that ended while other threads run on
+            self.threads(pid, f"{base}/task")
+
+    def threads(self, pid: str, task_dir: str) -> None:
+        """A zombie thread-group leader shows no maps and no fds under /proc/PID; its live
+        threads show the process's under /proc/PID/task/TID (each thread its own fd table,
+        for a thread cloned without CLONE_FILES)."""
+        try:
+            tids = [t for t in os.listdir(task_dir) if t != pid]
+        except OSError:
+            return  # exited meanwhile
+        for tid in tids:
+            base = f"{task_dir}/{tid}"
+            try:
+                with open(f"{base}/maps", "rb") as f:
+                    maps = f.read()
+                fds = os.listdir(f"{base}/fd")
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # the thread ended meanwhile
+            except OSError as exc:
+                self.unreadable.append(f"thread {tid} of pid {pid} ({exc.strerror})")
+                continue
+            self.maps(pid, maps)
+            self.fds(pid, f"{base}/fd", fds)
 
     def maps(self, pid: str, text: bytes) -> None:
         """Only the lines naming one of our devices are split (found by a search in C)."""
