@@ -8,7 +8,7 @@ harness that stays green against these is itself broken.
   ignore-life    every claimed object that shows life (attached,
                  waited on, a live recorded pid, a mapping, an fd) is judged stale instead
   blind-holders  the scan of /proc/PID/{maps,fd} and /proc/locks sees no holder of any
-                 POSIX object
+                 POSIX object, and the kernel's write lease (a second witness) is not asked
 
 Runs only inside the harness's namespaces (tests/adversary/outside.py), like run.py.
 """
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ipcjanitor.engine import decide
+from ipcjanitor.engine import decide, remove_posix
 from ipcjanitor.kernel import holders
 from ipcjanitor.model import Verdict
 
@@ -44,6 +44,11 @@ def _blind_holders() -> None:
         return {}, [], 1
 
     holders.scan_holders = nobody
+
+    def no_lease(fd: int) -> bool:  # the kernel gives none: the re-read alone decides
+        return False
+
+    remove_posix._take_lease = no_lease
 
 
 BREAKS: dict[str, Callable[[], None]] = {
