@@ -121,3 +121,8 @@ def test_purge_without_a_list_does_nothing(root: Path) -> None:
     ours = put(root, LEAKY, TEXT)
     assert run(root, "ipcjanitor_purge_dropins").stdout == ""
     assert ours.exists()
+
+
+def test_the_script_survives_rpm_macro_expansion() -> None:
+    """The spec %include-s it into %postun, and rpm expands every % it reads (%% becomes %)."""
+    assert "%" not in SCRIPT.read_text()
