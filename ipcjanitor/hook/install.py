@@ -18,6 +18,7 @@ from ..policy.model import format_duration
 from ..systemd import unitctx
 from ..systemd.unitfiles import read_aliases
 from ..unitnames import primary_name, with_type
+from . import dropins
 
 DROPIN_NAME = "ipcjanitor.conf"
 # Built with the package (setup.py, ipcjanitor/ipcjanitor-hook.c): it belongs to this ipcjanitor.
@@ -142,6 +143,7 @@ def install_hook(
             return ExitCode.OK
         with _as_root(path):
             path.unlink()
+        _note(path, None)
         with_reload = _reload()
         print(f"removed {path}{with_reload}")
         return ExitCode.OK
@@ -164,10 +166,12 @@ def install_hook(
     text = dropin_text(f"{exec_line(hook_argv(policy_path))} --unit=%n")
     check_context(unit)
     if path.exists() and path.read_text() == text:
+        _note(path, text)  # one an older install-hook wrote goes on the list too
         print(f"{path} is already installed: nothing changed")
         return ExitCode.OK
     with _as_root(path):
         write_dropin(path, text)
+    _note(path, text)
     print(f"wrote {path}{_reload()}")
     return ExitCode.OK
 
@@ -239,6 +243,18 @@ def write_dropin(path: Path, text: str) -> None:
         chase.write_file_at(dfd, path.name, text.encode(), DROPIN_MODE, replace=True)
     finally:
         os.close(dfd)
+
+
+def _note(path: Path, text: str | None) -> None:
+    """Keep the list the package's purge reads (dropins.py); a failure is only a warning."""
+    try:
+        dropins.note(path, text)
+    except (NotPermittedError, OSError) as exc:
+        what = "deletes it" if text is not None else "would delete a drop-in written here later"
+        print(
+            f"warning: {path} is not noted in {dropins.LIST_DIR / dropins.LIST_NAME} ({exc}): "
+            f"purging the ipcjanitor package no longer {what}", file=sys.stderr,
+        )  # fmt: skip
 
 
 @contextmanager

@@ -4,7 +4,8 @@
    cpuset.cpus/mems first), then `unshare --cgroup --pid --fork --mount --mount-proc --ipc --uts`.
 2. Inside: tmpfs over /run, /tmp, /var/tmp, /var/log, /home, /root, /srv, /dev/shm; overlays
    over /etc and /usr; the project tree bound back at its own path; cgroup hierarchies remounted
-   rooted at the child.
+   rooted at the child. /var/lib gets an overlay too: install-hook keeps its list of drop-ins
+   in /var/lib/ipcjanitor/.
 3. exec /lib/systemd/systemd --system --unit=basic.target with container=ipcjanitor-test.
 
 Enter with `nsenter -t PID -a`; stop() powers it off, waits, and removes the child cgroups.
@@ -96,7 +97,7 @@ class Container:
                     f"{'-o ' + keep if fstype == 'cgroup' else ''} cgroup {mnt}"
                 )
         cgroup_root_is_tmpfs = all(m != "/sys/fs/cgroup" for m, _, _ in _cgroup_mounts())
-        for d in ("etc-up", "etc-work", "usr-up", "usr-work"):
+        for d in ("etc-up", "etc-work", "usr-up", "usr-work", "varlib-up", "varlib-work"):
             (self.scratch / d).mkdir()
         s = shlex.quote(str(self.scratch))
         root = shlex.quote(str(ROOT))
@@ -105,6 +106,7 @@ class Container:
                 "set -e",
                 f"mount -t overlay overlay -o lowerdir=/etc,upperdir={s}/etc-up,workdir={s}/etc-work /etc",
                 f"mount -t overlay overlay -o lowerdir=/usr,upperdir={s}/usr-up,workdir={s}/usr-work /usr",
+                f"mount -t overlay overlay -o lowerdir=/var/lib,upperdir={s}/varlib-up,workdir={s}/varlib-work /var/lib",
                 "mount -t tmpfs -o mode=0755 tmpfs /run",
                 "mkdir /run/.ijsrc",
                 f"mount --bind {root} /run/.ijsrc",

@@ -24,6 +24,9 @@ def test_install_hook_writes_an_idempotent_drop_in(box: Container) -> None:
         in first.stdout
     )
     text = box.run("cat /etc/systemd/system/leaky.service.d/ipcjanitor.conf").stdout
+    assert box.run("sha256sum -c /var/lib/ipcjanitor/dropins").stdout.endswith(
+        "ipcjanitor.conf: OK\n"
+    )
     trampoline = ROOT / "ipcjanitor" / "ipcjanitor-hook"
     assert f"ExecStopPost=-+{trampoline} /usr/bin/ipcjanitor hook --unit=%n\n" in text
     # `leaky` is leaky.service, as systemctl reads it
@@ -42,6 +45,10 @@ def test_install_hook_writes_an_idempotent_drop_in(box: Container) -> None:
     )
     removed = box.run("ipcjanitor install-hook --remove leaky.service").stdout
     assert removed.startswith("removed /etc/systemd/system/leaky.service.d/ipcjanitor.conf")
+    # the list a purge of the package reads: what install-hook wrote, and only what is left
+    listed = box.run("cat /var/lib/ipcjanitor/dropins").stdout.splitlines()
+    digest = box.run("sha256sum /run/systemd/system/leaky.service.d/ipcjanitor.conf").stdout
+    assert listed == [digest.strip()]
 
 
 def test_hook_removes_what_a_sigkilled_service_left(box: Container) -> None:
