@@ -27,6 +27,8 @@ LIBC.mmap.argtypes = (
     ctypes.c_int,
     ctypes.c_long,
 )
+LIBC.sem_wait.argtypes = (ctypes.c_void_p,)
+LIBC.sem_post.argtypes = (ctypes.c_void_p,)
 LIBC.mq_open.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
 
 
@@ -65,10 +67,29 @@ def ofd_lock(name: str) -> object:
     return fd
 
 
-def sem(name: str) -> object:
+def sem(name: str, value: int = 1) -> object:
     """A glibc named semaphore in use: sem_open maps /dev/shm/sem.NAME."""
-    s = LIBC.sem_open(b"/" + name.encode(), os.O_CREAT, 0o600, 1)
+    s = LIBC.sem_open(b"/" + name.encode(), os.O_CREAT, 0o600, value)
     check(s not in (None, 0, ctypes.c_void_p(-1).value), "sem_open")
+    return s
+
+
+def sem_waiter(name: str) -> object:
+    """One end of a semaphore two processes share: sem_wait, and a line "woke N" for each
+    post, for ever (a JACK client waiting for its turn)."""
+    s = sem(name, 0)  # created at 0 when it is the first: it waits for a post
+    print("ready", flush=True)
+    woke = 0
+    while True:
+        check(LIBC.sem_wait(s) == 0, "sem_wait")
+        woke += 1
+        print(f"woke {woke}", flush=True)
+
+
+def sem_poster(name: str) -> object:
+    """The other end: open the same semaphore, post it once, and keep it open."""
+    s = sem(name)
+    check(LIBC.sem_post(s) == 0, "sem_post")
     return s
 
 
@@ -101,6 +122,8 @@ HOW = {
     "lock_sh": lock_sh,
     "ofd": ofd_lock,
     "sem": sem,
+    "sem_waiter": sem_waiter,
+    "sem_poster": sem_poster,
     "mq": mq,
     "mq_data": lambda name: mq(name, 3),
     "mq_reader": mq_reader,

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from ipcjanitor.kernel import holders, posix
 HERE = Path(__file__).parent
 SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {}
 POLICY = ""
+BREAK = ""  # a break of tests/adversary/broken.py to run the janitor with, or none
 
 
 def scenario(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
@@ -39,10 +42,13 @@ def private_mounts() -> None:
         raise SystemExit("/dev/shm or /dev/mqueue is not fresh")
 
 
-def start(how: str, name: str) -> subprocess.Popen[str]:
-    """A real program holding NAME as HOW says; returns once it holds it."""
+def start(how: str, name: str, uid: int | None = None) -> subprocess.Popen[str]:
+    """A real program holding NAME as HOW says (as uid, when given); returns once it holds it."""
+    become = (
+        [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    )
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "posix_progs.py"), how, name],
+        [*become, sys.executable, str(HERE / "posix_progs.py"), how, name],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own group: SIGKILL takes helpers (resource tracker) too
@@ -122,9 +128,17 @@ def holders_alive_and_killed() -> dict[str, Any]:
     }
 
 
-def janitor(*args: str, user: str | None = None) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "ipcjanitor", "--policy", POLICY, *args]
+def janitor(*args: str, user: str | None = None, text: str | None = None) -> dict[str, Any]:
+    """ipcjanitor ARGS under this run's policy file, or under the policy text given."""
+    path = POLICY
+    if text is not None:
+        path = tempfile.mkdtemp() + "/policy.toml"
+        Path(path).write_text(text)
+    cmd = [sys.executable, "-m", "ipcjanitor", "--policy", path, *args]
     env = dict(os.environ)
+    if BREAK:  # the janitor with a defect patched in (tests/adversary/broken.py)
+        cmd[1:3] = ["-m", "tests.adversary.broken", BREAK]
+        env["ADVERSARY_HOST_SHM_DEV"] = env["POSIX_TEST_HOST_SHM_DEV"]
     if user:  # a policy and a lock directory that user can read and use
         scratch = Path(tempfile.mkdtemp())
         scratch.chmod(0o1777)
@@ -396,6 +410,102 @@ def churn() -> dict[str, Any]:
     }
 
 
+def lines_of(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    """What proc prints, line by line, as it prints it (read by a thread: never blocks us)."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    out = proc.stdout
+
+    def read() -> None:
+        for line in out:
+            lines.put(line.strip())
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def next_line(lines: queue.Queue[str], seconds: float = 5.0) -> str | None:
+    try:
+        return lines.get(timeout=seconds)
+    except queue.Empty:
+        return None
+
+
+def sem_file(name: str) -> int | None:
+    """The inode of /dev/shm/sem.NAME, or None when there is none."""
+    try:
+        return os.stat(f"/dev/shm/sem.{name}").st_ino
+    except FileNotFoundError:
+        return None
+
+
+@scenario
+def semaphore_of_two() -> dict[str, Any]:
+    """A glibc named semaphore two processes share (a waiter in sem_wait, a poster): each
+    SIGKILLed in turn while the other lives and uses it, then both dead."""
+    waiter = start("sem_waiter", "pair")
+    woke = lines_of(waiter)
+    poster = start("sem_poster", "pair")
+    inode = sem_file("pair")
+    out: dict[str, Any] = {"first_post": next_line(woke), "pids": {"waiter": waiter.pid}}
+    kill(poster)  # the poster dies; the waiter lives, blocked in sem_wait
+    out["poster_dead"] = by_name(janitor("clean", "--json"))
+    out["inode_kept"] = sem_file("pair") == inode
+    poster = start("sem_poster", "pair")  # a new poster reaches the same waiter: still shared
+    out["pids"]["poster"] = poster.pid
+    out["second_post"] = next_line(woke)
+    kill(waiter)  # now the waiter dies; the new poster lives
+    out["waiter_dead"] = by_name(janitor("clean", "--json"))
+    out["inode_kept_2"] = sem_file("pair") == inode
+    kill(poster)
+    out["both_dead"] = by_name(janitor("clean", "--json"))
+    out["left"] = remaining()
+    return out
+
+
+JACK_OWNER = """
+[owners.jack-{uid}]
+names = ["jack_sem.*"]
+kinds = ["posix-sem"]
+uid = {uid}
+"""
+
+
+@scenario
+def jack_two_users() -> dict[str, Any]:
+    """JACK2's semaphores (jack_sem.UID_SERVER_CLIENT) of two users, 1000 and 2000, each with
+    a live client and a SIGKILLed one: a policy claiming uid 1000's, then one claiming 2000's,
+    then one with both owners after every client is dead."""
+    live, uids = {}, {}
+    for uid in (1000, 2000):
+        kill(start("sem", f"jack_sem.{uid}_default_dead", uid))
+        live[uid] = start("sem", f"jack_sem.{uid}_default_live", uid)
+    for name in os.listdir("/dev/shm"):
+        uids[name] = os.stat(f"/dev/shm/{name}").st_uid
+    head = 'min_age = "0s"\npid_namespace_complete = true\n'
+    runs = {}
+    for uid in (1000, 2000):
+        run = janitor("clean", "--json", text=head + JACK_OWNER.format(uid=uid))
+        runs[uid] = {"verdicts": by_name(run), "rc": run["rc"], "left": remaining()}
+    for proc in live.values():
+        kill(proc)
+    both = head + JACK_OWNER.format(uid=1000) + JACK_OWNER.format(uid=2000)
+    check = janitor("policy", "check", text=both)
+    last = janitor("clean", "--json", text=both)
+    return {
+        "pids": {uid: p.pid for uid, p in live.items()},
+        "uids": uids,
+        "runs": runs,
+        "check": check,
+        "both": {k: [v, o["owner"]] for k, v, o in _with_owner(last)},
+        "left": remaining(),
+    }
+
+
+def _with_owner(run: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(f"{o['kind']}:{o['name']}", o["verdict"], o) for o in run["doc"]["objects"]]
+
+
 MQ_USER = """
 import ctypes, os, resource, struct, sys, time
 resource.setrlimit(resource.RLIMIT_MSGQUEUE, (90000, 90000))
@@ -440,8 +550,9 @@ def doctor_shm_and_queues() -> dict[str, Any]:
 
 
 def main() -> None:
-    global POLICY  # noqa: PLW0603  (the policy file of this run)
+    global POLICY, BREAK  # noqa: PLW0603  (the policy file of this run, a break to apply)
     POLICY = sys.argv[2]
+    BREAK = sys.argv[3] if len(sys.argv) > 3 else ""
     private_mounts()
     print(json.dumps(SCENARIOS[sys.argv[1]]()))
 

@@ -12,8 +12,10 @@ from .harness import in_namespace, needs_namespaces
 pytestmark = [pytest.mark.integration, needs_namespaces]
 
 
-def run(scenario: str, tmp: Path, policy: str = "") -> dict:  # type: ignore[type-arg]
-    return in_namespace(scenario, policy, tmp, module="posix_scenarios", posix=True)  # type: ignore[no-any-return]
+def run(scenario: str, tmp: Path, policy: str = "", brk: str = "") -> dict:  # type: ignore[type-arg]
+    """brk: run the janitor with that defect of tests/adversary/broken.py patched in."""
+    extra = (brk,) if brk else ()
+    return in_namespace(scenario, policy, tmp, *extra, module="posix_scenarios", posix=True)  # type: ignore[no-any-return]
 
 
 def test_shm_files_semaphores_and_queues_are_listed_by_kind(tmp_path: Path) -> None:
@@ -205,3 +207,88 @@ def test_doctor_watches_dev_shm_and_the_queues(tmp_path: Path) -> None:
     assert after["rc"] == 0 and after["text_rc"] == 0, after
     assert "posix-mq bytes of uid 65534" not in after["rows"]
     assert r["left"] == []
+
+
+SEM_POLICY = """
+min_age = "0s"
+pid_namespace_complete = true
+[owners.pair]
+names = ["pair"]
+kinds = ["posix-sem"]
+"""
+
+
+def test_a_semaphore_of_two_processes_is_kept_while_either_lives(tmp_path: Path) -> None:
+    """Issue 19.4: a glibc named semaphore (sem_open, /dev/shm/sem.pair) that a waiter and a
+    poster share. Either one SIGKILLed, the other alive (blocked in sem_wait, or holding it
+    after its post) keeps it, the same inode, still shared: a new poster wakes the waiter.
+    Both dead: removed."""
+    r = run("semaphore_of_two", tmp_path, SEM_POLICY)
+    pids = r["pids"]
+    assert r["first_post"] == "woke 1"
+    verdict, reason = r["poster_dead"]["posix-sem:pair"]
+    assert verdict == "in-use" and reason == f"mapped by pid {pids['waiter']} (python)", reason
+    assert r["inode_kept"]
+    assert r["second_post"] == "woke 2"  # the waiter and the new poster share the one inode
+    verdict, reason = r["waiter_dead"]["posix-sem:pair"]
+    assert verdict == "in-use" and reason == f"mapped by pid {pids['poster']} (python)", reason
+    assert r["inode_kept_2"]
+    assert r["both_dead"]["posix-sem:pair"][0] == "removed", r["both_dead"]
+    assert r["left"] == []
+
+
+def test_jack_semaphores_of_two_users_are_each_removed_by_their_own_owner(
+    tmp_path: Path,
+) -> None:
+    """Issue 19.4: JACK2's jack_sem.UID_SERVER_CLIENT semaphores of uids 1000 and 2000, one
+    live and one SIGKILLed client each. An owner claiming jack_sem.* for one uid removes that
+    uid's dead one only; the other uid's stay unowned, the reason saying why."""
+    r = run("jack_two_users", tmp_path)
+    assert r["uids"] == {
+        "sem.jack_sem.1000_default_dead": 1000, "sem.jack_sem.1000_default_live": 1000,
+        "sem.jack_sem.2000_default_dead": 2000, "sem.jack_sem.2000_default_live": 2000,
+    }  # fmt: skip
+    pids = r["pids"]
+    for uid, other in ((1000, 2000), (2000, 1000)):
+        run_ = r["runs"][str(uid)]
+        v = run_["verdicts"]
+        assert run_["rc"] == 0
+        assert v[f"posix-sem:jack_sem.{uid}_default_dead"][0] == "removed", v
+        assert v[f"posix-sem:jack_sem.{uid}_default_live"] == [
+            "in-use",
+            f"mapped by pid {pids[str(uid)]} (python)",
+        ]
+        for client in ("live", "dead") if uid == 1000 else ("live",):
+            verdict, reason = v[f"posix-sem:jack_sem.{other}_default_{client}"]
+            assert verdict == "unowned", v
+            # (a uid the host's passwd names is followed by its name)
+            assert (
+                reason.startswith(f"owner jack-{uid}'s names match, but the file's uid is {other}")
+                and f", not {uid}" in reason
+            ), reason
+    assert r["runs"]["1000"]["left"] == [
+        "sem.jack_sem.1000_default_live", "sem.jack_sem.2000_default_dead",
+        "sem.jack_sem.2000_default_live",
+    ]  # fmt: skip
+    assert r["runs"]["2000"]["left"] == [
+        "sem.jack_sem.1000_default_live", "sem.jack_sem.2000_default_live",
+    ]  # fmt: skip
+    # both owners in one policy: no overlap (their uids differ), each removes its own
+    assert r["check"]["rc"] == 0 and "overlap" not in r["check"]["stderr"], r["check"]
+    assert r["both"] == {
+        "posix-sem:jack_sem.1000_default_live": ["removed", "jack-1000"],
+        "posix-sem:jack_sem.2000_default_live": ["removed", "jack-2000"],
+    }
+    assert r["left"] == []
+
+
+def test_the_two_tests_above_fail_on_a_janitor_blind_to_holders(tmp_path: Path) -> None:
+    """The two scenarios with tests/adversary/broken.py's blind-holders (no holder seen, no
+    lease asked): each live semaphore is removed under its users, the waiter is never woken
+    again (the next poster makes another semaphore), and the tests above would fail."""
+    r = run("semaphore_of_two", tmp_path, SEM_POLICY, brk="blind-holders")
+    assert r["poster_dead"]["posix-sem:pair"][0] == "removed", r
+    assert not r["inode_kept"] and r["second_post"] is None
+    r = run("jack_two_users", tmp_path, brk="blind-holders")
+    for uid in ("1000", "2000"):
+        assert r["runs"][uid]["verdicts"][f"posix-sem:jack_sem.{uid}_default_live"][0] == "removed"
