@@ -8,6 +8,7 @@ Shared by tests/e2e/test_postgresql.py and bench/postgres.py.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import time
 from typing import NamedTuple
@@ -116,6 +117,14 @@ def mapped_by_unit(c: Container) -> set[int]:
         maps = c.run(f"cat /proc/{pid}/maps", check=False).stdout
         inodes |= {int(ln.split()[4]) for ln in maps.splitlines() if needle in ln}
     return inodes
+
+
+def parallel_count(c: Container) -> tuple[int, int]:
+    """A parallel count(*) of t run to its end (its workers need new DSM segments): the rows
+    counted and the workers launched."""
+    plan = psql(c, "explain (analyze, costs off, timing off, summary off) select count(*) from t")
+    launched = re.search(r"Workers Launched: (\d+)", plan)
+    return int(psql(c, "select count(*) from t")), int(launched.group(1)) if launched else 0
 
 
 def start(c: Container) -> None:

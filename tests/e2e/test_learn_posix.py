@@ -1,19 +1,25 @@
 """`learn` proposes POSIX names under a real systemd (issue 19.2): a Python
 multiprocessing.shared_memory service gets `psm_*` with its uid (another user's psm_ file
 named, not claimed); a running PostgreSQL gets its System V segment and `PostgreSQL.*` in one
-owner, and that learned policy survives SIGKILLs with the hook as the shipped one does."""
+owner, and that learned policy, hooked, survives five SIGKILLs as the shipped one does: after
+each restart only the live cluster's DSM files, as many and as large as after a clean restart,
+its one segment, every row, parallel queries running; the journal names every dead object
+removed and nothing else."""
 
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 
 import pytest
 
 from . import postgres as pg
+from .conftest import journal
 from .container import Container, available
 from .test_postgresql import _kill_and_check, _policy
 
+KILLS = 5  # as issue 19 asks of the shipped policy (test_postgresql.py)
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(available() is not None, reason=str(available())),
@@ -86,13 +92,40 @@ def test_learn_on_postgresql_proposes_its_segment_and_dsm_in_one_owner(box: Cont
             "min_age": "0s",
         }
     }, learned.stdout
-    # the learned policy, hooked: each kill frees the dead cluster's DSM and segment, and
-    # nothing of the live cluster is ever removed
+    # what PostgreSQL leaves in /dev/shm after a clean restart, the measure of each kill's
+    clean = _clean_restart(box)
+    # the learned policy, hooked: each kill frees the dead cluster's DSM and segment, nothing
+    # of the live cluster is ever removed, and PostgreSQL's own recovery keeps working
     _policy(box, learned.stdout)
     box.run(f"ipcjanitor install-hook {pg.UNIT}")
     doc = json.loads(box.run("ipcjanitor scan --json").stdout)
     assert {o["owner"] for o in doc["objects"]} == {"postgresql@15-main"}, doc["objects"]
     dead: tuple[set[pg.ShmFile], set[int]] = (set(), set())
-    for n in range(1, 3):
-        _kill_and_check(box, n, uid, dead)
+    for n in range(1, KILLS + 1):
+        t = time.monotonic()
+        _kill_and_check(box, n, uid, dead)  # its DSM files: only the live cluster's, 2
+        files = pg.shm_files(box)
+        assert (len(files), sum(f.size for f in files)) == clean, (n, files, clean)
+        assert pg.parallel_count(box) == (pg.ROWS, 4)  # new DSM segments made and used
+        print(f"kill {n}: {len(files)} files, {clean[1]} bytes; {time.monotonic() - t:.1f} s")
+    # the last restart's cluster, running: a clean keeps all of it
+    before = set(pg.shm_files(box))
+    doc = json.loads(box.run("ipcjanitor clean --json").stdout)
+    assert {o["verdict"] for o in doc["objects"]} == {"in-use"}, doc["objects"]
+    assert before <= set(pg.shm_files(box)) and len(pg.segments(box)) == 1
+    removed = journal(box, f"IPCJANITOR_UNIT={pg.UNIT}", "IPCJANITOR_VERDICT=removed")
+    assert {r["IPCJANITOR_OWNER"] for r in removed} == {"postgresql@15-main"}
+    names = {str(r["IPCJANITOR_NAME"]) for r in removed if r["IPCJANITOR_KIND"] == "posix-shm"}
+    shmids = {int(str(r["IPCJANITOR_ID"])) for r in removed if r["IPCJANITOR_KIND"] == "shm"}
+    assert names == {f.name for f in dead[0]} and shmids == dead[1]  # the dead, all of them
     box.run(f"systemctl stop {pg.UNIT}")
+
+
+def _clean_restart(box: Container) -> tuple[int, int]:
+    """Files and bytes in /dev/shm after a clean restart (no policy claims anything yet)."""
+    box.run(f"systemctl stop {pg.UNIT}")
+    assert pg.shm_files(box) == [] and pg.segments(box) == []  # a clean stop frees its own
+    pg.start(box)
+    files = pg.shm_files(box)
+    assert len(files) == 2, files  # the control segment and statistics
+    return len(files), sum(f.size for f in files)
