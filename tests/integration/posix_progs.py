@@ -60,6 +60,20 @@ def lock_sh(name: str) -> object:
     return fd
 
 
+def dpdk(name: str) -> object:
+    """A DPDK-style process: each of NAME's memory files (NAME_0, NAME_1) made or opened,
+    mapped, written and unmapped again, and LOCK_SH held on its fd for its whole life."""
+    fds = []
+    for i in range(2):
+        fd = shm_fd(f"{name}_{i}")
+        os.ftruncate(fd, 4096)
+        with mmap.mmap(fd, 4096) as m:
+            m[:4] = b"page"
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        fds.append(fd)
+    return fds
+
+
 def ofd_lock(name: str) -> object:
     fd = shm_fd(name)
     flock = struct.pack("hh4xqqi4x", fcntl.F_RDLCK, 0, 0, 0, 0)
@@ -120,6 +134,7 @@ HOW = {
     "mapped": mapped,
     "fd": shm_fd,
     "lock_sh": lock_sh,
+    "dpdk": dpdk,
     "ofd": ofd_lock,
     "sem": sem,
     "sem_waiter": sem_waiter,

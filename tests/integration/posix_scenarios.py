@@ -463,6 +463,33 @@ def semaphore_of_two() -> dict[str, Any]:
     return out
 
 
+def maps_of(pid: int) -> list[str]:
+    """The /dev/shm files pid maps."""
+    with open(f"/proc/{pid}/maps") as f:
+        return sorted({ln.split()[-1] for ln in f if "/dev/shm/" in ln})
+
+
+@scenario
+def dpdk_lock_sh() -> dict[str, Any]:
+    """DPDK-style memory files (rtemap_0, rtemap_1): a primary and a secondary process each
+    hold LOCK_SH on both for their whole life, with nothing mapped; the primary SIGKILLed,
+    the secondary alive; then both dead."""
+    primary = start("dpdk", "rtemap")
+    secondary = start("dpdk", "rtemap")
+    out: dict[str, Any] = {
+        "pids": [primary.pid, secondary.pid],
+        "maps": maps_of(primary.pid) + maps_of(secondary.pid),
+        "both_alive": by_name(janitor("clean", "--json")),
+    }
+    kill(primary)
+    out["secondary_alive"] = by_name(janitor("clean", "--json"))
+    out["left_alive"] = remaining()
+    kill(secondary)
+    out["both_dead"] = by_name(janitor("clean", "--json"))
+    out["left"] = remaining()
+    return out
+
+
 JACK_OWNER = """
 [owners.jack-{uid}]
 names = ["jack_sem.*"]

@@ -282,8 +282,37 @@ def test_jack_semaphores_of_two_users_are_each_removed_by_their_own_owner(
     assert r["left"] == []
 
 
-def test_the_two_tests_above_fail_on_a_janitor_blind_to_holders(tmp_path: Path) -> None:
-    """The two scenarios with tests/adversary/broken.py's blind-holders (no holder seen, no
+DPDK_POLICY = """
+min_age = "0s"
+pid_namespace_complete = true
+[owners.dpdk]
+names = ["rtemap_*"]
+kinds = ["posix-shm"]
+"""
+
+
+def test_dpdk_style_files_are_kept_while_a_lock_sh_holder_lives(tmp_path: Path) -> None:
+    """Issue 19.4: a DPDK-style owner holds LOCK_SH on its memory files for their whole life,
+    with nothing mapped (mapped, written, unmapped). A primary and a secondary hold both
+    files: kept while either lives, the reason naming the live one's lock; both dead:
+    removed."""
+    r = run("dpdk_lock_sh", tmp_path, DPDK_POLICY)
+    primary, secondary = r["pids"]
+    assert r["maps"] == []  # no mapping: the lock and its fd are all there is
+    for name in ("posix-shm:rtemap_0", "posix-shm:rtemap_1"):
+        verdict, reason = r["both_alive"][name]
+        assert verdict == "in-use", reason
+        assert f"LOCK_SH by pid {primary}" in reason and f"LOCK_SH by pid {secondary}" in reason
+        verdict, reason = r["secondary_alive"][name]
+        assert verdict == "in-use" and f"LOCK_SH by pid {secondary}" in reason, reason
+        assert str(primary) not in reason
+        assert r["both_dead"][name][0] == "removed", r["both_dead"]
+    assert r["left_alive"] == ["rtemap_0", "rtemap_1"]
+    assert r["left"] == []
+
+
+def test_the_tests_above_fail_on_a_janitor_blind_to_holders(tmp_path: Path) -> None:
+    """The scenarios above with tests/adversary/broken.py's blind-holders (no holder seen, no
     lease asked): each live semaphore is removed under its users, the waiter is never woken
     again (the next poster makes another semaphore), and the tests above would fail."""
     r = run("semaphore_of_two", tmp_path, SEM_POLICY, brk="blind-holders")
@@ -292,3 +321,8 @@ def test_the_two_tests_above_fail_on_a_janitor_blind_to_holders(tmp_path: Path) 
     r = run("jack_two_users", tmp_path, brk="blind-holders")
     for uid in ("1000", "2000"):
         assert r["runs"][uid]["verdicts"][f"posix-sem:jack_sem.{uid}_default_live"][0] == "removed"
+    # LOCK_SH holders: flock(LOCK_EX|LOCK_NB) still refuses the removal, but the verdict is
+    # no longer in-use with its reason (the DPDK test above fails)
+    r = run("dpdk_lock_sh", tmp_path, DPDK_POLICY, brk="blind-holders")
+    for name in ("posix-shm:rtemap_0", "posix-shm:rtemap_1"):
+        assert r["secondary_alive"][name][0] == "changed", r["secondary_alive"]
