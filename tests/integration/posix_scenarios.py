@@ -533,6 +533,36 @@ def _with_owner(run: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [(f"{o['kind']}:{o['name']}", o["verdict"], o) for o in run["doc"]["objects"]]
 
 
+@scenario
+def learn_queue_semaphore_and_locks() -> dict[str, Any]:
+    """learn on a unit (a cgroup named learned.service) whose processes hold a queue open,
+    map a named semaphore, and hold LOCK_SH on DPDK-style files with nothing mapped; then
+    the unit SIGKILLed and its hook run under the learned policy."""
+    unit = Path(os.environ["IJ_CGROUP"]) / "learned.service"
+    unit.mkdir()
+    procs = [start("mq", "jobs"), start("sem", "turn"), start("dpdk", "rtemap")]
+    try:
+        for p in procs:
+            (unit / "cgroup.procs").write_text(str(p.pid))
+        learned = janitor("learn", "learned.service", "--for", "1s")
+        for p in procs:
+            kill(p)
+        text = "pid_namespace_complete = true\n" + learned["stdout"]
+        hook = janitor("hook", "--unit", "learned.service", "--json", text=text)
+        return {
+            "rc": learned["rc"],
+            "stdout": learned["stdout"],
+            "stderr": learned["stderr"],
+            "hook": by_name(hook),
+            "left": remaining(),
+        }
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                kill(p)
+        unit.rmdir()
+
+
 MQ_USER = """
 import ctypes, os, resource, struct, sys, time
 resource.setrlimit(resource.RLIMIT_MSGQUEUE, (90000, 90000))

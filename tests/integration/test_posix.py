@@ -3,6 +3,7 @@ with a fresh tmpfs on /dev/shm and a fresh mqueue on /dev/mqueue."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,32 @@ def test_the_tests_above_fail_on_a_janitor_blind_to_holders(tmp_path: Path) -> N
     r = run("dpdk_lock_sh", tmp_path, DPDK_POLICY, brk="blind-holders")
     for name in ("posix-shm:rtemap_0", "posix-shm:rtemap_1"):
         assert r["secondary_alive"][name][0] == "changed", r["secondary_alive"]
+
+
+def test_learn_proposes_queues_semaphores_and_locked_files(
+    tmp_path: Path, cgroup_base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19.2: learn records what the unit's processes hold open (a queue), map (a named
+    semaphore) or lock (DPDK-style files under LOCK_SH, nothing mapped), proposes their
+    names (a pattern for rtemap_0 and rtemap_1) and kinds, and the learned policy's hook
+    removes all of them once the unit is SIGKILLed."""
+    monkeypatch.setenv("IJ_CGROUP", str(cgroup_base))
+    r = run("learn_queue_semaphore_and_locks", tmp_path, "pid_namespace_complete = true\n")
+    assert r["rc"] == 0, r["stderr"]
+    assert tomllib.loads(r["stdout"])["owners"] == {
+        "learned": {
+            "unit": "learned.service",
+            "kinds": ["posix-shm", "posix-sem", "posix-mq"],
+            "names": ["jobs", "rtemap_*", "turn"],
+            "uid": "root",
+            "min_age": "0s",
+        }
+    }, r["stdout"]
+    comments = r["stdout"].split("rtemap_0")[1].split('"rtemap_*"')[0]
+    assert "#   locked: pid " in comments and "mapped" not in comments, comments
+    assert r["hook"] == {
+        name: ["removed", "nothing maps, opens or locks it; learned.service is not running; "
+               + r["hook"][name][1].rsplit("; ", 1)[-1]]
+        for name in ("posix-shm:rtemap_0", "posix-shm:rtemap_1", "posix-sem:turn", "posix-mq:jobs")
+    }  # fmt: skip
+    assert r["left"] == []
