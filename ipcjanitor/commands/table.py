@@ -162,7 +162,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         return ExitCode.OK
     # before any work: a missing library or an unsafe directory is a one-line error
     target = metrics.prepare(args.metrics) if args.metrics else None
-    started = time.time()
+    started = time.monotonic()
     pdone: list[PosixDecision] = []
     pnotes: list[str] = []
     posix_part = (pscope, pdone, pnotes) if pscope is not None else None
@@ -177,7 +177,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
             target.close()
         raise
     if target is not None:
-        metrics.write(target, done, started, time.time(), pdone)
+        run = metrics.Run("clean", metrics.own_unit())
+        metrics.write(target, done, started, time.monotonic(), pdone, run=run)
     # under systemd stdout is the journal too: the records told each row already
     view = view._replace(rows=not (journal.to_journal and stream_is_journal(1)))
     _print(args, done, [*pnotes, *([waited] if waited else [])], pdone, view)

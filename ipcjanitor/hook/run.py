@@ -100,7 +100,7 @@ def _clean_owners_of(
     journal = Journal.for_hook(unit)
     notes, facts_hook = _stop_facts(unit, asking)
     scope = Scope(owners=frozenset(o.name for o in owners))
-    started = time.time()
+    started = time.monotonic()
     # the unit's POSIX objects too, under the same lock (listed only if its owners claim any)
     posix: list[PosixDecision] = []
     posix_part = None
@@ -117,7 +117,7 @@ def _clean_owners_of(
             target.close()
         return _gave_up(unit, busy, call, scope=scope, journal=journal, notes=notes)
     if target is not None:
-        metrics.write(target, done, started, time.time(), posix)
+        metrics.write(target, done, started, time.monotonic(), posix, run=metrics.Run("hook", unit))
     if waited:
         notes.append(waited)
     from ..output.journal import stream_is_journal  # noqa: PLC0415
