@@ -24,11 +24,11 @@ import re
 import stat
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple, Protocol
 
 from ..chase import READ, Refused, file_kind, open_directory
-from ..errors import MetricsError
+from ..errors import MetricsError, PolicyErrors, exit_code_of
 from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
 
 MODE = 0o644  # node_exporter runs as another user (prometheus)
@@ -286,6 +286,7 @@ def write(
     posix: Sequence[PosixDecision] = (),
     *,
     run: Run,
+    outcome: Outcome | None = None,
 ) -> None:
     """Write this run's metrics to the prepared target (or a path: prepared now) atomically, a
     temporary file renamed over it. started and finished are time.monotonic() readings. The
@@ -295,7 +296,10 @@ def write(
         target = prepare(target)
     try:
         before = _previous(target)
-        families = _families(before, decisions, posix, run, took=finished - started)
+        outcome = outcome or Outcome()
+        families = _families(before, decisions, posix, run, outcome, took=finished - started)
+        families += _owner_families(decisions, posix, outcome.owners)
+        families += outcome.health
         text = "".join(f.render(run.labels()) for f in families)
         target.replace(text.encode())
     except (_Bad, OSError) as exc:
@@ -309,6 +313,7 @@ def _families(
     decisions: Sequence[Decision],
     posix: Sequence[PosixDecision],
     run: Run,
+    outcome: Outcome,
     *,
     took: float,
 ) -> list[Family]:
@@ -333,10 +338,141 @@ def _families(
     duration = Family("ipcjanitor_run_duration_seconds", "gauge",
                       "How long the last run took (monotonic clock)")  # fmt: skip
     duration.add(took)
-    ok = not any(d.verdict is Verdict.FAILED for d in decisions) and not any(
-        d.verdict is Verdict.FAILED for d in posix
-    )
+    failures = sum(counts[(k.value, Verdict.FAILED.value)] for k in (*IpcKind, *PosixKind))
+    ok = outcome.exit_code == 0 and not failures
     success = Family("ipcjanitor_last_success_timestamp_seconds", "gauge",
                      "When a run last ended without a failed removal")  # fmt: skip
     success.add(now if ok else before.get((success.name, common), 0.0))
-    return [objects, removed, failed, last, duration, success]
+    code = Family("ipcjanitor_last_run_exit_code", "gauge",
+                  "The last run's exit status (0 done, 1 a removal failed, 64 usage, 77 not "
+                  "permitted, 78 policy error, 70 internal error)")  # fmt: skip
+    code.add(outcome.exit_code)
+    policy_ok = Family("ipcjanitor_policy_ok", "gauge",
+                       "1: the last run loaded its policy, 0: a policy error")  # fmt: skip
+    policy_ok.add(1.0 if outcome.policy_ok else 0.0)
+    return [objects, removed, failed, last, duration, success, code, policy_ok]
+
+
+OWNER_SERIES_MAX = 100  # owners beyond this: no per-owner series (cardinality)
+
+
+class Outcome:
+    """What the command tells its metrics file as it goes; recording() fills in the end."""
+
+    def __init__(self) -> None:
+        self.decisions: Sequence[Decision] = ()
+        self.posix: Sequence[PosixDecision] = ()
+        self.owners: Sequence[str] = ()  # the policy owners in scope, for per-owner series
+        self.exit_code = 0
+        self.policy_ok = True
+        self.health: list[Family] = []  # what doctor knows (the timer's clean)
+
+    def record(self, decisions: Sequence[Decision], posix: Sequence[PosixDecision]) -> None:
+        self.decisions, self.posix = decisions, posix
+
+
+def recording(
+    path: str,
+    run: Run,
+    body: Callable[[Outcome], int],
+    health: Callable[[Outcome], list[Family]] | None = None,
+) -> int:
+    """body's exit code, FILE written whatever body ends in (a policy error, an exception
+    too: its exit code and policy_ok say so), with the run's duration on the monotonic clock
+    from before FILE was checked; FILE is checked first (a MetricsError: nothing removed)."""
+    started = time.monotonic()
+    target = prepare(path)
+    outcome = Outcome()
+    try:
+        outcome.exit_code = body(outcome)
+    except BaseException as exc:
+        outcome.exit_code = exit_code_of(exc)
+        outcome.policy_ok = not isinstance(exc, PolicyErrors)
+        try:
+            _finish(target, run, outcome, started, health)
+        except MetricsError as failed:  # what stopped the run is the error to report
+            exc.add_note(str(failed))
+        raise
+    _finish(target, run, outcome, started, health)
+    return outcome.exit_code
+
+
+def _finish(
+    target: Target,
+    run: Run,
+    outcome: Outcome,
+    started: float,
+    health: Callable[[Outcome], list[Family]] | None,
+) -> None:
+    if health is not None:
+        try:
+            outcome.health = health(outcome)
+        except OSError:
+            outcome.health = []  # what doctor could not read is left out, the run is not
+    write(target, outcome.decisions, started, time.monotonic(), outcome.posix, run=run,
+          outcome=outcome)  # fmt: skip
+
+
+def _owner_families(
+    decisions: Sequence[Decision], posix: Sequence[PosixDecision], owners: Sequence[str]
+) -> list[Family]:
+    if not owners or len(owners) > OWNER_SERIES_MAX:
+        return []
+    fam = Family("ipcjanitor_owner_objects", "gauge",
+                 "Objects of each policy owner seen by the last run, by verdict")  # fmt: skip
+    counts = Counter((d.owner, d.verdict.value) for d in decisions)
+    counts.update((d.owner, d.verdict.value) for d in posix)
+    for owner in sorted(set(owners)):
+        for verdict in Verdict:
+            if verdict is not Verdict.UNOWNED:
+                fam.add(counts[(owner, verdict.value)], owner=owner, verdict=verdict.value)
+    return [fam]
+
+
+class LimitLike(Protocol):
+    """doctor's LimitRow, as far as metrics read it."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def measure(self) -> str: ...
+    @property
+    def limit(self) -> str: ...
+    @property
+    def used(self) -> int: ...
+    @property
+    def max(self) -> int: ...
+
+
+def health_families(
+    rows: Iterable[LimitLike],
+    stuck_pipes: int,
+    unhooked: Sequence[Mapping[str, str]] | None,
+) -> list[Family]:
+    """What doctor knows: each table's use and limit, the stuck pipes, the owners without a
+    hook (None: the policy could not be read, so not exported)."""
+    used = Family("ipcjanitor_table_used", "gauge",
+                  "Use of each IPC table, in its measure (objects, pages, semaphores, bytes, "
+                  "inodes, queues)")  # fmt: skip
+    most = Family("ipcjanitor_table_limit", "gauge",
+                  "The kernel limit of each IPC table, in the same measure (0: none)")  # fmt: skip
+    for r in rows:
+        used.add(r.used, kind=r.kind, measure=r.measure, limit=r.limit)
+        most.add(r.max, kind=r.kind, measure=r.measure, limit=r.limit)
+    pipes = Family("ipcjanitor_stuck_pipes", "gauge",
+                   "Processes blocked writing to a pipe no other process reads")  # fmt: skip
+    pipes.add(stuck_pipes)
+    out = [used, most, pipes]
+    if unhooked is not None:
+        count = Family("ipcjanitor_owners_without_hook", "gauge",
+                       "Policy owners whose unit has no safe ipcjanitor hook")  # fmt: skip
+        lacking = [h for h in unhooked if "note" not in h]
+        count.add(len(lacking))
+        out.append(count)
+        if len(lacking) <= OWNER_SERIES_MAX:
+            each = Family("ipcjanitor_owner_without_hook", "gauge",
+                          "1 for each owner whose unit has no safe ipcjanitor hook")  # fmt: skip
+            for h in lacking:
+                each.add(1, owner=h["owner"], hooked_unit=h["unit"])
+            out.append(each)
+    return out
