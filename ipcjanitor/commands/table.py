@@ -32,7 +32,10 @@ def cmd_hook(args: argparse.Namespace) -> int:
 def cmd_install_hook(args: argparse.Namespace) -> int:
     from ..hook.install import install_hook  # noqa: PLC0415
 
-    return install_hook(args.unit, runtime=args.runtime, remove=args.remove, policy=args.policy)
+    return install_hook(
+        args.unit, runtime=args.runtime, remove=args.remove, policy=args.policy,
+        metrics=args.metrics, no_metrics=args.no_metrics,
+    )  # fmt: skip
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
