@@ -209,3 +209,14 @@ def test_a_run_that_raises_still_writes_its_exit_code(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         metrics.recording(str(out), CLEAN, body)
     assert plain(out.read_text())[("ipcjanitor_last_run_exit_code", ())] == 70
+
+
+def test_what_doctor_cannot_read_is_left_out_not_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "m.prom"
+
+    def health(o: metrics.Outcome) -> list[metrics.Family]:
+        raise PermissionError(13, "Permission denied", "/proc/1/fd")
+
+    assert metrics.recording(str(out), CLEAN, lambda o: 0, health) == 0
+    text = out.read_text()
+    assert "ipcjanitor_last_run_exit_code" in text and "ipcjanitor_table_" not in text

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 from ..chase import READ, Refused, file_kind, open_directory
-from ..errors import MetricsError, PolicyErrors, exit_code_of
+from ..errors import IpcJanitorError, MetricsError, PolicyErrors, exit_code_of
 from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
 
 MODE = 0o644  # node_exporter runs as another user (prometheus)
@@ -407,7 +407,7 @@ def _finish(
     if health is not None:
         try:
             outcome.health = health(outcome)
-        except OSError:
+        except (OSError, IpcJanitorError):
             outcome.health = []  # what doctor could not read is left out, the run is not
     write(target, outcome.decisions, started, time.monotonic(), outcome.posix, run=run,
           outcome=outcome)  # fmt: skip

@@ -47,6 +47,15 @@ def test_the_unit_lets_clean_write_its_metrics_into_node_exporters_directory(
     assert start_with(box, f"/usr/bin/ipcjanitor -q clean --metrics {DIR}/ipcjanitor.prom") == 0
     st = box.run(f"stat -c '%a %u %F' {DIR}/ipcjanitor.prom").stdout.split(maxsplit=2)
     assert st == ["644", "0", "regular file\n"]
+    text = box.run(f"cat {DIR}/ipcjanitor.prom").stdout
+    # the timer's series: its unit's name, and what doctor knows, read inside the hardened unit
+    here = 'source="clean",unit="ipcjanitor.service"'
+    assert f"ipcjanitor_last_run_exit_code{{{here}}} 0.0" in text
+    shmmni = box.run("cat /proc/sys/kernel/shmmni").stdout.strip()
+    assert (f'ipcjanitor_table_limit{{{here},kind="shm",measure="objects",'
+            f'limit="kernel.shmmni"}} {float(shmmni)}') in text  # fmt: skip
+    assert f"ipcjanitor_stuck_pipes{{{here}}} 0.0" in text
+    assert f"ipcjanitor_owners_without_hook{{{here}}} 1.0" in text  # leaky.service
 
 
 def test_a_symlink_in_place_of_the_directory_makes_nothing_else_writable(box: Container) -> None:
