@@ -8,8 +8,10 @@ APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd
 # What the integration and end-to-end tests drive: real systemd, D-Bus, PHP, Apache httpd
 # (learn's e2e test; ~8 s to install, 5 packages with --no-install-recommends), PostgreSQL 15
 # (Debian 12's `postgresql`: the e2e test of packaging/examples/postgresql.toml makes its own
-# cluster inside the contained systemd; the host's is never started).
-APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime postgresql
+# cluster inside the contained systemd; the host's is never started). `prometheus` for
+# promtool, `prometheus-node-exporter` for the scrape test (its binary, run by pid on loopback).
+APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime postgresql \
+            prometheus prometheus-node-exporter
 
 .PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test golden \
         adversary soak

@@ -149,6 +149,10 @@ def _install_hook(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("unit", metavar="UNIT", help='a service, or a template like "worker@.service"')
     cmd.add_argument("--runtime", action="store_true", help="under /run (gone at reboot)")
     cmd.add_argument("--remove", action="store_true", help="remove the drop-in instead")
+    cmd.add_argument("--metrics", metavar="FILE",
+                     help="the hook writes textfile metrics to FILE (%%n: the unit)")  # fmt: skip
+    cmd.add_argument("--no-metrics", action="store_true",
+                     help="drop the --metrics an existing drop-in has")  # fmt: skip
 
 
 def _doctor(cmd: argparse.ArgumentParser) -> None:

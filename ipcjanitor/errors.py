@@ -90,6 +90,17 @@ class MetricsError(UsageError):
         self.problem = problem
 
 
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code `guarded` maps exc to (for a metrics file written before it is)."""
+    if isinstance(exc, IpcJanitorError):
+        return int(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, OSError):
+        return ExitCode.NOPERM if exc.errno in (errno.EPERM, errno.EACCES) else ExitCode.FAILED
+    return ExitCode.SOFTWARE
+
+
 def guarded(command: Callable[[], int], removes: bool = False) -> int:
     """Run a command; map what it raises to one line on stderr and the contract's exit code.
 

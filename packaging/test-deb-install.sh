@@ -53,7 +53,8 @@ for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.tim
          lib/systemd/system/ipcjanitor-clock.service lib/systemd/system/ipcjanitor-clock.timer \
          usr/share/man/man8/ipcjanitor.8.gz usr/share/man/man5/ipcjanitor.policy.5.gz \
          usr/share/bash-completion/completions/ipcjanitor \
-         usr/share/doc/ipcjanitor/examples/php-ftok.toml; do
+         usr/share/doc/ipcjanitor/examples/php-ftok.toml \
+         usr/share/doc/ipcjanitor/examples/ipcjanitor.rules.yml; do
     [ -f "$root/$f" ] || fail "/$f is missing"
 done
 [ -d "$root/etc/ipcjanitor/policy.d" ] || fail "/etc/ipcjanitor/policy.d was not created"

@@ -77,7 +77,7 @@ def test_quiet_prints_only_the_summary(capsys: pytest.CaptureFixture[str], tmp_p
     assert rc == 0 and len(out.splitlines()) == 1 and "object" in out
 
 
-def test_metrics_without_prometheus_client_is_one_clear_line(
+def test_metrics_need_no_prometheus_client(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import sys
@@ -86,9 +86,8 @@ def test_metrics_without_prometheus_client_is_one_clear_line(
     empty = tmp_path / "p.toml"
     empty.write_text("min_age = '1h'\n")  # no owners: even if it ran, nothing could be removed
     rc, _, err = run(capsys, "--policy", str(empty), "clean", "--metrics", str(tmp_path / "m.prom"))
-    assert rc == 64
-    assert err.strip().count("\n") == 0 and "python3-prometheus-client" in err
-    assert not (tmp_path / "m.prom").exists()
+    assert rc == 0, err
+    assert "ipcjanitor_run_duration_seconds" in (tmp_path / "m.prom").read_text()
 
 
 # Each command with arguments of its own; the global options may go before or after them.

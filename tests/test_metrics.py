@@ -50,7 +50,7 @@ def secret(tmp_path: Path) -> Path:
 
 
 def write(path: Path) -> None:
-    metrics.write(str(path), [], 0.0, 1.0)
+    metrics.write(str(path), [], 0.0, 1.0, run=metrics.Run("clean", ""))
 
 
 class Blocked(Exception):
@@ -92,7 +92,7 @@ def test_debians_layout_is_written_0644_and_root_s(textdir: Path) -> None:
     write(out)  # over the previous one, read back for the counters
     st = os.lstat(out)
     assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o644 and st.st_uid == 0
-    assert "ipcjanitor_last_run_timestamp_seconds 1.0" in out.read_text()
+    assert 'ipcjanitor_run_duration_seconds{source="clean",unit=""} 1.0' in out.read_text()
     assert os.listdir(textdir) == ["ipcjanitor.prom"]  # no temporary file left
 
 

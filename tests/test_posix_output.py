@@ -77,10 +77,12 @@ def test_metrics_per_posix_kind(tmp_path: Path) -> None:
     out = tmp_path / "m.prom"
     ds = [decision("a"), decision("b"), decision("q", PosixKind.MQ)]
     ds[1] = ds[1]._replace(verdict=Verdict.FAILED)
-    metrics.write(str(out), [], 0.0, 1.0, ds)
+    metrics.write(str(out), [], 0.0, 1.0, ds, run=metrics.Run("clean", ""))
     text = out.read_text()
-    assert 'ipcjanitor_removed_objects_total{kind="posix-shm"} 1.0' in text
-    assert 'ipcjanitor_removed_objects_total{kind="posix-mq"} 1.0' in text
-    assert 'ipcjanitor_failed_removals{kind="posix-shm"} 1.0' in text
-    assert 'ipcjanitor_objects{kind="posix-sem",verdict="removed"} 0.0' in text
-    assert "ipcjanitor_last_success_timestamp_seconds 0.0" in text
+    assert 'ipcjanitor_removed_objects_total{source="clean",unit="",kind="posix-shm"} 1.0' in text
+    assert 'ipcjanitor_removed_objects_total{source="clean",unit="",kind="posix-mq"} 1.0' in text
+    assert 'ipcjanitor_failed_removals{source="clean",unit="",kind="posix-shm"} 1.0' in text
+    assert (
+        'ipcjanitor_objects{source="clean",unit="",kind="posix-sem",verdict="removed"} 0.0' in text
+    )
+    assert 'ipcjanitor_last_success_timestamp_seconds{source="clean",unit=""} 0.0' in text

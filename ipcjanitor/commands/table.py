@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 from ..engine import run as janitor
@@ -33,7 +32,10 @@ def cmd_hook(args: argparse.Namespace) -> int:
 def cmd_install_hook(args: argparse.Namespace) -> int:
     from ..hook.install import install_hook  # noqa: PLC0415
 
-    return install_hook(args.unit, runtime=args.runtime, remove=args.remove, policy=args.policy)
+    return install_hook(
+        args.unit, runtime=args.runtime, remove=args.remove, policy=args.policy,
+        metrics=args.metrics, no_metrics=args.no_metrics,
+    )  # fmt: skip
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -149,6 +151,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    if args.metrics and not args.dry_run:  # FILE checked first, written however the run ends
+        run = metrics.Run("clean", metrics.own_unit())
+        loaded: list[Policy] = []  # the policy, once it loaded: for the owners without a hook
+        return metrics.recording(
+            args.metrics, run, lambda out: _clean(args, out, loaded), lambda out: _health(loaded)
+        )
+    return _clean(args, None, [])
+
+
+def _clean(args: argparse.Namespace, out: metrics.Outcome | None, loaded: list[Policy]) -> int:
     view = _view(args)
     # the table tells each removal once: text records on stderr only when it is not printed
     journal = Journal.for_clean(echo=args.quiet and not args.json)
@@ -160,9 +172,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
         notes, posix = _survey_posix(policy, pscope)
         _print(args, decisions, notes, posix, view)
         return ExitCode.OK
-    # before any work: a missing library or an unsafe directory is a one-line error
-    target = metrics.prepare(args.metrics) if args.metrics else None
-    started = time.time()
+    loaded.append(policy)
+    if out is not None:
+        out.owners = [o.name for o in policy.owners if scope.admits(o)]
     pdone: list[PosixDecision] = []
     pnotes: list[str] = []
     posix_part = (pscope, pdone, pnotes) if pscope is not None else None
@@ -170,18 +182,25 @@ def cmd_clean(args: argparse.Namespace) -> int:
         for warning in handoff_warnings(policy):  # one record per run, beside the removals
             journal.send(warning, "warning", [("MESSAGE_ID", MESSAGE_ID_HANDOFF_GAP),
                                               ("IPCJANITOR_EVENT", "handoff-gap")])  # fmt: skip
-    try:
-        done, waited = janitor.clean(policy, scope, journal, posix=posix_part)
-    except BaseException:
-        if target is not None:
-            target.close()
-        raise
-    if target is not None:
-        metrics.write(target, done, started, time.time(), pdone)
+    done, waited = janitor.clean(policy, scope, journal, posix=posix_part)
+    if out is not None:
+        out.record(done, pdone)
     # under systemd stdout is the journal too: the records told each row already
     view = view._replace(rows=not (journal.to_journal and stream_is_journal(1)))
     _print(args, done, [*pnotes, *([waited] if waited else [])], pdone, view)
     return ExitCode.FAILED if report.failed([*done, *pdone]) else ExitCode.OK
+
+
+def _health(loaded: list[Policy]) -> list[metrics.Family]:
+    """What doctor knows, for the timer's metrics: the tables against their limits (the
+    policy not needed), stuck pipes, and the owners without a hook (if the policy loaded)."""
+    from . import doctor, doctor_posix  # noqa: PLC0415
+
+    rows = doctor.limit_rows(read_objects(), doctor.read_limits(), None)
+    rows += doctor_posix.posix_rows(None)[0]
+    stuck = sum(1 for p in doctor.find_stuck_pipes().found if p.problem)
+    hooks = doctor.missing_hooks(loaded[0]) if loaded else None
+    return metrics.health_families(rows, stuck, hooks)
 
 
 def _journaled_policy(args: argparse.Namespace, journal: Journal) -> Policy:

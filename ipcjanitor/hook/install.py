@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -123,8 +124,52 @@ def dropin_text(command: str) -> str:
     )
 
 
+_SPECIFIERS = re.compile(r"%[nNiI]")  # the unit's name or instance: one file per unit
+
+
+def metrics_word(path: str, unit: str) -> str:
+    """`--metrics=FILE` for the hook's line: FILE absolute, its only % systemd's %n, %N, %i
+    or %I, one of which a template's FILE needs (else its instances share one file)."""
+    if "%" in _SPECIFIERS.sub("", path):
+        raise UsageError(
+            f"--metrics {path}: the only % a hook's FILE may hold is %n, %N, %i or %I "
+            "(systemd's unit name or instance)"
+        )
+    if "@." in unit and not _SPECIFIERS.search(path):
+        raise UsageError(
+            f"--metrics {path}: every instance of {unit} would rewrite the same file; put %n "
+            "or %i in its name (e.g. /var/lib/prometheus/node-exporter/ipcjanitor-%n.prom)"
+        )
+    word = _exec_word(f"--metrics={os.path.abspath(path)}")
+    return word.replace("%%", "%")  # every % in it is a specifier (checked above)
+
+
+def kept_metrics(text: str) -> str | None:
+    """The --metrics FILE of the hook line in an existing drop-in (install-hook's or one
+    added by hand, `--metrics FILE` or `--metrics=FILE`), as its line says it; None if none."""
+    for line in text.splitlines():
+        if not line.startswith("ExecStopPost=") or "hook" not in line:
+            continue
+        try:
+            words = shlex.split(line.partition("=")[2])
+        except ValueError:
+            continue
+        for i, w in enumerate(words):
+            if w.startswith("--metrics="):
+                return w.partition("=")[2]
+            if w == "--metrics" and i + 1 < len(words):
+                return words[i + 1]
+    return None
+
+
 def install_hook(
-    unit: str, *, runtime: bool = False, remove: bool = False, policy: str | None = None
+    unit: str,
+    *,
+    runtime: bool = False,
+    remove: bool = False,
+    policy: str | None = None,
+    metrics: str | None = None,
+    no_metrics: bool = False,
 ) -> ExitCode:
     """Write (or remove) the ExecStopPost= drop-in that hooks `unit`, and reload systemd."""
     unit = with_type(unit)  # `install-hook leaky` is leaky.service, as in systemctl
@@ -163,7 +208,8 @@ def install_hook(
                 "hook keeps objects used that recently; set min_age = \"0s\" on the owner to "
                 "clean right after a kill", file=sys.stderr,
             )  # fmt: skip
-    text = dropin_text(f"{exec_line(hook_argv(policy_path))} --unit=%n")
+    more = _metrics(path, unit, metrics, no_metrics)
+    text = dropin_text(f"{exec_line(hook_argv(policy_path))} --unit=%n{more}")
     check_context(unit)
     if path.exists() and path.read_text() == text:
         _note(path, text)  # one an older install-hook wrote goes on the list too
@@ -174,6 +220,24 @@ def install_hook(
     _note(path, text)
     print(f"wrote {path}{_reload()}")
     return ExitCode.OK
+
+
+def _metrics(path: Path, unit: str, metrics: str | None, no_metrics: bool) -> str:
+    """The hook line's --metrics (with its space): asked for, else the one the existing
+    drop-in has (re-running install-hook keeps it, and says so), unless --no-metrics."""
+    if metrics is not None:
+        return " " + metrics_word(metrics, unit)
+    if no_metrics:
+        return ""
+    try:
+        old = kept_metrics(path.read_text())
+    except OSError:
+        old = None
+    if old is None:
+        return ""
+    kept = old.replace("%%", "%").replace("$$", "$")  # as written in the line
+    print(f"kept --metrics {kept} from {path} (--no-metrics drops it)")
+    return " " + metrics_word(kept, unit)
 
 
 def check_context(unit: str, reader: unitctx.Reader | None = None) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..engine.run import Scope
     from ..model import HostFacts, PosixDecision
     from ..output.journal import Journal
+    from ..output.metrics import Outcome
     from ..policy.model import Owner, Policy
     from ..systemd.bus import UnitRun
     from .gate import HookCall
@@ -37,12 +38,20 @@ def run_hook(call: HookCall) -> int:
 
     asking = Asking(call.unit)
     try:
-        return guarded(lambda: _run(call, asking), removes=True)
+        if call.metrics:  # FILE checked first, then written however the run ends
+            from ..output import metrics  # noqa: PLC0415
+
+            run, path = metrics.Run("hook", call.unit), call.metrics
+            return guarded(
+                lambda: metrics.recording(path, run, lambda out: _run(call, asking, out)),
+                removes=True,
+            )
+        return guarded(lambda: _run(call, asking, None), removes=True)
     finally:
         asking.cancel()  # unless it answered: no owner, a policy error, anything raised
 
 
-def _run(call: HookCall, asking: Asking) -> int:
+def _run(call: HookCall, asking: Asking, out: Outcome | None) -> int:
     from ..errors import ExitCode  # noqa: PLC0415
     from .gate import no_owner_message  # noqa: PLC0415
 
@@ -52,7 +61,7 @@ def _run(call: HookCall, asking: Asking) -> int:
     policy = _policy(unit, call.policy)
     owners = policy.owners_for_unit(unit, read_aliases())  # by an alias of it too
     if owners:
-        return _clean_owners_of(unit, owners, policy, call, asking)
+        return _clean_owners_of(unit, owners, policy, call, asking, out=out)
     asking.cancel()
     if call.json:
         from ..output import report  # noqa: PLC0415
@@ -81,26 +90,25 @@ def _policy(unit: str, explicit: str | None) -> Policy:
 
 
 def _clean_owners_of(
-    unit: str, owners: tuple[Owner, ...], policy: Policy, call: HookCall, asking: Asking
+    unit: str,
+    owners: tuple[Owner, ...],
+    policy: Policy,
+    call: HookCall,
+    asking: Asking,
+    *,
+    out: Outcome | None,
 ) -> int:
-    import time  # noqa: PLC0415
-
     from ..engine.lock import HOOK_WAIT_LIMIT, LockBusy  # noqa: PLC0415
     from ..engine.run import Scope, clean  # noqa: PLC0415
     from ..errors import ExitCode  # noqa: PLC0415
     from ..output import report  # noqa: PLC0415
     from ..output.journal import Journal  # noqa: PLC0415
 
-    target = None
-    if call.metrics:  # before any work: a missing library or an unsafe directory stops it here
-        from ..output import metrics  # noqa: PLC0415
-
-        target = metrics.prepare(call.metrics)
-
+    if out is not None:
+        out.owners = [o.name for o in owners]
     journal = Journal.for_hook(unit)
     notes, facts_hook = _stop_facts(unit, asking)
     scope = Scope(owners=frozenset(o.name for o in owners))
-    started = time.time()
     # the unit's POSIX objects too, under the same lock (listed only if its owners claim any)
     posix: list[PosixDecision] = []
     posix_part = None
@@ -113,11 +121,9 @@ def _clean_owners_of(
             policy, scope, journal, facts_hook, lock_wait=HOOK_WAIT_LIMIT, posix=posix_part
         )
     except LockBusy as busy:  # give up inside TimeoutStopSec=: a stop never fails for it
-        if target is not None:
-            target.close()
         return _gave_up(unit, busy, call, scope=scope, journal=journal, notes=notes)
-    if target is not None:
-        metrics.write(target, done, started, time.time(), posix)
+    if out is not None:
+        out.record(done, posix)
     if waited:
         notes.append(waited)
     from ..output.journal import stream_is_journal  # noqa: PLC0415

@@ -47,6 +47,15 @@ def test_the_unit_lets_clean_write_its_metrics_into_node_exporters_directory(
     assert start_with(box, f"/usr/bin/ipcjanitor -q clean --metrics {DIR}/ipcjanitor.prom") == 0
     st = box.run(f"stat -c '%a %u %F' {DIR}/ipcjanitor.prom").stdout.split(maxsplit=2)
     assert st == ["644", "0", "regular file\n"]
+    text = box.run(f"cat {DIR}/ipcjanitor.prom").stdout
+    # the timer's series: its unit's name, and what doctor knows, read inside the hardened unit
+    here = 'source="clean",unit="ipcjanitor.service"'
+    assert f"ipcjanitor_last_run_exit_code{{{here}}} 0.0" in text
+    shmmni = box.run("cat /proc/sys/kernel/shmmni").stdout.strip()
+    assert (f'ipcjanitor_table_limit{{{here},kind="shm",measure="objects",'
+            f'limit="kernel.shmmni"}} {float(shmmni)}') in text  # fmt: skip
+    assert f"ipcjanitor_stuck_pipes{{{here}}} 0.0" in text
+    assert f"ipcjanitor_owners_without_hook{{{here}}} 1.0" in text  # leaky.service
 
 
 def test_a_symlink_in_place_of_the_directory_makes_nothing_else_writable(box: Container) -> None:
@@ -65,3 +74,36 @@ def test_a_symlink_in_place_of_the_directory_is_refused_before_any_removal(box: 
     log = box.run("journalctl --no-pager -o cat -u ipcjanitor.service").stdout
     assert f"symlink {DIR} is owned by uid {PROMETHEUS}, not root" in log
     assert "nothing was removed" in log
+
+
+HOOK_FILE = f"{DIR}/ipcjanitor-%n.prom"
+LEAKY_DROP_IN = "/etc/systemd/system/leaky.service.d/ipcjanitor.conf"
+
+
+def test_install_hook_writes_metrics_into_the_drop_in_and_a_re_run_keeps_it(
+    box: Container,
+) -> None:
+    debian_layout(box)
+    box.run(f"ipcjanitor install-hook --metrics {HOOK_FILE} leaky.service")
+    assert f"hook --unit=%n --metrics={HOOK_FILE}\n" in box.run(f"cat {LEAKY_DROP_IN}").stdout
+    again = box.run("ipcjanitor install-hook leaky.service").stdout
+    assert f"kept --metrics {HOOK_FILE}" in again and "nothing changed" in again
+    # one added by hand is kept too, in install-hook's spelling
+    box.run(f"sed -i 's| --metrics=[^ ]*$| --metrics /var/lib/prometheus/node-exporter/h.prom|' "
+            f"{LEAKY_DROP_IN}")  # fmt: skip
+    box.run("ipcjanitor install-hook leaky.service")
+    assert f"--metrics={DIR}/h.prom\n" in box.run(f"cat {LEAKY_DROP_IN}").stdout
+    box.run(f"ipcjanitor install-hook --metrics {HOOK_FILE} leaky.service")
+    # the hook, after a SIGKILL, writes the unit's file: its series say source="hook"
+    box.run("systemctl start leaky.service")
+    box.wait_until("test $(wc -l < /proc/sysvipc/shm) -ge 2")
+    box.run("systemctl kill -s KILL leaky.service")
+    box.wait_until(f"test -s {DIR}/ipcjanitor-leaky.service.prom")
+    text = box.run(f"cat {DIR}/ipcjanitor-leaky.service.prom").stdout
+    assert (
+        'ipcjanitor_removed_objects_total{source="hook",unit="leaky.service",kind="shm"} 1.0'
+        in text
+    )
+    assert 'ipcjanitor_last_run_exit_code{source="hook",unit="leaky.service"} 0.0' in text
+    dropped = box.run("ipcjanitor install-hook --no-metrics leaky.service").stdout
+    assert "wrote" in dropped and "--metrics" not in box.run(f"cat {LEAKY_DROP_IN}").stdout

@@ -544,6 +544,20 @@ def metrics_file() -> dict[str, Any]:
 
 
 @scenario
+def metrics_for_node_exporter() -> dict[str, Any]:
+    """The timer's file and two hooks' files, as node_exporter's textfile directory holds them:
+    clean --metrics over stale objects, then hook --metrics for a.service and b.service."""
+    out = Path(sys.argv[3])
+    _stale_shm(3, 0x10000300)
+    runs = [janitor("-q", "clean", "--metrics", str(out / "ipcjanitor.prom"))]
+    for unit in ("a.service", "b.service"):
+        _stale_shm(2, 0x10000400 if unit == "a.service" else 0x10000500)
+        runs.append(janitor("-q", "hook", "--unit", unit, "--metrics",
+                            str(out / f"ipcjanitor-{unit}.prom")))  # fmt: skip
+    return {"rcs": [r["rc"] for r in runs], "stderr": [r["stderr"] for r in runs]}
+
+
+@scenario
 def php_unreachable_queues() -> dict[str, Any]:
     """PHP 8.2's msg_queue_exists(0) makes an IPC_PRIVATE mode-000 queue per call."""
     for _ in range(3):

@@ -152,11 +152,14 @@ def test_metrics_are_written_for_node_exporter(tmp_path: Path) -> None:
     assert r["rc"] == 0 and r["mode"] == "0o644"
 
     def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(text)
-            for s in f.samples
-        }
+        out = {}
+        for f in text_string_to_metric_families(text):
+            for s in f.samples:
+                labels = dict(s.labels)
+                assert labels.pop("source") == "clean" and "unit" in labels  # who wrote it
+                labels.pop("unit")
+                out[(s.name, tuple(sorted(labels.items())))] = s.value
+        return out
 
     one, two = samples(r["first"]), samples(r["second"])
     assert one[("ipcjanitor_removed_objects_total", (("kind", "shm"),))] == 3
