@@ -191,7 +191,11 @@ def test_whatever_the_record_claims_to_cover_every_step_there_is_measured(w: Wor
 
 
 def test_the_simulation_often_reaches_a_complete_record() -> None:
-    """The property above proves something only if coverage often says complete."""
+    """The property above proves something only if coverage often says complete.
+
+    Hypothesis's exploration varies with the machine's speed even when derandomized (53 to over
+    60 of 300 measured on a loaded and an idle 2-core machine), so the floor is one in ten: a
+    strategy that lost its complete records (0 of 300) still fails here."""
     seen: list[bool] = []
 
     @settings(derandomize=True, max_examples=300, database=None)
@@ -200,4 +204,4 @@ def test_the_simulation_often_reaches_a_complete_record() -> None:
         seen.append(cover(w.record or "none", w.now, w.timer).since_boot is not None)
 
     draw()
-    assert sum(seen) >= 60, f"{sum(seen)} of {len(seen)} complete"
+    assert sum(seen) >= 30, f"{sum(seen)} of {len(seen)} complete"
