@@ -2,7 +2,7 @@
 # Install dist/ipcjanitor_*.deb on a fresh Debian 12 root (debootstrap --variant=minbase) and
 # check what an operator would: it installs with its Debian dependencies, `ipcjanitor scan`
 # runs, the units are where systemd looks, only the timer is enabled, /etc/ipcjanitor holds a
-# conffile, the man pages, completion and examples are in place, and install-hook writes a
+# conffile, the man pages, README, catalog, completions and examples are in place, and install-hook writes a
 # drop-in that starts the hook through the packaged static trampoline with a clean environment.
 set -eu
 cd "$(dirname "$0")/.."
@@ -53,9 +53,13 @@ for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.tim
          lib/systemd/system/ipcjanitor-clock.service lib/systemd/system/ipcjanitor-clock.timer \
          usr/share/man/man8/ipcjanitor.8.gz usr/share/man/man5/ipcjanitor.policy.5.gz \
          usr/share/bash-completion/completions/ipcjanitor \
+         usr/lib/systemd/catalog/ipcjanitor.catalog \
          usr/share/doc/ipcjanitor/examples/php-ftok.toml; do
     [ -f "$root/$f" ] || fail "/$f is missing"
 done
+# dh_compress gzips a document over 4 kB
+[ -f "$root/usr/share/doc/ipcjanitor/README.md.gz" ] || [ -f "$root/usr/share/doc/ipcjanitor/README.md" ] ||
+    fail "the README is not in /usr/share/doc/ipcjanitor/"
 [ -d "$root/etc/ipcjanitor/policy.d" ] || fail "/etc/ipcjanitor/policy.d was not created"
 [ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor.timer" ] || fail "the timer is not enabled"
 [ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor-clock.timer" ] || fail "the clock recorder's timer is not enabled"
