@@ -54,6 +54,8 @@ for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.tim
          usr/share/man/man8/ipcjanitor.8.gz usr/share/man/man5/ipcjanitor.policy.5.gz \
          usr/share/bash-completion/completions/ipcjanitor \
          usr/lib/systemd/catalog/ipcjanitor.catalog \
+         usr/share/zsh/vendor-completions/_ipcjanitor \
+         usr/share/fish/vendor_completions.d/ipcjanitor.fish \
          usr/share/doc/ipcjanitor/examples/php-ftok.toml; do
     [ -f "$root/$f" ] || fail "/$f is missing"
 done
