@@ -2,8 +2,10 @@
 # Install dist/ipcjanitor_*.deb on a fresh Debian 12 root (debootstrap --variant=minbase) and
 # check what an operator would: it installs with its Debian dependencies, `ipcjanitor scan`
 # runs, the units are where systemd looks, only the timer is enabled, /etc/ipcjanitor holds a
-# conffile, the man pages, README, catalog, completions and examples are in place, and install-hook writes a
-# drop-in that starts the hook through the packaged static trampoline with a clean environment.
+# conffile, the man pages, README, catalog, completions and examples are in place, and
+# install-hook writes a drop-in that starts the hook through the packaged static trampoline with
+# a clean environment; then `apt remove` warns about the hooks left behind, and `apt purge`
+# deletes the drop-ins install-hook wrote and keeps one changed by hand.
 set -eu
 cd "$(dirname "$0")/.."
 deb=$(ls dist/ipcjanitor_*.deb)
@@ -76,4 +78,40 @@ grep -qx "ExecStopPost=-+$hook /usr/bin/ipcjanitor hook --unit=%n" \
     fail "the trampoline passed on: $(cat "$root/tmp/hook-env")"
 grep -q "cannot ask systemd" "$root/tmp/no-systemd" || fail "install-hook without systemd: $(cat "$root/tmp/no-systemd")"
 grep -q 'reports SERVICE_RESULT="signal" EXIT_CODE="killed" EXIT_STATUS="KILL"' "$root/tmp/hook-run" || fail "the hook did not run: $(cat "$root/tmp/hook-run")"
-echo "package-test: deb installs on a fresh Debian 12 root and works"
+
+# Remove, then purge, as an operator would with two hooked services: t.service's drop-in as
+# install-hook wrote it, u.service's changed by hand since. Remove keeps both and warns that
+# they now run a trampoline that is gone; purge deletes only the unchanged listed one.
+in_root() {
+    unshare --mount --pid --fork --ipc sh -eu -c "
+        mount -t proc proc '$root/proc'
+        mount --bind /dev '$root/dev'
+        $1"
+}
+t_dropin=etc/systemd/system/t.service.d/ipcjanitor.conf
+u_dropin=etc/systemd/system/u.service.d/ipcjanitor.conf
+printf '[owners.u]\nunit = "u.service"\nkeys = ["0x7a000001"]\n' > "$root/etc/ipcjanitor/policy.d/u.toml"
+in_root "chroot '$root' ipcjanitor install-hook u.service 2>/dev/null"
+echo '# changed by hand' >> "$root/$u_dropin"
+grep -q " /$u_dropin\$" "$root/var/lib/ipcjanitor/dropins" || fail "install-hook did not list /$u_dropin"
+in_root "DEBIAN_FRONTEND=noninteractive chroot '$root' apt-get remove -y -qq ipcjanitor > '$root/tmp/remove.out' 2>&1"
+[ ! -e "$root$hook" ] || fail "apt remove left $hook"
+grep -q "ipcjanitor: warning: t.service is still hooked: /$t_dropin runs $hook, which is gone" "$root/tmp/remove.out" ||
+    fail "apt remove did not warn about t.service: $(cat "$root/tmp/remove.out")"
+grep -q "ipcjanitor: warning: u.service is still hooked" "$root/tmp/remove.out" ||
+    fail "apt remove did not warn about u.service: $(cat "$root/tmp/remove.out")"
+[ -f "$root/$t_dropin" ] && [ -f "$root/$u_dropin" ] || fail "apt remove deleted a drop-in (that is purge's)"
+[ -f "$root/var/lib/ipcjanitor/dropins" ] || fail "apt remove deleted the list of drop-ins"
+in_root "DEBIAN_FRONTEND=noninteractive chroot '$root' apt-get purge -y -qq ipcjanitor > '$root/tmp/purge.out' 2>&1"
+[ ! -e "$root/$t_dropin" ] || fail "apt purge left /$t_dropin, which install-hook wrote: $(cat "$root/tmp/purge.out")"
+[ ! -e "$root/etc/systemd/system/t.service.d" ] || fail "apt purge left the empty t.service.d"
+grep -q "ipcjanitor: removed /$t_dropin, which install-hook wrote" "$root/tmp/purge.out" ||
+    fail "apt purge did not say what it removed: $(cat "$root/tmp/purge.out")"
+grep -q '^# changed by hand$' "$root/$u_dropin" || fail "apt purge deleted /$u_dropin, changed by hand"
+grep -q "ipcjanitor: kept /$u_dropin: changed since install-hook wrote it" "$root/tmp/purge.out" ||
+    fail "apt purge did not say why it kept /$u_dropin: $(cat "$root/tmp/purge.out")"
+grep -q "ipcjanitor: warning: u.service is still hooked" "$root/tmp/purge.out" ||
+    fail "apt purge did not warn about the drop-in it kept: $(cat "$root/tmp/purge.out")"
+[ ! -e "$root/var/lib/ipcjanitor" ] || fail "apt purge left /var/lib/ipcjanitor"
+[ ! -e "$root/etc/ipcjanitor/policy.toml" ] || fail "apt purge left the conffile"
+echo "package-test: deb installs on a fresh Debian 12 root and works; remove warns, purge cleans up"
