@@ -17,3 +17,18 @@ def test_the_readme_is_in_usr_share_doc() -> None:
     )
     # /usr/share/doc/ipcjanitor/, not ipcjanitor-VERSION
     assert "%global _docdir_fmt %{name}" in SPEC
+
+
+def test_the_man_page_names_every_installed_file_and_message_id() -> None:
+    page = (ROOT / "docs" / "ipcjanitor.8.scd").read_text()
+    files = page.split("\n# FILES\n", 1)[1].split("\n# ", 1)[0].replace("\\_", "_")
+    for path in ("/var/lib/ipcjanitor/dropins", "/usr/lib/systemd/catalog/ipcjanitor.catalog",
+                 "/usr/share/bash-completion/completions/ipcjanitor",
+                 "/usr/share/zsh/vendor-completions/_ipcjanitor",
+                 "/usr/share/fish/vendor_completions.d/ipcjanitor.fish",
+                 "/usr/share/doc/ipcjanitor/"):  # fmt: skip
+        assert path in files, path
+    journal = page.split("\n# JOURNAL\n", 1)[1].split("\n# ", 1)[0]
+    catalog = (ROOT / "packaging" / "ipcjanitor.catalog").read_text()
+    ids = [line[3:] for line in catalog.splitlines() if line.startswith("-- ")]
+    assert ids and all(f"*{i}*" in journal for i in ids)
