@@ -88,6 +88,9 @@ in_root() {
         mount --bind /dev '$root/dev'
         $1"
 }
+# postinst indexed the catalog (systemd came in as a dependency): `journalctl -x` has its text
+journalctl --root="$root" --list-catalog 2>/dev/null | grep -q '^3b1f8f6a4d2c4e7f9a0b5c6d7e8f9012 ipcjanitor: ' ||
+    fail "postinst did not run journalctl --update-catalog"
 t_dropin=etc/systemd/system/t.service.d/ipcjanitor.conf
 u_dropin=etc/systemd/system/u.service.d/ipcjanitor.conf
 printf '[owners.u]\nunit = "u.service"\nkeys = ["0x7a000001"]\n' > "$root/etc/ipcjanitor/policy.d/u.toml"
@@ -102,6 +105,8 @@ grep -q "ipcjanitor: warning: u.service is still hooked" "$root/tmp/remove.out" 
     fail "apt remove did not warn about u.service: $(cat "$root/tmp/remove.out")"
 [ -f "$root/$t_dropin" ] && [ -f "$root/$u_dropin" ] || fail "apt remove deleted a drop-in (that is purge's)"
 [ -f "$root/var/lib/ipcjanitor/dropins" ] || fail "apt remove deleted the list of drop-ins"
+! journalctl --root="$root" --list-catalog 2>/dev/null | grep -q '^3b1f8f6a4d2c4e7f9a0b5c6d7e8f9012 ' ||
+    fail "apt remove left the catalog's entries in the journal's index"
 in_root "DEBIAN_FRONTEND=noninteractive chroot '$root' apt-get purge -y -qq ipcjanitor > '$root/tmp/purge.out' 2>&1"
 [ ! -e "$root/$t_dropin" ] || fail "apt purge left /$t_dropin, which install-hook wrote: $(cat "$root/tmp/purge.out")"
 [ ! -e "$root/etc/systemd/system/t.service.d" ] || fail "apt purge left the empty t.service.d"
