@@ -10,11 +10,12 @@ APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd
 # (Debian 12's `postgresql`: the e2e test of packaging/examples/postgresql.toml makes its own
 # cluster inside the contained systemd; the host's is never started). `prometheus` for
 # promtool, `prometheus-node-exporter` for the scrape test (its binary, run by pid on loopback).
+# zsh and fish: their completions are loaded by the real shells (tests/test_completion_shells.py).
 APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime postgresql \
-            prometheus prometheus-node-exporter
+            prometheus prometheus-node-exporter zsh fish
 
 .PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test golden \
-        adversary soak
+        adversary soak completion
 
 run: setup
 	$(VENV)/bin/ipcjanitor scan
@@ -69,6 +70,12 @@ adversary: setup-test
 
 soak: setup-test
 	$(PY) -m tests.adversary.outside --minutes $(SOAK_MINUTES) --jobs $(SOAK_JOBS) --steps $(SOAK_STEPS)
+
+# Rewrite the zsh and fish completions from the argparse parser (shtab, pinned in the dev
+# extra) after a change of the command line; tests/test_completion_shells.py fails until then.
+completion: setup
+	$(PY) packaging/completion/generate.py zsh > packaging/completion/_ipcjanitor
+	$(PY) packaging/completion/generate.py fish > packaging/completion/ipcjanitor.fish
 
 MAN_SRC := $(wildcard docs/*.scd)
 MAN_OUT := $(patsubst docs/%.scd,build/man/%,$(MAN_SRC))

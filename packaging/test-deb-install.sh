@@ -2,8 +2,10 @@
 # Install dist/ipcjanitor_*.deb on a fresh Debian 12 root (debootstrap --variant=minbase) and
 # check what an operator would: it installs with its Debian dependencies, `ipcjanitor scan`
 # runs, the units are where systemd looks, only the timer is enabled, /etc/ipcjanitor holds a
-# conffile, the man pages, completion and examples are in place, and install-hook writes a
-# drop-in that starts the hook through the packaged static trampoline with a clean environment.
+# conffile, the man pages, README, catalog, completions and examples are in place, and
+# install-hook writes a drop-in that starts the hook through the packaged static trampoline with
+# a clean environment; then `apt remove` warns about the hooks left behind, and `apt purge`
+# deletes the drop-ins install-hook wrote and keeps one changed by hand.
 set -eu
 cd "$(dirname "$0")/.."
 deb=$(ls dist/ipcjanitor_*.deb)
@@ -53,10 +55,16 @@ for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.tim
          lib/systemd/system/ipcjanitor-clock.service lib/systemd/system/ipcjanitor-clock.timer \
          usr/share/man/man8/ipcjanitor.8.gz usr/share/man/man5/ipcjanitor.policy.5.gz \
          usr/share/bash-completion/completions/ipcjanitor \
+         usr/lib/systemd/catalog/ipcjanitor.catalog \
+         usr/share/zsh/vendor-completions/_ipcjanitor \
+         usr/share/fish/vendor_completions.d/ipcjanitor.fish \
          usr/share/doc/ipcjanitor/examples/php-ftok.toml \
          usr/share/doc/ipcjanitor/examples/ipcjanitor.rules.yml; do
     [ -f "$root/$f" ] || fail "/$f is missing"
 done
+# dh_compress gzips a document over 4 kB
+[ -f "$root/usr/share/doc/ipcjanitor/README.md.gz" ] || [ -f "$root/usr/share/doc/ipcjanitor/README.md" ] ||
+    fail "the README is not in /usr/share/doc/ipcjanitor/"
 [ -d "$root/etc/ipcjanitor/policy.d" ] || fail "/etc/ipcjanitor/policy.d was not created"
 [ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor.timer" ] || fail "the timer is not enabled"
 [ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor-clock.timer" ] || fail "the clock recorder's timer is not enabled"
@@ -71,4 +79,45 @@ grep -qx "ExecStopPost=-+$hook /usr/bin/ipcjanitor hook --unit=%n" \
     fail "the trampoline passed on: $(cat "$root/tmp/hook-env")"
 grep -q "cannot ask systemd" "$root/tmp/no-systemd" || fail "install-hook without systemd: $(cat "$root/tmp/no-systemd")"
 grep -q 'reports SERVICE_RESULT="signal" EXIT_CODE="killed" EXIT_STATUS="KILL"' "$root/tmp/hook-run" || fail "the hook did not run: $(cat "$root/tmp/hook-run")"
-echo "package-test: deb installs on a fresh Debian 12 root and works"
+
+# Remove, then purge, as an operator would with two hooked services: t.service's drop-in as
+# install-hook wrote it, u.service's changed by hand since. Remove keeps both and warns that
+# they now run a trampoline that is gone; purge deletes only the unchanged listed one.
+in_root() {
+    unshare --mount --pid --fork --ipc sh -eu -c "
+        mount -t proc proc '$root/proc'
+        mount --bind /dev '$root/dev'
+        $1"
+}
+# postinst indexed the catalog (systemd came in as a dependency): `journalctl -x` has its text
+journalctl --root="$root" --list-catalog 2>/dev/null | grep -q '^3b1f8f6a4d2c4e7f9a0b5c6d7e8f9012 ipcjanitor: ' ||
+    fail "postinst did not run journalctl --update-catalog"
+t_dropin=etc/systemd/system/t.service.d/ipcjanitor.conf
+u_dropin=etc/systemd/system/u.service.d/ipcjanitor.conf
+printf '[owners.u]\nunit = "u.service"\nkeys = ["0x7a000001"]\n' > "$root/etc/ipcjanitor/policy.d/u.toml"
+in_root "chroot '$root' ipcjanitor install-hook u.service 2>/dev/null"
+echo '# changed by hand' >> "$root/$u_dropin"
+grep -q " /$u_dropin\$" "$root/var/lib/ipcjanitor/dropins" || fail "install-hook did not list /$u_dropin"
+in_root "DEBIAN_FRONTEND=noninteractive chroot '$root' apt-get remove -y -qq ipcjanitor > '$root/tmp/remove.out' 2>&1"
+[ ! -e "$root$hook" ] || fail "apt remove left $hook"
+grep -q "ipcjanitor: warning: t.service is still hooked: /$t_dropin runs $hook, which is gone" "$root/tmp/remove.out" ||
+    fail "apt remove did not warn about t.service: $(cat "$root/tmp/remove.out")"
+grep -q "ipcjanitor: warning: u.service is still hooked" "$root/tmp/remove.out" ||
+    fail "apt remove did not warn about u.service: $(cat "$root/tmp/remove.out")"
+[ -f "$root/$t_dropin" ] && [ -f "$root/$u_dropin" ] || fail "apt remove deleted a drop-in (that is purge's)"
+[ -f "$root/var/lib/ipcjanitor/dropins" ] || fail "apt remove deleted the list of drop-ins"
+! journalctl --root="$root" --list-catalog 2>/dev/null | grep -q '^3b1f8f6a4d2c4e7f9a0b5c6d7e8f9012 ' ||
+    fail "apt remove left the catalog's entries in the journal's index"
+in_root "DEBIAN_FRONTEND=noninteractive chroot '$root' apt-get purge -y -qq ipcjanitor > '$root/tmp/purge.out' 2>&1"
+[ ! -e "$root/$t_dropin" ] || fail "apt purge left /$t_dropin, which install-hook wrote: $(cat "$root/tmp/purge.out")"
+[ ! -e "$root/etc/systemd/system/t.service.d" ] || fail "apt purge left the empty t.service.d"
+grep -q "ipcjanitor: removed /$t_dropin, which install-hook wrote" "$root/tmp/purge.out" ||
+    fail "apt purge did not say what it removed: $(cat "$root/tmp/purge.out")"
+grep -q '^# changed by hand$' "$root/$u_dropin" || fail "apt purge deleted /$u_dropin, changed by hand"
+grep -q "ipcjanitor: kept /$u_dropin: changed since install-hook wrote it" "$root/tmp/purge.out" ||
+    fail "apt purge did not say why it kept /$u_dropin: $(cat "$root/tmp/purge.out")"
+grep -q "ipcjanitor: warning: u.service is still hooked" "$root/tmp/purge.out" ||
+    fail "apt purge did not warn about the drop-in it kept: $(cat "$root/tmp/purge.out")"
+[ ! -e "$root/var/lib/ipcjanitor" ] || fail "apt purge left /var/lib/ipcjanitor"
+[ ! -e "$root/etc/ipcjanitor/policy.toml" ] || fail "apt purge left the conffile"
+echo "package-test: deb installs on a fresh Debian 12 root and works; remove warns, purge cleans up"

@@ -10,6 +10,8 @@ for f in /usr/bin/ipcjanitor /usr/lib/systemd/system/ipcjanitor.service \
          /usr/lib/systemd/system/ipcjanitor.timer /usr/lib/systemd/system/ipcjanitor-clock.service \
          /usr/lib/systemd/system/ipcjanitor-clock.timer /usr/share/man/man8/ipcjanitor.8 \
          /usr/share/man/man5/ipcjanitor.policy.5 /usr/share/bash-completion/completions/ipcjanitor \
+         /usr/share/zsh/site-functions/_ipcjanitor /usr/share/fish/vendor_completions.d/ipcjanitor.fish \
+         /usr/lib/systemd/catalog/ipcjanitor.catalog \
          /etc/ipcjanitor/policy.toml /etc/ipcjanitor/policy.d \
          '/usr/lib[^/]*/python3[^/]*/[a-z]*-packages/ipcjanitor/ipcjanitor-hook'; do
     printf '%s\n' "$files" | grep -qE "^$f(\.gz)?$" || fail "$f is not in the rpm"  # gzipped where brp-compress runs
