@@ -8,11 +8,13 @@ APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd
 # What the integration and end-to-end tests drive: real systemd, D-Bus, PHP, Apache httpd
 # (learn's e2e test; ~8 s to install, 5 packages with --no-install-recommends), PostgreSQL 15
 # (Debian 12's `postgresql`: the e2e test of packaging/examples/postgresql.toml makes its own
-# cluster inside the contained systemd; the host's is never started).
-APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime postgresql
+# cluster inside the contained systemd; the host's is never started), and what IPC::Shareable's
+# own tests need (tests/peers/).
+APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime postgresql \
+            libipc-shareable-perl libmock-sub-perl libtest-sharedfork-perl
 
 .PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test golden \
-        adversary soak
+        adversary soak peers
 
 run: setup
 	$(VENV)/bin/ipcjanitor scan
@@ -45,7 +47,7 @@ golden: setup
 
 # Line coverage (coverage.py) of every tier, subprocesses in namespaces included; the figure
 # is printed at the end (build/coverage/ holds the data; `coverage html` renders it).
-test: setup-test lint
+test: setup-test lint peers
 	rm -rf build/coverage && mkdir -p build/coverage
 	$(PY) -m coverage run -m pytest -q
 	$(PY) -m coverage combine -q
@@ -67,6 +69,12 @@ adversary: setup-test
 
 soak: setup-test
 	$(PY) -m tests.adversary.outside --minutes $(SOAK_MINUTES) --jobs $(SOAK_JOBS) --steps $(SOAK_STEPS)
+
+# The peers tier's sources (tests/peers/, part of `make test`): sysv_ipc's sdist from PyPI,
+# built into the venv, and IPC::Shareable's Debian source through a private deb-src list in
+# build/peers/apt (the host's apt configuration is not touched); fetched once into build/peers/.
+peers: setup
+	$(PY) -m tests.peers.fetch
 
 MAN_SRC := $(wildcard docs/*.scd)
 MAN_OUT := $(patsubst docs/%.scd,build/man/%,$(MAN_SRC))
