@@ -45,9 +45,10 @@ class Loop(threading.Thread):
             proc = janitor("clean", "--json")
             self.runs += 1
             if proc.returncode != 0:
-                self.failed_runs.append(proc.stderr[-400:])
+                self.failed_runs.append(f"exit {proc.returncode}: {proc.stderr[-400:]}")
+            if not proc.stdout.startswith("{"):
                 continue
-            for o in json.loads(proc.stdout)["objects"]:
+            for o in json.loads(proc.stdout)["objects"]:  # a failed run may have removed some
                 if o["verdict"] == "removed":
                     at = round(time.monotonic() - start, 2)
                     self.removed.append({k: o[k] for k in ("kind", "key", "id", "owner", "reason")})
@@ -94,7 +95,9 @@ def run_suite(suite: dict[str, Any], cgroup: str | None) -> dict[str, Any]:
     if suite["kind"] == "unittest":
         doc = json.loads(out.read_text()) if out.exists() else {"broken": ["(no result)"]}
     else:
+        ran = re.search(r"^Files=\d+, Tests=(\d+),", proc.stdout, re.M)
         doc = {"broken": prove_broken(proc.stdout), "tail": proc.stdout[-1500:]}
+        doc["ran"] = int(ran.group(1)) if ran else 0
     return {**doc, "seconds": seconds, "rc": proc.returncode, "stderr": proc.stderr[-1500:]}
 
 

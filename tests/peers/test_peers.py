@@ -48,6 +48,7 @@ def assert_sane(peer: Peer, run: Any) -> None:
     """The loop ran all along and the suite ran; one clean after it leaves nothing dead and
     claimed (what it keeps is printed with its verdict and reason)."""
     text = report(peer, "run", run, show=False)
+    assert run["suite"]["ran"] >= 100 and peer.baseline["suite"]["ran"] >= 100, text
     assert run["failed_runs"] == [], text
     assert run["runs"] >= 5, text
     assert run["final_rc"] == 0, text
