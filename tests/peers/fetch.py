@@ -20,9 +20,9 @@ PERL_SOURCE = "libipc-shareable-perl"
 SOURCES = (Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*")))
 
 
-def debian_mirror() -> str:
+def debian_mirror(sources: tuple[Path, ...] = SOURCES) -> str:
     """The configured Debian mirror (deb.debian.org unless sources.list* names another)."""
-    for path in SOURCES:
+    for path in sources:
         if not path.is_file() or not path.name.endswith((".list", ".sources")):
             continue
         text = path.read_text(errors="replace")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.peers import harness
+from tests.peers import fetch, harness
 from tests.peers.conftest import Peer
 from tests.peers.inside import prove_broken
 
@@ -103,3 +103,17 @@ def test_prove_summary_names_every_broken_test() -> None:
         "t/30-lock.t#4", "t/99-end.t:exit",
     ]  # fmt: skip
     assert prove_broken("All tests successful.\nResult: PASS\n") == []
+
+
+def test_the_deb_src_line_names_the_configured_mirror(tmp_path: Path) -> None:
+    deb822 = tmp_path / "debian.sources"
+    deb822.write_text(
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
+    )
+    one_line = tmp_path / "sources.list"
+    one_line.write_text("# deb http://old.example/debian bookworm main\n"
+                        "deb [arch=amd64] http://other.example/debian bookworm main\n")  # fmt: skip
+    assert fetch.debian_mirror((tmp_path / "absent.list", deb822)) == "http://mirror.example/debian"
+    assert fetch.debian_mirror((one_line,)) == "http://other.example/debian"
+    assert fetch.debian_mirror(()) == "http://deb.debian.org/debian"
