@@ -11,11 +11,13 @@ APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd
 # cluster inside the contained systemd; the host's is never started). `prometheus` for
 # promtool, `prometheus-node-exporter` for the scrape test (its binary, run by pid on loopback).
 # zsh and fish: their completions are loaded by the real shells (tests/test_completion_shells.py).
+# The Perl packages: what IPC::Shareable's own tests need (tests/peers/).
 APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime postgresql \
-            prometheus prometheus-node-exporter zsh fish
+            prometheus prometheus-node-exporter zsh fish \
+            libipc-shareable-perl libmock-sub-perl libtest-sharedfork-perl
 
 .PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test golden \
-        adversary soak completion
+        adversary soak completion peers
 
 run: setup
 	$(VENV)/bin/ipcjanitor scan
@@ -48,7 +50,7 @@ golden: setup
 
 # Line coverage (coverage.py) of every tier, subprocesses in namespaces included; the figure
 # is printed at the end (build/coverage/ holds the data; `coverage html` renders it).
-test: setup-test lint
+test: setup-test lint peers
 	rm -rf build/coverage && mkdir -p build/coverage
 	$(PY) -m coverage run -m pytest -q
 	$(PY) -m coverage combine -q
@@ -76,6 +78,12 @@ soak: setup-test
 completion: setup
 	$(PY) packaging/completion/generate.py zsh > packaging/completion/_ipcjanitor
 	$(PY) packaging/completion/generate.py fish > packaging/completion/ipcjanitor.fish
+
+# The peers tier's sources (tests/peers/, part of `make test`): sysv_ipc's sdist from PyPI,
+# built into the venv, and IPC::Shareable's Debian source through a private deb-src list in
+# build/peers/apt (the host's apt configuration is not touched); fetched once into build/peers/.
+peers: setup
+	$(PY) -m tests.peers.fetch
 
 MAN_SRC := $(wildcard docs/*.scd)
 MAN_OUT := $(patsubst docs/%.scd,build/man/%,$(MAN_SRC))

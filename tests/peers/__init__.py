@@ -1,0 +1,1 @@
+"""Other programs' own System V test suites run beside `ipcjanitor clean` (issue 22.2)."""
