@@ -92,8 +92,8 @@ def test_the_packages_install_it_and_update_the_catalog() -> None:
     assert "packaging/ipcjanitor.catalog %{buildroot}%{_prefix}/lib/systemd/catalog/" in spec
     files = spec.split("\n%files\n", 1)[1].splitlines()
     assert "%{_prefix}/lib/systemd/catalog/ipcjanitor.catalog" in files
-    install = spec.split("\n%install\n", 1)[1].split("\n%post\n", 1)[0].splitlines()
-    assert all(line.startswith(("#", "install ", "test ", "DEB_")) or not line for line in install)
+    section = spec.split("\n%install\n", 1)[1].split("\n%post\n", 1)[0].splitlines()
+    assert all(line.startswith(("#", "install ", "test ", "DEB_")) or not line for line in section)
     post = spec.split("\n%post\n", 1)[1].split("\n%", 1)[0]
     assert "journalctl --update-catalog" in post
     postun = spec.split("\n%postun\n", 1)[1].split("\n%files", 1)[0]

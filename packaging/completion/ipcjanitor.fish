@@ -112,6 +112,8 @@ complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -s v -l verbose
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -s q -l quiet -d 'print only the summary line and errors'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -l runtime -d 'under /run (gone at reboot)'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -l remove -d 'remove the drop-in instead'
+complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -l metrics -xka "(__fish_complete_path (commandline -ct))" -d 'the hook writes textfile metrics to FILE (%n: the unit)'
+complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -l no-metrics -d 'drop the --metrics an existing drop-in has'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook; and test $_shtab_ipcjanitor_npos -eq 0' -ka "(ipcjanitor policy units 2>/dev/null)" -d 'a service, or a template like "worker@.service"'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using; and test $_shtab_ipcjanitor_npos -eq 0' -a doctor -d 'IPC table use vs limits; processes stuck on pipes'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using doctor' -s h -l help -d 'show this help message and exit'
