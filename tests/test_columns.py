@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ipcjanitor.commands import doctor
@@ -82,3 +84,19 @@ def test_help_lists_every_column_with_what_it_holds() -> None:
         if c.listed:
             assert f"  {c.name} " in text and c.help in text
     assert "TIMES" not in text
+
+
+def test_the_ownership_columns_are_one_set_for_system_v_and_posix() -> None:
+    """POLICY, OWNER, UID and GID are the same four rows in both tables (one description)."""
+    from .test_posix_output import decision
+
+    names = ("POLICY", "OWNER", "UID", "GID")
+    sysv: dict[str, Column[Any]] = {c.name: c for c in report.COLUMNS}
+    posix: dict[str, Column[Any]] = {c.name: c for c in report.POSIX_COLUMNS}
+    assert all(sysv[n] is posix[n] for n in names)
+    d, p = DECISIONS[3], decision("psm_1")  # unowned (None) and owned by "py"
+    assert [sysv[n].text(d, Style()) for n in names] == ["-", "4242", "4242", "4242"]
+    assert [posix[n].text(p, Style()) for n in names][::2] == ["py", "33"]
+    assert columns.as_json(p, [posix[n] for n in names]) == {"owner": "py", "uid": 33, "gid": 33}
+    assert columns.fields(d, [sysv[n] for n in names]) == [
+        ("IPCJANITOR_OWNER", ""), ("IPCJANITOR_UID", 4242)]  # fmt: skip
