@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import platform
@@ -21,6 +20,7 @@ from typing import NamedTuple
 
 from ..kernel import tasks
 from ..kernel.processes import hidepid_blinds, process_comm, stat_fields, unit_of_pid
+from ..kernel.procfs import Unread, fd_link, fd_stat, listdir, pids, read_bytes, read_text
 from ..model import IpcKind, IpcObject, Verdict
 from ..output.columns import PLAIN, Column, Style, as_json, render
 from ..policy.model import Policy
@@ -181,7 +181,6 @@ SELF, NONE, UNKNOWN = "self", "none", "unknown"
 # Where a task sleeps waiting for room in a pipe: pipe_write (anon_pipe_write, fifo_pipe_write
 # on 6.x), pipe_wait_writable for splice/vmsplice/tee since 5.8, pipe_wait before
 _ROOM_WAITS = ("pipe_wait", "pipe_wait_writable", "wait_for_space")
-_GONE = (errno.ENOENT, errno.ESRCH)
 _PF_KTHREAD = 0x00200000
 
 
@@ -198,34 +197,31 @@ class PipeScan(NamedTuple):
     notes: list[str]  # what the scan could not see
 
 
-def _read(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.read(fd, 512).decode("ascii", "replace")
-    finally:
-        os.close(fd)
-
-
-def _kernel_thread(pid_dir: str) -> bool:
+def _kernel_thread(procfs: Path, pid: int) -> bool:
     """Kernel threads write to no pipe, and their /proc/PID/fd is root's: never a doubt."""
+    text = read_text(procfs, pid, "stat", 512)
     try:
-        return int(stat_fields(_read(f"{pid_dir}/stat"))[6]) & _PF_KTHREAD != 0  # field 9
-    except (OSError, ValueError, IndexError):
+        return not isinstance(text, Unread) and int(stat_fields(text)[6]) & _PF_KTHREAD != 0
+    except (ValueError, IndexError):  # field 9, flags
         return False
 
 
-def _task_writer(pid_dir: str, tid: str, machine: str) -> _Writer | None:
-    """The pipe write the task sleeps in; OSError when its state cannot be read."""
-    base = f"{pid_dir}/task/{tid}"
-    wchan = _read(f"{base}/wchan").strip()
+def _task_writer(procfs: Path, pid: int, tid: str, machine: str) -> _Writer | Unread | None:
+    """The pipe write the task sleeps in; Unread when its state cannot be read."""
+    wchan = read_text(procfs, pid, f"task/{tid}/wchan", 512)
+    if isinstance(wchan, Unread):
+        return wchan
+    wchan = wchan.strip()
     if wchan == "0":  # running, or no ptrace access: then syscall (0400) says which
-        _read(f"{base}/syscall")
-        return None
+        tried = read_bytes(procfs, pid, f"task/{tid}/syscall", 512)
+        return tried if isinstance(tried, Unread) else None
     if "pipe_write" not in wchan and wchan not in _ROOM_WAITS:
         return None
-    compat = tasks.is_compat(Path(pid_dir, "exe"), machine)  # i386 numbers on x86_64?
-    hit = tasks.pipe_write(_read(f"{base}/syscall"), machine, compat)
-    pid = int(os.path.basename(pid_dir))
+    compat = tasks.is_compat(procfs / str(pid) / "exe", machine)  # i386 numbers on x86_64?
+    text = read_text(procfs, pid, f"task/{tid}/syscall", 512)
+    if isinstance(text, Unread):
+        return text
+    hit = tasks.pipe_write(text, machine, compat)
     return None if hit is None else _Writer(pid, int(tid), hit[1], hit[0], wchan)
 
 
@@ -234,19 +230,12 @@ def _blocked_writers(procfs: Path, machine: str) -> tuple[list[_Writer], list[in
     calls could not be read (another user's, without CAP_SYS_PTRACE)."""
     writers: list[_Writer] = []
     blind: list[int] = []
-    for entry in os.scandir(procfs):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            tids = os.listdir(f"{entry.path}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                hit = _task_writer(entry.path, tid, machine)
-            except OSError as exc:
-                if exc.errno not in _GONE and not _kernel_thread(entry.path):
+    for pid in pids(procfs):
+        tids = listdir(procfs, pid, "task")
+        for tid in [] if isinstance(tids, Unread) else tids:
+            hit = _task_writer(procfs, pid, tid, machine)
+            if isinstance(hit, Unread):
+                if hit.hidden and not _kernel_thread(procfs, pid):
                     blind.append(pid)
                     break
                 continue
@@ -265,36 +254,44 @@ def _pipe_ends(procfs: Path, wanted: set[tuple[int, int]]) -> _Ends:
     inodes = {ino for _, ino in wanted}
     ends: dict[tuple[int, int], list[tuple[int, int, bool]]] = {}
     unreadable: list[int] = []
-    for entry in os.scandir(procfs):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            fds = os.listdir(f"{entry.path}/fd")
-        except OSError as exc:
-            if exc.errno not in _GONE and not _kernel_thread(entry.path):
+    for pid in pids(procfs):
+        fds = listdir(procfs, pid, "fd")
+        if isinstance(fds, Unread):
+            if fds.hidden and not _kernel_thread(procfs, pid):
                 unreadable.append(pid)
             continue
         for fd in fds:
-            path = f"{entry.path}/fd/{fd}"
-            try:
-                target = os.readlink(path)
-                if target.startswith("pipe:[") and int(target[6:-1]) not in inodes:
-                    continue
-                if not target.startswith(("pipe:[", "/")):
-                    continue  # a socket, an anon inode: no FIFO
-                st = os.stat(path)
-                if (st.st_dev, st.st_ino) not in wanted:
-                    continue
-                flags = _fd_flags(_read(f"{entry.path}/fdinfo/{fd}"))
-            except PermissionError:
-                unreadable.append(pid)
-                break
-            except (OSError, ValueError):
+            end = _pipe_end(procfs, pid, fd, inodes, wanted)
+            if isinstance(end, Unread):
+                if end.hidden:
+                    unreadable.append(pid)
+                    break
                 continue
-            readable = flags & os.O_ACCMODE in (os.O_RDONLY, os.O_RDWR)
-            ends.setdefault((st.st_dev, st.st_ino), []).append((pid, int(fd), readable))
+            if end is not None:
+                ends.setdefault(end[0], []).append((pid, int(fd), end[1]))
     return _Ends(ends, sorted(unreadable))
+
+
+def _pipe_end(
+    procfs: Path, pid: int, fd: str, inodes: set[int], wanted: set[tuple[int, int]]
+) -> tuple[tuple[int, int], bool] | Unread | None:
+    """((dev, ino), readable) when the fd is an end of a wanted pipe or FIFO."""
+    target = fd_link(procfs, pid, f"fd/{fd}")
+    if isinstance(target, Unread) or not target.startswith(("pipe:[", "/")):
+        return target if isinstance(target, Unread) else None  # a socket, an anon inode
+    if target.startswith("pipe:[") and target[6:-1].isdigit() and int(target[6:-1]) not in inodes:
+        return None
+    st = fd_stat(procfs, pid, f"fd/{fd}")
+    if isinstance(st, Unread) or (st.st_dev, st.st_ino) not in wanted:
+        return st if isinstance(st, Unread) else None
+    info = read_text(procfs, pid, f"fdinfo/{fd}", 512)
+    if isinstance(info, Unread):
+        return info
+    try:
+        readable = _fd_flags(info) & os.O_ACCMODE in (os.O_RDONLY, os.O_RDWR)
+    except (ValueError, IndexError):
+        return None
+    return (st.st_dev, st.st_ino), readable
 
 
 def _fd_flags(fdinfo: str) -> int:
@@ -310,15 +307,14 @@ def _is_orphan(pid: int, unit: str | None, procfs: Path) -> bool:
     Every service's main process is a child of PID 1 too; systemd (over D-Bus) says which pid
     that is. Without an answer, a child of init or of a manager counts as orphaned.
     """
+    text = read_text(procfs, pid, "stat")
     try:
-        ppid = int(stat_fields((procfs / str(pid) / "stat").read_text())[1])  # field 4
-        reaped_by_manager = (
-            ppid <= 1 or (procfs / str(ppid) / "comm").read_text().strip() == "systemd"
-        )
-    except (OSError, ValueError, IndexError):
+        ppid = -1 if isinstance(text, Unread) else int(stat_fields(text)[1])  # field 4
+    except (ValueError, IndexError):
         return False
-    if not reaped_by_manager:
-        return False
+    comm = read_text(procfs, ppid, "comm") if ppid > 1 else "systemd"
+    if ppid < 0 or isinstance(comm, Unread) or comm.strip() != "systemd":
+        return False  # gone, hidden, or a child of an ordinary parent
     if unit is not None and unit.endswith(".service"):
         from ..systemd.bus import main_pid  # noqa: PLC0415  (only for the rare stuck process)
 
@@ -328,13 +324,11 @@ def _is_orphan(pid: int, unit: str | None, procfs: Path) -> bool:
 
 def _pipe_of(w: _Writer, procfs: Path) -> tuple[tuple[int, int], str] | None:
     """((st_dev, st_ino), target) of the pipe or FIFO the thread is blocked writing to."""
-    link = procfs / str(w.pid) / "task" / str(w.tid) / "fd" / str(w.fd)
-    try:
-        target = os.readlink(link)
-        st = os.stat(link)
-    except OSError:
+    fd = f"task/{w.tid}/fd/{w.fd}"
+    target, st = fd_link(procfs, w.pid, fd), fd_stat(procfs, w.pid, fd)
+    if isinstance(target, Unread) or isinstance(st, Unread) or not stat.S_ISFIFO(st.st_mode):
         return None
-    return ((st.st_dev, st.st_ino), target) if stat.S_ISFIFO(st.st_mode) else None
+    return (st.st_dev, st.st_ino), target
 
 
 def _unknown_why(unreadable: list[int], hidden: str | None) -> str | None:

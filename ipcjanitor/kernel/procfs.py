@@ -91,6 +91,22 @@ def listdir(root: Path, pid: Pid | str, name: str) -> list[str] | Unread:
         return unread(exc)
 
 
+def fd_link(root: Path, pid: Pid, fd: str) -> str | Unread:
+    """Where /proc/PID/FD ("fd/3", "task/TID/fd/3") leads: a path, "pipe:[INODE]", ..."""
+    try:
+        return os.readlink(f"{os.fspath(root)}/{pid}/{fd}")
+    except OSError as exc:
+        return unread(exc)
+
+
+def fd_stat(root: Path, pid: Pid, fd: str) -> os.stat_result | Unread:
+    """The stat of the file the fd is open on (through the /proc link)."""
+    try:
+        return os.stat(f"{os.fspath(root)}/{pid}/{fd}")
+    except OSError as exc:
+        return unread(exc)
+
+
 def status_field(text: str, name: str) -> str | None:
     """One field of a /proc/PID/status text ("CapEff", "Uid"), without its label."""
     for line in text.splitlines():
