@@ -88,3 +88,10 @@ def test_queue_waiters_read_through_the_reader(tmp_path: Path) -> None:
     found = tasks.queue_waiters(root, "x86_64")
     assert found.waiters == {5: ("pid 30 (thread 31) is blocked in msgrcv on it",)}
     assert found.blind is not None and "pid 32 thread 32" in found.blind
+
+
+def test_learn_watches_the_live_kernel_unless_handed_a_tree(tmp_path: Path) -> None:
+    from ipcjanitor.learn import command as learn
+
+    assert learn._Watcher("x.service").proc is LIVE  # its IPC tables from *_STAT_ANY
+    assert learn._Watcher("x.service", tmp_path).proc == Procfs(tmp_path, live=False)
