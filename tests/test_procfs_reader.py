@@ -95,3 +95,15 @@ def test_learn_watches_the_live_kernel_unless_handed_a_tree(tmp_path: Path) -> N
 
     assert learn._Watcher("x.service").proc is LIVE  # its IPC tables from *_STAT_ANY
     assert learn._Watcher("x.service", tmp_path).proc == Procfs(tmp_path, live=False)
+
+
+def test_doctor_reads_each_users_msgqueue_limit_through_the_reader(tmp_path: Path) -> None:
+    from ipcjanitor.commands.doctor_posix import user_limits
+
+    root = _proc(tmp_path, {40: "", 41: "", 42: ""})
+    limits = "Limit  Soft Limit  Hard Limit  Units\nMax msgqueue size  {} 819200 bytes\n"
+    for pid, uid, soft in ((40, 1000, "819200"), (41, 1000, "4096"), (42, 1001, "unlimited")):
+        (root / str(pid) / "status").write_text(f"Name:\tx\nUid:\t{uid}\t0\t0\t0\n")
+        (root / str(pid) / "limits").write_text(limits.format(soft))
+    (root / "43").mkdir()  # gone meanwhile: no status
+    assert user_limits({1000, 1001, 1002}, root) == {1000: 4096, 1001: 0}
