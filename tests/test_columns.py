@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ipcjanitor.commands import doctor
+from ipcjanitor.commands import limits
 from ipcjanitor.model import Verdict
 from ipcjanitor.output import columns, report
 from ipcjanitor.output.columns import Column, Style
@@ -71,8 +71,8 @@ def test_every_json_key_and_journal_field_of_an_object_is_a_column() -> None:
 
 
 def test_doctor_limits_json_walks_its_columns() -> None:
-    row = doctor.LimitRow("shm", "objects", "kernel.shmmni", 9, 10, 4)
-    assert columns.as_json(row, doctor.LIMIT_COLUMNS) == {
+    row = limits.LimitRow("shm", "objects", "kernel.shmmni", 9, 10, 4)
+    assert columns.as_json(row, limits.LIMIT_COLUMNS) == {
         "kind": "shm", "measure": "objects", "used": 9, "max": 10, "percent": 90.0,
         "stale": 4, "limit": "kernel.shmmni", "problem": True,
     }  # fmt: skip

@@ -1,9 +1,14 @@
-"""`doctor`: the early warnings of both incidents.
+"""`doctor`: the early warnings of both incidents, as a table of checks (CHECKS).
 
-1. An IPC table close to full: the next shmget()/shm_attach() is close to ENOSPC.
+1. An IPC table close to full: the next shmget()/shm_attach() is close to ENOSPC (limits.py,
+   doctor_posix.py for /dev/shm and the queues).
 2. A process blocked writing to a pipe that no other process can ever drain (the supervisord
    leak: it holds both ends of its own stdout pipe).
-3. Owners bound to a unit with no ipcjanitor hook installed.
+3. A message queue nothing can reach (IPC_PRIVATE, mode 000, never used).
+4. Owners bound to a unit with no ipcjanitor hook installed, or an unsafe one.
+
+Each check is a row: what it reports, its assessment, and how a finding is judged, put into
+--json and shown. run_checks runs them; Report's text, JSON and health walk the same rows.
 """
 
 from __future__ import annotations
@@ -13,108 +18,26 @@ import os
 import platform
 import re
 import stat
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..kernel import tasks
 from ..kernel.processes import hidepid_blinds, process_comm, stat_fields, unit_of_pid
 from ..kernel.procfs import Unread, fd_link, fd_stat, listdir, pids, read_bytes, read_text
-from ..model import IpcKind, IpcObject, Verdict
-from ..output.columns import PLAIN, Column, Style, as_json, render
+from ..model import IpcKind, IpcObject, PosixObject, Verdict
+from ..output.columns import PLAIN, Style, as_json, render
 from ..policy.model import Policy
 from ..systemd import unitctx
+from .doctor_posix import posix_rows
+from .limits import LIMIT_COLUMNS, LimitRow, limit_rows, read_limits
 
-THRESHOLD = 0.90
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 UNIT_DIRS = (
     Path("/etc/systemd/system"),
     Path("/run/systemd/system"),
     Path("/usr/lib/systemd/system"),
     Path("/lib/systemd/system"),
 )
-
-
-class Limits(NamedTuple):
-    shmmni: int
-    shmall: int  # pages
-    semmni: int
-    semmns: int
-    msgmni: int
-
-
-class LimitRow(NamedTuple):
-    kind: str
-    measure: str  # "objects", "pages", "semaphores"
-    limit: str  # the sysctl that bounds it
-    used: int
-    max: int
-    stale: int | None  # of the objects counted, how many `clean` would free now
-
-    @property
-    def problem(self) -> bool:
-        return self.max > 0 and self.used >= THRESHOLD * self.max
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * self.used / self.max if self.max else 0.0
-
-    @property
-    def consequence(self) -> str:
-        """What happens when it is full."""
-        if self.kind == "posix-shm" and self.measure == "bytes":
-            return (
-                "a full tmpfs is a SIGBUS at the next page fault of a process writing into a "
-                "mapping there, not an error it can handle"
-            )
-        if self.limit == "RLIMIT_MSGQUEUE":
-            return "close to the EMFILE of this user's next mq_open"
-        return "close to No space left on device"
-
-
-def read_limits(procfs: Path = Path("/proc")) -> Limits:
-    k = procfs / "sys" / "kernel"
-    sem = (k / "sem").read_text().split()  # SEMMSL SEMMNS SEMOPM SEMMNI
-    return Limits(
-        shmmni=int((k / "shmmni").read_text()),
-        shmall=int((k / "shmall").read_text()),
-        semmni=int(sem[3]),
-        semmns=int(sem[1]),
-        msgmni=int((k / "msgmni").read_text()),
-    )
-
-
-def limit_rows(
-    objects: Sequence[IpcObject], limits: Limits, stale: Sequence[IpcObject] | None
-) -> list[LimitRow]:
-    """PURE: each table's use against its limits. stale: the objects `clean` would free now
-    (None: unknown); each row counts them in its own measure (pages, semaphores, objects)."""
-    used = _measures(objects)
-    freed = None if stale is None else _measures(stale)
-
-    def row(kind: str, measure: str, limit: str, most: int) -> LimitRow:
-        n, free = used[kind, measure], None if freed is None else freed[kind, measure]
-        return LimitRow(kind, measure, limit, n, most, free)
-
-    return [
-        row("shm", "objects", "kernel.shmmni", limits.shmmni),
-        row("shm", "pages", "kernel.shmall", limits.shmall),
-        row("sem", "objects", "kernel.sem semmni", limits.semmni),
-        row("sem", "semaphores", "kernel.sem semmns", limits.semmns),
-        row("msg", "objects", "kernel.msgmni", limits.msgmni),
-    ]
-
-
-def _measures(objects: Iterable[IpcObject]) -> Counter[tuple[str, str]]:
-    out: Counter[tuple[str, str]] = Counter()
-    for o in objects:
-        out[o.kind.value, "objects"] += 1
-        if o.kind is IpcKind.SHM:
-            out["shm", "pages"] += -(-o.size // PAGE_SIZE)
-        elif o.kind is IpcKind.SEM:
-            out["sem", "semaphores"] += o.nsems
-    return out
 
 
 class UnreachableQueue(NamedTuple):
@@ -468,76 +391,112 @@ def missing_hooks(
     return rows
 
 
-def _limit_text(r: LimitRow, style: Style) -> str:
-    return r.limit + (f"  <- PROBLEM: {r.consequence}" if r.problem else "")
+class Seen(NamedTuple):
+    """What one look at the IPC tables and the policy gives every check (cmd_doctor reads it
+    once; a policy that cannot be read leaves stale, verdicts, policy and posix_stale None)."""
+
+    objects: Sequence[IpcObject]
+    stale: Sequence[IpcObject] | None = None  # what `clean` would free now
+    verdicts: Mapping[tuple[IpcKind, int], str] | None = None
+    policy: Policy | None = None
+    posix_stale: Sequence[PosixObject] | None = None
 
 
-# doctor's table (lsipc --global's RESOURCE, USED, LIMIT, USE%): one description for the text
-# and the JSON; STALE is what `clean` would free now, in the row's own measure
-LIMIT_COLUMNS: tuple[Column[LimitRow], ...] = (
-    Column("KIND", "shm, sem or msg", lambda r, s: r.kind, "kind", lambda r: r.kind),
-    Column("MEASURE", "objects, pages or semaphores", lambda r, s: r.measure,
-           "measure", lambda r: r.measure),
-    Column("USED", "in use now", lambda r, s: str(r.used), "used", lambda r: r.used, right=True),
-    Column("MAX", "the kernel's limit", lambda r, s: str(r.max), "max", lambda r: r.max,
-           right=True),
-    Column("USE%", "used / max", lambda r, s: f"{r.percent:.1f}%",
-           "percent", lambda r: round(r.percent, 1), right=True),
-    Column("STALE", "what clean would free now, in the row's measure (- unknown)",
-           lambda r, s: "-" if r.stale is None else str(r.stale), "stale", lambda r: r.stale,
-           right=True),
-    Column("LIMIT", "the sysctl that sets max", _limit_text, "limit", lambda r: r.limit),
-    Column("PROBLEM", "", lambda r, s: "", "problem", lambda r: r.problem, listed=False),
+class Found(NamedTuple):
+    findings: Sequence[Any]
+    notes: Sequence[str] = ()  # what the check could not see
+
+
+class Check(NamedTuple):
+    """One of doctor's checks, a row (systemd-analyze security's assessor table): what it
+    reports, how it looks, and how one finding is judged, put into --json and shown."""
+
+    field: str  # its Report field
+    key: str  # its key in the --json document
+    reports: str  # what it reports
+    assess: Callable[[Seen], Found]
+    problem: Callable[[Any], bool]  # whether a finding makes doctor unhealthy (exit 1)
+    as_json: Callable[[Any], Any]
+    lines: Callable[[Sequence[Any], Style], list[str]]  # its part of the text
+
+
+def _assess_limits(seen: Seen) -> Found:
+    posix, notes = posix_rows(seen.posix_stale)
+    return Found(limit_rows(seen.objects, read_limits(), seen.stale) + posix, notes)
+
+
+def _assess_pipes(seen: Seen) -> Found:
+    scan = find_stuck_pipes()
+    return Found(scan.found, scan.notes)
+
+
+def _assess_unreachable(seen: Seen) -> Found:
+    return Found(unreachable_queues(seen.objects, seen.verdicts))
+
+
+def _assess_hooks(seen: Seen) -> Found:
+    return Found(missing_hooks(seen.policy) if seen.policy is not None else [])
+
+
+def _hook_line(h: Mapping[str, str]) -> str:
+    if "problem" in h:
+        return f"UNSAFE HOOK: owner {h['owner']}: {h['unit']}: {h['problem']}: {h['fix']}"
+    if "note" in h:
+        return f"note: owner {h['owner']}: {h['unit']}: {h['note']}"
+    return f"hint: owner {h['owner']}: {h['unit']} has no ipcjanitor hook: {h['fix']}"
+
+
+# In the order the text shows them; a fifth check is one more row.
+CHECKS: tuple[Check, ...] = (
+    Check("limits", "limits", "IPC tables, /dev/shm and the queues near their limit",
+          _assess_limits, lambda r: r.problem, lambda r: as_json(r, LIMIT_COLUMNS),
+          lambda rows, style: [render(rows, LIMIT_COLUMNS, style), ""]),
+    Check("stuck_pipes", "stuck_pipes", "processes blocked writing to a pipe nobody drains",
+          _assess_pipes, lambda s: s.problem, lambda s: s._asdict(),
+          lambda found, _: [_stuck_line(s) for s in found] or ["stuck pipes: none"]),
+    Check("unreachable", "unreachable_queues", "queues nothing can ever send to or receive from",
+          _assess_unreachable, lambda q: True, lambda q: q._asdict(),
+          lambda found, _: [q.line() for q in found]),
+    Check("hooks_missing", "hooks_missing", "owners' units without a (safe) ipcjanitor hook",
+          _assess_hooks, lambda h: "problem" in h, lambda h: h,
+          lambda found, _: [_hook_line(h) for h in found]),
 )  # fmt: skip
+JSON_ORDER = ("limits", "stuck_pipes", "hooks_missing", "unreachable_queues")  # as released
 
 
 class Report(NamedTuple):
-    limits: list[LimitRow]
-    stuck_pipes: list[StuckPipe]
-    hooks_missing: list[dict[str, str]]
-    notes: list[str]
-    unreachable: tuple[UnreachableQueue, ...] = ()
+    limits: Sequence[LimitRow]
+    stuck_pipes: Sequence[StuckPipe]
+    hooks_missing: Sequence[dict[str, str]]
+    notes: Sequence[str]
+    unreachable: Sequence[UnreachableQueue] = ()
+
+    def _found(self, check: Check) -> Sequence[Any]:
+        found: Sequence[Any] = getattr(self, check.field)
+        return found
 
     @property
     def healthy(self) -> bool:
-        return (
-            not any(r.problem for r in self.limits)
-            and not any(s.problem for s in self.stuck_pipes)
-            and not any("problem" in h for h in self.hooks_missing)
-            and not self.unreachable
-        )
+        return not any(c.problem(f) for c in CHECKS for f in self._found(c))
 
     def json(self) -> str:
-        doc = {
-            "limits": [as_json(r, LIMIT_COLUMNS) for r in self.limits],
-            "stuck_pipes": [s._asdict() for s in self.stuck_pipes],
-            "hooks_missing": self.hooks_missing,
-            "unreachable_queues": [q._asdict() for q in self.unreachable],
-            "notes": self.notes,
-            "healthy": self.healthy,
-        }
+        by_key = {c.key: [c.as_json(f) for f in self._found(c)] for c in CHECKS}
+        doc: dict[str, Any] = {key: by_key[key] for key in JSON_ORDER}
+        doc |= {"notes": list(self.notes), "healthy": self.healthy}
         return json.dumps(doc, indent=2)
 
     def text(self, style: Style = PLAIN) -> str:
-        lines = [render(self.limits, LIMIT_COLUMNS, style)]
-        lines.append("")
-        if not self.stuck_pipes:
-            lines.append("stuck pipes: none")
-        lines.extend(_stuck_line(s) for s in self.stuck_pipes)
-        lines.extend(q.line() for q in self.unreachable)
-        for h in self.hooks_missing:
-            if "problem" in h:
-                lines.append(f"UNSAFE HOOK: owner {h['owner']}: {h['unit']}: {h['problem']}: "
-                             f"{h['fix']}")  # fmt: skip
-            elif "note" in h:
-                lines.append(f"note: owner {h['owner']}: {h['unit']}: {h['note']}")
-            else:
-                lines.append(
-                    f"hint: owner {h['owner']}: {h['unit']} has no ipcjanitor hook: {h['fix']}"
-                )
+        lines = [line for c in CHECKS for line in c.lines(self._found(c), style)]
         lines.extend(f"note: {n}" for n in self.notes)
         lines.append("healthy" if self.healthy else "PROBLEMS FOUND")
         return "\n".join(lines)
+
+
+def run_checks(seen: Seen, notes: Sequence[str] = ()) -> Report:
+    """Every check of CHECKS on what was seen: one Report, the checks' notes after `notes`."""
+    found = {c.field: c.assess(seen) for c in CHECKS}
+    every = [*notes, *(n for f in found.values() for n in f.notes)]
+    return Report(**{field: f.findings for field, f in found.items()}, notes=every)
 
 
 def _stuck_line(s: StuckPipe) -> str:

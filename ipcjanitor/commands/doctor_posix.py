@@ -22,7 +22,7 @@ from typing import NamedTuple
 from ..kernel.posix import MQ_ROOT, SHM_ROOT, list_posix, mq_attr
 from ..kernel.procfs import Unread, pids, read_text, status_field
 from ..model import PosixKind, PosixObject
-from .doctor import LimitRow
+from .limits import LimitRow
 
 MSG_MSG = 48  # sizeof(struct msg_msg) on a 64-bit kernel
 TREE_NODE = 48  # sizeof(struct posix_msg_tree_node) on a 64-bit kernel
