@@ -32,6 +32,8 @@ from ..kernel.procfs import (
     LIVE,
     Procfs,
     Unread,
+    fd_link,
+    listdir,
     of,
     pids,
     read_bytes,
@@ -371,11 +373,11 @@ class _Watcher:
         args = command_args(cmdline)
         uids = (status_field(status, "Uid") or "").split()
         uid = int(uids[1]) if len(uids) > 1 and uids[1].isdigit() else -1  # the effective uid
-        cwd = _readlink(base / "cwd")
+        cwd = _readlink(self.procfs, pid, "cwd")
         self.processes[pid] = Process(pid, start, uid, " ".join(args) or "?")
         for path in named_paths(args, cwd):
             self._candidate(path, f"on the command line of pid {pid}", 0)
-        exe = _readlink(base / "exe")
+        exe = _readlink(self.procfs, pid, "exe")
         if exe:
             self._candidate(exe, f"the executable of pid {pid}", 1)
         if elf_class(base / "exe") == ELFCLASS32:
@@ -386,7 +388,6 @@ class _Watcher:
 
     def _look_at(self, pid: Pid) -> Iterator[tuple[IpcKind, int, str, int | None]]:
         """(kind, id, how, key if known) of each object the process is seen using now."""
-        base = self.procfs / str(pid)
         text = read_text(self.procfs, pid, "maps")
         if isinstance(text, Unread):
             if text.hidden:
@@ -399,7 +400,7 @@ class _Watcher:
         self.unit_vmas.update(maps.vmas)
         for path in maps.files:
             self._candidate(path, f"mapped by pid {pid}", 3)
-        for path in _open_files(base):
+        for path in _open_files(self.procfs, pid):
             self._candidate(path, f"open in pid {pid}", 2)
         for _, call in task_syscalls(self.procfs, pid):
             if isinstance(call, Unread):
@@ -529,9 +530,8 @@ class _PosixWatch:
         locked = locks(self.w.procfs, devs)
         seen: dict[Identity, set[tuple[str, Pid]]] = {}
         for pid in sorted(self.w.alive):
-            base = self.w.procfs / str(pid)
             text = self.w.maps_text.get(pid, "")
-            for ident, how in holds(base, text, devs, locked.get(pid, ())):
+            for ident, how in holds(self.w.procfs, pid, text, devs, locked.get(pid, ())):
                 if ident in self.now:
                     seen.setdefault(ident, set()).add((how, pid))
         new = [i for i in seen if i not in self.scanned]
@@ -554,12 +554,11 @@ class _PosixWatch:
         for pid in pids(self.w.procfs):
             if pid in self.w.exclude or self.w.in_unit.get(pid, False):
                 continue
-            base = self.w.procfs / str(pid)
             text = read_text(self.w.procfs, pid, "maps")
             if isinstance(text, Unread):
                 self.unreadable += text.hidden
                 continue
-            held = holds(base, text, devs, locked.get(pid, ()))
+            held = holds(self.w.procfs, pid, text, devs, locked.get(pid, ()))
             hits = [(i, how) for i, how in held if i in want]
             proc = self.w._outsider(pid) if hits else None
             unit = unit_of_pid(pid, self.w.procfs) if proc else None
@@ -586,20 +585,15 @@ class _PosixWatch:
         return sightings, present, outside
 
 
-def _readlink(path: Path) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
+def _readlink(procfs: Path, pid: Pid, name: str) -> str | None:
+    target = fd_link(procfs, pid, name)
+    return None if isinstance(target, Unread) else target
 
 
-def _open_files(base: Path) -> Iterator[str]:
-    try:
-        fds = os.listdir(base / "fd")
-    except OSError:
-        return
-    for fd in fds[:_MAX_FDS]:
-        target = _readlink(base / "fd" / fd)
+def _open_files(procfs: Path, pid: Pid) -> Iterator[str]:
+    fds = listdir(procfs, pid, "fd")
+    for fd in [] if isinstance(fds, Unread) else fds[:_MAX_FDS]:
+        target = _readlink(procfs, pid, f"fd/{fd}")
         if target and target.startswith("/") and not target.endswith(" (deleted)"):
             yield target
 
