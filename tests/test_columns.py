@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from ipcjanitor.commands import doctor
+from ipcjanitor.commands import limits
 from ipcjanitor.model import Verdict
 from ipcjanitor.output import columns, report
 from ipcjanitor.output.columns import Column, Style
@@ -69,8 +71,8 @@ def test_every_json_key_and_journal_field_of_an_object_is_a_column() -> None:
 
 
 def test_doctor_limits_json_walks_its_columns() -> None:
-    row = doctor.LimitRow("shm", "objects", "kernel.shmmni", 9, 10, 4)
-    assert columns.as_json(row, doctor.LIMIT_COLUMNS) == {
+    row = limits.LimitRow("shm", "objects", "kernel.shmmni", 9, 10, 4)
+    assert columns.as_json(row, limits.LIMIT_COLUMNS) == {
         "kind": "shm", "measure": "objects", "used": 9, "max": 10, "percent": 90.0,
         "stale": 4, "limit": "kernel.shmmni", "problem": True,
     }  # fmt: skip
@@ -82,3 +84,19 @@ def test_help_lists_every_column_with_what_it_holds() -> None:
         if c.listed:
             assert f"  {c.name} " in text and c.help in text
     assert "TIMES" not in text
+
+
+def test_the_ownership_columns_are_one_set_for_system_v_and_posix() -> None:
+    """POLICY, OWNER, UID and GID are the same four rows in both tables (one description)."""
+    from .test_posix_output import decision
+
+    names = ("POLICY", "OWNER", "UID", "GID")
+    sysv: dict[str, Column[Any]] = {c.name: c for c in report.COLUMNS}
+    posix: dict[str, Column[Any]] = {c.name: c for c in report.POSIX_COLUMNS}
+    assert all(sysv[n] is posix[n] for n in names)
+    d, p = DECISIONS[3], decision("psm_1")  # unowned (None) and owned by "py"
+    assert [sysv[n].text(d, Style()) for n in names] == ["-", "4242", "4242", "4242"]
+    assert [posix[n].text(p, Style()) for n in names][::2] == ["py", "33"]
+    assert columns.as_json(p, [posix[n] for n in names]) == {"owner": "py", "uid": 33, "gid": 33}
+    assert columns.fields(d, [sysv[n] for n in names]) == [
+        ("IPCJANITOR_OWNER", ""), ("IPCJANITOR_UID", 4242)]  # fmt: skip

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ipcjanitor.commands import doctor
-from ipcjanitor.commands.doctor import Limits, limit_rows, missing_hooks
+from ipcjanitor.commands.doctor import missing_hooks
+from ipcjanitor.commands.limits import Limits, limit_rows
 from ipcjanitor.model import IpcKind, IpcObject
 from ipcjanitor.policy.model import Owner, Policy
 from ipcjanitor.systemd import unitctx
@@ -271,3 +272,36 @@ def test_only_private_mode_000_never_used_kept_queues_are_unreachable() -> None:
     assert [(q.id, q.verdict) for q in found] == [(1, "unowned")]
     assert [q.id for q in doctor.unreachable_queues(objects, None)] == [1, 5]
     assert "ipcrm -q 1" in found[0].line()
+
+
+def test_the_checks_are_rows_and_one_runner_builds_the_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each check is a row of doctor.CHECKS; run_checks runs them in order, their notes after
+    the caller's, and the text, --json and the health walk the same rows."""
+    import json
+
+    from .test_golden import REPORT
+
+    queue = doctor.UnreachableQueue(3, 4242, "unowned")
+    want = REPORT._replace(unreachable=(queue,))
+
+    def fixed(check: doctor.Check) -> doctor.Check:
+        found = doctor.Found(getattr(want, check.field), [f"{check.key} note"])
+        return check._replace(assess=lambda seen: found)
+
+    monkeypatch.setattr(doctor, "CHECKS", tuple(fixed(c) for c in doctor.CHECKS))
+    got = doctor.run_checks(doctor.Seen([]), ["first"])
+    notes = ["first", "limits note", "stuck_pipes note", "unreachable_queues note",
+             "hooks_missing note"]  # fmt: skip
+    assert got == want._replace(notes=notes)
+    lines = got.text().splitlines()
+    assert lines.index(queue.line()) == lines.index(doctor._stuck_line(REPORT.stuck_pipes[-1])) + 1
+    doc = json.loads(got.json())
+    assert list(doc) == [*doctor.JSON_ORDER, "notes", "healthy"]
+    assert doc["unreachable_queues"] == [queue._asdict()] and doc["healthy"] is False
+    assert {c.key for c in doctor.CHECKS} == set(doctor.JSON_ORDER)
+    calm = doctor.Report([REPORT.limits[1]], [], [{"owner": "a", "unit": "a.service", "note": "x"}],
+                         [])  # fmt: skip
+    assert calm.healthy and calm.text().endswith("healthy")
+    assert not calm._replace(unreachable=(queue,)).healthy  # an unreachable queue is a problem

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ipcjanitor import cli
-from ipcjanitor.commands import doctor
+from ipcjanitor.commands import doctor, limits
 from ipcjanitor.model import Decision, IpcKind, IpcObject, PidRecord, Verdict
 from ipcjanitor.output import report
 
@@ -104,10 +104,10 @@ def test_policy_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 REPORT = doctor.Report(
     limits=[
-        doctor.LimitRow("shm", "objects", "kernel.shmmni", 3900, 4096, 3700),
-        doctor.LimitRow("shm", "pages", "kernel.shmall", 256, 18446744073692774399, 0),
-        doctor.LimitRow("sem", "objects", "kernel.sem (semmni)", 12, 32000, None),
-        doctor.LimitRow("msg", "objects", "kernel.msgmni", 80, 32000, 0),
+        limits.LimitRow("shm", "objects", "kernel.shmmni", 3900, 4096, 3700),
+        limits.LimitRow("shm", "pages", "kernel.shmall", 256, 18446744073692774399, 0),
+        limits.LimitRow("sem", "objects", "kernel.sem (semmni)", 12, 32000, None),
+        limits.LimitRow("msg", "objects", "kernel.msgmni", 80, 32000, 0),
     ],
     stuck_pipes=[
         doctor.StuckPipe(

@@ -13,6 +13,7 @@ from ipcjanitor.errors import IpcJanitorError, NotPermittedError
 from ipcjanitor.kernel import clock as kclock
 from ipcjanitor.kernel import processes
 from ipcjanitor.kernel.processes import boot_time, parse_stat, probe
+from ipcjanitor.kernel.procfs import LIVE
 from ipcjanitor.model import BASE_REUSE_MARGIN, Presence
 
 
@@ -23,9 +24,9 @@ def test_parse_stat_handles_spaces_and_parens_in_comm() -> None:
 
 
 def test_probe_of_ourselves_and_of_nobody() -> None:
-    me = probe(os.getpid(), Path("/proc"), btime=0.0)
+    me = probe(os.getpid(), LIVE, btime=0.0)
     assert me.presence is Presence.PRESENT and me.start_time is not None
-    assert probe(2**22 + 12345, Path("/proc"), btime=0.0).presence is Presence.ABSENT
+    assert probe(2**22 + 12345, LIVE, btime=0.0).presence is Presence.ABSENT
 
 
 def complete_record(directory: Path, stepped: float) -> None:
@@ -47,7 +48,7 @@ def test_the_clock_record_is_read_only_when_a_live_process_looks_younger(tmp_pat
 
     complete_record(tmp_path / "state", stepped=100.0)
     me = os.getpid()
-    started = probe(me, Path("/proc"), boot_time()).start_time
+    started = probe(me, LIVE, boot_time()).start_time
     assert started is not None
     # our own start is older than the object's last activity: no question about reuse
     facts = processes.gather(

@@ -1,120 +1,43 @@
-"""`doctor`: the early warnings of both incidents.
+"""`doctor`: the early warnings of both incidents, as a table of checks (CHECKS).
 
-1. An IPC table close to full: the next shmget()/shm_attach() is close to ENOSPC.
+1. An IPC table close to full: the next shmget()/shm_attach() is close to ENOSPC (limits.py,
+   doctor_posix.py for /dev/shm and the queues).
 2. A process blocked writing to a pipe that no other process can ever drain (the supervisord
    leak: it holds both ends of its own stdout pipe).
-3. Owners bound to a unit with no ipcjanitor hook installed.
+3. A message queue nothing can reach (IPC_PRIVATE, mode 000, never used).
+4. Owners bound to a unit with no ipcjanitor hook installed, or an unsafe one.
+
+Each check is a row: what it reports, its assessment, and how a finding is judged, put into
+--json and shown. run_checks runs them; Report's text, JSON and health walk the same rows.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import platform
 import re
 import stat
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..kernel import tasks
 from ..kernel.processes import hidepid_blinds, process_comm, stat_fields, unit_of_pid
-from ..model import IpcKind, IpcObject, Verdict
-from ..output.columns import PLAIN, Column, Style, as_json, render
+from ..kernel.procfs import Unread, fd_link, fd_stat, listdir, pids, read_bytes, read_text
+from ..model import IpcKind, IpcObject, PosixObject, Verdict
+from ..output.columns import PLAIN, Style, as_json, render
 from ..policy.model import Policy
 from ..systemd import unitctx
+from .doctor_posix import posix_rows
+from .limits import LIMIT_COLUMNS, LimitRow, limit_rows, read_limits
 
-THRESHOLD = 0.90
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 UNIT_DIRS = (
     Path("/etc/systemd/system"),
     Path("/run/systemd/system"),
     Path("/usr/lib/systemd/system"),
     Path("/lib/systemd/system"),
 )
-
-
-class Limits(NamedTuple):
-    shmmni: int
-    shmall: int  # pages
-    semmni: int
-    semmns: int
-    msgmni: int
-
-
-class LimitRow(NamedTuple):
-    kind: str
-    measure: str  # "objects", "pages", "semaphores"
-    limit: str  # the sysctl that bounds it
-    used: int
-    max: int
-    stale: int | None  # of the objects counted, how many `clean` would free now
-
-    @property
-    def problem(self) -> bool:
-        return self.max > 0 and self.used >= THRESHOLD * self.max
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * self.used / self.max if self.max else 0.0
-
-    @property
-    def consequence(self) -> str:
-        """What happens when it is full."""
-        if self.kind == "posix-shm" and self.measure == "bytes":
-            return (
-                "a full tmpfs is a SIGBUS at the next page fault of a process writing into a "
-                "mapping there, not an error it can handle"
-            )
-        if self.limit == "RLIMIT_MSGQUEUE":
-            return "close to the EMFILE of this user's next mq_open"
-        return "close to No space left on device"
-
-
-def read_limits(procfs: Path = Path("/proc")) -> Limits:
-    k = procfs / "sys" / "kernel"
-    sem = (k / "sem").read_text().split()  # SEMMSL SEMMNS SEMOPM SEMMNI
-    return Limits(
-        shmmni=int((k / "shmmni").read_text()),
-        shmall=int((k / "shmall").read_text()),
-        semmni=int(sem[3]),
-        semmns=int(sem[1]),
-        msgmni=int((k / "msgmni").read_text()),
-    )
-
-
-def limit_rows(
-    objects: Sequence[IpcObject], limits: Limits, stale: Sequence[IpcObject] | None
-) -> list[LimitRow]:
-    """PURE: each table's use against its limits. stale: the objects `clean` would free now
-    (None: unknown); each row counts them in its own measure (pages, semaphores, objects)."""
-    used = _measures(objects)
-    freed = None if stale is None else _measures(stale)
-
-    def row(kind: str, measure: str, limit: str, most: int) -> LimitRow:
-        n, free = used[kind, measure], None if freed is None else freed[kind, measure]
-        return LimitRow(kind, measure, limit, n, most, free)
-
-    return [
-        row("shm", "objects", "kernel.shmmni", limits.shmmni),
-        row("shm", "pages", "kernel.shmall", limits.shmall),
-        row("sem", "objects", "kernel.sem semmni", limits.semmni),
-        row("sem", "semaphores", "kernel.sem semmns", limits.semmns),
-        row("msg", "objects", "kernel.msgmni", limits.msgmni),
-    ]
-
-
-def _measures(objects: Iterable[IpcObject]) -> Counter[tuple[str, str]]:
-    out: Counter[tuple[str, str]] = Counter()
-    for o in objects:
-        out[o.kind.value, "objects"] += 1
-        if o.kind is IpcKind.SHM:
-            out["shm", "pages"] += -(-o.size // PAGE_SIZE)
-        elif o.kind is IpcKind.SEM:
-            out["sem", "semaphores"] += o.nsems
-    return out
 
 
 class UnreachableQueue(NamedTuple):
@@ -181,7 +104,6 @@ SELF, NONE, UNKNOWN = "self", "none", "unknown"
 # Where a task sleeps waiting for room in a pipe: pipe_write (anon_pipe_write, fifo_pipe_write
 # on 6.x), pipe_wait_writable for splice/vmsplice/tee since 5.8, pipe_wait before
 _ROOM_WAITS = ("pipe_wait", "pipe_wait_writable", "wait_for_space")
-_GONE = (errno.ENOENT, errno.ESRCH)
 _PF_KTHREAD = 0x00200000
 
 
@@ -198,34 +120,31 @@ class PipeScan(NamedTuple):
     notes: list[str]  # what the scan could not see
 
 
-def _read(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.read(fd, 512).decode("ascii", "replace")
-    finally:
-        os.close(fd)
-
-
-def _kernel_thread(pid_dir: str) -> bool:
+def _kernel_thread(procfs: Path, pid: int) -> bool:
     """Kernel threads write to no pipe, and their /proc/PID/fd is root's: never a doubt."""
+    text = read_text(procfs, pid, "stat", 512)
     try:
-        return int(stat_fields(_read(f"{pid_dir}/stat"))[6]) & _PF_KTHREAD != 0  # field 9
-    except (OSError, ValueError, IndexError):
+        return not isinstance(text, Unread) and int(stat_fields(text)[6]) & _PF_KTHREAD != 0
+    except (ValueError, IndexError):  # field 9, flags
         return False
 
 
-def _task_writer(pid_dir: str, tid: str, machine: str) -> _Writer | None:
-    """The pipe write the task sleeps in; OSError when its state cannot be read."""
-    base = f"{pid_dir}/task/{tid}"
-    wchan = _read(f"{base}/wchan").strip()
+def _task_writer(procfs: Path, pid: int, tid: str, machine: str) -> _Writer | Unread | None:
+    """The pipe write the task sleeps in; Unread when its state cannot be read."""
+    wchan = read_text(procfs, pid, f"task/{tid}/wchan", 512)
+    if isinstance(wchan, Unread):
+        return wchan
+    wchan = wchan.strip()
     if wchan == "0":  # running, or no ptrace access: then syscall (0400) says which
-        _read(f"{base}/syscall")
-        return None
+        tried = read_bytes(procfs, pid, f"task/{tid}/syscall", 512)
+        return tried if isinstance(tried, Unread) else None
     if "pipe_write" not in wchan and wchan not in _ROOM_WAITS:
         return None
-    compat = tasks.is_compat(Path(pid_dir, "exe"), machine)  # i386 numbers on x86_64?
-    hit = tasks.pipe_write(_read(f"{base}/syscall"), machine, compat)
-    pid = int(os.path.basename(pid_dir))
+    compat = tasks.is_compat(procfs / str(pid) / "exe", machine)  # i386 numbers on x86_64?
+    text = read_text(procfs, pid, f"task/{tid}/syscall", 512)
+    if isinstance(text, Unread):
+        return text
+    hit = tasks.pipe_write(text, machine, compat)
     return None if hit is None else _Writer(pid, int(tid), hit[1], hit[0], wchan)
 
 
@@ -234,19 +153,12 @@ def _blocked_writers(procfs: Path, machine: str) -> tuple[list[_Writer], list[in
     calls could not be read (another user's, without CAP_SYS_PTRACE)."""
     writers: list[_Writer] = []
     blind: list[int] = []
-    for entry in os.scandir(procfs):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            tids = os.listdir(f"{entry.path}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                hit = _task_writer(entry.path, tid, machine)
-            except OSError as exc:
-                if exc.errno not in _GONE and not _kernel_thread(entry.path):
+    for pid in pids(procfs):
+        tids = listdir(procfs, pid, "task")
+        for tid in [] if isinstance(tids, Unread) else tids:
+            hit = _task_writer(procfs, pid, tid, machine)
+            if isinstance(hit, Unread):
+                if hit.hidden and not _kernel_thread(procfs, pid):
                     blind.append(pid)
                     break
                 continue
@@ -265,36 +177,44 @@ def _pipe_ends(procfs: Path, wanted: set[tuple[int, int]]) -> _Ends:
     inodes = {ino for _, ino in wanted}
     ends: dict[tuple[int, int], list[tuple[int, int, bool]]] = {}
     unreadable: list[int] = []
-    for entry in os.scandir(procfs):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            fds = os.listdir(f"{entry.path}/fd")
-        except OSError as exc:
-            if exc.errno not in _GONE and not _kernel_thread(entry.path):
+    for pid in pids(procfs):
+        fds = listdir(procfs, pid, "fd")
+        if isinstance(fds, Unread):
+            if fds.hidden and not _kernel_thread(procfs, pid):
                 unreadable.append(pid)
             continue
         for fd in fds:
-            path = f"{entry.path}/fd/{fd}"
-            try:
-                target = os.readlink(path)
-                if target.startswith("pipe:[") and int(target[6:-1]) not in inodes:
-                    continue
-                if not target.startswith(("pipe:[", "/")):
-                    continue  # a socket, an anon inode: no FIFO
-                st = os.stat(path)
-                if (st.st_dev, st.st_ino) not in wanted:
-                    continue
-                flags = _fd_flags(_read(f"{entry.path}/fdinfo/{fd}"))
-            except PermissionError:
-                unreadable.append(pid)
-                break
-            except (OSError, ValueError):
+            end = _pipe_end(procfs, pid, fd, inodes, wanted)
+            if isinstance(end, Unread):
+                if end.hidden:
+                    unreadable.append(pid)
+                    break
                 continue
-            readable = flags & os.O_ACCMODE in (os.O_RDONLY, os.O_RDWR)
-            ends.setdefault((st.st_dev, st.st_ino), []).append((pid, int(fd), readable))
+            if end is not None:
+                ends.setdefault(end[0], []).append((pid, int(fd), end[1]))
     return _Ends(ends, sorted(unreadable))
+
+
+def _pipe_end(
+    procfs: Path, pid: int, fd: str, inodes: set[int], wanted: set[tuple[int, int]]
+) -> tuple[tuple[int, int], bool] | Unread | None:
+    """((dev, ino), readable) when the fd is an end of a wanted pipe or FIFO."""
+    target = fd_link(procfs, pid, f"fd/{fd}")
+    if isinstance(target, Unread) or not target.startswith(("pipe:[", "/")):
+        return target if isinstance(target, Unread) else None  # a socket, an anon inode
+    if target.startswith("pipe:[") and target[6:-1].isdigit() and int(target[6:-1]) not in inodes:
+        return None
+    st = fd_stat(procfs, pid, f"fd/{fd}")
+    if isinstance(st, Unread) or (st.st_dev, st.st_ino) not in wanted:
+        return st if isinstance(st, Unread) else None
+    info = read_text(procfs, pid, f"fdinfo/{fd}", 512)
+    if isinstance(info, Unread):
+        return info
+    try:
+        readable = _fd_flags(info) & os.O_ACCMODE in (os.O_RDONLY, os.O_RDWR)
+    except (ValueError, IndexError):
+        return None
+    return (st.st_dev, st.st_ino), readable
 
 
 def _fd_flags(fdinfo: str) -> int:
@@ -310,15 +230,14 @@ def _is_orphan(pid: int, unit: str | None, procfs: Path) -> bool:
     Every service's main process is a child of PID 1 too; systemd (over D-Bus) says which pid
     that is. Without an answer, a child of init or of a manager counts as orphaned.
     """
+    text = read_text(procfs, pid, "stat")
     try:
-        ppid = int(stat_fields((procfs / str(pid) / "stat").read_text())[1])  # field 4
-        reaped_by_manager = (
-            ppid <= 1 or (procfs / str(ppid) / "comm").read_text().strip() == "systemd"
-        )
-    except (OSError, ValueError, IndexError):
+        ppid = -1 if isinstance(text, Unread) else int(stat_fields(text)[1])  # field 4
+    except (ValueError, IndexError):
         return False
-    if not reaped_by_manager:
-        return False
+    comm = read_text(procfs, ppid, "comm") if ppid > 1 else "systemd"
+    if ppid < 0 or isinstance(comm, Unread) or comm.strip() != "systemd":
+        return False  # gone, hidden, or a child of an ordinary parent
     if unit is not None and unit.endswith(".service"):
         from ..systemd.bus import main_pid  # noqa: PLC0415  (only for the rare stuck process)
 
@@ -328,13 +247,11 @@ def _is_orphan(pid: int, unit: str | None, procfs: Path) -> bool:
 
 def _pipe_of(w: _Writer, procfs: Path) -> tuple[tuple[int, int], str] | None:
     """((st_dev, st_ino), target) of the pipe or FIFO the thread is blocked writing to."""
-    link = procfs / str(w.pid) / "task" / str(w.tid) / "fd" / str(w.fd)
-    try:
-        target = os.readlink(link)
-        st = os.stat(link)
-    except OSError:
+    fd = f"task/{w.tid}/fd/{w.fd}"
+    target, st = fd_link(procfs, w.pid, fd), fd_stat(procfs, w.pid, fd)
+    if isinstance(target, Unread) or isinstance(st, Unread) or not stat.S_ISFIFO(st.st_mode):
         return None
-    return ((st.st_dev, st.st_ino), target) if stat.S_ISFIFO(st.st_mode) else None
+    return (st.st_dev, st.st_ino), target
 
 
 def _unknown_why(unreadable: list[int], hidden: str | None) -> str | None:
@@ -474,76 +391,112 @@ def missing_hooks(
     return rows
 
 
-def _limit_text(r: LimitRow, style: Style) -> str:
-    return r.limit + (f"  <- PROBLEM: {r.consequence}" if r.problem else "")
+class Seen(NamedTuple):
+    """What one look at the IPC tables and the policy gives every check (cmd_doctor reads it
+    once; a policy that cannot be read leaves stale, verdicts, policy and posix_stale None)."""
+
+    objects: Sequence[IpcObject]
+    stale: Sequence[IpcObject] | None = None  # what `clean` would free now
+    verdicts: Mapping[tuple[IpcKind, int], str] | None = None
+    policy: Policy | None = None
+    posix_stale: Sequence[PosixObject] | None = None
 
 
-# doctor's table (lsipc --global's RESOURCE, USED, LIMIT, USE%): one description for the text
-# and the JSON; STALE is what `clean` would free now, in the row's own measure
-LIMIT_COLUMNS: tuple[Column[LimitRow], ...] = (
-    Column("KIND", "shm, sem or msg", lambda r, s: r.kind, "kind", lambda r: r.kind),
-    Column("MEASURE", "objects, pages or semaphores", lambda r, s: r.measure,
-           "measure", lambda r: r.measure),
-    Column("USED", "in use now", lambda r, s: str(r.used), "used", lambda r: r.used, right=True),
-    Column("MAX", "the kernel's limit", lambda r, s: str(r.max), "max", lambda r: r.max,
-           right=True),
-    Column("USE%", "used / max", lambda r, s: f"{r.percent:.1f}%",
-           "percent", lambda r: round(r.percent, 1), right=True),
-    Column("STALE", "what clean would free now, in the row's measure (- unknown)",
-           lambda r, s: "-" if r.stale is None else str(r.stale), "stale", lambda r: r.stale,
-           right=True),
-    Column("LIMIT", "the sysctl that sets max", _limit_text, "limit", lambda r: r.limit),
-    Column("PROBLEM", "", lambda r, s: "", "problem", lambda r: r.problem, listed=False),
+class Found(NamedTuple):
+    findings: Sequence[Any]
+    notes: Sequence[str] = ()  # what the check could not see
+
+
+class Check(NamedTuple):
+    """One of doctor's checks, a row (systemd-analyze security's assessor table): what it
+    reports, how it looks, and how one finding is judged, put into --json and shown."""
+
+    field: str  # its Report field
+    key: str  # its key in the --json document
+    reports: str  # what it reports
+    assess: Callable[[Seen], Found]
+    problem: Callable[[Any], bool]  # whether a finding makes doctor unhealthy (exit 1)
+    as_json: Callable[[Any], Any]
+    lines: Callable[[Sequence[Any], Style], list[str]]  # its part of the text
+
+
+def _assess_limits(seen: Seen) -> Found:
+    posix, notes = posix_rows(seen.posix_stale)
+    return Found(limit_rows(seen.objects, read_limits(), seen.stale) + posix, notes)
+
+
+def _assess_pipes(seen: Seen) -> Found:
+    scan = find_stuck_pipes()
+    return Found(scan.found, scan.notes)
+
+
+def _assess_unreachable(seen: Seen) -> Found:
+    return Found(unreachable_queues(seen.objects, seen.verdicts))
+
+
+def _assess_hooks(seen: Seen) -> Found:
+    return Found(missing_hooks(seen.policy) if seen.policy is not None else [])
+
+
+def _hook_line(h: Mapping[str, str]) -> str:
+    if "problem" in h:
+        return f"UNSAFE HOOK: owner {h['owner']}: {h['unit']}: {h['problem']}: {h['fix']}"
+    if "note" in h:
+        return f"note: owner {h['owner']}: {h['unit']}: {h['note']}"
+    return f"hint: owner {h['owner']}: {h['unit']} has no ipcjanitor hook: {h['fix']}"
+
+
+# In the order the text shows them; a fifth check is one more row.
+CHECKS: tuple[Check, ...] = (
+    Check("limits", "limits", "IPC tables, /dev/shm and the queues near their limit",
+          _assess_limits, lambda r: r.problem, lambda r: as_json(r, LIMIT_COLUMNS),
+          lambda rows, style: [render(rows, LIMIT_COLUMNS, style), ""]),
+    Check("stuck_pipes", "stuck_pipes", "processes blocked writing to a pipe nobody drains",
+          _assess_pipes, lambda s: s.problem, lambda s: s._asdict(),
+          lambda found, _: [_stuck_line(s) for s in found] or ["stuck pipes: none"]),
+    Check("unreachable", "unreachable_queues", "queues nothing can ever send to or receive from",
+          _assess_unreachable, lambda q: True, lambda q: q._asdict(),
+          lambda found, _: [q.line() for q in found]),
+    Check("hooks_missing", "hooks_missing", "owners' units without a (safe) ipcjanitor hook",
+          _assess_hooks, lambda h: "problem" in h, lambda h: h,
+          lambda found, _: [_hook_line(h) for h in found]),
 )  # fmt: skip
+JSON_ORDER = ("limits", "stuck_pipes", "hooks_missing", "unreachable_queues")  # as released
 
 
 class Report(NamedTuple):
-    limits: list[LimitRow]
-    stuck_pipes: list[StuckPipe]
-    hooks_missing: list[dict[str, str]]
-    notes: list[str]
-    unreachable: tuple[UnreachableQueue, ...] = ()
+    limits: Sequence[LimitRow]
+    stuck_pipes: Sequence[StuckPipe]
+    hooks_missing: Sequence[dict[str, str]]
+    notes: Sequence[str]
+    unreachable: Sequence[UnreachableQueue] = ()
+
+    def _found(self, check: Check) -> Sequence[Any]:
+        found: Sequence[Any] = getattr(self, check.field)
+        return found
 
     @property
     def healthy(self) -> bool:
-        return (
-            not any(r.problem for r in self.limits)
-            and not any(s.problem for s in self.stuck_pipes)
-            and not any("problem" in h for h in self.hooks_missing)
-            and not self.unreachable
-        )
+        return not any(c.problem(f) for c in CHECKS for f in self._found(c))
 
     def json(self) -> str:
-        doc = {
-            "limits": [as_json(r, LIMIT_COLUMNS) for r in self.limits],
-            "stuck_pipes": [s._asdict() for s in self.stuck_pipes],
-            "hooks_missing": self.hooks_missing,
-            "unreachable_queues": [q._asdict() for q in self.unreachable],
-            "notes": self.notes,
-            "healthy": self.healthy,
-        }
+        by_key = {c.key: [c.as_json(f) for f in self._found(c)] for c in CHECKS}
+        doc: dict[str, Any] = {key: by_key[key] for key in JSON_ORDER}
+        doc |= {"notes": list(self.notes), "healthy": self.healthy}
         return json.dumps(doc, indent=2)
 
     def text(self, style: Style = PLAIN) -> str:
-        lines = [render(self.limits, LIMIT_COLUMNS, style)]
-        lines.append("")
-        if not self.stuck_pipes:
-            lines.append("stuck pipes: none")
-        lines.extend(_stuck_line(s) for s in self.stuck_pipes)
-        lines.extend(q.line() for q in self.unreachable)
-        for h in self.hooks_missing:
-            if "problem" in h:
-                lines.append(f"UNSAFE HOOK: owner {h['owner']}: {h['unit']}: {h['problem']}: "
-                             f"{h['fix']}")  # fmt: skip
-            elif "note" in h:
-                lines.append(f"note: owner {h['owner']}: {h['unit']}: {h['note']}")
-            else:
-                lines.append(
-                    f"hint: owner {h['owner']}: {h['unit']} has no ipcjanitor hook: {h['fix']}"
-                )
+        lines = [line for c in CHECKS for line in c.lines(self._found(c), style)]
         lines.extend(f"note: {n}" for n in self.notes)
         lines.append("healthy" if self.healthy else "PROBLEMS FOUND")
         return "\n".join(lines)
+
+
+def run_checks(seen: Seen, notes: Sequence[str] = ()) -> Report:
+    """Every check of CHECKS on what was seen: one Report, the checks' notes after `notes`."""
+    found = {c.field: c.assess(seen) for c in CHECKS}
+    every = [*notes, *(n for f in found.values() for n in f.notes)]
+    return Report(**{field: f.findings for field, f in found.items()}, notes=every)
 
 
 def _stuck_line(s: StuckPipe) -> str:

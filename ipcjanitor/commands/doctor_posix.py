@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..kernel.posix import MQ_ROOT, SHM_ROOT, list_posix, mq_attr
+from ..kernel.procfs import Unread, pids, read_text, status_field
 from ..model import PosixKind, PosixObject
-from .doctor import LimitRow
+from .limits import LimitRow
 
 MSG_MSG = 48  # sizeof(struct msg_msg) on a 64-bit kernel
 TREE_NODE = 48  # sizeof(struct posix_msg_tree_node) on a 64-bit kernel
@@ -154,16 +155,15 @@ def user_limits(uids: Iterable[int], procfs: Path = Path("/proc")) -> dict[int, 
     found: dict[int, int] = {}
     if not wanted:
         return found
-    for entry in os.scandir(procfs):
-        if not entry.name.isdigit():
-            continue
+    for pid in pids(procfs):
+        status = read_text(procfs, pid, "status")
+        ids = [] if isinstance(status, Unread) else (status_field(status, "Uid") or "").split()
+        if not ids or not ids[0].isdigit() or int(ids[0]) not in wanted:
+            continue  # gone, hidden, or another user's (the real uid: the one charged)
+        uid, limits = int(ids[0]), read_text(procfs, pid, "limits")
         try:
-            status = (Path(entry.path) / "status").read_text()
-            uid = next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("Uid:"))
-            if uid not in wanted:
-                continue
-            limit = parse_limit((Path(entry.path) / "limits").read_text())
-        except (OSError, ValueError, StopIteration):
+            limit = None if isinstance(limits, Unread) else parse_limit(limits)
+        except ValueError:
             continue
         if limit is None:
             continue

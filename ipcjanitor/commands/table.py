@@ -10,7 +10,7 @@ from ..engine import run as janitor
 from ..engine.run import Scope, survey
 from ..errors import ExitCode, PolicyErrors, UsageError
 from ..kernel.sysvipc import read_objects
-from ..model import Decision, IpcKind, IpcObject, PosixDecision, PosixKind, Verdict
+from ..model import Decision, IpcKind, PosixDecision, PosixKind, Verdict
 from ..output import metrics, report
 from ..output.journal import MESSAGE_ID_HANDOFF_GAP, Journal, stream_is_journal
 from ..policy.load import load_policy
@@ -235,35 +235,24 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..engine.posix_run import survey_posix  # noqa: PLC0415
-    from . import doctor, doctor_posix  # noqa: PLC0415
+    from . import doctor  # noqa: PLC0415
 
     notes: list[str] = []
-    stale: list[IpcObject] | None = None
-    hooks: list[dict[str, str]] = []
-    verdicts: dict[tuple[IpcKind, int], str] | None = None
-    posix_stale = None
     try:
         policy = load_policy(args.policy)
         decisions = survey(policy)  # every object, so the tables are read once
-        objects = [d.obj for d in decisions]
-        stale = [d.obj for d in decisions if d.verdict is Verdict.STALE]
-        verdicts = {(d.obj.kind, d.obj.id): d.verdict.value for d in decisions}
-        hooks = doctor.missing_hooks(policy)
         posix = survey_posix(policy).decisions  # nothing read unless an owner claims names
-        posix_stale = [d.obj for d in posix if d.verdict is Verdict.STALE]
+        seen = doctor.Seen(
+            [d.obj for d in decisions],
+            [d.obj for d in decisions if d.verdict is Verdict.STALE],
+            {(d.obj.kind, d.obj.id): d.verdict.value for d in decisions},
+            policy,
+            [d.obj for d in posix if d.verdict is Verdict.STALE],
+        )
     except PolicyErrors as exc:
-        objects = read_objects()
+        seen = doctor.Seen(read_objects())
         notes.append(f"policy error, stale counts unknown: {exc}")
-    pipes = doctor.find_stuck_pipes()
-    posix_rows, posix_notes = doctor_posix.posix_rows(posix_stale)
-    notes += posix_notes
-    result = doctor.Report(
-        doctor.limit_rows(objects, doctor.read_limits(), stale) + posix_rows,
-        pipes.found,
-        hooks,
-        notes + pipes.notes,
-        tuple(doctor.unreachable_queues(objects, verdicts)),
-    )
+    result = doctor.run_checks(seen, notes)
     from ..output.terminal import paged, style  # noqa: PLC0415
 
     with paged(args):

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from ..kernel.holders import read_holders
 from ..kernel.posix import MQ_ROOT, SHM_ROOT, list_posix
 from ..kernel.processes import gather
+from ..kernel.procfs import LIVE, Procfs, of
 from ..model import PosixDecision, PosixKind, PosixObject, Verdict
 from ..policy.model import Policy
 from ..systemd.unitfiles import unit_aliases
@@ -28,7 +29,7 @@ class PosixScope(NamedTuple):
     owners: frozenset[str] | None = None  # None: all, owned or not
     shm_root: Path = SHM_ROOT
     mq_root: Path = MQ_ROOT
-    procfs: Path = Path("/proc")
+    procfs: Path | Procfs = LIVE  # LIVE: the running kernel's; a bare Path: a captured tree
 
 
 EVERY_POSIX = PosixScope()
@@ -44,7 +45,7 @@ def survey_posix(policy: Policy, scope: PosixScope = EVERY_POSIX) -> PosixSurvey
     kinds = frozenset(k for k in scope.kinds if policy.claims_posix(k))
     if not kinds:
         return PosixSurvey([], [])
-    listing = list_posix(kinds, scope.procfs, scope.shm_root, scope.mq_root)
+    listing = list_posix(kinds, of(scope.procfs).root, scope.shm_root, scope.mq_root)
     objects = list(listing.objects)
     if scope.owners is not None:  # only the objects those owners alone claim (the hook's)
         wanted = scope.owners

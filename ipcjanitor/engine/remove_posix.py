@@ -41,6 +41,7 @@ from pathlib import Path
 
 from ..kernel.holders import Holders, Identity, read_holders
 from ..kernel.posix import ASIDE_PREFIX, MQ_ROOT, SHM_ROOT
+from ..kernel.procfs import LIVE, Procfs
 from ..model import PosixDecision, PosixKind, PosixObject, Verdict
 
 MQ = PosixKind.MQ
@@ -355,7 +356,7 @@ def remove_posix(
     *,
     shm_root: Path = SHM_ROOT,
     mq_root: Path = MQ_ROOT,
-    procfs: Path = Path("/proc"),
+    procfs: Path | Procfs = LIVE,
     pid_namespace_complete: bool = False,
     leases: bool = True,
 ) -> Iterator[PosixDecision]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..kernel.processes import gather
+from ..kernel.procfs import LIVE, Procfs
 from ..kernel.sysvipc import read_objects
 from ..model import Decision, HostFacts, IpcKind, IpcObject, PosixDecision
 from ..output.journal import RECORDED, Journal
@@ -46,7 +47,7 @@ EVERYTHING = Scope()
 def survey(
     policy: Policy,
     scope: Scope = EVERYTHING,
-    procfs: Path = Path("/proc"),
+    procfs: Path | Procfs = LIVE,
     facts_hook: Callable[[HostFacts], HostFacts] | None = None,
 ) -> list[Decision]:
     """Every object in scope with its verdict and reason. Touches nothing."""

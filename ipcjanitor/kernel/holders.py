@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .processes import process_comm, visibility
+from .procfs import LIVE, Procfs, of
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 _LOCK_MODES = {
@@ -212,7 +213,7 @@ def scan_holders(
 
 def read_holders(
     wanted: Iterable[Identity],
-    procfs: Path = Path("/proc"),
+    procfs: Path | Procfs = LIVE,
     exclude: Iterable[int] = (),
     *,
     pid_namespace_complete: bool = False,
@@ -222,7 +223,7 @@ def read_holders(
     ipcjanitor's own pid is always excluded (its own fds and locks are no evidence of use).
     """
     seen = visibility(procfs, pid_namespace_complete)
-    found, unreadable, read = scan_holders(wanted, procfs, {os.getpid(), *exclude})
+    found, unreadable, read = scan_holders(wanted, of(procfs).root, {os.getpid(), *exclude})
     blind = [seen.blind] if seen.blind else []
     if unreadable:
         shown = ", ".join(unreadable[:_SHOWN_UNREADABLE])

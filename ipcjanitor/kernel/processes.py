@@ -1,8 +1,8 @@
 """What the process table says: start times of recorded pids, units with processes, blindness.
 
-Every OS error about a process is translated here, and nowhere else, into a Presence.
-Reads only the pids objects record (cost grows with distinct pids, not with the table). Whether
-a unit has processes is read from its cgroup (cgroups.py); only where the cgroup tree cannot
+What procfs.py reads of a process (gone, or hidden) becomes a Presence here. Reads only
+the pids objects record (cost grows with distinct pids, not with the table). Whether a unit
+has processes is read from its cgroup (cgroups.py); only where the cgroup tree cannot
 prove it is /proc/*/cgroup walked, once, under the blindness rules.
 """
 
@@ -25,6 +25,17 @@ from ..unitnames import primary_name, unit_matches
 from .cgroups import CgroupTree, UnitCgroup, cgroup_unit_name, judge, unit_cgroups
 from .clock import boot_id, read_record, time_namespace
 from .clock import reading as clock_reading
+from .procfs import (
+    LIVE,
+    Procfs,
+    Unread,
+    listdir,
+    of,
+    read_bytes,
+    read_text,
+    status_field,
+    units_by_pid,
+)
 from .tasks import queue_waiters
 
 INIT_PID_NS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO in include/linux/proc_ns.h
@@ -70,27 +81,25 @@ def _exists(pid: Pid) -> bool | None:
     return True
 
 
-def probe(pid: Pid, procfs: Path, btime: float) -> ProcessInfo:
+def probe(pid: Pid, procfs: Path | Procfs, btime: float) -> ProcessInfo:
     """One pid: absent, zombie, hidden, or present with its start time."""
-    try:
-        state, start = parse_stat((procfs / str(pid) / "stat").read_text(), btime)
-    except FileNotFoundError:
-        # hidepid=invisible hides /proc/PID entirely; kill(0) still tells existence
-        exists = _exists(pid) if procfs == Path("/proc") else False
-        if exists is False:
+    proc = of(procfs)
+    text = read_text(proc.root, pid, "stat")
+    if isinstance(text, Unread):
+        if not text.gone:
+            return ProcessInfo(Presence.HIDDEN, detail=f"/proc/{pid}/stat: {text.why}")
+        # hidepid=invisible hides /proc/PID entirely; kill(0) on the live kernel still tells
+        if not proc.live or _exists(pid) is False:
             return ProcessInfo(Presence.ABSENT)
         return ProcessInfo(Presence.HIDDEN, detail=f"pid {pid} exists but /proc/{pid} is hidden")
-    except ProcessLookupError:
-        return ProcessInfo(Presence.ABSENT)
-    except (PermissionError, OSError, ValueError, IndexError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "unparsable"
-        return ProcessInfo(Presence.HIDDEN, detail=f"/proc/{pid}/stat: {why}")
+    try:
+        state, start = parse_stat(text, btime)
+    except (ValueError, IndexError):
+        return ProcessInfo(Presence.HIDDEN, detail=f"/proc/{pid}/stat: unparsable")
     if state in ("Z", "X"):
-        try:
-            if len(os.listdir(procfs / str(pid) / "task")) <= 1:
-                return ProcessInfo(Presence.ZOMBIE, start)
-        except OSError:
-            pass
+        tids = listdir(proc.root, pid, "task")
+        if not isinstance(tids, Unread) and len(tids) <= 1:
+            return ProcessInfo(Presence.ZOMBIE, start)
         # a zombie thread-group leader whose other threads still run is alive
     return ProcessInfo(Presence.PRESENT, start)
 
@@ -109,13 +118,8 @@ def _mount_options(procfs: Path) -> list[str]:
 
 
 def _status_field(name: str) -> str | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(name + ":"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+    text = read_text(Path("/proc"), "self", "status")  # our own, whatever procfs is read
+    return None if isinstance(text, Unread) else status_field(text, name)
 
 
 def _has_cap(bit: int) -> bool:
@@ -139,9 +143,9 @@ def _hidepid_blinds(opts: list[str]) -> str | None:
     )
 
 
-def hidepid_blinds(procfs: Path = Path("/proc")) -> str | None:
+def hidepid_blinds(procfs: Path | Procfs = LIVE) -> str | None:
     """Why the /proc at procfs may hide other users' processes from us (None: it hides none)."""
-    return _hidepid_blinds(_mount_options(procfs))
+    return _hidepid_blinds(_mount_options(of(procfs).root))
 
 
 def in_host_pid_namespace() -> bool:
@@ -157,7 +161,7 @@ class Visibility(NamedTuple):
     hidden_pids: str | None  # why a zero pid without a trace may still hide a live process
 
 
-def visibility(procfs: Path = Path("/proc"), pid_namespace_complete: bool = False) -> Visibility:
+def visibility(procfs: Path | Procfs = LIVE, pid_namespace_complete: bool = False) -> Visibility:
     """What we may not see of the processes that can use our IPC namespace.
 
     Raises NotPermittedError when /proc shows no process table, or another pid namespace's.
@@ -165,7 +169,8 @@ def visibility(procfs: Path = Path("/proc"), pid_namespace_complete: bool = Fals
     pid 0; unless the operator states that ours holds every process of our IPC namespace
     (the policy's pid_namespace_complete), such a zero is a doubt.
     """
-    if procfs == Path("/proc"):
+    proc = of(procfs)
+    if proc.live:
         try:
             self_pid = int(os.readlink("/proc/self"))
         except (OSError, ValueError):
@@ -186,7 +191,7 @@ def visibility(procfs: Path = Path("/proc"), pid_namespace_complete: bool = Fals
             "namespaces that share its IPC namespace are invisible and read as pid 0 "
             "(set pid_namespace_complete = true only if this namespace holds them all)"
         )
-    return Visibility(_hidepid_blinds(_mount_options(procfs)) or hidden, hidden)
+    return Visibility(_hidepid_blinds(_mount_options(proc.root)) or hidden, hidden)
 
 
 def own_pids() -> frozenset[Pid]:
@@ -195,7 +200,7 @@ def own_pids() -> frozenset[Pid]:
 
 def running_units(
     patterns: Iterable[str],
-    procfs: Path,
+    procfs: Path | Procfs,
     exclude: frozenset[Pid],
     primary: Mapping[str, str] = MappingProxyType({}),
 ) -> dict[str, bool]:
@@ -205,79 +210,44 @@ def running_units(
     matched by its primary name too (`primary`: pattern -> that name, where they differ)."""
     pending = set(patterns)
     found: dict[str, bool] = dict.fromkeys(pending, False)
-    if not pending:
-        return found
-    for entry in os.scandir(procfs):
-        if not entry.name.isdigit() or int(entry.name) in exclude:
-            continue
-        try:
-            text = Path(entry.path, "cgroup").read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            parts = line.split(":", 2)
-            if len(parts) != 3:
-                continue
-            for component in parts[2].split("/"):
-                if "." not in component:
-                    continue
-                name = cgroup_unit_name(component)
-                for pattern in [
-                    p
-                    for p in pending
-                    if unit_matches(p, name) or (p in primary and unit_matches(primary[p], name))
-                ]:
-                    found[pattern] = True
-                    pending.discard(pattern)
+    for _, names in units_by_pid(of(procfs).root, exclude) if pending else ():
+        for pattern in [p for p in pending if _matches(p, names, primary)]:
+            found[pattern] = True
+            pending.discard(pattern)
         if not pending:
             break
     return found
 
 
-def process_comm(pid: Pid, procfs: Path = Path("/proc")) -> str:
+def _matches(pattern: str, names: Iterable[str], primary: Mapping[str, str]) -> bool:
+    alias = primary.get(pattern)
+    return any(unit_matches(pattern, n) or (alias and unit_matches(alias, n)) for n in names)
+
+
+def process_comm(pid: Pid, procfs: Path | Procfs = LIVE) -> str:
     """The process's comm, escaped (its owner chose it: escapes included), or "?" if gone."""
-    try:  # os-level: read once per holding process by the POSIX holder scan
-        fd = os.open(f"{os.fspath(procfs)}/{pid}/comm", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            raw = os.read(fd, 256)
-        finally:
-            os.close(fd)
-    except OSError:
+    raw = read_bytes(of(procfs).root, pid, "comm", 256)  # once per holding process
+    if isinstance(raw, Unread):
         return "?"
     return safe_name(raw.decode(errors="surrogateescape").strip())
 
 
 def unit_processes(
-    patterns: Iterable[str], procfs: Path = Path("/proc"), exclude: frozenset[Pid] = frozenset()
+    patterns: Iterable[str], procfs: Path | Procfs = LIVE, exclude: frozenset[Pid] = frozenset()
 ) -> dict[str, list[Pid]]:
     """For each unit pattern: every process (but `exclude`) in a cgroup of that unit."""
     found: dict[str, list[Pid]] = {p: [] for p in patterns}
-    if not found:
-        return found
-    for entry in os.scandir(procfs):
-        if not entry.name.isdigit() or int(entry.name) in exclude:
-            continue
-        try:
-            text = Path(entry.path, "cgroup").read_text()
-        except OSError:
-            continue
-        names = {
-            cgroup_unit_name(component)
-            for line in text.splitlines()
-            for component in line.split(":", 2)[-1].split("/")
-            if "." in component
-        }
+    for pid, names in units_by_pid(of(procfs).root, exclude) if found else ():
         for pattern, pids in found.items():
             if any(unit_matches(pattern, name) for name in names):
-                pids.append(int(entry.name))
+                pids.append(pid)
     return found
 
 
-def unit_of_pid(pid: Pid, procfs: Path = Path("/proc")) -> str | None:
+def unit_of_pid(pid: Pid, procfs: Path | Procfs = LIVE) -> str | None:
     """The systemd unit a process belongs to, from its cgroup path (the innermost unit)."""
-    try:
-        text = (procfs / str(pid) / "cgroup").read_text()
-    except OSError:
+    text = read_text(of(procfs).root, pid, "cgroup")
+    if isinstance(text, Unread):
         return None
     best: str | None = None
     for line in text.splitlines():
@@ -350,7 +320,7 @@ def _clock_facts(
 def gather(
     pids: Mapping[Pid, Seconds],
     unit_patterns: Iterable[str] = (),
-    procfs: Path = Path("/proc"),
+    procfs: Path | Procfs = LIVE,
     exclude: frozenset[Pid] | None = None,
     *,
     queues: bool = False,
@@ -371,9 +341,10 @@ def gather(
     `aliases` are the unit-file aliases (systemd.unitfiles.read_aliases): a unit named by an
     alias is looked for under the name systemd runs it as.
     """
-    seen = visibility(procfs, pid_namespace_complete)
+    proc = of(procfs)
+    seen = visibility(proc, pid_namespace_complete)
     btime = boot_time()
-    processes = {pid: probe(pid, procfs, btime) for pid in pids if pid > 0}
+    processes = {pid: probe(pid, proc, btime) for pid in pids if pid > 0}
     margin, covered_from, gap = BASE_REUSE_MARGIN, None, "the clock's steps were not looked at"
     if any(
         info.start_time is not None and info.start_time - pids[pid] > BASE_REUSE_MARGIN
@@ -384,13 +355,13 @@ def gather(
     patterns = set(unit_patterns)
     primary = {p: n for p in patterns if (n := primary_name(p, aliases)) != p}
     excluded = own_pids() if exclude is None else exclude
-    read = cgroups or (cgroups is None and procfs == Path("/proc"))
+    read = cgroups or (cgroups is None and proc.live)
     tree = unit_cgroups(patterns, primary, excluded, own_unit) if read else CgroupTree(blind="")
-    units, unit_notes = _unit_states(patterns, procfs, excluded, primary, seen, tree=tree)
+    units, unit_notes = _unit_states(patterns, proc.root, excluded, primary, seen, tree=tree)
     waiters = None
     queue_blind = None
     if queues:
-        found = queue_waiters(procfs)
+        found = queue_waiters(proc.root)
         waiters, queue_blind = found.waiters, seen.blind or found.blind
     return HostFacts(
         processes=processes,

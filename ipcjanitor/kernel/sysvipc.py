@@ -16,6 +16,7 @@ from typing import Any
 from .. import _sysvipc
 from ..errors import IpcJanitorError, ProcfsFormatError
 from ..model import IpcKind, IpcObject, PidRecord
+from .procfs import LIVE, Procfs, of
 
 TABLE_FILES = {IpcKind.SHM: "shm", IpcKind.SEM: "sem", IpcKind.MSG: "msg"}
 # The C extension's stat tuples, field by field; /proc columns are mapped onto these names.
@@ -181,14 +182,16 @@ def _from_kernel(kind: IpcKind) -> list[IpcObject]:
 
 
 def read_objects(
-    procfs: Path = Path("/proc"), kinds: frozenset[IpcKind] = frozenset(IpcKind)
+    procfs: Path | Procfs = LIVE, kinds: frozenset[IpcKind] = frozenset(IpcKind)
 ) -> list[IpcObject]:
-    """Every object of the current IPC namespace; objects that vanish mid-read are skipped."""
+    """Every object of the current IPC namespace; objects that vanish mid-read are skipped.
+    The live kernel is asked first (*_STAT_ANY); a captured tree only through its tables."""
+    proc = of(procfs)
     objects: list[IpcObject] = []
     for kind in IpcKind:
         if kind not in kinds:
             continue
-        if procfs == Path("/proc"):
+        if proc.live:
             try:
                 objects.extend(_from_kernel(kind))
                 continue
@@ -196,7 +199,7 @@ def read_objects(
                 if exc.errno not in (errno.EINVAL, errno.ENOSYS):
                     raise
                 # a kernel without *_STAT_ANY (before 4.17): read /proc instead
-        objects.extend(_from_procfs(kind, procfs))
+        objects.extend(_from_procfs(kind, proc.root))
     return objects
 
 

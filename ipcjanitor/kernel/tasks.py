@@ -17,11 +17,12 @@ reports its own table's numbers; is_compat tells it from its executable's ELF cl
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
+
+from .procfs import Unread, pids, task_syscalls
 
 MSGSND, MSGRCV = "msgsnd", "msgrcv"
 SEMOP, SEMTIMEDOP = "semop", "semtimedop"  # learn's: a task waiting on a semaphore set
@@ -185,29 +186,15 @@ def queue_waiters(procfs: Path = Path("/proc"), machine: str | None = None) -> Q
         )
     found: dict[int, list[str]] = {}
     unreadable: list[str] = []
-    for entry in os.scandir(procfs):
-        if not entry.name.isdigit():
-            continue
-        try:
-            tids = os.listdir(os.path.join(entry.path, "task"))
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ESRCH):
-                unreadable.append(f"pid {entry.name} ({exc.strerror})")
-            continue
-        for tid in tids:
-            try:
-                fd = os.open(os.path.join(entry.path, "task", tid, "syscall"), os.O_RDONLY)
-                try:
-                    text = os.read(fd, 512).decode("ascii", "replace")
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ESRCH):
-                    unreadable.append(f"pid {entry.name} thread {tid} ({exc.strerror})")
+    for pid in pids(procfs):
+        for tid, text in task_syscalls(procfs, pid):
+            if isinstance(text, Unread):
+                thread = f" thread {tid}" if tid else ""
+                unreadable.append(f"pid {pid}{thread} ({text.why})")
                 continue
             hit = parse_syscall(text, machine)
             if hit is not None:
-                who = f"pid {entry.name}" + (f" (thread {tid})" if tid != entry.name else "")
+                who = f"pid {pid}" + (f" (thread {tid})" if tid != str(pid) else "")
                 found.setdefault(hit[1], []).append(f"{who} is blocked in {hit[0]} on it")
     blind = None
     if unreadable:

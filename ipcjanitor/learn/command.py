@@ -28,6 +28,19 @@ from ..escape import safe_name
 from ..kernel.holders import Identity
 from ..kernel.posix import SHM_ROOT, list_posix
 from ..kernel.processes import boot_time, own_pids, parse_stat, unit_of_pid
+from ..kernel.procfs import (
+    LIVE,
+    Procfs,
+    Unread,
+    fd_link,
+    listdir,
+    of,
+    pids,
+    read_bytes,
+    read_text,
+    status_field,
+    task_syscalls,
+)
 from ..kernel.sysvipc import read_objects
 from ..kernel.tasks import (
     ELFCLASS32,
@@ -159,9 +172,10 @@ class _Outsider(NamedTuple):
 class _Watcher:
     """Samples the unit's processes and the IPC tables; accumulates what proposal.py needs."""
 
-    def __init__(self, unit: str, procfs: Path = Path("/proc")) -> None:
+    def __init__(self, unit: str, procfs: Path | Procfs = LIVE) -> None:
         self.unit = unit
-        self.procfs = procfs
+        self.proc = of(procfs)  # LIVE: the IPC tables from the kernel itself
+        self.procfs = self.proc.root
         self.machine = platform.machine()
         self.btime = boot_time()
         self.exclude = own_pids()
@@ -192,7 +206,7 @@ class _Watcher:
     def sample(self) -> int:
         """Look once; returns how many processes the unit has now."""
         self._list_unit_processes()
-        by_id = {(o.kind, o.id): o for o in read_objects(self.procfs)}
+        by_id = {(o.kind, o.id): o for o in read_objects(self.proc)}
         self.unit_vmas = Counter()
         self.maps_text = {}
         seen: dict[tuple[IpcKind, int], set[tuple[str, Pid]]] = {}
@@ -202,7 +216,8 @@ class _Watcher:
                 if obj is not None and key in (None, obj.key):  # else the id was reused
                     seen.setdefault((kind, ipc_id), set()).add((what, pid))
         # nattch read again after the maps: a mapping made or dropped meanwhile is no surplus
-        nattch_after = {o.id: o.nattch for o in read_objects(self.procfs, frozenset({IpcKind.SHM}))}
+        shm = read_objects(self.proc, frozenset({IpcKind.SHM}))
+        nattch_after = {o.id: o.nattch for o in shm}
         uids = {self.processes[p].uid for p in self.alive}
         for ident, obj in by_id.items():
             which = (obj.kind, obj.id, obj.key)
@@ -257,15 +272,20 @@ class _Watcher:
 
     def _outsider(self, pid: Pid) -> _Outsider | None:
         if pid not in self.outsiders:
-            base = self.procfs / str(pid)
-            try:
-                _, start = parse_stat((base / "stat").read_text(), self.btime)
-                comm = (base / "comm").read_text().rstrip("\n")
-            except (OSError, ValueError, IndexError):
-                self.outsiders[pid] = None
+            stat, comm = read_text(self.procfs, pid, "stat"), read_text(self.procfs, pid, "comm")
+            start = None if isinstance(stat, Unread) else self._start(stat)
+            if start is None or isinstance(comm, Unread):
+                self.outsiders[pid] = None  # gone, or not ours to read
             else:
-                self.outsiders[pid] = _Outsider(start, comm, unit_of_pid(pid, self.procfs))
+                unit = unit_of_pid(pid, self.procfs)
+                self.outsiders[pid] = _Outsider(start, comm.rstrip("\n"), unit)
         return self.outsiders[pid]
+
+    def _start(self, stat: str) -> float | None:
+        try:
+            return parse_stat(stat, self.btime)[1]
+        except (ValueError, IndexError):
+            return None
 
     def _outside_attachers(
         self, objects: Iterable[IpcObject], nattch_after: Mapping[int, int | None]
@@ -301,14 +321,13 @@ class _Watcher:
         """Every other process's maps, for who holds the wanted segments: each outside the
         unit is recorded as a claimant. Returns the shmids whose holders were found."""
         explained: set[int] = set()
-        for entry in os.scandir(self.procfs):
-            pid = int(entry.name) if entry.name.isdigit() else 0
-            if pid == 0 or pid in self.exclude or self.in_unit.get(pid):
+        for pid in pids(self.procfs):
+            if pid in self.exclude or self.in_unit.get(pid):
                 continue
-            try:
-                maps = parse_maps((self.procfs / entry.name / "maps").read_text())
-            except OSError:  # gone, or not ours to read: then unexplained
+            text = read_text(self.procfs, pid, "maps")
+            if isinstance(text, Unread):  # gone, or not ours to read: then unexplained
                 continue
+            maps = parse_maps(text)
             hits = [shmid for shmid in maps.vmas if shmid in wanted]
             if not hits:
                 continue
@@ -329,10 +348,7 @@ class _Watcher:
 
     def _list_unit_processes(self) -> None:
         listing: dict[Pid, bool] = {}
-        for entry in os.scandir(self.procfs):
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
+        for pid in pids(self.procfs):
             if pid in self.in_unit:  # a pid present in both listings is the same process
                 listing[pid] = self.in_unit[pid]
                 continue
@@ -349,18 +365,19 @@ class _Watcher:
     def _first_sight(self, pid: Pid) -> bool:
         """Record a new process of the unit; False if it vanished meanwhile."""
         base = self.procfs / str(pid)
-        try:
-            _, start = parse_stat((base / "stat").read_text(), self.btime)
-            status = (base / "status").read_text()
-            args = command_args((base / "cmdline").read_bytes())
-        except (OSError, ValueError, IndexError):
+        stat, status = read_text(self.procfs, pid, "stat"), read_text(self.procfs, pid, "status")
+        cmdline = read_bytes(self.procfs, pid, "cmdline")
+        start = None if isinstance(stat, Unread) else self._start(stat)
+        if start is None or isinstance(status, Unread) or isinstance(cmdline, Unread):
             return False
-        uid = next((int(ln.split()[2]) for ln in status.splitlines() if ln.startswith("Uid:")), -1)
-        cwd = _readlink(base / "cwd")
+        args = command_args(cmdline)
+        uids = (status_field(status, "Uid") or "").split()
+        uid = int(uids[1]) if len(uids) > 1 and uids[1].isdigit() else -1  # the effective uid
+        cwd = _readlink(self.procfs, pid, "cwd")
         self.processes[pid] = Process(pid, start, uid, " ".join(args) or "?")
         for path in named_paths(args, cwd):
             self._candidate(path, f"on the command line of pid {pid}", 0)
-        exe = _readlink(base / "exe")
+        exe = _readlink(self.procfs, pid, "exe")
         if exe:
             self._candidate(exe, f"the executable of pid {pid}", 1)
         if elf_class(base / "exe") == ELFCLASS32:
@@ -371,13 +388,10 @@ class _Watcher:
 
     def _look_at(self, pid: Pid) -> Iterator[tuple[IpcKind, int, str, int | None]]:
         """(kind, id, how, key if known) of each object the process is seen using now."""
-        base = self.procfs / str(pid)
-        try:
-            text = (base / "maps").read_text()
-        except PermissionError:
-            self.unreadable.add(pid)
-            return
-        except OSError:  # gone
+        text = read_text(self.procfs, pid, "maps")
+        if isinstance(text, Unread):
+            if text.hidden:
+                self.unreadable.add(pid)
             return
         self.maps_text[pid] = text
         maps = parse_maps(text)
@@ -386,18 +400,12 @@ class _Watcher:
         self.unit_vmas.update(maps.vmas)
         for path in maps.files:
             self._candidate(path, f"mapped by pid {pid}", 3)
-        for path in _open_files(base):
+        for path in _open_files(self.procfs, pid):
             self._candidate(path, f"open in pid {pid}", 2)
-        try:
-            tids = os.listdir(base / "task")
-        except OSError:
-            return
-        for tid in tids:
-            try:
-                text = (base / "task" / tid / "syscall").read_text()
-            except OSError:
+        for _, call in task_syscalls(self.procfs, pid):
+            if isinstance(call, Unread):
                 continue
-            hit = blocked_on(text, self.machine, native=pid not in self.compat)
+            hit = blocked_on(call, self.machine, native=pid not in self.compat)
             if hit is not None:
                 name, kind, ipc_id = hit
                 yield kind, ipc_id, f"blocked in {name}", None
@@ -522,9 +530,8 @@ class _PosixWatch:
         locked = locks(self.w.procfs, devs)
         seen: dict[Identity, set[tuple[str, Pid]]] = {}
         for pid in sorted(self.w.alive):
-            base = self.w.procfs / str(pid)
             text = self.w.maps_text.get(pid, "")
-            for ident, how in holds(base, text, devs, locked.get(pid, ())):
+            for ident, how in holds(self.w.procfs, pid, text, devs, locked.get(pid, ())):
                 if ident in self.now:
                     seen.setdefault(ident, set()).add((how, pid))
         new = [i for i in seen if i not in self.scanned]
@@ -544,19 +551,14 @@ class _PosixWatch:
         self.scanned |= want
         devs = self._devs()
         locked = locks(self.w.procfs, devs)
-        for entry in os.scandir(self.w.procfs):
-            pid = int(entry.name) if entry.name.isdigit() else 0
-            if pid == 0 or pid in self.w.exclude or self.w.in_unit.get(pid, False):
+        for pid in pids(self.w.procfs):
+            if pid in self.w.exclude or self.w.in_unit.get(pid, False):
                 continue
-            base = self.w.procfs / entry.name
-            try:
-                text = (base / "maps").read_text()
-            except FileNotFoundError:
+            text = read_text(self.w.procfs, pid, "maps")
+            if isinstance(text, Unread):
+                self.unreadable += text.hidden
                 continue
-            except OSError:
-                self.unreadable += 1
-                continue
-            held = holds(base, text, devs, locked.get(pid, ()))
+            held = holds(self.w.procfs, pid, text, devs, locked.get(pid, ()))
             hits = [(i, how) for i, how in held if i in want]
             proc = self.w._outsider(pid) if hits else None
             unit = unit_of_pid(pid, self.w.procfs) if proc else None
@@ -583,20 +585,15 @@ class _PosixWatch:
         return sightings, present, outside
 
 
-def _readlink(path: Path) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
+def _readlink(procfs: Path, pid: Pid, name: str) -> str | None:
+    target = fd_link(procfs, pid, name)
+    return None if isinstance(target, Unread) else target
 
 
-def _open_files(base: Path) -> Iterator[str]:
-    try:
-        fds = os.listdir(base / "fd")
-    except OSError:
-        return
-    for fd in fds[:_MAX_FDS]:
-        target = _readlink(base / "fd" / fd)
+def _open_files(procfs: Path, pid: Pid) -> Iterator[str]:
+    fds = listdir(procfs, pid, "fd")
+    for fd in [] if isinstance(fds, Unread) else fds[:_MAX_FDS]:
+        target = _readlink(procfs, pid, f"fd/{fd}")
         if target and target.startswith("/") and not target.endswith(" (deleted)"):
             yield target
 

@@ -10,6 +10,8 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 from ..kernel.holders import Identity
+from ..kernel.procfs import Unread, fd_link, fd_stat, listdir
+from ..model import Pid
 
 _NOT_FILES = ("socket:", "pipe:", "anon_inode:", "[")
 _MAX_FDS = 4096  # per process and sample, as for the ftok candidates
@@ -33,21 +35,16 @@ def mapped(maps: str, devs: Mapping[str, int]) -> set[Identity]:
     return found
 
 
-def open_files(base: Path, devs: Collection[int]) -> Iterator[tuple[Identity, str]]:
-    """((dev, ino), "fd N") of each fd of the process open on one of `devs`."""
-    try:
-        fds = os.listdir(base / "fd")
-    except OSError:
-        return
-    for fd in fds[:_MAX_FDS]:
-        path = base / "fd" / fd
-        try:
-            if os.readlink(path).startswith(_NOT_FILES):
-                continue
-            st = os.stat(path)
-        except OSError:
+def open_files(procfs: Path, pid: Pid, devs: Collection[int]) -> Iterator[tuple[Identity, str]]:
+    """((dev, ino), "fd N") of each fd of the process open on one of `devs` (a process or fd
+    gone or hidden meanwhile shows nothing)."""
+    fds = listdir(procfs, pid, "fd")
+    for fd in [] if isinstance(fds, Unread) else fds[:_MAX_FDS]:
+        target = fd_link(procfs, pid, f"fd/{fd}")
+        if isinstance(target, Unread) or target.startswith(_NOT_FILES):
             continue
-        if st.st_dev in devs:
+        st = fd_stat(procfs, pid, f"fd/{fd}")
+        if not isinstance(st, Unread) and st.st_dev in devs:
             yield (st.st_dev, st.st_ino), f"fd {fd}"
 
 
@@ -70,13 +67,13 @@ def locks(procfs: Path, devs: Mapping[str, int]) -> dict[int, set[Identity]]:
 
 
 def holds(
-    base: Path, maps: str, devs: Mapping[str, int], locked: Collection[Identity]
+    procfs: Path, pid: Pid, maps: str, devs: Mapping[str, int], locked: Collection[Identity]
 ) -> Iterator[tuple[Identity, str]]:
     """(identity, how) for everything one process maps, holds open or locks on `devs`."""
     for identity in mapped(maps, devs):
         yield identity, "mapped"
     seen: set[Identity] = set()
-    for identity, _ in open_files(base, set(devs.values())):
+    for identity, _ in open_files(procfs, pid, set(devs.values())):
         if identity not in seen:
             seen.add(identity)
             yield identity, "open"

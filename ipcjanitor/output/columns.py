@@ -14,6 +14,9 @@ from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 R = TypeVar("R")
+# A Column only takes rows in, so a column of a wider row (a Protocol both kinds of decision
+# satisfy) serves in a table of narrower ones: report.py's ownership columns.
+R_contra = TypeVar("R_contra", contravariant=True)
 
 
 class _Absent:
@@ -40,20 +43,20 @@ class Style(NamedTuple):
 PLAIN = Style()
 
 
-class Column(NamedTuple, Generic[R]):
+class Column(NamedTuple, Generic[R_contra]):
     """One column: its name (for `-o` and the header), what it holds, and its renderings."""
 
     name: str
     help: str
-    text: Callable[[R, Style], str]  # the cell in the table and in --raw
+    text: Callable[[R_contra, Style], str]  # the cell in the table and in --raw
     json: str | None = None  # its key in the --json object, if any
-    value: Callable[[R], Any] | None = None  # the JSON value (ABSENT: no key for this row)
+    value: Callable[[R_contra], Any] | None = None  # the JSON value (ABSENT: no key for this row)
     field: str | None = None  # its journal field, if any
-    record: Callable[[R], object] | None = None  # the field's value (default: value)
+    record: Callable[[R_contra], object] | None = None  # the field's value (default: value)
     right: bool = False  # numbers are aligned right
     flex: bool = False  # truncated to the terminal's width (REASON)
     listed: bool = True  # offered by -o; False: a JSON or journal rendering only
-    paint: Callable[[R], str | None] | None = None  # an SGR colour for the cell, or None
+    paint: Callable[[R_contra], str | None] | None = None  # an SGR colour for the cell, or None
 
     @property
     def header(self) -> str:

@@ -8,7 +8,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..accounts import user_name
 from ..escape import safe_name
@@ -68,15 +68,26 @@ _cbytes = _only(MSG, lambda d: d.obj.qbytes)
 _lspid = _only(MSG, lambda d: _pid(d, "last sender"))
 _lrpid = _only(MSG, lambda d: _pid(d, "last receiver"))
 
-# System V objects. lsipc's names where it has one: OWNER is the user (its name, else the
-# uid), as in lsipc and ipcs; POLICY is the policy owner ([owners.NAME]) that claims it.
-COLUMNS: tuple[Column[Decision], ...] = (
-    Column("KIND", "shm, sem or msg", lambda d, s: d.obj.kind.value,
-           "kind", lambda d: d.obj.kind.value, "IPCJANITOR_KIND"),
-    Column("KEY", "the key, in hex (0x00000000: IPC_PRIVATE)", lambda d, s: f"0x{d.obj.key:08x}",
-           "key", lambda d: f"0x{d.obj.key:08x}", "IPCJANITOR_KEY"),
-    Column("ID", "the kernel's id", lambda d, s: str(d.obj.id),
-           "id", lambda d: d.obj.id, "IPCJANITOR_ID", right=True),
+
+class _Ids(Protocol):
+    @property
+    def uid(self) -> int: ...
+    @property
+    def gid(self) -> int: ...
+
+
+class Owned(Protocol):
+    """What the ownership columns read: a System V or a POSIX decision."""
+
+    @property
+    def obj(self) -> _Ids: ...
+    @property
+    def owner(self) -> str | None: ...
+
+
+# Both tables' ownership, in lsipc's names: POLICY is the policy owner ([owners.NAME]) that
+# claims it; OWNER is the user (its name, else the uid), as in lsipc and ipcs.
+OWNERSHIP: tuple[Column[Owned], ...] = (
     Column("POLICY", "the policy owner that claims it ([owners.NAME]); - for none",
            lambda d, s: d.owner or "-", "owner", lambda d: d.owner, "IPCJANITOR_OWNER"),
     Column("OWNER", "its owner: the user's name, else the uid (as lsipc)",
@@ -85,6 +96,17 @@ COLUMNS: tuple[Column[Decision], ...] = (
            "uid", lambda d: d.obj.uid, "IPCJANITOR_UID", right=True),
     Column("GID", "its group's gid", lambda d, s: str(d.obj.gid),
            "gid", lambda d: d.obj.gid, right=True),
+)  # fmt: skip
+
+# System V objects, in lsipc's names where it has one.
+COLUMNS: tuple[Column[Decision], ...] = (
+    Column("KIND", "shm, sem or msg", lambda d, s: d.obj.kind.value,
+           "kind", lambda d: d.obj.kind.value, "IPCJANITOR_KIND"),
+    Column("KEY", "the key, in hex (0x00000000: IPC_PRIVATE)", lambda d, s: f"0x{d.obj.key:08x}",
+           "key", lambda d: f"0x{d.obj.key:08x}", "IPCJANITOR_KEY"),
+    Column("ID", "the kernel's id", lambda d, s: str(d.obj.id),
+           "id", lambda d: d.obj.id, "IPCJANITOR_ID", right=True),
+    *OWNERSHIP,
     Column("CUSER", "its creator: the user's name, else the uid",
            lambda d, s: user_cell(d.obj.cuid), "cuid", lambda d: d.obj.cuid),
     Column("CGID", "its creator's gid", lambda d, s: str(d.obj.cgid),
@@ -165,14 +187,7 @@ POSIX_COLUMNS: tuple[Column[PosixDecision], ...] = (
            "dev", _dev, "IPCJANITOR_DEV"),
     Column("INODE", "its inode", lambda d, s: str(d.obj.ino),
            "inode", lambda d: d.obj.ino, "IPCJANITOR_INODE", right=True),
-    Column("POLICY", "the policy owner that claims it ([owners.NAME]); - for none",
-           lambda d, s: d.owner or "-", "owner", lambda d: d.owner, "IPCJANITOR_OWNER"),
-    Column("OWNER", "its owner: the user's name, else the uid (as lsipc)",
-           lambda d, s: user_cell(d.obj.uid)),
-    Column("UID", "its owner's uid", lambda d, s: str(d.obj.uid),
-           "uid", lambda d: d.obj.uid, "IPCJANITOR_UID", right=True),
-    Column("GID", "its group's gid", lambda d, s: str(d.obj.gid),
-           "gid", lambda d: d.obj.gid, right=True),
+    *OWNERSHIP,
     Column("PERMS", "permission bits, octal", lambda d, s: f"{d.obj.mode & 0o7777:o}",
            "perms", lambda d: f"{d.obj.mode & 0o7777:04o}"),
     Column("SIZE", "its size (--bytes: in bytes)", lambda d, s: size_text(d.obj.size, s),
