@@ -194,9 +194,9 @@ def _clean(args: argparse.Namespace, out: metrics.Outcome | None, loaded: list[P
 def _health(loaded: list[Policy]) -> list[metrics.Family]:
     """What doctor knows, for the timer's metrics: the tables against their limits (the
     policy not needed), stuck pipes, and the owners without a hook (if the policy loaded)."""
-    from . import doctor, doctor_posix  # noqa: PLC0415
+    from . import doctor, doctor_posix, limits  # noqa: PLC0415
 
-    rows = doctor.limit_rows(read_objects(), doctor.read_limits(), None)
+    rows = limits.limit_rows(read_objects(), limits.read_limits(), None)
     rows += doctor_posix.posix_rows(None)[0]
     stuck = sum(1 for p in doctor.find_stuck_pipes().found if p.problem)
     hooks = doctor.missing_hooks(loaded[0]) if loaded else None
