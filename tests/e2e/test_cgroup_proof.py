@@ -152,6 +152,17 @@ def test_from_a_child_pid_namespace_a_running_unit_is_in_use_and_a_zero_pid_a_do
     verdict, reason = seen[("sem", 0x70000001)]
     assert verdict == "unknown", seen
     assert "pid reads 0" in reason and "hidden from our pid namespace" in reason, reason
+    # scan -v and doctor say why, once, naming the container manager (systemd's record)
+    inside = "unshare --pid --fork --mount-proc ipcjanitor"
+    said = box.run(f"{inside} scan -v", check=False).stderr
+    line = (
+        "ipcjanitor: 1 object(s) are unknown only because ipcjanitor runs in a container "
+        "(ipcjanitor-test), outside the host's pid namespace"
+    )
+    assert said.count(line) == 1, said
+    assert "`pid_namespace_complete = true` in the policy asserts" in said, said
+    doctor = box.run(f"{inside} doctor", check=False).stdout
+    assert "1 object(s) are unknown only because ipcjanitor runs in a container" in doctor, doctor
     # nothing is removed from there either
     box.run("unshare --pid --fork --mount-proc ipcjanitor -q clean")
     assert key in sysvipc_keys(box, "shm") and 0x70000001 in sysvipc_keys(box, "sem")
