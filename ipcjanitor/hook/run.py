@@ -5,8 +5,10 @@ path (bench/restart.py, bench/README.md). It is reached without argparse (entry.
 hookgate.py). It runs inside the unit's own cgroup and decides from it (rule 2,
 kernel.cgroups): while ExecStopPost= runs, that cgroup holds the hook itself and whatever the
 service left alive (KillMode=process), so nothing but the hook's own pid is excluded. It asks
-no D-Bus: what systemd would add (main pid, start time) is detail no verdict needs, and asking
-it cost the restart path a process and pystemd's import (bench/README.md, issue 20).
+systemd nothing of the unit: what D-Bus would add (main pid, start time) is detail no verdict
+needs, and asking it cost the restart path a process and pystemd's import (bench/README.md,
+issue 20). As for `clean`, the clock recorder's timer is asked only when a recorded pid now
+belongs to a younger process.
 """
 
 from __future__ import annotations
