@@ -1,97 +1,63 @@
-"""The hook's body: asking systemd in a child process while the policy and engine load."""
+"""The hook's body: it decides from its own cgroup and asks no D-Bus (issue 20)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import time
+from typing import Any
 
 import pytest
 
-from ipcjanitor.hook.run import Asking
-from ipcjanitor.systemd import bus as systemd
-from ipcjanitor.systemd.bus import UnitRun
+from ipcjanitor.engine import run as engine
+from ipcjanitor.hook import run as hook
+from ipcjanitor.hook.gate import HookCall
+from ipcjanitor.policy.model import Owner, Policy
+from ipcjanitor.systemd import bus
 
-RUN = UnitRun("leaky.service", 812, 1_700_000_100.5, "/system.slice/leaky.service", (812, 813))
-
-
-def test_asking_in_a_child_answers_what_unit_run_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    asked: list[str] = []
-
-    def unit_run(unit: str) -> tuple[UnitRun | None, str | None]:
-        asked.append(unit)  # in the child: the parent's list stays empty
-        return RUN if unit == "leaky.service" else None, None if unit == "leaky.service" else "no"
-
-    monkeypatch.setattr(systemd, "unit_run_here", unit_run)
-    assert Asking("leaky.service").answer() == (RUN, None)
-    assert Asking("other.service").answer() == (None, "no")
-    assert asked == []  # it was asked elsewhere: in the child
+POLICY = Policy(owners=(Owner(name="leaky", key_ranges=((1, 2),), unit="leaky.service"),))
 
 
-def test_a_bug_in_the_child_is_raised_not_taken_for_no_bus(monkeypatch: pytest.MonkeyPatch) -> None:
-    def changed(unit: str) -> tuple[UnitRun | None, str | None]:
-        raise AttributeError("get_property")  # a pystemd API change
-
-    monkeypatch.setattr(systemd, "unit_run_here", changed)
-    with pytest.raises(RuntimeError, match="AttributeError: get_property"):
-        Asking("leaky.service").answer()
-
-
-def test_a_child_that_dies_is_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    def dies(unit: str) -> tuple[UnitRun | None, str | None]:
-        os.kill(os.getpid(), signal.SIGKILL)  # the child's own pid
-        raise AssertionError("unreachable")
-
-    monkeypatch.setattr(systemd, "unit_run_here", dies)
-    run, why = Asking("leaky.service").answer()
-    assert run is None and why is not None and "killed by signal 9" in why
-
-
-def test_a_cancelled_child_is_ended_and_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
-    def hangs(unit: str) -> tuple[UnitRun | None, str | None]:
-        time.sleep(600)
-        raise AssertionError("unreachable")
-
-    monkeypatch.setattr(systemd, "unit_run_here", hangs)
-    asking = Asking("leaky.service")
-    child = asking._pid
-    assert child is not None
-    started = time.monotonic()
-    asking.cancel()
-    asking.cancel()  # twice is fine
-    assert time.monotonic() - started < 60  # not the child's 600 s
-    with pytest.raises(ChildProcessError):
-        os.waitpid(child, os.WNOHANG)  # reaped: no zombie left
-
-
-def test_without_a_fork_it_asks_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_fork() -> int:
-        raise BlockingIOError(11, "Resource temporarily unavailable")
-
-    monkeypatch.setattr(os, "fork", no_fork)
-    monkeypatch.setattr(systemd, "unit_run_here", lambda unit: (RUN, None))
-    assert Asking("leaky.service").answer() == (RUN, None)
-
-
-def test_a_bus_that_never_answers_is_no_answer_within_the_deadline(
+def test_the_hook_decides_from_its_own_cgroup_and_asks_no_bus(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A SIGSTOPped dbus-daemon: sd-bus would wait ~90 s; the hook waits HOOK_BUS_DEADLINE."""
-    from ipcjanitor.hook import run as hookrun
+    """Before issue 20 the hook forked a child to ask systemd over D-Bus (bus.Question) on
+    every restart, and handed the engine a facts_hook closure; now its unit goes in as data."""
+    asked: list[object] = []
+    seen: dict[str, Any] = {}
 
-    def stalls(unit: str) -> tuple[UnitRun | None, str | None]:
-        time.sleep(600)
-        raise AssertionError("unreachable")
+    def no_bus(*args: object, **kwargs: object) -> None:
+        asked.append(args)
+        raise AssertionError("the hook asked D-Bus on the restart path")
 
-    monkeypatch.setattr(systemd, "unit_run_here", stalls)
-    monkeypatch.setattr(hookrun, "HOOK_BUS_DEADLINE", 0.5)
-    asking = Asking("leaky.service")
-    child = asking._pid
-    started = time.monotonic()
-    run, why = asking.answer()
-    waited = time.monotonic() - started
-    assert run is None and why is not None and "within 0.5 s" in why
-    assert 0.4 < waited < 5
-    assert child is not None
-    with pytest.raises(ChildProcessError):
-        os.waitpid(child, os.WNOHANG)  # ended and reaped
+    def clean(policy: Policy, scope: engine.Scope, journal: object, **kwargs: Any) -> Any:
+        seen.update(kwargs, owners=scope.owners)
+        return [], None
+
+    monkeypatch.setattr(bus, "Question", no_bus)
+    monkeypatch.setattr(bus, "unit_run_here", no_bus)
+    monkeypatch.setattr(hook, "_policy", lambda unit, explicit: POLICY)
+    monkeypatch.setattr(engine, "clean", clean)
+    monkeypatch.setenv("SERVICE_RESULT", "signal")
+    call = HookCall("leaky.service", None, json=True, metrics=None, quiet=True)
+    assert hook.run_hook(call) == 0
+    assert asked == []
+    assert seen["own_unit"] == "leaky.service" and seen["owners"] == frozenset({"leaky"})
+    assert "facts_hook" not in seen and "pid_notes" not in seen
+
+
+def test_stop_notes_say_what_the_environment_reports_and_what_decides() -> None:
+    env = {"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "KILL"}
+    said, decides = hook.stop_notes("leaky.service", env)
+    assert said == (
+        "leaky.service stopped: its environment (which the service sets) reports "
+        'SERVICE_RESULT="signal" EXIT_CODE="killed" EXIT_STATUS="KILL"'
+    )
+    assert "leaky.service's own cgroup" in decides and "not asked" in decides
+
+
+def test_the_engine_takes_facts_as_data() -> None:
+    import inspect
+
+    for f in (engine.survey, engine.clean):
+        params = inspect.signature(f).parameters
+        assert "facts_hook" not in params
+        assert params["own_unit"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params["pid_notes"].kind is inspect.Parameter.KEYWORD_ONLY

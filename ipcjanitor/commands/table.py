@@ -147,7 +147,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
         for hint in unclaimed_mappings(policy, decisions):
             print(f"ipcjanitor: hint: {hint}", file=sys.stderr)
+        if line := _pid_namespace_line(policy, [*decisions, *posix]):
+            print(f"ipcjanitor: {line}", file=sys.stderr)
     return ExitCode.OK
+
+
+def _pid_namespace_line(
+    policy: Policy, decisions: Sequence[Decision | PosixDecision]
+) -> str | None:
+    """doctor's and scan -v's line on objects unknown only for our pid namespace (issue 20)."""
+    from ..kernel.processes import in_host_pid_namespace  # noqa: PLC0415
+    from .pidns import container_manager, pid_namespace_line  # noqa: PLC0415
+
+    outside = not policy.pid_namespace_complete and not in_host_pid_namespace()
+    pairs = [(d.verdict, d.reason) for d in decisions]
+    if pid_namespace_line(pairs, outside, None) is None:  # asked of systemd only when needed
+        return None
+    return pid_namespace_line(pairs, outside, container_manager())
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -249,6 +265,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             policy,
             [d.obj for d in posix if d.verdict is Verdict.STALE],
         )
+        if line := _pid_namespace_line(policy, [*decisions, *posix]):
+            notes.append(line)
     except PolicyErrors as exc:
         seen = doctor.Seen(read_objects())
         notes.append(f"policy error, stale counts unknown: {exc}")

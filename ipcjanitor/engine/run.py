@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 from ..kernel.processes import gather
 from ..kernel.procfs import LIVE, Procfs
 from ..kernel.sysvipc import read_objects
-from ..model import Decision, HostFacts, IpcKind, IpcObject, PosixDecision
+from ..model import Decision, IpcKind, IpcObject, Pid, PosixDecision
 from ..output.journal import RECORDED, Journal
 from ..policy.model import Owner, Policy
 from ..systemd.bus import clock_timer
@@ -42,15 +43,23 @@ class Scope(NamedTuple):
 
 
 EVERYTHING = Scope()
+PidNotes = Mapping[Pid, tuple[float | None, str]]  # a pid's start time and what it was
+_NO_NOTES: PidNotes = MappingProxyType({})
 
 
 def survey(
     policy: Policy,
     scope: Scope = EVERYTHING,
     procfs: Path | Procfs = LIVE,
-    facts_hook: Callable[[HostFacts], HostFacts] | None = None,
+    *,
+    pid_notes: PidNotes = _NO_NOTES,
+    own_unit: str | None = None,
 ) -> list[Decision]:
-    """Every object in scope with its verdict and reason. Touches nothing."""
+    """Every object in scope with its verdict and reason. Touches nothing.
+
+    Facts go in as data: `pid_notes` label pids in the reasons (never a verdict); `own_unit`
+    is the hook's unit, decided from the hook's own cgroup (kernel.cgroups).
+    """
     objects = read_objects(procfs, scope.kinds)
     if scope.ids is not None or scope.keys is not None:
         objects = [o for o in objects if scope.picks(o)]
@@ -64,9 +73,10 @@ def survey(
         pid_namespace_complete=policy.pid_namespace_complete,
         clock_timer=clock_timer,
         aliases=unit_aliases(units),
+        own_unit=own_unit,
     )
-    if facts_hook is not None:
-        facts = facts_hook(facts)
+    if pid_notes:
+        facts = facts._replace(pid_notes={**facts.pid_notes, **pid_notes})
     decisions = decide(claimed, facts, policy, time.time())
     return sorted(decisions, key=_order)
 
@@ -79,8 +89,9 @@ def clean(
     policy: Policy,
     scope: Scope,
     journal: Journal,
-    facts_hook: Callable[[HostFacts], HostFacts] | None = None,
     *,
+    pid_notes: PidNotes = _NO_NOTES,
+    own_unit: str | None = None,
     lock_wait: float = WAIT_LIMIT,
     posix: tuple[PosixScope, list[PosixDecision], list[str]] | None = None,
 ) -> tuple[list[Decision], str | None]:
@@ -94,7 +105,7 @@ def clean(
     """
     held = acquire(limit=lock_wait)
     try:
-        decisions = survey(policy, scope, facts_hook=facts_hook)
+        decisions = survey(policy, scope, pid_notes=pid_notes, own_unit=own_unit)
         done = []
         for d in remove_stale(decisions):
             if d.verdict in RECORDED:  # removals, failures, changes, doubts: one each

@@ -2,8 +2,13 @@
 
 systemd waits for it before each `Restart=`, so it is in every crashing service's restart
 path (bench/restart.py, bench/README.md). It is reached without argparse (entry.py,
-hookgate.py); it imports what both of its processes need, starts asking systemd in a child
-process, and only then imports the rest: the TOML parser, the policy, the engine.
+hookgate.py). It runs inside the unit's own cgroup and decides from it (rule 2,
+kernel.cgroups): while ExecStopPost= runs, that cgroup holds the hook itself and whatever the
+service left alive (KillMode=process), so nothing but the hook's own pid is excluded. It asks
+systemd nothing of the unit: what D-Bus would add (main pid, start time) is detail no verdict
+needs, and asking it cost the restart path a process and pystemd's import (bench/README.md,
+issue 20). As for `clean`, the clock recorder's timer is asked only when a recorded pid now
+belongs to a younger process.
 """
 
 from __future__ import annotations
@@ -12,14 +17,11 @@ import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ..engine.run import Scope
-    from ..model import HostFacts, PosixDecision
+    from ..model import PosixDecision
     from ..output.journal import Journal
     from ..output.metrics import Outcome
     from ..policy.model import Owner, Policy
-    from ..systemd.bus import UnitRun
     from .gate import HookCall
 
 
@@ -31,27 +33,19 @@ def run_hook(call: HookCall) -> int:
     ipcjanitor-hook sets the same umask before the interpreter starts (bytecode caches).
     """
     os.umask(0o022)
-    # What both processes need (typing, enum, re: ~6 ms) is imported once, before the fork;
-    # then the child's pystemd and D-Bus overlap with the policy and the engine (bench/).
     from ..errors import guarded  # noqa: PLC0415
-    from ..systemd import bus as systemd  # noqa: PLC0415, F401
 
-    asking = Asking(call.unit)
-    try:
-        if call.metrics:  # FILE checked first, then written however the run ends
-            from ..output import metrics  # noqa: PLC0415
+    if call.metrics:  # FILE checked first, then written however the run ends
+        from ..output import metrics  # noqa: PLC0415
 
-            run, path = metrics.Run("hook", call.unit), call.metrics
-            return guarded(
-                lambda: metrics.recording(path, run, lambda out: _run(call, asking, out)),
-                removes=True,
-            )
-        return guarded(lambda: _run(call, asking, None), removes=True)
-    finally:
-        asking.cancel()  # unless it answered: no owner, a policy error, anything raised
+        run, path = metrics.Run("hook", call.unit), call.metrics
+        return guarded(
+            lambda: metrics.recording(path, run, lambda out: _run(call, out)), removes=True
+        )
+    return guarded(lambda: _run(call, None), removes=True)
 
 
-def _run(call: HookCall, asking: Asking, out: Outcome | None) -> int:
+def _run(call: HookCall, out: Outcome | None) -> int:
     from ..errors import ExitCode  # noqa: PLC0415
     from .gate import no_owner_message  # noqa: PLC0415
 
@@ -61,8 +55,7 @@ def _run(call: HookCall, asking: Asking, out: Outcome | None) -> int:
     policy = _policy(unit, call.policy)
     owners = policy.owners_for_unit(unit, read_aliases())  # by an alias of it too
     if owners:
-        return _clean_owners_of(unit, owners, policy, call, asking, out=out)
-    asking.cancel()
+        return _clean_owners_of(unit, owners, policy, call, out=out)
     if call.json:
         from ..output import report  # noqa: PLC0415
 
@@ -90,13 +83,7 @@ def _policy(unit: str, explicit: str | None) -> Policy:
 
 
 def _clean_owners_of(
-    unit: str,
-    owners: tuple[Owner, ...],
-    policy: Policy,
-    call: HookCall,
-    asking: Asking,
-    *,
-    out: Outcome | None,
+    unit: str, owners: tuple[Owner, ...], policy: Policy, call: HookCall, *, out: Outcome | None
 ) -> int:
     from ..engine.lock import HOOK_WAIT_LIMIT, LockBusy  # noqa: PLC0415
     from ..engine.run import Scope, clean  # noqa: PLC0415
@@ -107,7 +94,7 @@ def _clean_owners_of(
     if out is not None:
         out.owners = [o.name for o in owners]
     journal = Journal.for_hook(unit)
-    notes, facts_hook = _stop_facts(unit, asking)
+    notes = stop_notes(unit)
     scope = Scope(owners=frozenset(o.name for o in owners))
     # the unit's POSIX objects too, under the same lock (listed only if its owners claim any)
     posix: list[PosixDecision] = []
@@ -118,7 +105,7 @@ def _clean_owners_of(
         posix_part = (PosixScope(owners=scope.owners), posix, notes)
     try:
         done, waited = clean(
-            policy, scope, journal, facts_hook, lock_wait=HOOK_WAIT_LIMIT, posix=posix_part
+            policy, scope, journal, own_unit=unit, lock_wait=HOOK_WAIT_LIMIT, posix=posix_part
         )
     except LockBusy as busy:  # give up inside TimeoutStopSec=: a stop never fails for it
         return _gave_up(unit, busy, call, scope=scope, journal=journal, notes=notes)
@@ -137,33 +124,18 @@ def _clean_owners_of(
     return ExitCode.FAILED if report.failed([*done, *posix]) else ExitCode.OK
 
 
-def _stop_facts(
-    unit: str, asking: Asking
-) -> tuple[list[str], Callable[[HostFacts], HostFacts] | None]:
-    """The notes on how the unit stopped, and the facts hook naming its main pid (or None):
-    from systemd, else what the environment says, labelled as the service's."""
-    from ..systemd.bus import StopInfo  # noqa: PLC0415
+def stop_notes(unit: str, env: dict[str, str] | None = None) -> list[str]:
+    """How the unit stopped, as its environment reports it (SERVICE_RESULT, EXIT_CODE,
+    EXIT_STATUS: systemd's, unless the service's Environment= overrides them, so labelled as
+    the service's and never part of a reason), and what the verdicts rest on."""
+    from ..systemd.bus import StopInfo  # noqa: PLC0415  (pystemd is not imported by it)
 
-    run, no_bus = asking.answer()
-    stop = StopInfo.from_run(run) if run is not None else StopInfo.from_env()
-    notes = [f"{unit} stopped: {stop.describe()}"]
-    if run is None:
-        notes.append(f"deciding from the policy and /proc alone: {no_bus}")
-        return notes, None
-    how = stop.how()
-    notes.append(
-        f"systemd: main pid {run.main_pid}, {len(run.remaining)} process(es) in "
-        f"{run.control_group or 'its cgroup'}"
-    )
-
-    def add_main_pid(facts: HostFacts) -> HostFacts:
-        if not run.main_pid:
-            return facts
-        text = f"was {unit}'s main process" + (f", {how}" if how else ", now gone")
-        notes_by_pid = {**facts.pid_notes, run.main_pid: (run.main_start, text)}
-        return facts._replace(pid_notes=notes_by_pid)
-
-    return notes, add_main_pid
+    stop = StopInfo.from_env(env)
+    return [
+        f"{unit} stopped: {stop.describe()}",
+        f"deciding from {unit}'s own cgroup (the hook runs in it) and the policy; "
+        "systemd is not asked",
+    ]
 
 
 def _gave_up(
@@ -189,36 +161,3 @@ def _gave_up(
     if call.json:  # a document still, for whoever reads one; the record said it already
         report.emit([], as_json=True, quiet=call.quiet, notes=[*notes, why], extra={"unit": unit})
     return ExitCode.OK
-
-
-HOOK_BUS_DEADLINE = 3.0  # seconds the hook waits for systemd's answer, from its fork on
-
-
-class Asking:
-    """systemd.unit_run(unit), asked by a child process while this one goes on.
-
-    In the restart path, importing pystemd and the D-Bus round trips (~11 ms) overlap with
-    parsing the policy and importing the engine (systemd.bus.Question: the child, the pipe,
-    the deadline). answer() returns what unit_run would have returned, and raises what it
-    would have raised (a bug, not a D-Bus failure); a child that ends without an answer, or
-    has none within HOOK_BUS_DEADLINE (a stalled dbus-daemon), is no answer: the hook then
-    decides from the policy and /proc alone, and says why. No verdict waits on it longer.
-    """
-
-    def __init__(self, unit: str) -> None:
-        from ..systemd import bus  # noqa: PLC0415  (imported before the fork: run_hook)
-
-        self.unit = unit
-        self._question = bus.Question(lambda: bus.unit_run_here(unit))
-
-    @property
-    def _pid(self) -> int | None:
-        return self._question._pid
-
-    def answer(self) -> tuple[UnitRun | None, str | None]:
-        """What systemd.unit_run(unit) returns (or raises), within HOOK_BUS_DEADLINE."""
-        return self._question.answer(HOOK_BUS_DEADLINE)
-
-    def cancel(self) -> None:
-        """Not needed (or no longer): end the child, ours by its pid, and reap it."""
-        self._question.cancel()

@@ -39,6 +39,6 @@ def test_a_stalled_dbus_daemon_neither_fails_the_stop_nor_stops_the_clean(box: C
         records = journal(box, "IPCJANITOR_UNIT=leaky.service")
         assert sorted(str(r["IPCJANITOR_VERDICT"]) for r in records) == ["removed", "removed"]
         notes = [str(r["MESSAGE"]) for r in journal(box, "-u", "leaky.service")]
-        assert any("no answer from systemd within 3 s" in n for n in notes), notes
+        assert any("systemd is not asked" in n for n in notes), notes  # issue 20
     finally:
         box.run(f"kill -CONT {bus}")
