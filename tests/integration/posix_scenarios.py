@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -206,6 +208,11 @@ def hostile_names_and_mounts() -> dict[str, Any]:
     for raw in [b"psm_new\nline", b"psm_\x1b[2J", b"psm_bad\xff"]:
         with open(os.path.join(b"/dev/shm", raw), "wb"):
             pass
+    # no object, however named: a device node (/dev/null's numbers), a FIFO and a socket
+    os.mknod("/dev/shm/psm_dev", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mkfifo("/dev/shm/psm_fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind("/dev/shm/psm_sock")
     scan = janitor("scan", "--json")
     table = janitor("scan")
     clean = janitor("clean", "--json")
@@ -216,6 +223,7 @@ def hostile_names_and_mounts() -> dict[str, Any]:
         "clean": by_name(clean),
         "inner": os.listdir("/dev/shm/container"),
         "left": sorted(os.listdir("/dev/shm")),
+        "dev_still_a_device": stat.S_ISCHR(os.lstat("/dev/shm/psm_dev").st_mode),
     }
 
 

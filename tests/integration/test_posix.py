@@ -120,7 +120,8 @@ def test_another_filesystem_is_never_entered_and_hostile_names_are_safe(tmp_path
     assert r["notes"] == ["/dev/shm/container is another filesystem: not entered"]
     assert "\x1b" not in r["table"] and "psm_new\\x0aline" in r["table"]
     assert all(v[0] == "removed" for v in r["clean"].values()), r["clean"]
-    assert r["inner"] == ["psm_inner"] and r["left"] == ["container"]
+    assert r["inner"] == ["psm_inner"]
+    assert r["left"] == ["container", "psm_dev", "psm_fifo", "psm_sock"] and r["dev_still_a_device"]
 
 
 def test_in_a_child_pid_namespace_nothing_is_proven_unless_complete(tmp_path: Path) -> None:
