@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from ..escape import safe_name
 from .processes import process_comm, visibility
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
@@ -32,8 +31,6 @@ _LOCK_MODES = {
     ("OFDLCK", "WRITE"): "OFD write lock",
 }
 _SHOWN_UNREADABLE = 3  # pids named in the blindness reason; the rest are counted
-_READ = os.O_RDONLY | os.O_CLOEXEC
-_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class Holders(NamedTuple):
@@ -52,7 +49,8 @@ def _dev_text(dev: int) -> str:
 class _Scan:
     def __init__(self, wanted: Iterable[Identity], procfs: Path, exclude: frozenset[int]) -> None:
         self.wanted = frozenset(wanted)
-        self.devs = {_dev_text(dev): dev for dev, _ in self.wanted}  # /proc/locks' spelling
+        # /proc/locks' spelling of each device (a few devices, however many objects)
+        self.devs = {_dev_text(dev): dev for dev in {d for d, _ in self.wanted}}
         self.dev_set = frozenset(self.devs.values())
         # a maps line names its device as " MAJ:MIN ": only lines holding one of ours are
         # split, each found by a search in C
@@ -65,7 +63,6 @@ class _Scan:
         self.unreadable: list[str] = []
         self.comms: dict[str, str] = {}
         self.read = 0
-        self.pid_dir: tuple[str, int] | None = None  # the /proc/PID being read, open
 
     def hold(self, identity: Identity, how: str) -> None:
         held = self.found.setdefault(identity, [])
@@ -75,66 +72,25 @@ class _Scan:
     def comm(self, pid: str) -> str:
         name = self.comms.get(pid)
         if name is None:  # one read per holding process, however many objects it holds
-            name = self.comms[pid] = self._read_comm(pid)
+            name = self.comms[pid] = process_comm(int(pid), Path(self.proc))
         return name
 
-    def _read_comm(self, pid: str) -> str:
-        """From the open /proc/PID of the process being read (no second pid lookup), else
-        by its path (a thread's holder)."""
-        if self.pid_dir is None or self.pid_dir[0] != pid:
-            return process_comm(int(pid), Path(self.proc))
-        try:
-            fd = os.open("comm", _READ, dir_fd=self.pid_dir[1])
-        except OSError:
-            return "?"
-        try:
-            raw = os.read(fd, 256)
-        except OSError:
-            return "?"
-        finally:
-            os.close(fd)
-        return safe_name(raw.decode(errors="surrogateescape").strip())
-
     def process(self, pid: str) -> None:
-        """Its maps and fds through one open /proc/PID: the pid is looked up once, not once
-        per fd (and every read is of that one process, even if the pid is reused meanwhile)."""
+        base = f"{self.proc}/{pid}"
         try:
-            dirfd = os.open(f"{self.proc}/{pid}", _DIRECTORY)
+            with open(f"{base}/maps", "rb", buffering=0) as f:
+                maps = f.readall()
+            fds = os.listdir(f"{base}/fd")
         except (FileNotFoundError, ProcessLookupError):
             return  # exited meanwhile: it holds nothing any more
         except OSError as exc:
             self.unreadable.append(f"pid {pid} ({exc.strerror})")
             return
-        self.pid_dir = (pid, dirfd)
-        try:
-            self._process_at(pid, dirfd)
-        finally:
-            self.pid_dir = None
-            os.close(dirfd)
-
-    def _process_at(self, pid: str, dirfd: int) -> None:
-        try:
-            maps = _read_all("maps", dirfd)
-            fd_dir = os.open("fd", _DIRECTORY, dir_fd=dirfd)
-        except (FileNotFoundError, ProcessLookupError):
-            return  # exited meanwhile: it holds nothing any more
-        except OSError as exc:
-            self.unreadable.append(f"pid {pid} ({exc.strerror})")
-            return
-        try:
-            fds = os.listdir(fd_dir)
-            self.read += 1
-            self.maps(pid, maps)
-            self.fds(pid, fd_dir, fds)
-        except (FileNotFoundError, ProcessLookupError):
-            return
-        except OSError as exc:
-            self.unreadable.append(f"pid {pid} ({exc.strerror})")
-            return
-        finally:
-            os.close(fd_dir)
+        self.read += 1
+        self.maps(pid, maps)
+        self.fds(pid, f"{base}/fd", fds)
         if not maps:  # a kernel thread, or a leader that ended while other threads run on
-            self.threads(pid, f"{self.proc}/{pid}/task")
+            self.threads(pid, f"{base}/task")
 
     def threads(self, pid: str, task_dir: str) -> None:
         """A zombie thread-group leader shows no maps and no fds under /proc/PID; its live
@@ -173,16 +129,12 @@ class _Scan:
                         self.hold(identity, f"mapped by pid {pid} ({self.comm(pid)})")
                 at = text.find(needle, end)
 
-    def fds(self, pid: str, fd_dir: str | int, fds: list[str]) -> None:
+    def fds(self, pid: str, fd_dir: str, fds: list[str]) -> None:
         """One stat per fd (sockets, pipes and anon inodes included: a readlink to sort them
-        out first would cost as much as the stat it saves); fd_dir a path, or an open fd of
-        that directory (each stat then resolves one name, not /proc/PID/fd/N)."""
+        out first would cost as much as the stat it saves)."""
         for fd in fds:
             try:
-                if isinstance(fd_dir, int):
-                    st = os.stat(fd, dir_fd=fd_dir)
-                else:
-                    st = os.stat(f"{fd_dir}/{fd}")
+                st = os.stat(f"{fd_dir}/{fd}")
             except (FileNotFoundError, ProcessLookupError):
                 continue  # closed meanwhile
             except OSError as exc:
@@ -219,18 +171,6 @@ class _Scan:
             )
             how = f"waiting for {mode}: {who}" if waiting else f"{mode} by {who}"
             self.hold((dev, int(ino)), how)
-
-
-def _read_all(name: str, dirfd: int) -> bytes:
-    """The whole of a /proc file, read by name from an open directory."""
-    fd = os.open(name, _READ, dir_fd=dirfd)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 17):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
 
 
 def mapped_files(pids: Iterable[int], dev: int, procfs: Path = Path("/proc")) -> set[Identity]:
