@@ -201,7 +201,8 @@ def clean_for_real() -> dict[str, Any]:
 @scenario
 def hostile_names_and_mounts() -> dict[str, Any]:
     """A container's own /dev/shm mounted below ours (another st_dev), and names with a
-    newline, a terminal escape and invalid UTF-8."""
+    newline, a terminal escape and invalid UTF-8; a device node, a FIFO and a socket named
+    like claimed objects."""
     Path("/dev/shm/container").mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/dev/shm/container"], check=True)
     Path("/dev/shm/container/psm_inner").write_bytes(b"")

@@ -134,7 +134,7 @@ def test_in_a_child_pid_namespace_nothing_is_proven_unless_complete(tmp_path: Pa
             "a holder could be invisible (ipcjanitor runs outside the host's pid namespace"
             in reason
         )
-    assert len(r["left"]) == 4  # container and the three, all kept
+    assert len(r["left"]) == 7  # container, the three and the three non-files, all kept
 
 
 def test_unreadable_holders_and_hidepid_make_every_object_unknown(tmp_path: Path) -> None:
