@@ -345,6 +345,57 @@ for name, ino, fd, m in held:  # the tidy way: unmap, close, unlink our own name
 """
 
 
+DIR_RACER = """
+import os
+n = 0
+while not os.path.exists("/dev/shm/keep/stop"):
+    # the directory user/ aside; in its place, by turns, a symlink to root's /run/secret
+    # and another directory (nobody's, holding a file of the same name), then back
+    os.rename("/dev/shm/user", "/dev/shm/keep/real")
+    os.symlink("/run/secret", "/dev/shm/user")
+    os.unlink("/dev/shm/user")
+    os.rename("/dev/shm/keep/decoy", "/dev/shm/user")
+    os.rename("/dev/shm/user", "/dev/shm/keep/decoy")
+    os.rename("/dev/shm/keep/real", "/dev/shm/user")
+    n += 1
+print(n, flush=True)
+"""
+
+
+@scenario
+def dir_swap_race() -> dict[str, Any]:
+    """A process swaps the directory user/ (stale claimed files in it) for a symlink to a
+    root directory outside /dev/shm, and for another directory, as fast as it can, while
+    clean runs again and again, its stale files made again each time: nothing outside
+    user/ is ever removed, and every stale file of user/ is removed in the end."""
+    Path("/dev/shm/keep/decoy").mkdir(parents=True)
+    Path("/dev/shm/keep/decoy/psm_0").write_bytes(b"decoy")
+    os.chown("/dev/shm/keep/decoy/psm_0", 65534, 65534)
+    Path("/run/secret").mkdir()
+    Path("/run/secret/psm_0").write_bytes(b"root's")
+    Path("/dev/shm/user").mkdir()
+    real = os.open("/dev/shm/user", os.O_RDONLY | os.O_DIRECTORY)  # follows it wherever it goes
+    racer = subprocess.Popen([sys.executable, "-c", DIR_RACER], stdout=subprocess.PIPE, text=True)
+    verdicts = []
+    for _ in range(30):
+        for i in range(20):
+            os.close(os.open(f"psm_{i}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=real))
+        run = janitor("clean", "--json")
+        verdicts += [o["verdict"] for o in run["doc"]["objects"]]
+    Path("/dev/shm/keep/stop").write_bytes(b"")
+    swaps = int(racer.communicate(timeout=30)[0])
+    final = janitor("clean", "--json")  # the race over: what is left of user/ goes now
+    return {
+        "swaps": swaps,
+        "verdicts": sorted(set(verdicts)),
+        "final": by_name(final),
+        "real_left": sorted(os.listdir(real)),
+        "secret": Path("/run/secret/psm_0").read_bytes().decode(),
+        "decoy": Path("/dev/shm/keep/decoy/psm_0").read_bytes().decode(),
+        "asides": [n for n in os.listdir("/dev/shm") if n.startswith(".ipcjanitor-")],
+    }
+
+
 @scenario
 def churn() -> dict[str, Any]:
     """Processes that keep creating, mapping, locking, unmapping and dying (some SIGKILLed

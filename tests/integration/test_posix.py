@@ -162,6 +162,22 @@ def test_a_name_swapped_as_fast_as_possible_never_costs_another_inode(tmp_path: 
     assert r["verdicts"], r
 
 
+def test_a_directory_swapped_as_fast_as_possible_never_costs_a_file_outside_it(
+    tmp_path: Path,
+) -> None:
+    policy = (
+        'min_age = "0s"\npid_namespace_complete = true\n[owners.a]\nnames = ["user/psm_*"]\n'
+        "uid = 0\n"
+    )
+    r = run("dir_swap_race", tmp_path, policy)
+    assert r["swaps"] > 100, r  # the race really ran
+    assert r["secret"] == "root's" and r["decoy"] == "decoy"
+    assert r["asides"] == []
+    assert "removed" in r["verdicts"], r
+    assert set(r["verdicts"]) <= {"removed", "changed", "unowned"}, r  # unowned: keep/*
+    assert r["real_left"] == [], r
+
+
 def test_churn_never_costs_a_live_object_and_leaves_no_dead(tmp_path: Path) -> None:
     """Issue 18's churn rig: 30 s of processes creating, mapping, locking, unmapping and
     dying (some SIGKILLed while they hold) under clean after clean."""
