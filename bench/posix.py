@@ -11,7 +11,9 @@ BENCH_REPEATS (default 3), each as a whole process:
 - `fuser -m /dev/shm` (psmisc: lists the holders; decides and removes nothing);
 - `lsof +D /dev/shm` (lists open files below the directory).
 
-The stale half is made again before each clean run.
+The stale half is made again before each clean run. BENCH_POSIX_PROFILE=FILE adds one
+clean under cProfile, its stats written to FILE. BENCH_POSIX_BASELINE=DIR also times the
+ipcjanitor of another checkout (DIR on PYTHONPATH), interleaved with this one's.
 """
 
 from __future__ import annotations
@@ -31,19 +33,27 @@ ROOT = Path(__file__).resolve().parent.parent
 SHM = Path("/dev/shm")
 
 
-def timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one run of cmd."""
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one run of cmd: on a
+    loaded machine the CPU time is the steadier measure."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     took = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return took, usage.ru_maxrss
+    return took, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def make_stale() -> None:
     for i in range(0, FILES, 2):
         (SHM / f"psm_{i}").write_bytes(b"")
+
+
+def check(live: list[Path]) -> None:
+    left = sum(1 for i in range(0, FILES, 2) if (SHM / f"psm_{i}").exists())
+    kept = sum(1 for p in live if p.exists())
+    if left or kept != len(live):
+        raise SystemExit(f"clean left {left} stale files, kept {kept} of {len(live)} live")
 
 
 def inside() -> None:
@@ -66,27 +76,39 @@ def inside() -> None:
         for fd in fds:
             os.close(fd)
     janitor = [sys.executable, "-m", "ipcjanitor", "-q", "--policy", str(policy), "clean"]
-    rows: dict[str, list[tuple[float, int]]] = {"clean": [], "fuser": [], "lsof": []}
-    for _ in range(REPEATS):
+    rows: dict[str, list[tuple[float, int, float]]] = {"clean": [], "fuser": [], "lsof": []}
+    # BENCH_POSIX_BASELINE=DIR: also time the ipcjanitor of another checkout (before/after,
+    # interleaved in one namespace, so that the load of the machine hits both alike)
+    runs = [("clean", None)]
+    if os.environ.get("BENCH_POSIX_BASELINE"):
+        rows["baseline"] = []
+        runs.append(("baseline", dict(os.environ, PYTHONPATH=os.environ["BENCH_POSIX_BASELINE"])))
+    for n in range(REPEATS):
         rows["fuser"].append(timed(["fuser", "-m", str(SHM)]))
         rows["lsof"].append(timed(["lsof", "+D", str(SHM)]))
+        for row, env in runs[n % 2 :] + runs[: n % 2]:  # each first in turn
+            make_stale()
+            rows[row].append(timed(janitor, env))
+            check(live)
+    profile = os.environ.get("BENCH_POSIX_PROFILE")
+    if profile:  # one more clean under cProfile, to see where its time goes
         make_stale()
-        rows["clean"].append(timed(janitor))
-        left = sum(1 for i in range(0, FILES, 2) if (SHM / f"psm_{i}").exists())
-        kept = sum(1 for p in live if p.exists())
-        if left or kept != len(live):
-            raise SystemExit(f"clean left {left} stale files, kept {kept} of {len(live)} live")
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", profile, *janitor[1:]], check=True)
     for s in sleeps:
         s.kill()
         s.wait()
     best = {k: min(v) for k, v in rows.items()}
+    cpu = {k: min(r[2] for r in v) for k, v in rows.items()}
     print(
         f"{FILES} files in /dev/shm ({FILES // 2} stale), {PROCS} live processes holding the rest:"
     )
-    for name, label in [("clean", "ipcjanitor clean"), ("fuser", "fuser -m /dev/shm"),
-                        ("lsof", "lsof +D /dev/shm")]:  # fmt: skip
-        took, rss = best[name]
+    for name, label in [("clean", "ipcjanitor clean"), ("baseline", "clean (baseline)"),
+                        ("fuser", "fuser -m /dev/shm"), ("lsof", "lsof +D /dev/shm")]:  # fmt: skip
+        if name not in best:
+            continue
+        took, rss, _ = best[name]
         print(f"  {label:<20} {took:7.3f} s   {took / best['fuser'][0]:5.2f}x fuser   "
+              f"cpu {cpu[name]:6.3f} s {cpu[name] / cpu['fuser']:5.2f}x   "
               f"peak RSS {rss / 1024:6.1f} MiB")  # fmt: skip
 
 
@@ -97,7 +119,12 @@ def main() -> None:
     if shutil.which("fuser") is None or shutil.which("lsof") is None:
         raise SystemExit("needs psmisc (fuser) and lsof")
     # as installed: byte-compiled (PYTHONDONTWRITEBYTECODE would make every run compile)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "ipcjanitor")], check=True)
+    baseline = os.environ.get("BENCH_POSIX_BASELINE")
+    trees = [ROOT, *([Path(baseline)] if baseline else [])]
+    for tree in trees:
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(tree / "ipcjanitor")], check=True
+        )
     env = dict(os.environ, BENCH_POSIX_INSIDE="1", BENCH_HOST_SHM_DEV=str(os.stat(SHM).st_dev),
                PYTHONPATH=str(ROOT))  # fmt: skip
     subprocess.run(

@@ -66,6 +66,7 @@ def test_it_sees_the_files_scan_sees() -> None:
 def test_it_may_see_other_users_processes_and_says_what_each_capability_buys() -> None:
     caps = settings()["CapabilityBoundingSet"].split()
     assert "CAP_SYS_PTRACE" in caps  # hidepid=, and other users' /proc/PID/syscall
+    assert "CAP_LEASE" in caps  # the kernel's word that another user's /dev/shm file is unopened
     lines = service_lines()
     end = next(i for i, ln in enumerate(lines) if ln.startswith("CapabilityBoundingSet="))
     start = max(i for i in range(end) if not lines[i].startswith("#")) + 1

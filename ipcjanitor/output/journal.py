@@ -187,7 +187,11 @@ class Journal:
         name = safe_name(o.name)
         reason = safe_name(d.reason)
         text = f"{d.verdict.value} {o.kind.value} {name} (inode {o.ino}) of {d.owner}: {reason}"
-        if not self.to_journal and not self.echo:
+        if not self.to_journal:  # as for SysV: lines written in batches, not one write each
+            if self.echo:
+                self._lines.append(f"ipcjanitor: {text}\n")
+                if len(self._lines) >= LINES_PER_WRITE:
+                    self.flush()
             return
         from .columns import fields  # noqa: PLC0415
         from .report import POSIX_COLUMNS  # noqa: PLC0415

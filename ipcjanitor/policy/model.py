@@ -64,6 +64,7 @@ class Policy:
         "_by_uid",
         "_claimed",
         "_index",
+        "_name_owners",
         "_private",
         "min_age",
         "owners",
@@ -110,6 +111,9 @@ class Policy:
             kind: tuple((o, to_regex(o.names)) for o in self.owners if kind in o.posix_kinds)
             for kind in PosixKind
         }
+        # the answer for each (kind, name, uid) asked: decide, the sole-owner check and the
+        # probe of units each ask it for every object
+        self._name_owners: dict[tuple[PosixKind, str, int], tuple[Owner, ...]] = {}
         self._by_uid: dict[int, tuple[Owner, ...]] = {}
         for o in self.owners:
             if o.uid is not None:
@@ -135,11 +139,15 @@ class Policy:
     def name_owners(self, obj: PosixObject) -> tuple[Owner, ...]:
         """Every owner whose patterns match the object's name for its kind and whose uid is
         the file's: one is its owner; two or more make it unowned (never removed)."""
-        return tuple(
-            o
-            for o, regex in self._by_name[obj.kind]
-            if (o.uid is None or o.uid == obj.uid) and regex.match(obj.name)
-        )
+        asked = (obj.kind, obj.name, obj.uid)
+        found = self._name_owners.get(asked)
+        if found is None:
+            found = self._name_owners[asked] = tuple(
+                o
+                for o, regex in self._by_name[obj.kind]
+                if (o.uid is None or o.uid == obj.uid) and regex.match(obj.name)
+            )
+        return found
 
     def claims_posix(self, kind: PosixKind) -> bool:
         """Whether any owner claims objects of this POSIX kind."""

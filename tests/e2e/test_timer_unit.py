@@ -171,3 +171,37 @@ def test_the_service_reads_other_users_tasks_to_judge_queues(box: Container) -> 
     summary = box.run("journalctl --no-pager -o cat -u ipcjanitor.service").stdout
     assert "2 objects: 1 in-use, 1 removed" in summary, summary
     box.run("systemctl stop waiter.service")
+
+
+# uid 4400 opens its /dev/shm file, sends the fd into a unix socket it keeps (an fd in flight)
+# and closes it: no /proc/PID/maps or fd names the file, yet it is open. Only the kernel's
+# write lease sees that; without CAP_LEASE root gets none on another user's file (EACCES) and
+# the re-read alone would remove it.
+IN_FLIGHT = (
+    "import os, socket, time; fd = os.open('/dev/shm/lease_held', os.O_CREAT | os.O_RDWR, 0o600);"
+    " a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM);"
+    " socket.send_fds(a, [b'x'], [fd]); os.close(fd); time.sleep(600)"
+)
+LEASE_POLICY = '[owners.leases]\nnames = ["lease_*"]\nuid = 4400\nmin_age = "0s"\n'
+
+
+def test_the_service_takes_a_lease_on_another_users_file(box: Container) -> None:
+    box.run("useradd -M -u 4400 leaser")  # in the container's /etc overlay
+    box.write("/etc/ipcjanitor/policy.d/leases.toml", LEASE_POLICY)
+    box.run(f'systemd-run --uid=leaser --unit=inflight.service /usr/bin/python3 -c "{IN_FLIGHT}"')
+    box.run("setpriv --reuid=4400 --regid=4400 --clear-groups sh -c ': > /dev/shm/lease_dead'")
+    box.wait_until(
+        "ls -l /proc/$(systemctl show -p MainPID --value inflight.service)/fd | grep -q socket"
+    )
+    seen = json.loads(box.run("ipcjanitor scan --json --kind posix-shm").stdout)["objects"]
+    # what the maps and fds say: nobody holds either
+    assert {o["name"]: o["verdict"] for o in seen} == {"lease_held": "stale", "lease_dead": "stale"}
+    box.run("systemctl start ipcjanitor.service")
+    left = box.run("ls /dev/shm").stdout.split()
+    assert "lease_dead" not in left, left  # another user's file, removed by the unit
+    assert "lease_held" in left, "the unit took no lease: the file open in flight was removed"
+    (kept,) = journal(box, "_SYSTEMD_UNIT=ipcjanitor.service", "IPCJANITOR_NAME=lease_held")
+    assert kept["IPCJANITOR_VERDICT"] == "changed" and "write lease" in str(
+        kept["IPCJANITOR_REASON"]
+    )
+    box.run("systemctl stop inflight.service")

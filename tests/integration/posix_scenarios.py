@@ -8,6 +8,8 @@ import json
 import os
 import queue
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -213,13 +215,19 @@ def clean_for_real() -> dict[str, Any]:
 @scenario
 def hostile_names_and_mounts() -> dict[str, Any]:
     """A container's own /dev/shm mounted below ours (another st_dev), and names with a
-    newline, a terminal escape and invalid UTF-8."""
+    newline, a terminal escape and invalid UTF-8; a device node, a FIFO and a socket named
+    like claimed objects."""
     Path("/dev/shm/container").mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/dev/shm/container"], check=True)
     Path("/dev/shm/container/psm_inner").write_bytes(b"")
     for raw in [b"psm_new\nline", b"psm_\x1b[2J", b"psm_bad\xff"]:
         with open(os.path.join(b"/dev/shm", raw), "wb"):
             pass
+    # no object, however named: a device node (/dev/null's numbers), a FIFO and a socket
+    os.mknod("/dev/shm/psm_dev", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mkfifo("/dev/shm/psm_fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind("/dev/shm/psm_sock")
     scan = janitor("scan", "--json")
     table = janitor("scan")
     clean = janitor("clean", "--json")
@@ -230,6 +238,7 @@ def hostile_names_and_mounts() -> dict[str, Any]:
         "clean": by_name(clean),
         "inner": os.listdir("/dev/shm/container"),
         "left": sorted(os.listdir("/dev/shm")),
+        "dev_still_a_device": stat.S_ISCHR(os.lstat("/dev/shm/psm_dev").st_mode),
     }
 
 
@@ -348,6 +357,57 @@ for name, ino, fd, m in held:  # the tidy way: unmap, close, unlink our own name
     except FileNotFoundError:
         pass  # released before this unlink: the janitor may have taken it, rightly
 """
+
+
+DIR_RACER = """
+import os
+n = 0
+while not os.path.exists("/dev/shm/keep/stop"):
+    # the directory user/ aside; in its place, by turns, a symlink to root's /run/secret
+    # and another directory (nobody's, holding a file of the same name), then back
+    os.rename("/dev/shm/user", "/dev/shm/keep/real")
+    os.symlink("/run/secret", "/dev/shm/user")
+    os.unlink("/dev/shm/user")
+    os.rename("/dev/shm/keep/decoy", "/dev/shm/user")
+    os.rename("/dev/shm/user", "/dev/shm/keep/decoy")
+    os.rename("/dev/shm/keep/real", "/dev/shm/user")
+    n += 1
+print(n, flush=True)
+"""
+
+
+@scenario
+def dir_swap_race() -> dict[str, Any]:
+    """A process swaps the directory user/ (stale claimed files in it) for a symlink to a
+    root directory outside /dev/shm, and for another directory, as fast as it can, while
+    clean runs again and again, its stale files made again each time: nothing outside
+    user/ is ever removed, and every stale file of user/ is removed in the end."""
+    Path("/dev/shm/keep/decoy").mkdir(parents=True)
+    Path("/dev/shm/keep/decoy/psm_0").write_bytes(b"decoy")
+    os.chown("/dev/shm/keep/decoy/psm_0", 65534, 65534)
+    Path("/run/secret").mkdir()
+    Path("/run/secret/psm_0").write_bytes(b"root's")
+    Path("/dev/shm/user").mkdir()
+    real = os.open("/dev/shm/user", os.O_RDONLY | os.O_DIRECTORY)  # follows it wherever it goes
+    racer = subprocess.Popen([sys.executable, "-c", DIR_RACER], stdout=subprocess.PIPE, text=True)
+    verdicts = []
+    for _ in range(30):
+        for i in range(20):
+            os.close(os.open(f"psm_{i}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=real))
+        run = janitor("clean", "--json")
+        verdicts += [o["verdict"] for o in run["doc"]["objects"]]
+    Path("/dev/shm/keep/stop").write_bytes(b"")
+    swaps = int(racer.communicate(timeout=30)[0])
+    final = janitor("clean", "--json")  # the race over: what is left of user/ goes now
+    return {
+        "swaps": swaps,
+        "verdicts": sorted(set(verdicts)),
+        "final": by_name(final),
+        "real_left": sorted(os.listdir(real)),
+        "secret": Path("/run/secret/psm_0").read_bytes().decode(),
+        "decoy": Path("/dev/shm/keep/decoy/psm_0").read_bytes().decode(),
+        "asides": [n for n in os.listdir("/dev/shm") if n.startswith(".ipcjanitor-")],
+    }
 
 
 @scenario

@@ -123,7 +123,8 @@ def test_another_filesystem_is_never_entered_and_hostile_names_are_safe(tmp_path
     assert r["notes"] == ["/dev/shm/container is another filesystem: not entered"]
     assert "\x1b" not in r["table"] and "psm_new\\x0aline" in r["table"]
     assert all(v[0] == "removed" for v in r["clean"].values()), r["clean"]
-    assert r["inner"] == ["psm_inner"] and r["left"] == ["container"]
+    assert r["inner"] == ["psm_inner"]
+    assert r["left"] == ["container", "psm_dev", "psm_fifo", "psm_sock"] and r["dev_still_a_device"]
 
 
 def test_in_a_child_pid_namespace_nothing_is_proven_unless_complete(tmp_path: Path) -> None:
@@ -136,7 +137,7 @@ def test_in_a_child_pid_namespace_nothing_is_proven_unless_complete(tmp_path: Pa
             "a holder could be invisible (ipcjanitor runs outside the host's pid namespace"
             in reason
         )
-    assert len(r["left"]) == 4  # container and the three, all kept
+    assert len(r["left"]) == 7  # container, the three and the three non-files, all kept
 
 
 def test_unreadable_holders_and_hidepid_make_every_object_unknown(tmp_path: Path) -> None:
@@ -162,6 +163,22 @@ def test_a_name_swapped_as_fast_as_possible_never_costs_another_inode(tmp_path: 
     assert r["asides"] == []
     assert set(r["verdicts"]) <= {"removed", "changed", "unowned"}
     assert r["verdicts"], r
+
+
+def test_a_directory_swapped_as_fast_as_possible_never_costs_a_file_outside_it(
+    tmp_path: Path,
+) -> None:
+    policy = (
+        'min_age = "0s"\npid_namespace_complete = true\n[owners.a]\nnames = ["user/psm_*"]\n'
+        "uid = 0\n"
+    )
+    r = run("dir_swap_race", tmp_path, policy)
+    assert r["swaps"] > 100, r  # the race really ran
+    assert r["secret"] == "root's" and r["decoy"] == "decoy"
+    assert r["asides"] == []
+    assert "removed" in r["verdicts"], r
+    assert set(r["verdicts"]) <= {"removed", "changed", "unowned"}, r  # unowned: keep/*
+    assert r["real_left"] == [], r
 
 
 def test_churn_never_costs_a_live_object_and_leaves_no_dead(tmp_path: Path) -> None:
