@@ -170,3 +170,12 @@ def test_every_one_edit_that_would_claim_it_is_named(
             changed = [*owners[:i], edit, *owners[i + 1 :]]
             if not check_overlaps(changed) and Policy(owners=tuple(changed)).owner_of(x) is edit:
                 assert f"[owners.{o.name}]" in text, (o, edit, text)
+
+
+def test_an_owner_source_with_a_non_ascii_digit_is_no_line_number() -> None:
+    """'²'.isdigit() is true and int('²') raises: found by the property test above."""
+    from ipcjanitor.policy.load import _overlap_error
+
+    a = Owner(name="a", source="policy.toml:²")
+    got = _overlap_error(a, Owner(name="b", source="policy.toml:3"), "segments", "key 0x1")
+    assert got.line is None and got.path == "policy.toml"

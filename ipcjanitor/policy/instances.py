@@ -118,7 +118,7 @@ def _clash(clash: Owner, name: str, t: Owner, instance: str) -> PolicyProblem:
     )
     return PolicyProblem(
         path or clash.source,
-        int(line) if line.isdigit() else None,
+        int(line) if line.isascii() and line.isdigit() else None,
         f"{what} ({clash.source}) and instance {instance} of template owner "
         f"{t.name!r} ({t.source}) are both named {name!r}: owner names must "
         "tell owners apart (a hook cleans by name): rename one",

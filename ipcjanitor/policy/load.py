@@ -166,7 +166,7 @@ def _overlap_error(a: Owner, b: Owner, kinds: str, what: str) -> PolicyProblem:
         fix = "a key is one instance's (ftok with %i) or shared by all (keys, ftok without %i)"
     return PolicyProblem(
         path or a.source,
-        int(line) if line.isdigit() else None,
+        int(line) if line.isascii() and line.isdigit() else None,
         f"owners {b.name!r} ({b.source}) and {a.name!r} both claim {kinds} {what}: {fix}",
     )
 
