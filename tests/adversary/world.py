@@ -99,6 +99,9 @@ class World:
         self.model_errors: list[str] = []
         self.stats: dict[str, int] = {}
         self.step_no = 0
+        # Whether every step of the wall clock is on record for the janitor (clock.coverage):
+        # only with ipcjanitor-clock.timer active under systemd, so never in these namespaces
+        self.clock_recorded = False
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sockpath = str(rundir / "workers.sock")
         self.listener.bind(self.sockpath)
