@@ -33,7 +33,17 @@ pid_namespace_complete = true
 keys = ["0x7a000000-0x7a00ffff"]
 names = ["adv*"]
 keep_queued_messages = false
+
+[owners.adversary-unit]
+unit = "adversary-app.service"
+keys = ["0x7a100000-0x7a10ffff"]
+names = ["bound*"]
+keep_queued_messages = false
 """
+# The unit the second owner is bound to: no systemd runs here, no cgroup bears its name, so
+# to `clean` and to its hook (`ipcjanitor hook`, what its ExecStopPost= runs) it has stopped,
+# while any worker may still hold that owner's objects, as leftovers of a stopped unit do.
+UNIT = "adversary-app.service"
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 # What the contract allows a unit-less owner to keep when every process is gone: an object
 # that records no pid at all carries no evidence (design.md, rule 6).
@@ -61,8 +71,9 @@ def policy_path(world: World) -> Path:
 def argv(world: World, command: str, clock: dict[str, Any] | None) -> list[str]:
     brk = os.environ.get("ADVERSARY_BREAK")  # a deliberately broken janitor (broken.py)
     janitor = ["tests.adversary.broken", brk] if brk else ["ipcjanitor"]
+    unit = [f"--unit={UNIT}"] if command == "hook" else []
     cmd = [sys.executable, "-m", *janitor, "--policy", str(policy_path(world)), command,
-           "--json"]  # fmt: skip
+           *unit, "--json"]  # fmt: skip
     if not clock:
         return cmd
     if "wall" in clock:  # the wall clock stepped by `wall` s just before this run, back after
@@ -120,7 +131,12 @@ def judge(world: World, doc: dict[str, Any], held: dict[str, list[str]], command
             continue
         verdict, reason = entry["verdict"], entry["reason"]
         world.count(f"verdict {verdict}")
+        if command.startswith("hook"):
+            world.count(f"hook: {verdict}")
         holders = held.get(o.label, [])
+        if command.startswith("hook") and not o.bound:
+            world.violation("the hook judged an object of an owner not bound to its unit",
+                            object=o.describe(), verdict=verdict, command=command)  # fmt: skip
         if verdict == "removed":
             o.gone, o.held_at_removal = "janitor", holders
             if not o.claimed:

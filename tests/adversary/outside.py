@@ -83,7 +83,7 @@ def summary(results: list[dict[str, Any]]) -> str:
     violations = sum(len(r["violations"]) for r in results)
     model = sum(len(r["model_errors"]) + bool(r["harness_error"]) for r in results)
     cleans = sum(
-        v for r in results for k, v in r["stats"].items() if k.startswith(("clean", "scan"))
+        v for r in results for k, v in r["stats"].items() if k.startswith(("clean", "scan", "hook"))
     )
     return (f"adversary: {len(results)} schedules, {steps} steps, {cleans} janitor runs, "
             f"{violations} violations, {model} harness/model errors")  # fmt: skip

@@ -36,6 +36,7 @@ class Obj:
     kind: str  # shm sem msg posix-shm posix-sem posix-mq
     claimed: bool
     creator: str
+    bound: bool = False  # claimed by the owner bound to a unit (oracle.UNIT), not the other
     key: int = 0  # System V
     id: int | None = None
     name: str = ""  # POSIX: as sem_open/mq_open/the /dev/shm path below /dev/shm take it
