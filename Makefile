@@ -54,19 +54,22 @@ test: setup-test lint
 	$(MAKE) package-test
 
 # The adversarial harness (tests/adversary/, also part of `make test`): random schedules of
-# real processes in private namespaces against clean and scan. `make adversary` runs the CI
+# real processes in private namespaces against clean, scan and hook, and hooked units under a
+# contained systemd (tests/adversary/units.py, one boot per schedule). `make adversary` runs the CI
 # set alone (fixed seeds, ~2 min); `make soak` draws new seeds for SOAK_MINUTES, SOAK_JOBS at
 # a time, keeping each failing schedule in build/adversary/ (replay and shrink it with
 # `python -m tests.adversary.outside --shrink FILE`).
 SOAK_MINUTES ?= 30
 SOAK_JOBS    ?= 2
 SOAK_STEPS   ?= 200
+SOAK_UNIT_STEPS ?= 80
 
 adversary: setup-test
 	CI=true $(PY) -m pytest -q -m adversary tests/adversary
 
 soak: setup-test
 	$(PY) -m tests.adversary.outside --minutes $(SOAK_MINUTES) --jobs $(SOAK_JOBS) --steps $(SOAK_STEPS)
+	$(PY) -m tests.adversary.units --minutes $(SOAK_MINUTES) --steps $(SOAK_UNIT_STEPS)
 
 MAN_SRC := $(wildcard docs/*.scd)
 MAN_OUT := $(patsubst docs/%.scd,build/man/%,$(MAN_SRC))
