@@ -59,19 +59,22 @@ test: setup-test lint peers
 	$(MAKE) package-test
 
 # The adversarial harness (tests/adversary/, also part of `make test`): random schedules of
-# real processes in private namespaces against clean and scan. `make adversary` runs the CI
+# real processes in private namespaces against clean, scan and hook, and hooked units under a
+# contained systemd (tests/adversary/units.py, one boot per schedule). `make adversary` runs the CI
 # set alone (fixed seeds, ~2 min); `make soak` draws new seeds for SOAK_MINUTES, SOAK_JOBS at
 # a time, keeping each failing schedule in build/adversary/ (replay and shrink it with
 # `python -m tests.adversary.outside --shrink FILE`).
 SOAK_MINUTES ?= 30
 SOAK_JOBS    ?= 2
 SOAK_STEPS   ?= 200
+SOAK_UNIT_STEPS ?= 80
 
 adversary: setup-test
 	CI=true $(PY) -m pytest -q -m adversary tests/adversary
 
 soak: setup-test
 	$(PY) -m tests.adversary.outside --minutes $(SOAK_MINUTES) --jobs $(SOAK_JOBS) --steps $(SOAK_STEPS)
+	$(PY) -m tests.adversary.units --minutes $(SOAK_MINUTES) --steps $(SOAK_UNIT_STEPS)
 
 # Rewrite the zsh and fish completions from the argparse parser (shtab, pinned in the dev
 # extra) after a change of the command line; tests/test_completion_shells.py fails until then.

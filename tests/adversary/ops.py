@@ -14,7 +14,7 @@ from tests.adversary import kernel
 from tests.adversary.world import SYSV, HarnessError, Obj, Worker, World
 
 Step = dict[str, Any]
-CLAIMED_KEYS, FREE_KEYS = 0x7A000000, 0x7B000000
+CLAIMED_KEYS, BOUND_KEYS, FREE_KEYS = 0x7A000000, 0x7A100000, 0x7B000000
 NOWAIT_FAILURES = {"EAGAIN", "ENOMSG"}
 HOW = {"shm_at": "attached", "pshm_open": "fd", "pshm_map": "mapped", "psem_open": "sem_open",
        "mq_open": "mq fd"}  # fmt: skip
@@ -22,13 +22,17 @@ RELEASE = {"attached": "shm_dt", "fd": "close", "mapped": "unmap", "sem_open": "
            "mq fd": "close"}  # fmt: skip
 
 
-def new_obj(label: str, kind: str, claimed: bool, creator: str, nsems: int) -> Obj:
+def new_obj(label: str, kind: str, claimed: bool, creator: str, nsems: int, *,
+            bound: bool = False) -> Obj:  # fmt: skip
+    """An object by the key or name of one of the policy's owners (bound: the unit's), or
+    of none."""
     n = int(label[1:])
-    o = Obj(label, kind, claimed, creator, nsems=nsems)
+    bound = bound and claimed
+    o = Obj(label, kind, claimed, creator, nsems=nsems, bound=bound)
     if kind in SYSV:
-        o.key = (CLAIMED_KEYS if claimed else FREE_KEYS) + n
+        o.key = (BOUND_KEYS if bound else CLAIMED_KEYS if claimed else FREE_KEYS) + n
     else:
-        o.name = f"{'adv' if claimed else 'free'}{n}"
+        o.name = f"{'bound' if bound else 'adv' if claimed else 'free'}{n}"
     return o
 
 
@@ -167,12 +171,14 @@ def create(world: World, s: Step) -> bool:
     w = _idle(world, s)
     if w is None or s["o"] in world.objs:
         return False
-    o = new_obj(s["o"], s["kind"], s["claimed"], w.label, s.get("nsems", 0))
+    o = new_obj(
+        s["o"], s["kind"], s["claimed"], w.label, s.get("nsems", 0), bound=s.get("bound", False)
+    )
     if s.get("same_name"):  # the key or name of an object gone since: a new one by that name
         old = world.objs.get(s["same_name"])
         if old is None or old.gone is None or old.kind != o.kind or taken(world, old):
             return False
-        o.key, o.name, o.claimed = old.key, old.name, old.claimed
+        o.key, o.name, o.claimed, o.bound = old.key, old.name, old.claimed, old.bound
     world.objs[o.label] = o
     cmd: dict[str, Any] = {
         "shm": {"op": "shm_create", "key": o.key},

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.adversary import ops
+from tests.adversary import kernel, ops
 from tests.adversary.world import SYSV, Obj, World
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -33,7 +33,17 @@ pid_namespace_complete = true
 keys = ["0x7a000000-0x7a00ffff"]
 names = ["adv*"]
 keep_queued_messages = false
+
+[owners.adversary-unit]
+unit = "adversary-app.service"
+keys = ["0x7a100000-0x7a10ffff"]
+names = ["bound*"]
+keep_queued_messages = false
 """
+# The unit the second owner is bound to: no systemd runs here, no cgroup bears its name, so
+# to `clean` and to its hook (`ipcjanitor hook`, what its ExecStopPost= runs) it has stopped,
+# while any worker may still hold that owner's objects, as leftovers of a stopped unit do.
+UNIT = "adversary-app.service"
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 # What the contract allows a unit-less owner to keep when every process is gone: an object
 # that records no pid at all carries no evidence (design.md, rule 6).
@@ -61,8 +71,9 @@ def policy_path(world: World) -> Path:
 def argv(world: World, command: str, clock: dict[str, Any] | None) -> list[str]:
     brk = os.environ.get("ADVERSARY_BREAK")  # a deliberately broken janitor (broken.py)
     janitor = ["tests.adversary.broken", brk] if brk else ["ipcjanitor"]
+    unit = [f"--unit={UNIT}"] if command == "hook" else []
     cmd = [sys.executable, "-m", *janitor, "--policy", str(policy_path(world)), command,
-           "--json"]  # fmt: skip
+           *unit, "--json"]  # fmt: skip
     if not clock:
         return cmd
     if "wall" in clock:  # the wall clock stepped by `wall` s just before this run, back after
@@ -120,7 +131,12 @@ def judge(world: World, doc: dict[str, Any], held: dict[str, list[str]], command
             continue
         verdict, reason = entry["verdict"], entry["reason"]
         world.count(f"verdict {verdict}")
+        if command.startswith("hook"):
+            world.count(f"hook: {verdict}")
         holders = held.get(o.label, [])
+        if command.startswith("hook") and not o.bound:
+            world.violation("the hook judged an object of an owner not bound to its unit",
+                            object=o.describe(), verdict=verdict, command=command)  # fmt: skip
         if verdict == "removed":
             o.gone, o.held_at_removal = "janitor", holders
             if not o.claimed:
@@ -198,6 +214,7 @@ def final(world: World) -> list[dict[str, Any]]:
     if doc is None:
         return []
     judge(world, doc, {}, "final clean")
+    shm, msg = kernel.shm_table(), kernel.msg_table()
     kept = []
     for entry in doc["objects"]:
         o = lookup(world, entry)
@@ -205,10 +222,36 @@ def final(world: World) -> list[dict[str, Any]]:
             continue
         item = {"object": o.describe(), "verdict": entry["verdict"], "reason": entry["reason"]}
         kept.append(item)
-        if BY_CONTRACT in entry["reason"]:
-            world.count("kept at the end by contract (records no pid)")
-        elif f"pid {proc.pid} is alive" in entry["reason"]:
-            world.count("kept at the end: a dead pid now the janitor's own")
+        world.read_recorded(o, shm, msg)
+        why = by_contract(world, o, entry, proc.pid)
+        if why is not None:
+            world.count(f"kept at the end by contract ({why})")
         else:
             world.violation("dead and claimed, kept at the end", **item)
     return kept
+
+
+def by_contract(world: World, o: Obj, entry: dict[str, Any], janitor: int) -> str | None:
+    """Why the contract keeps o at the end, every worker gone (None: it must not be kept).
+
+    Only two processes live then: the namespace's init (the harness, pid 1) and the final
+    clean itself. Either may be a pid o records: pid 1 when the last reference to a dying
+    worker's memory was dropped by the harness reading its /proc/PID/stat (the kernel
+    detaches the segment then, in the reader's name: lpid 1), the janitor's own when the
+    namespace handed it a recorder's pid. A live pid is live (design.md, rule 3); a live
+    process younger than the object proves the pid reused only while every step of the wall
+    clock is on record (issue 16, item 4): World.clock_recorded, never here.
+    """
+    verdict, reason = entry["verdict"], entry["reason"]
+    if BY_CONTRACT in reason:  # an object that records no pid carries no evidence (rule 6)
+        return "records no pid"
+    live = {pid for pid in o.recorded.values() if pid in (1, janitor)}
+    if 1 in live and verdict == "in-use" and "pid 1 is alive" in reason:
+        return "a recorded pid is the namespace's init, pid 1"
+    if janitor in live and verdict == "in-use" and f"pid {janitor} is alive" in reason:
+        return "a dead pid now the janitor's own, within the reuse margin"
+    younger = f"pid {janitor} is held by a process that started"
+    unproven = verdict == "unknown" and younger in reason and not world.clock_recorded
+    if janitor in live and unproven:
+        return "a dead pid now the janitor's own, and no complete clock record"
+    return None

@@ -82,11 +82,15 @@ def summary(results: list[dict[str, Any]]) -> str:
     steps = sum(r["executed"] for r in results)
     violations = sum(len(r["violations"]) for r in results)
     model = sum(len(r["model_errors"]) + bool(r["harness_error"]) for r in results)
-    cleans = sum(
-        v for r in results for k, v in r["stats"].items() if k.startswith(("clean", "scan"))
-    )
-    return (f"adversary: {len(results)} schedules, {steps} steps, {cleans} janitor runs, "
-            f"{violations} violations, {model} harness/model errors")  # fmt: skip
+    runs = [
+        (k, v)
+        for r in results
+        for k, v in r["stats"].items()
+        if k.startswith(("clean", "scan", "hook")) and ":" not in k
+    ]  # not "hook: removed"
+    hooks = sum(v for k, v in runs if k.startswith("hook"))
+    return (f"adversary: {len(results)} schedules, {steps} steps, {sum(v for _, v in runs)} "
+            f"janitor runs ({hooks} hooks), {violations} violations, {model} harness/model errors")  # fmt: skip
 
 
 def shrink(steps: list[dict[str, Any]], still_fails: Any) -> list[dict[str, Any]]:

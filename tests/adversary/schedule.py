@@ -112,6 +112,8 @@ class Generator:
         kind = kind or self.rng.choice(KINDS)
         step: Step = {"op": "create", "w": w, "o": self.label("o"), "kind": kind,
                       "claimed": self.rng.random() < 0.9}  # fmt: skip
+        if step["claimed"] and self.rng.random() < 0.35:  # the unit's owner's: its hook's
+            step["bound"] = True
         if kind == "sem":
             step["nsems"] = self.rng.choice((1, 2, 3))
         if kind.startswith("posix"):
@@ -178,6 +180,7 @@ class Generator:
         return [
             (3, lambda: {"op": "clean"}),
             (1, lambda: {"op": "scan"}),
+            (2, lambda: {"op": "hook"}),  # the unit's ExecStopPost= after a stop
             (1.2, self._concurrent),
             (1, lambda: {"op": "clean", "clock": self._clock()}),
             (0.25, lambda: {"op": "sleep", "s": 2.5}),

@@ -2,8 +2,8 @@
 
 Each schedule runs in fresh private IPC, pid and mount namespaces (outside.py): up to six
 worker processes make, attach, map, open, operate on, block on, fork, exit, get SIGKILLed,
-and are born again with a dead one's pid, while ipcjanitor `clean` and `scan` run between
-steps, concurrently with them, under a stepped wall clock and in time namespaces of their
+and are born again with a dead one's pid, while ipcjanitor `clean`, `scan` and `hook` (for
+the owner bound to a unit, oracle.UNIT) run between steps, concurrently with them, under a stepped wall clock and in time namespaces of their
 own. After every step: nothing a live process holds was removed or judged stale, no live
 process got an IPC error on what it held, nothing unclaimed was touched, nothing vanished;
 at the end, with every worker gone, one clean leaves nothing dead and claimed.

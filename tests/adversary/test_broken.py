@@ -55,3 +55,18 @@ def test_a_mapped_file_removed_is_caught() -> None:
         {"op": "clean"},
     ]
     assert _violations("blind-holders", steps) == {"removed while held"}
+
+
+def test_the_hook_removing_a_held_segment_is_caught() -> None:
+    """The unit's hook (`ipcjanitor hook`, its ExecStopPost=) after a stop: the unit is gone,
+    its segment is still attached by a live process outside it."""
+    steps: list[dict[str, Any]] = [
+        {"op": "spawn", "w": "w1"},
+        {"op": "spawn", "w": "w2"},
+        {"op": "create", "w": "w1", "o": "o1", "kind": "shm", "claimed": True, "bound": True},
+        {"op": "attach", "w": "w2", "o": "o1", "h": "h1"},
+        {"op": "kill", "w": "w1"},
+        {"op": "hook"},
+        {"op": "touch", "w": "w2"},
+    ]
+    assert _violations("ignore-life", steps) == {"removed while held"}

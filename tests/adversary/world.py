@@ -36,6 +36,7 @@ class Obj:
     kind: str  # shm sem msg posix-shm posix-sem posix-mq
     claimed: bool
     creator: str
+    bound: bool = False  # claimed by the owner bound to a unit (oracle.UNIT), not the other
     key: int = 0  # System V
     id: int | None = None
     name: str = ""  # POSIX: as sem_open/mq_open/the /dev/shm path below /dev/shm take it
@@ -99,6 +100,9 @@ class World:
         self.model_errors: list[str] = []
         self.stats: dict[str, int] = {}
         self.step_no = 0
+        # Whether every step of the wall clock is on record for the janitor (clock.coverage):
+        # only with ipcjanitor-clock.timer active under systemd, so never in these namespaces
+        self.clock_recorded = False
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sockpath = str(rundir / "workers.sock")
         self.listener.bind(self.sockpath)
