@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 SCRIPT = Path(__file__).parent.parent / "packaging" / "bash-completion" / "ipcjanitor"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-GLOBAL = ["--policy", "--quiet", "--verbose"]  # before or after any command
+GLOBAL = ["--help", "--policy", "--quiet", "--verbose"]  # before or after any command
 
 
 def complete(*words: str) -> list[str]:
@@ -42,7 +43,23 @@ def test_commands_and_options() -> None:
     )
     assert complete("ipcjanitor", "cl") == ["clean"]
     assert complete("ipcjanitor", "clean", "--") == sorted(
-        ["--dry-run", "--json", "--kind", "--metrics", "--owner", *GLOBAL]
+        [
+            "--dry-run",
+            "--json",
+            "--kind",
+            "--id",
+            "--key",
+            "--metrics",
+            "--owner",
+            "--output",
+            "--bytes",
+            "--noheadings",
+            "--raw",
+            "--notruncate",
+            "--no-legend",
+            "--no-pager",
+            *GLOBAL,
+        ]
     )
     assert complete("ipcjanitor", "scan", "--kind", "s") == ["sem", "shm"]
     assert complete("ipcjanitor", "scan", "--kind", "p") == ["posix-mq", "posix-sem", "posix-shm"]
@@ -101,3 +118,47 @@ def test_the_policy_after_the_command_and_the_last_one_count(policy: str, tmp_pa
         "batch",
         "billing",
     ]
+
+
+def _parsers() -> list[tuple[list[str], argparse.ArgumentParser]]:
+    """Every (sub)command's words and parser: the program's, then each subcommand's."""
+    from ipcjanitor.cli import build_parser
+
+    out: list[tuple[list[str], argparse.ArgumentParser]] = []
+    todo: list[tuple[list[str], argparse.ArgumentParser]] = [([], build_parser())]
+    while todo:
+        words, p = todo.pop(0)
+        out.append((words, p))
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [([*words, name], sub) for name, sub in action.choices.items()]
+    return out
+
+
+def _subcommands(p: argparse.ArgumentParser) -> list[str]:
+    return sorted(name for action in p._actions
+                  if isinstance(action, argparse._SubParsersAction)
+                  for name in action.choices)  # fmt: skip
+
+
+def test_every_subcommand_and_option_of_the_parser_is_offered() -> None:
+    """The bash completion is written by hand (shtab's bash could not keep --policy=<TAB>
+    completing a file): this is what keeps it from drifting from the parser."""
+    for words, p in _parsers():
+        options = sorted({s for action in p._actions for s in action.option_strings})
+        line = ["ipcjanitor", *words] if words[:1] != ["learn"] else ["ipcjanitor", *words, "x"]
+        assert complete(*line, "-") == options, words
+        if subs := _subcommands(p):
+            assert complete("ipcjanitor", *words, "") == subs, words
+
+
+def test_an_option_value_after_an_equals_sign_completes_as_the_option_s(
+    policy: str, tmp_path: Path
+) -> None:
+    """bash splits --policy=PATH into --policy, =, PATH: a file is completed there (shtab's
+    bash offers the commands), with bash-completion's _init_completion or without it."""
+    start = str(tmp_path / "p")
+    assert complete("ipcjanitor", "--policy", "=", start) == [policy]
+    assert complete("ipcjanitor", "clean", "--metrics", "=", start) == [policy]
+    assert complete("ipcjanitor", "--policy", "=", policy, "scan", "--kind", "=", "po") == [
+        "posix-mq", "posix-sem", "posix-shm"]  # fmt: skip

@@ -91,3 +91,45 @@ def test_the_packages_install_them_where_the_shells_look() -> None:
     spec = (ROOT / "packaging" / "rpm" / "ipcjanitor.spec").read_text()
     assert "%{zsh_completions_dir}/_ipcjanitor\n" in spec
     assert "%{fish_completions_dir}/ipcjanitor.fish\n" in spec
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> str:
+    p = tmp_path / "p.toml"
+    p.write_text(
+        '[owners.billing]\nunit = "billing.service"\nkeys = ["0x10"]\n'
+        '[owners.batch]\nunit = "batch@.service"\nkeys = ["0x20"]\n'
+    )
+    return str(p)
+
+
+@pytest.mark.skipif(shutil.which("fish") is None and not CI, reason="needs fish")
+def test_fish_takes_owner_and_unit_names_from_the_policy_on_the_line(
+    policy: str, tmp_path: Path
+) -> None:
+    """As bash does: a --policy before or after the command, --policy=PATH too; the last wins."""
+    other = tmp_path / "other.toml"
+    other.write_text('[owners.other]\nunit = "other.service"\nkeys = ["0x30"]\n')
+    assert fish_complete(f"ipcjanitor --policy {policy} scan --owner b") == ["batch", "billing"]
+    assert fish_complete(f"ipcjanitor clean --policy={policy} --owner bi") == ["billing"]
+    assert fish_complete(f"ipcjanitor --policy {other} hook --policy {policy} --unit b") == [
+        "batch@.service", "billing.service"]  # fmt: skip
+    assert fish_complete(f"ipcjanitor --policy {policy} install-hook bi") == ["billing.service"]
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None and not CI, reason="needs zsh")
+def test_zsh_takes_owner_and_unit_names_from_the_policy_on_the_line(
+    policy: str, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text('[owners.other]\nunit = "other.service"\nkeys = ["0x30"]\n')
+    got = zsh_complete(tmp_path, f"ipcjanitor --policy {policy} scan --owner b",
+                       f"ipcjanitor clean --policy={policy} --owner bi",
+                       f"ipcjanitor --policy {other} hook --policy {policy} --unit b",
+                       f"ipcjanitor --policy {policy} install-hook bi")  # fmt: skip
+    assert got == [
+        ["batch", "billing"],
+        ["billing"],
+        ["batch@.service", "billing.service"],
+        ["billing.service"],
+    ]

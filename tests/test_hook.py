@@ -191,3 +191,18 @@ def test_an_executable_reached_through_another_users_symlink_is_refused(
     real.chmod(0o644)
     with pytest.raises(NotPermittedError, match=r"is not executable"):
         hook._check_only_root_can_change(link)
+
+
+@pytest.mark.parametrize("given", ["leaky", "leaky.service"])
+def test_install_hook_takes_a_name_without_a_type_as_a_service(
+    given: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`install-hook leaky` is leaky.service, as systemctl reads it (the hook's --unit: in
+    tests/test_hookgate.py). No owner is bound to it, so nothing is written anywhere."""
+    from ipcjanitor.cli import main
+
+    policy = tmp_path / "p.toml"
+    policy.write_text('[owners.a]\nunit = "other.service"\nkeys = ["0x10"]\n')
+    assert main(["--policy", str(policy), "install-hook", given]) == 78
+    assert "no policy owner is bound to leaky.service:" in capsys.readouterr().err
+    assert not Path("/etc/systemd/system/leaky.service.service.d").exists()

@@ -220,3 +220,50 @@ def test_what_doctor_cannot_read_is_left_out_not_the_file(tmp_path: Path) -> Non
     assert metrics.recording(str(out), CLEAN, lambda o: 0, health) == 0
     text = out.read_text()
     assert "ipcjanitor_last_run_exit_code" in text and "ipcjanitor_table_" not in text
+
+
+HOOKED = '[owners.a]\nunit = "a.service"\nkeys = ["0x7ffffff0"]\nmin_age = "0s"\n'
+
+
+def test_a_hook_that_gave_up_on_the_lock_says_so_and_moves_no_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lock busy past the hook's wait: exit 0 (a stop never fails for it), but nothing was
+    cleaned, so the file says it gave up, counts it, and keeps the last success where it was."""
+    from ipcjanitor.engine import lock, run
+    from ipcjanitor.hook.gate import HookCall
+    from ipcjanitor.hook.run import run_hook
+    from ipcjanitor.systemd import bus
+
+    monkeypatch.setattr(bus, "unit_run_here", lambda unit: (None, "no bus in this test"))
+    (tmp_path / "p.toml").write_text(HOOKED)
+    out = tmp_path / "hook.prom"
+    call = HookCall("a.service", str(tmp_path / "p.toml"), False, str(out), True)
+    common = (("source", "hook"), ("unit", "a.service"))
+    monkeypatch.setattr(time, "time", lambda: 1000.0)
+    monkeypatch.setattr(run, "clean", lambda *a, **k: ([], None))
+    assert run_hook(call) == 0
+    got = samples(out.read_text())
+    assert got[("ipcjanitor_last_run_gave_up", common)] == 0
+    assert got[("ipcjanitor_gave_up_total", common)] == 0
+    assert got[("ipcjanitor_last_success_timestamp_seconds", common)] == 1000.0
+
+    def busy(*args: object, **kwargs: object) -> None:
+        raise lock.LockBusy("the run lock is held by pid 7; nothing was removed")
+
+    monkeypatch.setattr(run, "clean", busy)
+    for n, now in ((1, 2000.0), (2, 3000.0)):
+        monkeypatch.setattr(time, "time", lambda now=now: now)
+        assert run_hook(call) == 0
+        got = samples(out.read_text())
+        assert got[("ipcjanitor_last_run_exit_code", common)] == 0
+        assert got[("ipcjanitor_last_run_gave_up", common)] == 1
+        assert got[("ipcjanitor_gave_up_total", common)] == n
+        assert got[("ipcjanitor_last_run_timestamp_seconds", common)] == now
+        assert got[("ipcjanitor_last_success_timestamp_seconds", common)] == 1000.0
+    monkeypatch.setattr(run, "clean", lambda *a, **k: ([], None))
+    assert run_hook(call) == 0
+    got = samples(out.read_text())
+    assert got[("ipcjanitor_last_run_gave_up", common)] == 0
+    assert got[("ipcjanitor_gave_up_total", common)] == 2  # a counter: carried forward
+    capsys.readouterr()

@@ -108,6 +108,8 @@ def _clean_owners_of(
             policy, scope, journal, own_unit=unit, lock_wait=HOOK_WAIT_LIMIT, posix=posix_part
         )
     except LockBusy as busy:  # give up inside TimeoutStopSec=: a stop never fails for it
+        if out is not None:
+            out.gave_up = True  # exit 0, but no success: the metrics say it gave up
         return _gave_up(unit, busy, call, scope=scope, journal=journal, notes=notes)
     if out is not None:
         out.record(done, posix)

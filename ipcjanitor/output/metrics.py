@@ -339,10 +339,17 @@ def _families(
                       "How long the last run took (monotonic clock)")  # fmt: skip
     duration.add(took)
     failures = sum(counts[(k.value, Verdict.FAILED.value)] for k in (*IpcKind, *PosixKind))
-    ok = outcome.exit_code == 0 and not failures
+    ok = outcome.exit_code == 0 and not failures and not outcome.gave_up
     success = Family("ipcjanitor_last_success_timestamp_seconds", "gauge",
-                     "When a run last ended without a failed removal")  # fmt: skip
+                     "When a run last ended without a failed removal, having cleaned")  # fmt: skip
     success.add(now if ok else before.get((success.name, common), 0.0))
+    gave_up = Family("ipcjanitor_last_run_gave_up", "gauge",
+                     "1: the last run gave up on a busy run lock (exit 0, nothing was "
+                     "removed), 0: it ran")  # fmt: skip
+    gave_up.add(1.0 if outcome.gave_up else 0.0)
+    gave_ups = Family("ipcjanitor_gave_up_total", "counter",
+                      "Runs that gave up on a busy run lock, over all runs")  # fmt: skip
+    gave_ups.add(before.get((gave_ups.name, common), 0.0) + (1 if outcome.gave_up else 0))
     code = Family("ipcjanitor_last_run_exit_code", "gauge",
                   "The last run's exit status (0 done, 1 a removal failed, 64 usage, 77 not "
                   "permitted, 78 policy error, 70 internal error)")  # fmt: skip
@@ -350,7 +357,7 @@ def _families(
     policy_ok = Family("ipcjanitor_policy_ok", "gauge",
                        "1: the last run loaded its policy, 0: a policy error")  # fmt: skip
     policy_ok.add(1.0 if outcome.policy_ok else 0.0)
-    return [objects, removed, failed, last, duration, success, code, policy_ok]
+    return [objects, removed, failed, last, duration, success, code, policy_ok, gave_up, gave_ups]
 
 
 OWNER_SERIES_MAX = 100  # owners beyond this: no per-owner series (cardinality)
@@ -365,6 +372,7 @@ class Outcome:
         self.owners: Sequence[str] = ()  # the policy owners in scope, for per-owner series
         self.exit_code = 0
         self.policy_ok = True
+        self.gave_up = False  # the hook gave up on a busy run lock: exit 0, nothing cleaned
         self.health: list[Family] = []  # what doctor knows (the timer's clean)
 
     def record(self, decisions: Sequence[Decision], posix: Sequence[PosixDecision]) -> None:

@@ -4,6 +4,24 @@
 # 2) Ensure a binary named ipcjanitor is in your PATH
 # See also: https://fishshell.com/docs/current/completions.html#where-to-put-completions
 
+# Custom Preamble
+
+function _ipcjanitor_policy_names
+    set -l found
+    set -l tokens (commandline -opc)
+    set -l n (count $tokens)
+    for i in (seq 2 $n)
+        switch $tokens[$i]
+            case --policy
+                test $i -lt $n; and set found --policy $tokens[(math $i + 1)]
+            case '--policy=*'
+                set found $tokens[$i]
+        end
+    end
+    ipcjanitor $found policy $argv[1] 2>/dev/null
+end
+
+# End Custom Preamble
 
 # Parse current commandline:
 # - _shtab_ipcjanitor_cmdpath=(sub)command path seen so far
@@ -67,7 +85,7 @@ complete -c ipcjanitor -n '_shtab_ipcjanitor_using scan' -l policy -xka "(__fish
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using scan' -s v -l verbose -d 'also print warnings, sources and hints'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using scan' -s q -l quiet -d 'print only the summary line and errors'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using scan' -l json -d 'print one JSON document'
-complete -c ipcjanitor -n '_shtab_ipcjanitor_using scan' -l owner -xka "(ipcjanitor policy owners 2>/dev/null)" -d 'only this owner'"'"'s objects'
+complete -c ipcjanitor -n '_shtab_ipcjanitor_using scan' -l owner -xka "(_ipcjanitor_policy_names owners)" -d 'only this owner'"'"'s objects'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using scan' -l kind -xka "shm sem msg posix-shm posix-sem posix-mq" -d 'only this kind'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using scan' -l id -x -d 'only the System V object with this id (with --kind: of that table)'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using scan' -l key -x -d 'only System V objects with this key (0x6104e88b, or decimal)'
@@ -84,7 +102,7 @@ complete -c ipcjanitor -n '_shtab_ipcjanitor_using clean' -l policy -xka "(__fis
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using clean' -s v -l verbose -d 'also print warnings, sources and hints'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using clean' -s q -l quiet -d 'print only the summary line and errors'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using clean' -l json -d 'print one JSON document'
-complete -c ipcjanitor -n '_shtab_ipcjanitor_using clean' -l owner -xka "(ipcjanitor policy owners 2>/dev/null)" -d 'only this owner'"'"'s objects'
+complete -c ipcjanitor -n '_shtab_ipcjanitor_using clean' -l owner -xka "(_ipcjanitor_policy_names owners)" -d 'only this owner'"'"'s objects'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using clean' -l kind -xka "shm sem msg posix-shm posix-sem posix-mq" -d 'only this kind'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using clean' -l id -x -d 'only the System V object with this id (with --kind: of that table)'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using clean' -l key -x -d 'only System V objects with this key (0x6104e88b, or decimal)'
@@ -102,7 +120,7 @@ complete -c ipcjanitor -n '_shtab_ipcjanitor_using hook' -s h -l help -d 'show t
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using hook' -l policy -xka "(__fish_complete_path (commandline -ct))" -d 'policy file or directory (replaces the search path)'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using hook' -s v -l verbose -d 'also print warnings, sources and hints'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using hook' -s q -l quiet -d 'print only the summary line and errors'
-complete -c ipcjanitor -n '_shtab_ipcjanitor_using hook' -l unit -xka "(ipcjanitor policy units 2>/dev/null)" -d 'the unit that stopped (pass %n)'
+complete -c ipcjanitor -n '_shtab_ipcjanitor_using hook' -l unit -xka "(_ipcjanitor_policy_names units)" -d 'the unit that stopped (pass %n)'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using hook' -l json -d 'print one JSON document'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using hook' -l metrics -xka "(__fish_complete_path (commandline -ct))" -d 'write Prometheus textfile metrics to FILE'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using; and test $_shtab_ipcjanitor_npos -eq 0' -a install-hook -d 'write the ExecStopPost= drop-in for UNIT'
@@ -114,7 +132,7 @@ complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -l runtime -d '
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -l remove -d 'remove the drop-in instead'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -l metrics -xka "(__fish_complete_path (commandline -ct))" -d 'the hook writes textfile metrics to FILE (%n: the unit)'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook' -l no-metrics -d 'drop the --metrics an existing drop-in has'
-complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook; and test $_shtab_ipcjanitor_npos -eq 0' -ka "(ipcjanitor policy units 2>/dev/null)" -d 'a service, or a template like "worker@.service"'
+complete -c ipcjanitor -n '_shtab_ipcjanitor_using install-hook; and test $_shtab_ipcjanitor_npos -eq 0' -ka "(_ipcjanitor_policy_names units)" -d 'a service, or a template like "worker@.service"'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using; and test $_shtab_ipcjanitor_npos -eq 0' -a doctor -d 'IPC table use vs limits; processes stuck on pipes'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using doctor' -s h -l help -d 'show this help message and exit'
 complete -c ipcjanitor -n '_shtab_ipcjanitor_using doctor' -l policy -xka "(__fish_complete_path (commandline -ct))" -d 'policy file or directory (replaces the search path)'

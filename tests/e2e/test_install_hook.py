@@ -97,3 +97,17 @@ def test_python_m_installs_an_isolated_interpreter(box: Container) -> None:
     )
     assert refused.returncode == 77 and "not this one" in refused.stderr
     assert box.run("test -e /run/systemd/system/leaky.service.d", check=False).returncode == 1
+
+
+def test_a_name_without_a_type_is_the_service_as_in_systemctl(box: Container) -> None:
+    """`install-hook leaky` hooks leaky.service and `hook --unit leaky` cleans its owners, as
+    `systemctl stop leaky` stops leaky.service."""
+    box.run("ipcjanitor install-hook leaky")
+    box.run("test -f /etc/systemd/system/leaky.service.d/ipcjanitor.conf")
+    assert box.run("test -e /etc/systemd/system/leaky.service.service.d", check=False).returncode
+    (argv,) = exec_stop_post(box, "leaky.service")
+    assert argv[-1] == "--unit=leaky.service"
+    kill_leaky(box)
+    assert sysvipc_keys(box, "shm") == [] and sysvipc_keys(box, "sem") == []
+    by_hand = box.run("ipcjanitor hook --unit leaky").stdout
+    assert "no policy owner is bound" not in by_hand and "leaky.service stopped" in by_hand

@@ -86,3 +86,27 @@ def test_a_hooked_stop_behind_a_long_root_run_gives_up_inside_its_timeout(box: C
     lock = box.run("ls /run/ipcjanitor/*.lock").stdout.strip()
     tried = box.run(NOBODY_TRIES + lock).stdout
     assert "HELD" not in tried and f"refused {lock} Permission denied" in tried, tried
+
+
+def test_the_hooks_metrics_say_it_gave_up(box: Container) -> None:
+    """Exit 0 for systemd, but its metrics file says the hook gave up and cleaned nothing:
+    the last success does not move (issue 21.1; the alert: packaging/prometheus)."""
+    box.write("/etc/ipcjanitor/policy.d/locked.toml", POLICY)
+    box.write("/usr/local/bin/locked-maker", MAKER, 0o755)
+    box.write("/etc/systemd/system/locked.service", SERVICE)
+    box.run("mkdir -m 0755 -p /var/lib/textfile")
+    box.run("systemctl daemon-reload && ipcjanitor install-hook "
+            "--metrics /var/lib/textfile/hook-%n.prom locked.service")  # fmt: skip
+    box.run("systemctl start locked.service")
+    box.wait_until("test $(wc -l < /proc/sysvipc/shm) -ge 2")
+    box.run(f"systemd-run --unit=long-run.service {VENV_BIN / 'python'} -c '{HOLD}'")
+    box.wait_until('test -n "$(fuser /run/ipcjanitor/*.lock 2>/dev/null)"')
+    box.run("systemctl stop locked.service", timeout=60)
+    assert box.run("systemctl show -p Result --value locked.service").stdout.strip() == "success"
+    text = box.run("cat /var/lib/textfile/hook-locked.service.prom").stdout
+    labels = '{source="hook",unit="locked.service"}'
+    assert f"ipcjanitor_last_run_exit_code{labels} 0.0\n" in text, text
+    assert f"ipcjanitor_last_run_gave_up{labels} 1.0\n" in text, text
+    assert f"ipcjanitor_gave_up_total{labels} 1.0\n" in text, text
+    assert f"ipcjanitor_last_success_timestamp_seconds{labels} 0.0\n" in text, text
+    box.run("systemctl stop long-run.service")
