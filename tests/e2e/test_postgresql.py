@@ -166,6 +166,10 @@ def test_postgresql_killed_five_times_leaves_only_the_live_clusters_objects(
         by_kind.setdefault(str(r["IPCJANITOR_KIND"]), set()).add(
             str(r.get("IPCJANITOR_NAME") or r["IPCJANITOR_ID"])
         )
-    assert by_kind["posix-shm"] == {f.name for f in dead_files}
+    # every removal is of a dead cluster's file, and every file leaked before the policy was
+    # the hooks' to remove; a parallel query's file listed before a kill can also have been
+    # removed by PostgreSQL itself when the query ended before the kill (seen under load)
+    assert by_kind["posix-shm"] <= {f.name for f in dead_files}
+    assert {f.name for f in leaked} <= by_kind["posix-shm"]
     assert by_kind["shm"] == {str(s) for s in dead_segments}
     box.run(f"systemctl stop {pg.UNIT}")
