@@ -71,6 +71,16 @@ def test_own_path_and_the_unit_directory_in_it() -> None:
     assert unit_directory("/../../x/app.service", "app.service") is None  # outside our root
 
 
+def test_the_unit_directory_is_the_outermost_of_its_name() -> None:
+    # a delegated unit owns its subtree: it may nest a directory of its own name there and move
+    # the hook (a process in its subtree) into it; only the outermost one is systemd's
+    path = "/system.slice/app.service/payload/app.service"
+    assert unit_directory(path, "app.service") == "/system.slice/app.service"
+    assert unit_directory("/system.slice/app.service/_app.service", "app.service") == (
+        "/system.slice/app.service"
+    )
+
+
 def _tree(root: Path, layout: dict[str, str]) -> Hierarchy:
     for rel, procs in layout.items():
         d = root / rel

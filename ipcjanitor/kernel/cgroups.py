@@ -93,13 +93,15 @@ def own_path(cgroup_text: str, hierarchy: Hierarchy) -> str | None:
 
 
 def unit_directory(path: str, unit: str) -> str | None:
-    """The part of a cgroup path up to its innermost directory named `unit` (None: none is).
-    A directory below it is the unit's too (Delegate=: `.control`, a payload's own)."""
+    """The part of a cgroup path up to its outermost directory named `unit` (None: none is).
+    A directory below it is the unit's too (Delegate=: `.control`, a payload's own). Never the
+    innermost: a delegated unit owns its subtree, may nest a directory of its own name there
+    and move the hook into it, and that directory alone would hide the unit's processes."""
     if path.startswith("/.."):
         return None  # outside our cgroup namespace's root: not a path in the mounted tree
     parts = path.strip("/").split("/")
-    for i in range(len(parts), 0, -1):
-        if cgroup_unit_name(parts[i - 1]) == unit:
+    for i, part in enumerate(parts, 1):
+        if cgroup_unit_name(part) == unit:
             return "/" + "/".join(parts[:i])
     return None
 

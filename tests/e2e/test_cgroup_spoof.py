@@ -148,3 +148,70 @@ def test_an_empty_same_named_directory_never_makes_a_running_unit_look_stopped(
     box.run("ipcjanitor -q clean")
     box.run("unshare --pid --fork --mount-proc ipcjanitor -q clean")
     assert KEY in sysvipc_keys(box, "shm")
+
+
+MOVER_KEY = 0x64000002
+# Delegate=yes, User=nobody, KillMode=process: its leftover child (never attached) moves
+# whatever systemd starts in the unit's cgroup after the main process (ExecStopPost=: the hook,
+# run as root) into payload/mover.service, a directory of its own named after its own unit.
+MOVER = f"""\
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+own = [l[3:] for l in open("/proc/self/cgroup").read().splitlines() if l.startswith("0::")][0]
+base = "/sys/fs/cgroup/unified" + own
+os.makedirs(base + "/payload/mover.service")
+with open(base + "/payload/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))
+if os.fork() == 0:
+    mine = {{str(os.getpid()), str(os.getppid())}}
+    while True:
+        for where in (base, base + "/.control"):
+            try:
+                pids = open(where + "/cgroup.procs").read().split()
+            except OSError:
+                continue
+            for pid in pids:
+                if pid in mine:
+                    continue
+                try:
+                    with open(base + "/payload/mover.service/cgroup.procs", "w") as f:
+                        f.write(pid)
+                    with open("/tmp/mover.moved", "a") as f:
+                        f.write(pid + "\\n")
+                except OSError as exc:
+                    open("/tmp/mover.errors", "a").write(f"{{pid}} {{exc}}\\n")
+        time.sleep(0.001)
+shm = libc.shmget({MOVER_KEY:#x}, 4096, 0o1600)
+assert shm >= 0 and libc.shmat(shm, None, 0) not in (None, ctypes.c_void_p(-1).value)
+open("/tmp/mover.ready", "w").write(str(os.getpid()))
+while True:
+    time.sleep(60)
+"""
+
+
+def test_a_delegated_unit_cannot_move_its_hook_into_a_nested_directory_of_its_name(
+    box: Container,
+) -> None:
+    box.write(
+        "/etc/ipcjanitor/policy.d/test.toml",
+        f'[owners.mover]\nunit = "mover.service"\nkeys = ["{MOVER_KEY:#x}"]\nmin_age = "0s"\n',
+    )
+    box.write("/usr/local/bin/mover", MOVER, 0o755)
+    box.write(
+        "/etc/systemd/system/mover.service",
+        "[Service]\nUser=nobody\nDelegate=yes\nKillMode=process\n"
+        "ExecStart=/usr/bin/python3 /usr/local/bin/mover\n",
+    )
+    box.run("ipcjanitor install-hook mover.service && systemctl daemon-reload")
+    box.run("systemctl start mover.service")
+    box.wait_until("test -s /tmp/mover.ready")
+    assert MOVER_KEY in sysvipc_keys(box, "shm")
+    box.run("systemctl kill -s KILL --kill-who=main mover.service")
+    box.wait_until("test $(systemctl show -p ActiveState --value mover.service) = failed")
+    said = box.run("journalctl --no-pager -o cat -u mover.service").stdout
+    moved = box.run("cat /tmp/mover.moved /tmp/mover.errors", check=False).stdout
+    assert "deciding from mover.service's own cgroup" in said, said
+    assert box.run("test -s /tmp/mover.moved", check=False).returncode == 0, moved
+    # its leftover child lives on in mover.service's cgroup: the unit runs, the segment stays
+    assert MOVER_KEY in sysvipc_keys(box, "shm"), f"{said}\n{moved}"
