@@ -234,3 +234,25 @@ def test_a_stopped_unit_outside_the_host_pid_namespace() -> None:
     )
     d = decide_one(shm, OWNER, running, 0, 10_000)
     assert d.verdict is Verdict.IN_USE and "cannot see" in d.reason
+
+
+def test_where_the_tree_cannot_be_read_the_proc_scan_decides(tmp_path: Path) -> None:
+    """Issue 20: an unreadable cgroup tree proves nothing; /proc/PID/cgroup decides, under the
+    blindness rules (a delegated unit's process in a sub-cgroup of another name counts too)."""
+    tree = read_tree(Hierarchy(tmp_path / "gone", True, "0:", "/"), ["app.service"], {},
+                     frozenset(), complete=None)  # fmt: skip
+    assert tree.blind is not None and tree.units == {}
+    proc = tmp_path / "proc"
+    (proc / "7").mkdir(parents=True)
+    (proc / "7" / "cgroup").write_text("0::/system.slice/app.service/payload/inner.service\n")
+    host = processes.Visibility(None, None)
+
+    def states(seen: processes.Visibility) -> tuple[dict[str, UnitState], dict[str, str]]:
+        return processes._unit_states({"app.service"}, proc, frozenset(), {}, seen, tree=tree)
+
+    assert states(host) == ({"app.service": UnitState.RUNNING}, {})
+    (proc / "7" / "cgroup").write_text("0::/system.slice/other.service\n")
+    assert states(host) == ({"app.service": UnitState.STOPPED}, {})  # all seen: a real stop
+    blind = processes.Visibility(HIDDEN, HIDDEN)
+    found, notes = states(blind)
+    assert found == {"app.service": UnitState.UNKNOWN} and "not there" in notes["app.service"]
