@@ -256,3 +256,21 @@ def test_where_the_tree_cannot_be_read_the_proc_scan_decides(tmp_path: Path) -> 
     blind = processes.Visibility(HIDDEN, HIDDEN)
     found, notes = states(blind)
     assert found == {"app.service": UnitState.UNKNOWN} and "not there" in notes["app.service"]
+
+
+def test_a_populated_cgroup_whose_walk_listed_no_process_is_running(tmp_path: Path) -> None:
+    """A delegated unit's process moving between its sub-cgroups while the walk reads them
+    (from one not yet read to one already read) is listed by none: cgroup.events of the unit's
+    directory, read after the walk, says at once whether anything is left in its subtree."""
+    h = _tree(tmp_path, {"system.slice/app.service/a": "", "system.slice/app.service/b": ""})
+    (tmp_path / "system.slice" / "app.service" / "cgroup.procs").write_text("")
+    tree = read_tree(h, ["app.service"], {}, frozenset(), complete=None)
+    assert judge(tree.units["app.service"], hidden_pids=False) is UnitState.STOPPED
+    (tmp_path / "system.slice" / "app.service" / "cgroup.events").write_text("populated 1\n")
+    tree = read_tree(h, ["app.service"], {}, frozenset(), complete=None)
+    assert tree.units["app.service"].pids == ()
+    assert judge(tree.units["app.service"], hidden_pids=True) is UnitState.RUNNING
+    # our own process in it (ipcjanitor run from inside the unit) keeps the walk's word
+    (tmp_path / "system.slice" / "app.service" / "a" / "cgroup.procs").write_text("5\n")
+    tree = read_tree(h, ["app.service"], {}, frozenset({5}), complete=None)
+    assert judge(tree.units["app.service"], hidden_pids=False) is UnitState.STOPPED
