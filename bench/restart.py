@@ -11,7 +11,12 @@ Prints the medians and their differences: the downtime the hook adds to every ki
 checks that the hook did its job each time: every segment of a killed worker removed, one
 removal record each. The policy does not set pid_namespace_complete: the hook decides from the
 unit's own cgroup (issue 20).
-Run by `make bench` (~20 s); needs root (the contained systemd).
+Then the same with BENCH_CROWD (20,000; 0: skip) more live processes in the container (a
+crowd.service of sleeping forks): the hook reads only its own cgroup, never the process table.
+Wall time is noisy on a loaded machine, so it also reports the CPU the hook itself spends
+(`ipcjanitor -q hook` run BENCH_CPU_RUNS times from inside a unit it is bound to, as
+ExecStopPost= would; RUSAGE_CHILDREN, median) beside its wall time, with and without the crowd.
+Run by `make bench` (~1 min); needs root (the contained systemd).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,6 +35,31 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.container import Container, available  # noqa: E402
 
 KILLS = int(os.environ.get("BENCH_KILLS", "20"))
+CROWD = int(os.environ.get("BENCH_CROWD", "20000"))
+CPU_RUNS = int(os.environ.get("BENCH_CPU_RUNS", "30"))
+CROWD_CODE = f"""\
+import os, signal
+for _ in range({CROWD}):
+    if os.fork() == 0:
+        signal.pause()
+open("/run/crowd.ready", "w").write("1")
+signal.pause()
+"""
+# run inside hookprobe.service (its cgroup holds this probe and each hook it runs, as the
+# unit's cgroup holds the hook while ExecStopPost= runs): CPU and wall time, median, in ms
+PROBE_CODE = f"""\
+import resource, statistics, subprocess, sys, time
+for name, cmd in (("hook", ["ipcjanitor", "-q", "hook", "--unit", "hookprobe.service"]),
+                  ("pass", [sys.executable, "-c", "pass"])):
+    cpu, wall = [], []
+    for _ in range({CPU_RUNS}):
+        r0, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall.append(time.monotonic() - t)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    print(name, statistics.median(cpu) * 1e3, statistics.median(wall) * 1e3)
+"""
 WORKER = """\
 import ctypes, os, time
 libc = ctypes.CDLL(None)
@@ -49,6 +80,11 @@ POLICY = """\
 [owners.worker]
 unit = "worker.service"
 keys = ["0x61040000-0x6104ffff"]
+min_age = "0s"
+
+[owners.probe]
+unit = "hookprobe.service"
+keys = ["0x61050000"]
 min_age = "0s"
 """
 
@@ -75,6 +111,56 @@ def restarts(c: Container) -> list[float]:
     return gaps
 
 
+def hook_cpu(c: Container) -> dict[str, tuple[float, float]]:
+    """{"hook"|"pass": (CPU ms, wall ms)}, medians of CPU_RUNS runs inside hookprobe.service."""
+    c.write("/usr/local/bin/hookprobe", PROBE_CODE)
+    out = c.run(
+        "systemd-run --quiet --wait --pipe --unit=hookprobe -p TasksMax=infinity "
+        "/usr/bin/python3 /usr/local/bin/hookprobe",
+        timeout=600,
+    ).stdout
+    return {f[0]: (float(f[1]), float(f[2])) for f in (ln.split() for ln in out.splitlines())}
+
+
+def start_crowd(c: Container) -> None:
+    c.write("/usr/local/bin/crowd", CROWD_CODE)
+    c.run("systemd-run --quiet --unit=crowd -p TasksMax=infinity /usr/bin/python3 "
+          "/usr/local/bin/crowd")  # fmt: skip
+    c.wait_until("test -s /run/crowd.ready", timeout=600)
+
+
+def measure(c: Container) -> dict[str, object]:
+    """Every row: restart gaps without/with the hook, its CPU; again with the crowd."""
+    c.run("systemctl daemon-reload && systemctl start worker.service")
+    got: dict[str, object] = {"without": restarts(c)}
+    trampoline = ROOT / "ipcjanitor" / "ipcjanitor-hook"
+    floor = f"ExecStopPost=-+{trampoline} {ROOT / '.venv' / 'bin' / 'python'} -c pass\n"
+    c.write("/etc/systemd/system/worker.service.d/floor.conf", f"[Service]\n{floor}")
+    c.run("systemctl daemon-reload")
+    got["pass"] = restarts(c)
+    c.run("rm /etc/systemd/system/worker.service.d/floor.conf")
+    c.run("ipcjanitor install-hook worker.service")  # it reloads systemd
+    time.sleep(0.5)
+    since = c.run("date +@%s.%N").stdout.strip()
+    got["hook"] = restarts(c)
+    got["left"] = int(c.run("cat /proc/sysvipc/shm | wc -l").stdout.strip())
+    got["records"] = c.run(
+        f"journalctl --since={since} IPCJANITOR_UNIT=worker.service IPCJANITOR_KIND=shm "
+        "IPCJANITOR_VERDICT=removed -o json"
+    ).stdout
+    got["cpu"] = hook_cpu(c)
+    if CROWD:
+        start_crowd(c)
+        got["crowd_hook"] = restarts(c)
+        got["crowd_cpu"] = hook_cpu(c)
+        c.run("rm /etc/systemd/system/worker.service.d/ipcjanitor.conf")
+        c.run("systemctl daemon-reload")
+        time.sleep(0.5)
+        got["crowd_without"] = restarts(c)
+        c.run("systemctl stop crowd.service", timeout=600)
+    return got
+
+
 def main() -> None:
     if (why := available()) is not None:
         sys.exit(f"bench/restart.py: cannot boot the contained systemd: {why}")
@@ -85,27 +171,16 @@ def main() -> None:
         c.write("/usr/local/bin/worker", WORKER, 0o755)
         c.write("/etc/systemd/system/worker.service", UNIT)
         c.write("/etc/ipcjanitor/policy.d/worker.toml", POLICY)
-        c.run("systemctl daemon-reload && systemctl start worker.service")
-        without = restarts(c)
-        trampoline = ROOT / "ipcjanitor" / "ipcjanitor-hook"
-        floor = f"ExecStopPost=-+{trampoline} {ROOT / '.venv' / 'bin' / 'python'} -c pass\n"
-        c.write("/etc/systemd/system/worker.service.d/floor.conf", f"[Service]\n{floor}")
-        c.run("systemctl daemon-reload")
-        with_pass = restarts(c)
-        c.run("rm /etc/systemd/system/worker.service.d/floor.conf")
-        c.run("ipcjanitor install-hook worker.service")  # it reloads systemd
-        time.sleep(0.5)
-        since = c.run("date +@%s.%N").stdout.strip()
-        with_hook = restarts(c)
-        left = c.run("cat /proc/sysvipc/shm | wc -l").stdout.strip()
-        records = c.run(
-            f"journalctl --since={since} IPCJANITOR_UNIT=worker.service IPCJANITOR_KIND=shm "
-            "IPCJANITOR_VERDICT=removed -o json"
-        ).stdout
+        got = measure(c)
     finally:
         c.stop()
+    report(got)
+
+
+def report(got: dict[str, Any]) -> None:
+    without, with_pass, with_hook = got["without"], got["pass"], got["hook"]
     a, p, b = (statistics.median(x) for x in (without, with_pass, with_hook))
-    answered = len({json.loads(r)["IPCJANITOR_KEY"] for r in records.splitlines() if r.strip()})
+    answered = len({json.loads(r)["IPCJANITOR_KEY"] for r in got["records"].splitlines() if r})
     print(f"restart latency, median of {KILLS} SIGKILLs (SIGKILL sent to the start of the")
     print("next main process, systemd's ExecMainStartTimestampMonotonic, one CLOCK_MONOTONIC):")
     for name, gaps, m in (
@@ -116,9 +191,22 @@ def main() -> None:
         print(f"  {name:32s} {m:6.1f} ms  (min {min(gaps):.1f}, max {max(gaps):.1f})")
     print(f"  added by the hook: {b - a:.1f} ms; by `python -c pass`: {p - a:.1f} ms")
     print(
-        f"  the hook's work: segments leaked {int(left) - 2} (besides the live worker's); "
+        f"  the hook's work: segments leaked {got['left'] - 2} (besides the live worker's); "
         f"segments removed by the hook {answered} of {KILLS}"
     )
+    cpu_line("", got["cpu"])
+    if CROWD:
+        ca, cb = statistics.median(got["crowd_without"]), statistics.median(got["crowd_hook"])
+        print(f"with {CROWD} more live processes in the container:")
+        print(f"  without an ExecStopPost= {ca:6.1f} ms, with the hook {cb:6.1f} ms: "
+              f"added by the hook {cb - ca:.1f} ms")  # fmt: skip
+        cpu_line("  ", got["crowd_cpu"])
+
+
+def cpu_line(indent: str, cpu: dict[str, tuple[float, float]]) -> None:
+    (hc, hw), (pc, pw) = cpu["hook"], cpu["pass"]
+    print(f"{indent}the hook's own cost, median of {CPU_RUNS} (RUSAGE_CHILDREN): CPU {hc:.1f} ms, "
+          f"wall {hw:.1f} ms; `python -c pass` CPU {pc:.1f} ms, wall {pw:.1f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -71,6 +71,16 @@ def test_own_path_and_the_unit_directory_in_it() -> None:
     assert unit_directory("/../../x/app.service", "app.service") is None  # outside our root
 
 
+def test_the_unit_directory_is_the_outermost_of_its_name() -> None:
+    # a delegated unit owns its subtree: it may nest a directory of its own name there and move
+    # the hook (a process in its subtree) into it; only the outermost one is systemd's
+    path = "/system.slice/app.service/payload/app.service"
+    assert unit_directory(path, "app.service") == "/system.slice/app.service"
+    assert unit_directory("/system.slice/app.service/_app.service", "app.service") == (
+        "/system.slice/app.service"
+    )
+
+
 def _tree(root: Path, layout: dict[str, str]) -> Hierarchy:
     for rel, procs in layout.items():
         d = root / rel
@@ -224,3 +234,43 @@ def test_a_stopped_unit_outside_the_host_pid_namespace() -> None:
     )
     d = decide_one(shm, OWNER, running, 0, 10_000)
     assert d.verdict is Verdict.IN_USE and "cannot see" in d.reason
+
+
+def test_where_the_tree_cannot_be_read_the_proc_scan_decides(tmp_path: Path) -> None:
+    """Issue 20: an unreadable cgroup tree proves nothing; /proc/PID/cgroup decides, under the
+    blindness rules (a delegated unit's process in a sub-cgroup of another name counts too)."""
+    tree = read_tree(Hierarchy(tmp_path / "gone", True, "0:", "/"), ["app.service"], {},
+                     frozenset(), complete=None)  # fmt: skip
+    assert tree.blind is not None and tree.units == {}
+    proc = tmp_path / "proc"
+    (proc / "7").mkdir(parents=True)
+    (proc / "7" / "cgroup").write_text("0::/system.slice/app.service/payload/inner.service\n")
+    host = processes.Visibility(None, None)
+
+    def states(seen: processes.Visibility) -> tuple[dict[str, UnitState], dict[str, str]]:
+        return processes._unit_states({"app.service"}, proc, frozenset(), {}, seen, tree=tree)
+
+    assert states(host) == ({"app.service": UnitState.RUNNING}, {})
+    (proc / "7" / "cgroup").write_text("0::/system.slice/other.service\n")
+    assert states(host) == ({"app.service": UnitState.STOPPED}, {})  # all seen: a real stop
+    blind = processes.Visibility(HIDDEN, HIDDEN)
+    found, notes = states(blind)
+    assert found == {"app.service": UnitState.UNKNOWN} and "not there" in notes["app.service"]
+
+
+def test_a_populated_cgroup_whose_walk_listed_no_process_is_running(tmp_path: Path) -> None:
+    """A delegated unit's process moving between its sub-cgroups while the walk reads them
+    (from one not yet read to one already read) is listed by none: cgroup.events of the unit's
+    directory, read after the walk, says at once whether anything is left in its subtree."""
+    h = _tree(tmp_path, {"system.slice/app.service/a": "", "system.slice/app.service/b": ""})
+    (tmp_path / "system.slice" / "app.service" / "cgroup.procs").write_text("")
+    tree = read_tree(h, ["app.service"], {}, frozenset(), complete=None)
+    assert judge(tree.units["app.service"], hidden_pids=False) is UnitState.STOPPED
+    (tmp_path / "system.slice" / "app.service" / "cgroup.events").write_text("populated 1\n")
+    tree = read_tree(h, ["app.service"], {}, frozenset(), complete=None)
+    assert tree.units["app.service"].pids == ()
+    assert judge(tree.units["app.service"], hidden_pids=True) is UnitState.RUNNING
+    # our own process in it (ipcjanitor run from inside the unit) keeps the walk's word
+    (tmp_path / "system.slice" / "app.service" / "a" / "cgroup.procs").write_text("5\n")
+    tree = read_tree(h, ["app.service"], {}, frozenset({5}), complete=None)
+    assert judge(tree.units["app.service"], hidden_pids=False) is UnitState.STOPPED

@@ -32,7 +32,6 @@ def test_the_hook_decides_from_its_own_cgroup_and_asks_no_bus(
         return [], None
 
     monkeypatch.setattr(bus, "Question", no_bus)
-    monkeypatch.setattr(bus, "unit_run_here", no_bus)
     monkeypatch.setattr(hook, "_policy", lambda unit, explicit: POLICY)
     monkeypatch.setattr(engine, "clean", clean)
     monkeypatch.setenv("SERVICE_RESULT", "signal")

@@ -10,12 +10,12 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import pytest
-from pystemd.dbusexc import DBusNoSuchUnitError, DBusTimeoutError
+from pystemd.dbusexc import DBusTimeoutError
 from pystemd.dbuslib import apply_signature
 
 from ipcjanitor.clock import TimerState
 from ipcjanitor.systemd import bus as systemd
-from ipcjanitor.systemd.bus import MANAGER, MANAGER_PATH, SERVICE, TIMER, UNIT, Systemd, UnitRun
+from ipcjanitor.systemd.bus import MANAGER, MANAGER_PATH, SERVICE, TIMER, UNIT, Systemd
 
 UNIT_PATH = b"/org/freedesktop/systemd1/unit/leaky_2eservice"
 TIMER_PATH = b"/org/freedesktop/systemd1/unit/ipcjanitor_2dclock_2etimer"
@@ -28,20 +28,13 @@ class Reply(NamedTuple):
 class FakeBus:
     """Answers like systemd's manager for one unit, leaky.service; records every call."""
 
-    def __init__(self, processes: Any = ((b"/system.slice/leaky.service", 812, b"x"),)) -> None:
+    def __init__(self) -> None:
         self.calls: list[tuple[bytes, ...]] = []
-        self.processes = processes
         self.properties = {
             (TIMER_PATH, UNIT, b"ActiveState"): b"active",
             (TIMER_PATH, UNIT, b"ActiveEnterTimestampMonotonic"): 3_000_000,
             (TIMER_PATH, TIMER, b"LastTriggerUSecMonotonic"): 3_100_000,
-            (UNIT_PATH, SERVICE, b"ExecMainPID"): 812,
             (UNIT_PATH, SERVICE, b"MainPID"): 0,
-            (UNIT_PATH, SERVICE, b"ExecMainStartTimestamp"): 1_700_000_100_500_000,
-            (UNIT_PATH, SERVICE, b"ControlGroup"): b"/system.slice/leaky.service",
-            (UNIT_PATH, SERVICE, b"Result"): b"signal",
-            (UNIT_PATH, SERVICE, b"ExecMainCode"): 2,
-            (UNIT_PATH, SERVICE, b"ExecMainStatus"): 9,
         }
 
     def get_property(
@@ -61,29 +54,9 @@ class FakeBus:
                 return Reply(TIMER_PATH)
             assert args == apply_signature(b"s", [b"leaky.service"])
             return Reply(UNIT_PATH)
-        if method == b"GetUnitProcesses":
-            if isinstance(self.processes, Exception):
-                raise self.processes
-            return Reply(list(self.processes))
         if method == b"Reload":
             return Reply(None)
         raise AssertionError(method)
-
-
-def test_unit_run_reads_what_the_hook_needs() -> None:
-    bus = FakeBus()
-    run = Systemd(bus, apply_signature).unit_run("leaky.service")
-    assert run == UnitRun(
-        "leaky.service", 812, 1_700_000_100.5, "/system.slice/leaky.service", (812,),
-        "signal", 2, 9,
-    )  # fmt: skip
-    # properties read directly, no introspection round trips
-    assert all(c[1] in (MANAGER, SERVICE) for c in bus.calls)
-
-
-def test_an_inactive_unit_has_no_processes() -> None:
-    bus = FakeBus(processes=DBusNoSuchUnitError(-2, b"org.freedesktop.systemd1.NoSuchUnit"))
-    assert Systemd(bus, apply_signature).unit_run("leaky.service").remaining == ()
 
 
 def test_the_clock_recorders_timer_in_seconds_of_the_monotonic_clock() -> None:
@@ -105,8 +78,8 @@ def test_a_dbus_failure_is_no_answer_but_a_bug_is_not(monkeypatch: pytest.Monkey
             raise DBusTimeoutError(-110, b"org.freedesktop.DBus.Error.Timeout")
 
     monkeypatch.setattr(systemd, "connect", lambda: over(TimingOut()))
-    run, why = systemd.unit_run("leaky.service")
-    assert run is None and why is not None and "no answer from systemd over D-Bus" in why
+    pid, why = systemd.ask(lambda sd: sd.main_pid("leaky.service"))
+    assert pid is None and why is not None and "no answer from systemd over D-Bus" in why
 
     class Changed(FakeBus):  # a pystemd API change must surface, not read as "no bus"
         def get_property(self, *args: Any) -> Any:
@@ -114,9 +87,9 @@ def test_a_dbus_failure_is_no_answer_but_a_bug_is_not(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(systemd, "connect", lambda: over(Changed()))
     with pytest.raises(RuntimeError, match="AttributeError: get_property"):
-        systemd.unit_run("leaky.service")  # asked in a child; the bug surfaces here
+        systemd.main_pid("leaky.service")  # asked in a child; the bug surfaces here
     with pytest.raises(AttributeError):
-        systemd.unit_run_here("leaky.service")
+        systemd.ask_here(lambda sd: sd.main_pid("leaky.service"))
 
 
 def test_without_a_bus_every_question_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,10 +98,6 @@ def test_without_a_bus_every_question_says_why(monkeypatch: pytest.MonkeyPatch) 
         yield None, "no answer from systemd over D-Bus ([err -2]: Could not open a bus)"
 
     monkeypatch.setattr(systemd, "connect", no_bus)
-    assert systemd.unit_run("leaky.service") == (
-        None,
-        "no answer from systemd over D-Bus ([err -2]: Could not open a bus)",
-    )
     assert systemd.daemon_reload() is not None
     assert systemd.main_pid("leaky.service") is None
     assert systemd.clock_timer() == (
@@ -204,7 +173,7 @@ def test_every_question_has_a_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
         assert time.monotonic() - started < 5
     monkeypatch.setattr(systemd, "BUS_DEADLINE", 0.3)
     started = time.monotonic()
-    assert systemd.unit_run("leaky.service")[0] is None
+    assert systemd.clock_timer()[0] is None
     assert systemd.main_pid("leaky.service") is None
     assert time.monotonic() - started < 10
 

@@ -11,7 +11,8 @@ The tree is walked from its root, never guessed at: a directory that is not ther
 nothing unless the walk that did not find it read the whole tree. The whole tree is the one
 mounted at its root ("/" in mountinfo) in the initial cgroup namespace, or one whose root holds
 systemd's init.scope (a container's manager: its every unit lies below). The hook takes its
-own cgroup from /proc/self/cgroup instead: systemd put it in the unit's own directory.
+own cgroup from /proc/self/cgroup instead: systemd put it in the unit's own directory. A walk
+that lists no process of a unit on v2 asks the kernel once more (cgroup.events, _populated).
 
 I/O at the edge: the readers below return records; `judge` is pure.
 """
@@ -47,6 +48,9 @@ class UnitCgroup(NamedTuple):
     directories: tuple[str, ...]  # the directories named after it, relative to the tree's root
     pids: tuple[Pid, ...]  # in them and below, ours excluded; 0: a process of another pid ns
     unified: bool  # read from cgroup v2 (where an invisible process is listed as 0)
+    # cgroup.events said "populated 1" after a walk that listed no process at all: one moved
+    # between the unit's sub-cgroups while they were read (see _populated)
+    populated: bool = False
 
 
 class CgroupTree(NamedTuple):
@@ -93,13 +97,15 @@ def own_path(cgroup_text: str, hierarchy: Hierarchy) -> str | None:
 
 
 def unit_directory(path: str, unit: str) -> str | None:
-    """The part of a cgroup path up to its innermost directory named `unit` (None: none is).
-    A directory below it is the unit's too (Delegate=: `.control`, a payload's own)."""
+    """The part of a cgroup path up to its outermost directory named `unit` (None: none is).
+    A directory below it is the unit's too (Delegate=: `.control`, a payload's own). Never the
+    innermost: a delegated unit owns its subtree, may nest a directory of its own name there
+    and move the hook into it, and that directory alone would hide the unit's processes."""
     if path.startswith("/.."):
         return None  # outside our cgroup namespace's root: not a path in the mounted tree
     parts = path.strip("/").split("/")
-    for i in range(len(parts), 0, -1):
-        if cgroup_unit_name(parts[i - 1]) == unit:
+    for i, part in enumerate(parts, 1):
+        if cgroup_unit_name(part) == unit:
             return "/" + "/".join(parts[:i])
     return None
 
@@ -214,10 +220,31 @@ def read_tree(
         if walk.blind is not None:
             return CgroupTree(MappingProxyType(units), walk.blind, mount)
         for p in rest:
+            moved = hierarchy.unified and not walk.pids[p] and _populated(mount, walk.dirs[p])
             units[p] = UnitCgroup(
-                tuple(walk.dirs[p]), _without(walk.pids[p], exclude), hierarchy.unified
+                tuple(walk.dirs[p]), _without(walk.pids[p], exclude), hierarchy.unified, moved
             )
     return CgroupTree(MappingProxyType(units), complete if rest else None, mount)
+
+
+def _populated(mount: str, directories: Iterable[str]) -> bool:
+    """Whether any of the directories' cgroup.events says "populated 1" (cgroup v2: some
+    process in it or below, counted by the kernel at once for the whole subtree).
+
+    The walk reads one cgroup.procs after another: a delegated unit's process moving from a
+    directory not yet read to one already read is listed by none, and the unit would look
+    stopped. Read after the walk, this closes that: no one but root moves a process out of
+    a unit's subtree. Used only where the walk listed no process, not even ours (ipcjanitor
+    run from inside the unit populates it itself); unreadable: the walk's word stands.
+    """
+    for rel in directories:
+        try:
+            with open(f"{mount}{rel}/cgroup.events", "rb") as f:
+                if b"populated 1" in f.read().splitlines():
+                    return True
+        except OSError:
+            continue  # gone (it was empty), or not there to read
+    return False
 
 
 def _without(pids: Iterable[Pid], exclude: frozenset[Pid]) -> tuple[Pid, ...]:
@@ -277,13 +304,14 @@ def judge(found: UnitCgroup | None, hidden_pids: bool) -> UnitState | None:
     """PURE: what one unit's cgroups prove; None when they prove nothing (then the /proc scan
     decides, under the blindness rules).
 
-    Any process listed (a 0 too: a live process of another pid namespace) -> RUNNING. None
-    listed -> STOPPED on cgroup v2, in any pid namespace; on v1, which leaves out what this
-    pid namespace cannot name, only when no process can hide from it (`hidden_pids` False).
+    Any process listed (a 0 too: a live process of another pid namespace), or a populated
+    cgroup (a process moved while the walk read it) -> RUNNING. None listed -> STOPPED on
+    cgroup v2, in any pid namespace; on v1, which leaves out what this pid namespace cannot
+    name, only when no process can hide from it (`hidden_pids` False).
     """
     if found is None:
         return None
-    if found.pids:
+    if found.pids or found.populated:
         return UnitState.RUNNING
     if found.unified or not hidden_pids:
         return UnitState.STOPPED

@@ -44,20 +44,6 @@ class Bus(Protocol):
     ) -> Any: ...
 
 
-class UnitRun(NamedTuple):
-    """What systemd says about a service's last (or current) run."""
-
-    unit: str
-    main_pid: int  # ExecMainPID: kept after the process exits
-    main_start: float | None  # ExecMainStartTimestamp, epoch seconds
-    control_group: str
-    remaining: tuple[int, ...]  # processes still in the unit's cgroup
-    result: str = ""  # Result: success, exit-code, signal, core-dump, timeout, ...
-    main_code: int = 0  # ExecMainCode: CLD_EXITED 1, CLD_KILLED 2, CLD_DUMPED 3; 0 none yet
-    main_status: int = 0  # ExecMainStatus: the exit status, or the signal's number
-
-
-_CLD = {1: "exited", 2: "killed", 3: "dumped"}
 UNTRUSTED_LIMIT = 64  # characters of a service-supplied value shown, escaped
 
 
@@ -70,51 +56,22 @@ def untrusted(text: str) -> str:
 
 
 class StopInfo(NamedTuple):
-    """How the service stopped: from systemd (D-Bus), or as its environment reports it.
+    """How the service stopped, as its environment reports it.
 
     SERVICE_RESULT, EXIT_CODE and EXIT_STATUS are what systemd sets for ExecStopPost=, but
-    the service's own Environment=/EnvironmentFile= override them: from there they are only
-    what the service says (`reported`), quoted and bounded, and never part of a reason.
+    the service's own Environment=/EnvironmentFile= override them: they are only what the
+    service says, quoted and bounded, and never part of a reason. (The hook asks systemd
+    nothing since issue 20: no verdict needs its record of the stop.)
     """
 
     result: str | None  # success, exit-code, signal, core-dump, timeout, ...
     exit_code: str | None  # exited, killed, dumped
     exit_status: str | None  # a number if exited, else a signal name (KILL)
-    reported: bool = False  # True: read from the environment the service controls
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StopInfo:
         e = os.environ if env is None else env
-        return cls(e.get("SERVICE_RESULT"), e.get("EXIT_CODE"), e.get("EXIT_STATUS"), True)
-
-    @classmethod
-    def from_run(cls, run: UnitRun) -> StopInfo:
-        """What systemd recorded: Result, ExecMainCode and ExecMainStatus."""
-        code = _CLD.get(run.main_code)
-        status: str | None = None
-        if code == "exited":
-            status = str(run.main_status)
-        elif code is not None:
-            import signal  # noqa: PLC0415  (only in the hook's stop path)
-
-            try:
-                status = signal.Signals(run.main_status).name.removeprefix("SIG")
-            except ValueError:
-                status = str(run.main_status)
-        return cls(run.result or None, code, status)
-
-    def how(self) -> str | None:
-        """'killed by SIGKILL', 'exited with status 3', ... or None when systemd said nothing
-        (and always None for what the service's environment reports)."""
-        if self.reported:
-            return None
-        if self.exit_code == "killed" and self.exit_status:
-            return f"killed by SIG{self.exit_status}"
-        if self.exit_code == "dumped" and self.exit_status:
-            return f"dumped core on SIG{self.exit_status}"
-        if self.exit_code == "exited" and self.exit_status is not None:
-            return f"exited with status {self.exit_status}"
-        return None
+        return cls(e.get("SERVICE_RESULT"), e.get("EXIT_CODE"), e.get("EXIT_STATUS"))
 
     def describe(self) -> str:
         pairs = (
@@ -122,12 +79,9 @@ class StopInfo(NamedTuple):
             ("EXIT_CODE", self.exit_code),
             ("EXIT_STATUS", self.exit_status),
         )
-        if self.reported:
-            parts = [f"{k}={untrusted(v)}" for k, v in pairs if v is not None]
-            said = " ".join(parts) or "nothing"
-            return f"its environment (which the service sets) reports {said}"
-        parts = [f"{k.partition('_')[2].lower()} {v}" for k, v in pairs if v]
-        return "systemd: " + (", ".join(parts) or "no record of the main process")
+        parts = [f"{k}={untrusted(v)}" for k, v in pairs if v is not None]
+        said = " ".join(parts) or "nothing"
+        return f"its environment (which the service sets) reports {said}"
 
 
 def _text(value: Any) -> str:
@@ -153,34 +107,6 @@ class Systemd:
     def unit_path(self, unit: str) -> bytes:
         """The unit's object path (LoadUnit: also for a unit that is not running)."""
         return bytes(self._call(MANAGER_PATH, MANAGER, b"LoadUnit", b"s", unit.encode()))
-
-    def unit_run(self, unit: str) -> UnitRun:
-        path = self.unit_path(unit)
-
-        def service(prop: bytes, rtype: bytes) -> Any:
-            return self.bus.get_property(DESTINATION, path, SERVICE, prop, rtype)
-
-        start_us = int(service(b"ExecMainStartTimestamp", b"t"))
-        return UnitRun(
-            unit=unit,
-            main_pid=int(service(b"ExecMainPID", b"u")),
-            main_start=start_us / 1e6 if start_us else None,
-            control_group=_text(service(b"ControlGroup", b"s")),
-            remaining=self.unit_processes(unit),
-            result=_text(service(b"Result", b"s")),
-            main_code=int(service(b"ExecMainCode", b"i")),
-            main_status=int(service(b"ExecMainStatus", b"i")),
-        )
-
-    def unit_processes(self, unit: str) -> tuple[int, ...]:
-        """The pids in the unit's cgroup; none for a unit that is not active."""
-        from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415
-
-        try:
-            procs = self._call(MANAGER_PATH, MANAGER, b"GetUnitProcesses", b"s", unit.encode())
-        except DBusBaseError:  # an inactive unit has no processes to list
-            return ()
-        return tuple(int(p[1]) for p in procs)
 
     def main_pid(self, unit: str) -> int:
         """The service's current main pid; 0 when it has none."""
@@ -391,11 +317,12 @@ class Question(Generic[T]):
 
 
 # The records an answer may be, sent as plain tuples (marshal takes no NamedTuple) by name
-_RECORDS: dict[str, Any] = {"run": UnitRun, "timer": TimerState}
+_RECORDS: dict[str, Any] = {"timer": TimerState}
 
 
 def _plain(asking: Callable[[], tuple[Any, str | None]]) -> tuple[str, Any, str | None]:
-    """What `asking` gave, as marshal-able data: ("run" | "value", answer, why) or ("bug", ...)."""
+    """What `asking` gave, as marshal-able data: (a record's name or "value",
+    answer, why) or ("bug", ...)."""
     try:
         value, why = asking()
     except Exception as exc:  # a bug, not "no bus": the parent raises it
@@ -433,17 +360,6 @@ def ask(
 ) -> tuple[T | None, str | None]:
     """One question to systemd, within `deadline`: (answer, None), or (None, why)."""
     return Question(lambda: ask_here(question)).answer(deadline)
-
-
-def unit_run_here(unit: str) -> tuple[UnitRun | None, str | None]:
-    """Ask systemd about `unit` in this process (the hook's asking child does)."""
-    return ask_here(lambda sd: sd.unit_run(unit))
-
-
-def unit_run(unit: str) -> tuple[UnitRun | None, str | None]:
-    """Ask systemd about `unit`; (None, why) when there is no bus, no such unit or no answer
-    within BUS_DEADLINE."""
-    return Question(lambda: unit_run_here(unit)).answer()
 
 
 def daemon_reload() -> str | None:
