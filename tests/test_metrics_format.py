@@ -233,9 +233,7 @@ def test_a_hook_that_gave_up_on_the_lock_says_so_and_moves_no_success(
     from ipcjanitor.engine import lock, run
     from ipcjanitor.hook.gate import HookCall
     from ipcjanitor.hook.run import run_hook
-    from ipcjanitor.systemd import bus
 
-    monkeypatch.setattr(bus, "unit_run_here", lambda unit: (None, "no bus in this test"))
     (tmp_path / "p.toml").write_text(HOOKED)
     out = tmp_path / "hook.prom"
     call = HookCall("a.service", str(tmp_path / "p.toml"), False, str(out), True)
