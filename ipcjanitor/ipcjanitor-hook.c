@@ -21,8 +21,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* JOURNAL_STREAM: the hook compares it with its stdout's and stderr's own device and inode
+ * (a forged value names no other file): when they are the journal, it does not repeat there
+ * the rows its journal records tell already. */
 static const char *const KEPT[] = {
-    "SERVICE_RESULT=", "EXIT_CODE=", "EXIT_STATUS=", "INVOCATION_ID=",
+    "SERVICE_RESULT=", "EXIT_CODE=", "EXIT_STATUS=", "INVOCATION_ID=", "JOURNAL_STREAM=",
 };
 #define N_KEPT (sizeof KEPT / sizeof KEPT[0])
 
@@ -38,8 +41,8 @@ int main(int argc, char *argv[])
     if (argc < 2 || argv[1][0] != '/') {
         fprintf(stderr,
                 "usage: %s /ABSOLUTE/PROGRAM [ARGUMENT...]\n"
-                "runs PROGRAM with only SERVICE_RESULT, EXIT_CODE, EXIT_STATUS and "
-                "INVOCATION_ID of the environment, PATH=/usr/sbin:/usr/bin:/sbin:/bin, in /, "
+                "runs PROGRAM with only SERVICE_RESULT, EXIT_CODE, EXIT_STATUS, "
+                "INVOCATION_ID and JOURNAL_STREAM of the environment, PATH=/usr/sbin:/usr/bin:/sbin:/bin, in /, "
                 "umask 022\n",
                 argc > 0 ? argv[0] : "ipcjanitor-hook");
         return 64;

@@ -274,6 +274,16 @@ def test_only_private_mode_000_never_used_kept_queues_are_unreachable() -> None:
     assert "ipcrm -q 1" in found[0].line()
 
 
+def test_a_queue_an_owner_without_unit_keeps_as_unknown_is_unreachable_too() -> None:
+    """Issue 22's case: PHP's msgget(0, 0) under an owner claiming its user's IPC_PRIVATE
+    objects without `unit`: kept `unknown` (it records no pid), listed with its removal."""
+    objects = [_queue(7), _queue(8, mode=0o600)]
+    verdicts = {(IpcKind.MSG, 7): "unknown", (IpcKind.MSG, 8): "unknown"}
+    (found,) = doctor.unreachable_queues(objects, verdicts)
+    assert (found.id, found.verdict) == (7, "unknown")
+    assert "(unknown); remove it with `ipcrm -q 7`" in found.line()
+
+
 def test_the_checks_are_rows_and_one_runner_builds_the_report(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -50,3 +50,15 @@ def test_the_trampoline_starts_the_hook_with_umask_022(umask: str) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert done.stdout.strip() == "0022"
+
+
+def test_the_trampoline_passes_journal_stream_so_the_hook_knows_its_stdout_is_the_journal() -> None:
+    """Issue 21.2: without JOURNAL_STREAM the hook printed each removal's table row into the
+    unit's journal stream beside its record. The hook checks the variable against fd 1's own
+    device and inode (stream_is_journal), so a forged value names no other file."""
+    env = {"JOURNAL_STREAM": "8:1234", "PYTHONPATH": "/tmp", "INVOCATION_ID": "0123"}
+    done = subprocess.run([str(TRAMPOLINE), "/usr/bin/env"], capture_output=True, text=True,
+                          env=env, check=True)  # fmt: skip
+    assert sorted(done.stdout.split()) == [
+        "INVOCATION_ID=0123", "JOURNAL_STREAM=8:1234", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+    ]  # fmt: skip

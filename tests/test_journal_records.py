@@ -177,6 +177,51 @@ def test_the_handoff_gap_record(
     assert r["MESSAGE"].startswith("owner u (") and "has no unit and min_age 0:" in r["MESSAGE"]
 
 
+@pytest.mark.parametrize("stderr_is_journal", [False, True], ids=["terminal", "journal"])
+def test_clean_v_journals_the_handoff_gap_once_too(
+    sink: Sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], stderr_is_journal: bool,
+) -> None:  # fmt: skip
+    """Issue 22.1 under -v: the run's one handoff-gap record (MESSAGE_ID) is sent as without
+    -v; its stderr line is printed only where stderr is not the journal (under systemd it
+    would be a second record of the same fact, without MESSAGE_ID)."""
+    from ipcjanitor import cli
+    from ipcjanitor.commands import table
+    from ipcjanitor.engine import run as janitor
+
+    policy = tmp_path / "p.toml"
+    policy.write_text('[owners.u]\nkeys = ["0x7a000000"]\nmin_age = "0s"\n')
+    j = sink.journal()
+    monkeypatch.setattr(journal.Journal, "for_clean", classmethod(lambda cls, echo: j))
+    monkeypatch.setattr(table, "stream_is_journal", lambda fd: stderr_is_journal)
+    monkeypatch.setattr(janitor, "clean", lambda *a, **k: ([], None))  # no object touched
+    assert cli.main(["--policy", str(policy), "clean", "-v"]) == 0
+    gaps = [r for r in sink.records() if r.get("IPCJANITOR_EVENT") == "handoff-gap"]
+    assert len(gaps) == 1 and gaps[0]["MESSAGE_ID"] == journal.MESSAGE_ID_HANDOFF_GAP
+    err = capsys.readouterr().err
+    assert err.count("an object handed off") == (0 if stderr_is_journal else 1), err
+    assert "has no unit: only the pids" in err  # -v's other warnings stay on stderr
+
+
+def test_clean_dry_run_v_says_the_handoff_gap_on_stderr_even_under_systemd(
+    sink: Sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A dry run sends no record: its -v line is the only place the gap is said."""
+    from ipcjanitor import cli
+    from ipcjanitor.commands import table
+
+    policy = tmp_path / "p.toml"
+    policy.write_text('[owners.u]\nkeys = ["0x7a000000"]\nmin_age = "0s"\n')
+    j = sink.journal()
+    monkeypatch.setattr(journal.Journal, "for_clean", classmethod(lambda cls, echo: j))
+    monkeypatch.setattr(table, "stream_is_journal", lambda fd: True)
+    monkeypatch.setattr(table, "survey", lambda *a, **k: [])
+    assert cli.main(["--policy", str(policy), "clean", "--dry-run", "-v"]) == 0
+    assert sink.records() == []
+    assert capsys.readouterr().err.count("an object handed off") == 1
+
+
 def test_a_record_larger_than_a_datagram_goes_whole_through_a_memfd(sink: Sink) -> None:
     sink.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     j = sink.journal()

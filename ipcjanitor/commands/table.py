@@ -44,13 +44,16 @@ def cmd_learn(args: argparse.Namespace) -> int:
     return learn(Request(args.unit, args.for_, args.owner, args.write, args.policy, args.quiet))
 
 
-def _policy(args: argparse.Namespace) -> Policy:
+def _policy(args: argparse.Namespace, handoff_journaled: bool = False) -> Policy:
+    """The policy, its warnings on stderr (-v: all of them). handoff_journaled: the run's
+    handoff-gap records go to the journal, which stderr is: -v does not repeat them."""
     policy = load_policy(args.policy)
     for warning in policy.warnings:
         print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
     if args.verbose:
         print(f"ipcjanitor: policy from {', '.join(policy.sources)}", file=sys.stderr)
-        for warning in [*unitless_warnings(policy), *handoff_warnings(policy)]:
+        handoff = [] if handoff_journaled else handoff_warnings(policy)
+        for warning in [*unitless_warnings(policy), *handoff]:
             print(f"ipcjanitor: warning: {warning}", file=sys.stderr)
         for note in alias_notes(policy, unit_aliases([o.unit for o in policy.owners if o.unit])):
             print(f"ipcjanitor: note: {note}", file=sys.stderr)
@@ -194,7 +197,7 @@ def _clean(args: argparse.Namespace, out: metrics.Outcome | None, loaded: list[P
     pdone: list[PosixDecision] = []
     pnotes: list[str] = []
     posix_part = (pscope, pdone, pnotes) if pscope is not None else None
-    if journal.to_journal and not args.verbose:  # -v printed them: its stderr is journaled
+    if journal.to_journal:  # with -v too: a stderr line has no MESSAGE_ID (issue 22.1)
         for warning in handoff_warnings(policy):  # one record per run, beside the removals
             journal.send(warning, "warning", [("MESSAGE_ID", MESSAGE_ID_HANDOFF_GAP),
                                               ("IPCJANITOR_EVENT", "handoff-gap")])  # fmt: skip
@@ -222,8 +225,8 @@ def _health(loaded: list[Policy]) -> list[metrics.Family]:
 def _journaled_policy(args: argparse.Namespace, journal: Journal) -> Policy:
     """The policy; an error in it is also a journal record at priority err (MESSAGE_ID
     policy-error), and stderr does not repeat it there when stderr is the journal."""
-    try:
-        return _policy(args)
+    try:  # a dry run sends no handoff record: -v says it on stderr
+        return _policy(args, journal.to_journal and not args.dry_run and stream_is_journal(2))
     except PolicyErrors as exc:
         if journal.policy_error(f"policy error, nothing was removed: {exc}"):
             exc.journaled = stream_is_journal(2)

@@ -100,7 +100,7 @@ def test_learn_on_postgresql_proposes_its_segment_and_dsm_in_one_owner(box: Cont
     box.run(f"ipcjanitor install-hook {pg.UNIT}")
     doc = json.loads(box.run("ipcjanitor scan --json").stdout)
     assert {o["owner"] for o in doc["objects"]} == {"postgresql@15-main"}, doc["objects"]
-    dead: tuple[set[pg.ShmFile], set[int]] = (set(), set())
+    dead: tuple[set[pg.ShmFile], set[int], set[str]] = (set(), set(), set())
     for n in range(1, KILLS + 1):
         t = time.monotonic()
         _kill_and_check(box, n, uid, dead)  # its DSM files: only the live cluster's, 2

@@ -2,7 +2,8 @@
 (issue 19.1): the shipped policy (packaging/examples/postgresql.toml) with the hook leaves only
 the live cluster's objects; a policy that claims its System V segment alone makes every crash
 leak its DSM files, and `scan -v` says so before it happens; a policy that claims everything
-removes nothing of a running cluster."""
+removes nothing of a running cluster: before the first kill, with queries in flight before
+each kill, and right after each restart."""
 
 from __future__ import annotations
 
@@ -77,17 +78,42 @@ def _rows(c: Container) -> list[int]:
     return [int(n) for n in pg.psql(c, "select n from kills order by n").split()]
 
 
+CLAIM_DIR = "/etc/ipcjanitor-claim-everything"  # beside policy.d: its own --policy
+
+
+def _claim_everything_cleans(
+    box: Container, when: str, dead: set[pg.ShmFile] | None = None, runs: int = 2
+) -> set[str]:
+    """`clean` under CLAIM_EVERYTHING (no unit: only evidence of use keeps anything) while the
+    cluster runs: nothing of it removed, SysV or POSIX. dead: files of earlier clusters (the
+    leaks of the segment-alone policy), which it may remove; returns the names it did."""
+    box.write(f"{CLAIM_DIR}/ns.toml", "pid_namespace_complete = true\n")
+    box.write(f"{CLAIM_DIR}/claim.toml", CLAIM_EVERYTHING)
+    dead_names = {f.name for f in dead or ()}
+    before_files, before_segments = pg.shm_files(box), pg.segments(box)
+    removed: set[str] = set()
+    for _ in range(runs):
+        out = box.run(f"ipcjanitor --policy {CLAIM_DIR} clean --json").stdout
+        objects = json.loads(out)["objects"]
+        gone = [o for o in objects if o["verdict"] != "in-use"]
+        assert objects and all(o["verdict"] == "removed" for o in gone), (when, gone)
+        assert {o.get("name") for o in gone} <= dead_names, (when, gone)  # only dead ones
+        removed |= {o["name"] for o in gone}
+        names = {o["name"] for o in objects if o["kind"] == "posix-shm"}
+        # a file the cluster itself made or freed meanwhile may come or go; none was removed
+        live = {f.name for f in before_files} - dead_names
+        assert live <= names | {f.name for f in pg.shm_files(box)}, when
+    assert [s.shmid for s in pg.segments(box)] == [s.shmid for s in before_segments], when
+    return removed
+
+
 def _claim_everything_keeps_it_all(box: Container, first: pg.Segment) -> None:
     """No unit: the running cluster's objects are all kept, on evidence of use alone."""
     _policy(box, CLAIM_EVERYTHING)
     pg.queries_in_flight(box)
     in_flight = pg.shm_files(box)
     assert len(in_flight) > 2  # control segment, statistics, and the queries' segments
-    for _ in range(2):
-        doc = json.loads(box.run("ipcjanitor clean --json").stdout)
-        assert {o["verdict"] for o in doc["objects"]} == {"in-use"}, doc["objects"]
-        names = {o["name"] for o in doc["objects"] if o["kind"] == "posix-shm"}
-        assert {f.name for f in in_flight} <= names | {f.name for f in pg.shm_files(box)}
+    _claim_everything_cleans(box, "before the first kill")
     assert set(in_flight) <= set(pg.shm_files(box))
     assert [s.shmid for s in pg.segments(box)] == [first.shmid]
     assert "hint:" not in box.run("ipcjanitor scan -v").stderr
@@ -115,17 +141,20 @@ def _segment_alone_leaks(box: Container, key: int) -> set[pg.ShmFile]:
 
 
 def _kill_and_check(
-    box: Container, n: int, uid: int, dead: tuple[set[pg.ShmFile], set[int]]
+    box: Container, n: int, uid: int, dead: tuple[set[pg.ShmFile], set[int], set[str]]
 ) -> None:
     """Kill n with the shipped policy: the running unit keeps all; after the restart only the
-    live cluster's files, its one segment, every row. dead: (files, shmids) seen so far."""
-    dead_files, dead_segments = dead
+    live cluster's files, its one segment, every row. Under CLAIM_EVERYTHING, before the kill
+    and after the restart, nothing of the running cluster is removed. dead: (files, shmids)
+    seen so far, and the dead files CLAIM_EVERYTHING removed."""
+    dead_files, dead_segments, swept = dead
     pg.psql(box, f"insert into kills values ({n})")
     pg.queries_in_flight(box)
     now = set(pg.shm_files(box))
     doc = json.loads(box.run("ipcjanitor clean --json").stdout)  # the unit runs: all kept
     assert {o["verdict"] for o in doc["objects"]} == {"in-use"}
     assert now <= set(pg.shm_files(box)) and len(now - dead_files) > 2
+    swept |= _claim_everything_cleans(box, f"queries in flight before kill {n}", dead_files)
     dead_files |= set(pg.shm_files(box))
     dead_segments |= {s.shmid for s in pg.segments(box)}
     pg.kill(box)
@@ -135,6 +164,7 @@ def _kill_and_check(
     assert len(files) == 2, files  # the new control segment and statistics
     assert _one_live_segment(box, uid).shmid not in dead_segments
     assert _rows(box) == list(range(1, n + 1))
+    assert not _claim_everything_cleans(box, f"restarted after kill {n}")  # the new cluster's
 
 
 def test_postgresql_killed_five_times_leaves_only_the_live_clusters_objects(
@@ -156,9 +186,10 @@ def test_postgresql_killed_five_times_leaves_only_the_live_clusters_objects(
     _policy(box, EXAMPLE.read_text().replace(EXAMPLE_KEY, f'"0x{key:08x}"'))
     assert "hint:" not in box.run("ipcjanitor scan -v").stderr
     dead_files: set[pg.ShmFile] = set(leaked)
+    swept: set[str] = set()  # the leaked files CLAIM_EVERYTHING removed before the hook did
     dead_segments = {first.shmid} | {s.shmid for s in pg.segments(box)}  # first: the hook's
     for n in range(1, KILLS + 1):
-        _kill_and_check(box, n, uid, (dead_files, dead_segments))
+        _kill_and_check(box, n, uid, (dead_files, dead_segments, swept))
 
     removed = journal(box, f"IPCJANITOR_UNIT={pg.UNIT}", "IPCJANITOR_VERDICT=removed")
     by_kind: dict[str, set[str]] = {}
@@ -167,9 +198,12 @@ def test_postgresql_killed_five_times_leaves_only_the_live_clusters_objects(
             str(r.get("IPCJANITOR_NAME") or r["IPCJANITOR_ID"])
         )
     # every removal is of a dead cluster's file, and every file leaked before the policy was
-    # the hooks' to remove; a parallel query's file listed before a kill can also have been
-    # removed by PostgreSQL itself when the query ended before the kill (seen under load)
-    assert by_kind["posix-shm"] <= {f.name for f in dead_files}
-    assert {f.name for f in leaked} <= by_kind["posix-shm"]
+    # removed (by a hook or the claim-everything sweeps); a parallel query's file listed before
+    # a kill can also have been removed by PostgreSQL itself when the query ended before the
+    # kill (seen under load)
+    removed_files = by_kind["posix-shm"] | swept
+    assert removed_files <= {f.name for f in dead_files}
+    assert {f.name for f in leaked} <= removed_files
+    assert swept <= {f.name for f in leaked}  # of a running cluster: nothing, ever
     assert by_kind["shm"] == {str(s) for s in dead_segments}
     box.run(f"systemctl stop {pg.UNIT}")

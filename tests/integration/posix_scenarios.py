@@ -666,6 +666,26 @@ def doctor_shm_and_queues() -> dict[str, Any]:
     return {"full": full, "cleaned": cleaned, "after": _doctor(), "left": remaining()}
 
 
+@scenario
+def metrics_queue_rows() -> dict[str, Any]:
+    """doctor's POSIX queue rows as the timer's metrics: three queues against a queues_max of
+    4 (two of them a SIGKILLed program's, claimed by no owner), nobody's live queue charging
+    82880 of its 90000-byte RLIMIT_MSGQUEUE; `clean --metrics` beside `doctor --json`."""
+    Path("/proc/sys/fs/mqueue/queues_max").write_text("4\n")
+    for name in ("q_a", "q_b"):
+        kill(start("mq", name))
+    user = subprocess.Popen([sys.executable, "-c", MQ_USER], stdout=subprocess.PIPE, text=True)
+    assert user.stdout is not None and user.stdout.readline().strip() == "ready"
+    try:
+        out = Path(tempfile.mkdtemp()) / "ipcjanitor.prom"
+        clean = janitor("-q", "clean", "--metrics", str(out))
+        return {"clean_rc": clean["rc"], "stderr": clean["stderr"], "metrics": out.read_text(),
+                "doctor": _doctor()["rows"]}  # fmt: skip
+    finally:
+        user.kill()
+        user.wait()
+
+
 def main() -> None:
     global POLICY, BREAK  # noqa: PLW0603  (the policy file of this run, a break to apply)
     POLICY = sys.argv[2]

@@ -569,6 +569,28 @@ def php_unreachable_queues() -> dict[str, Any]:
     return {"rc": doctor["rc"], "doc": doctor["doc"], "used": used, "text": text["stdout"]}
 
 
+def _queue_ids() -> list[int]:
+    lines = Path("/proc/sysvipc/msg").read_text().splitlines()[1:]
+    return sorted(int(line.split()[1]) for line in lines)
+
+
+@scenario
+def php_unitless_private_queues() -> dict[str, Any]:
+    """Issue 22's own case: PHP 8.2's msg_get_queue(0) as the suite's user (nobody), under
+    an owner without `unit` that claims that user's IPC_PRIVATE objects: each queue is kept
+    as `unknown` (it records no pid) and doctor lists it with its removal."""
+    for _ in range(2):
+        run = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        subprocess.run([*run, "php", "-r", "msg_get_queue(0);"], check=True)
+    used = sysv.msgget(0, 0o600)  # root's private queue, in use: neither claimed nor listed
+    sysv.msgsnd(used, b"hello")
+    clean = janitor("clean", "--json")
+    doctor = janitor("doctor", "--json")
+    text = janitor("doctor")
+    return {"clean": clean, "doc": doctor["doc"], "rc": doctor["rc"], "used": used,
+            "text": text["stdout"], "left": _queue_ids()}  # fmt: skip
+
+
 def main() -> None:
     global POLICY  # noqa: PLW0603  (the policy file of this run, for janitor())
     POLICY = sys.argv[2]

@@ -54,3 +54,25 @@ def test_php_s_unreachable_private_queues_are_a_finding_with_their_removal(
     for q in found:
         assert f"UNREACHABLE QUEUE: msg id {q['id']} (uid 0)" in r["text"]
         assert f"`ipcrm -q {q['id']}`" in r["text"]
+
+
+UNITLESS = 'min_age = "0s"\n[owners.suite]\nuid = 65534\nprivate = true\n'
+
+
+def test_php_s_queues_kept_unknown_by_a_unitless_owner_are_a_finding(tmp_path: Path) -> None:
+    """Issue 22, item 3, its own case: msg_get_queue(0) run as the suite's user, whose
+    IPC_PRIVATE objects an owner without `unit` claims: clean keeps each queue as `unknown`
+    (it records no pid; no stop proves it unused) and doctor lists it with its removal."""
+    r = in_namespace("php_unitless_private_queues", UNITLESS, tmp_path)
+    kept = [o for o in r["clean"]["doc"]["objects"] if o["uid"] == 65534]
+    assert len(kept) == 2 and {o["verdict"] for o in kept} == {"unknown"}, kept
+    assert all(o["owner"] == "suite" for o in kept)
+    found = r["doc"]["unreachable_queues"]
+    assert sorted(q["id"] for q in found) == sorted(o["id"] for o in kept)
+    assert all((q["uid"], q["verdict"]) == (65534, "unknown") for q in found)
+    assert r["used"] not in [q["id"] for q in found] and r["used"] in r["left"]
+    assert r["rc"] == 1 and not r["doc"]["healthy"]
+    for q in found:
+        assert f"UNREACHABLE QUEUE: msg id {q['id']} (uid 65534)" in r["text"]
+        assert f"`ipcrm -q {q['id']}`" in r["text"]
+        assert q["id"] in r["left"]

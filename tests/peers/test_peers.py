@@ -64,6 +64,7 @@ def test_a_bound_owner_breaks_none_of_the_peers_tests(peer: Peer) -> None:
     text = report(peer, "bound", run)
     assert_sane(peer, run)
     assert broke(peer, run) == [], text
+    assert run["removed"] == [], text  # the README's table: nothing removed during the suite
     assert "handed off through another segment" not in run["policy_check"]
 
 
@@ -81,6 +82,8 @@ def test_a_unitless_owner_at_0s_breaks_only_where_the_handoff_warning_fires(peer
     assert {r["owner"] for r in run["removed"]} <= set(warned), text
     assert all("exited" in r["reason"] for r in run["removed"]), text
     assert run["removed"] or not broke(peer, run), text
+    if peer.name == "sysv_ipc":  # the README's table: nothing removed, nothing broken
+        assert (run["removed"], broke(peer, run)) == ([], []), text
     if peer.name == "IPC::Shareable":  # the tier sees what the unit's protection prevents
         assert "t/99-end.t:exit" in broke(peer, run), text
 
