@@ -132,11 +132,7 @@ class _Chase:
         hops, name = 0, ""
         while todo:
             name = todo.pop()
-            if name in ("", "."):
-                continue
-            if name == "..":
-                if len(stack) > 1:
-                    stack.pop()
+            if _moved_within(name, stack):
                 continue
             dir_fd, dir_real, _ = stack[-1]
             real = os.path.join(dir_real, name)
@@ -146,12 +142,7 @@ class _Chase:
             self.check_owner(st, real)
             if stat.S_ISLNK(st.st_mode):
                 hops += 1
-                if hops > MAX_HOPS:
-                    raise self.refuse(f"too many levels of symbolic links at {real} (a loop?)")
-                target = os.readlink("", dir_fd=fd)
-                if target.startswith("/"):
-                    del stack[1:]
-                todo.extend(target.split("/")[::-1])
+                self.follow(fd, real, hops, stack, todo)
             elif stat.S_ISDIR(st.st_mode):
                 self.check_mode(st, real, sticky_ok=True)
                 stack.append((fd, real, st))
@@ -162,6 +153,16 @@ class _Chase:
         if len(stack) == 1:
             return stack, stack[0], "/"
         return stack[:-1], stack[-1], name
+
+    def follow(self, fd: int, real: str, hops: int, stack: list[Dir], todo: list[str]) -> None:
+        """The walk's hops-th symbolic link, at real: its target's components go on todo (an
+        absolute target back to the root first)."""
+        if hops > MAX_HOPS:
+            raise self.refuse(f"too many levels of symbolic links at {real} (a loop?)")
+        target = os.readlink("", dir_fd=fd)
+        if target.startswith("/"):
+            del stack[1:]
+        todo.extend(target.split("/")[::-1])
 
     def read(self, parents: list[Dir], found: Dir, name: str, max_bytes: int) -> bytes:
         """The regular file found, opened relative to its checked directory, read from its fd."""
@@ -471,3 +472,13 @@ def _fs_type(dev: int) -> str | None:
             if len(fields) > 2 and fields[2] == want and right:
                 return right.split()[0]
     return None
+
+
+def _moved_within(name: str, stack: list[Dir]) -> bool:
+    """Whether the component needs no lookup: "" and "." stay, ".." climbs (never above
+    the root)."""
+    if name == "..":
+        if len(stack) > 1:
+            stack.pop()
+        return True
+    return name in ("", ".")

@@ -95,6 +95,8 @@ def test_a_process_gone_meanwhile_holds_nothing_and_blinds_nothing(tmp_path: Pat
     st = obj.stat()
     (tmp_path / "proc" / "33").mkdir(parents=True)  # no maps, no fd: exited
     (tmp_path / "proc" / "locks").write_text("")
+    (tmp_path / "proc" / "self" / "ns").mkdir(parents=True)  # a capture in the host's pid ns
+    (tmp_path / "proc" / "self" / "ns" / "pid").symlink_to("pid:[4026531836]")
     h = holders.read_holders([(st.st_dev, st.st_ino)], tmp_path / "proc")
     assert (h.by_identity, h.blind, h.processes) == ({}, None, 0)
 

@@ -107,3 +107,54 @@ def test_doctor_reads_each_users_msgqueue_limit_through_the_reader(tmp_path: Pat
         (root / str(pid) / "limits").write_text(limits.format(soft))
     (root / "43").mkdir()  # gone meanwhile: no status
     assert user_limits({1000, 1001, 1002}, root) == {1000: 4096, 1001: 0}
+
+
+def _self(root: Path, status: str, mountinfo: str, pid_ns: str) -> None:
+    (root / "self" / "ns").mkdir(parents=True, exist_ok=True)
+    (root / "self" / "status").write_text(status)
+    (root / "self" / "mountinfo").write_text(mountinfo)
+    (root / "self" / "ns" / "pid").symlink_to(pid_ns)
+
+
+HOST_NS = f"pid:[{processes.INIT_PID_NS_INODE}]"
+PROC_HIDDEN = "22 1 0:21 / /proc rw,nosuid - proc proc rw,hidepid=invisible,gid=4444\n"
+NOBODY = "Name:\tcapture\nUid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\n"
+NOBODY += "Groups:\t\nCapEff:\t0000000000000000\n"
+
+
+def test_a_captured_tree_answers_for_itself_who_saw_it_and_how(tmp_path: Path) -> None:
+    """hidepid=, the reader's credentials and its pid namespace come from the tree's own
+    self/ (mountinfo, status, ns/pid), never from the live /proc of the process reading it."""
+    root = _proc(tmp_path, {})
+    _self(root, NOBODY, PROC_HIDDEN, "pid:[4026532999]")
+    tree = Procfs(root)
+    blind = processes.hidepid_blinds(tree)
+    assert blind is not None and "hidepid=invisible" in blind
+    assert not processes.in_host_pid_namespace(tree)
+    seen = processes.visibility(tree)
+    assert seen.hidden_pids is not None and seen.blind is not None
+    assert processes.visibility(tree, pid_namespace_complete=True).hidden_pids is None
+
+
+def test_a_captured_tree_in_the_gid_exempt_group_in_the_host_namespace_sees_all(
+    tmp_path: Path,
+) -> None:
+    root = _proc(tmp_path, {})
+    _self(root, NOBODY.replace("Groups:\t", "Groups:\t4444"), PROC_HIDDEN, HOST_NS)
+    tree = Procfs(root)
+    assert processes.hidepid_blinds(tree) is None and processes.in_host_pid_namespace(tree)
+    assert processes.visibility(tree) == processes.Visibility(None, None)
+    root_caps = NOBODY.replace("Uid:\t65534\t65534", "Uid:\t0\t0").replace(
+        "0000000000000000", f"{1 << 19:016x}"
+    )
+    (root / "self" / "status").write_text(root_caps)
+    assert processes.hidepid_blinds(tree) is None  # root with CAP_SYS_PTRACE
+
+
+def test_a_captured_tree_that_does_not_say_its_pid_namespace_is_outside_the_hosts(
+    tmp_path: Path,
+) -> None:
+    """No self/ns/pid in the tree: like an unreadable link on the live /proc, a doubt."""
+    root = _proc(tmp_path, {})
+    assert not processes.in_host_pid_namespace(Procfs(root))
+    assert processes.hidepid_blinds(Procfs(root)) is None  # no mountinfo: no hidepid seen

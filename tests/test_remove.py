@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import errno
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ipcjanitor.engine import remove
+from ipcjanitor.kernel.procfs import Procfs
 from ipcjanitor.kernel.sysvipc import STAT_FIELDS, msg_object, shm_object
 from ipcjanitor.kernel.tasks import QueueWaiters
 from ipcjanitor.model import Decision, IpcKind, Verdict
@@ -157,6 +160,25 @@ def test_a_queue_is_removed_only_if_no_task_began_waiting_on_it(
     assert [d.verdict for d in out] == [verdict, verdict] and fragment in out[0].reason
     assert scans == [1]  # one fresh look at the tasks, before the first queue
     assert (kernel.removed == [(2, 9), (2, 9)]) is (verdict is Verdict.REMOVED)
+
+
+def test_the_waiters_are_read_from_the_callers_procfs(tmp_path: Path) -> None:
+    """A captured tree's task blocked in msgrcv on the queue keeps it: the default re-read of
+    the waiters reads the procfs the caller gave, not the live /proc."""
+    root = tmp_path / "proc"
+    (root / "40" / "task" / "41").mkdir(parents=True)
+    msgrcv = {"x86_64": 70, "aarch64": 188}.get(os.uname().machine)
+    if msgrcv is None:
+        pytest.fail(f"no msgrcv number for {os.uname().machine} in this test")
+    (root / "40" / "task" / "41" / "syscall").write_text(
+        f"{msgrcv} 0x9 0x0 0x0 0x0 0x0 0x0 0x1 0x1\n"
+    )
+    kernel = Kernel(QUEUE.obj.raw)
+    (out,) = remove.remove_stale([QUEUE], recheck=kernel, procfs=Procfs(root))
+    assert (
+        out.verdict is Verdict.CHANGED and "pid 40 (thread 41) is blocked in msgrcv" in out.reason
+    )
+    assert kernel.removed == []
 
 
 def test_the_tasks_are_read_again_before_each_batch_of_queues() -> None:

@@ -337,6 +337,25 @@ def hook_state(
     through the clean-environment trampoline (ipcjanitor-hook) on a unit whose options
     leave the hook's file-system view alone; a note when systemd cannot say which."""
     dirs = list(dirs)
+    hooked = _hook_dropin(unit, dirs)
+    if hooked is None:
+        return NO_HOOK, None
+    if not hooked:
+        return UNSAFE_HOOK, None
+    views, why = unitctx.views(unit, dirs, reader or unitctx.read)
+    if why is not None:
+        return None, f"cannot check the file-system view its hook runs in: {why}"
+    problems = [f"{v.unit}: {p}" for v in views for p in v.problems()]
+    if problems:
+        return VIEW_PROBLEM + "; ".join(problems), None
+    if any(v.need_reload for v in views):
+        return None, "systemd has not loaded its latest unit files: run systemctl daemon-reload"
+    return None, None
+
+
+def _hook_dropin(unit: str, dirs: Iterable[Path]) -> bool | None:
+    """Whether the unit's drop-ins hook it through the trampoline: True; False as soon as one
+    hook line does not (an older install-hook's); None when no drop-in hooks it."""
     found = False
     for d in dirs:
         dropins = d / f"{unit}.d"
@@ -350,19 +369,9 @@ def hook_state(
             for line in text.splitlines():
                 if line.startswith("ExecStopPost=") and "ipcjanitor" in line and _HOOK.search(line):
                     if "ipcjanitor-hook" not in line:
-                        return UNSAFE_HOOK, None
+                        return False
                     found = True
-    if not found:
-        return NO_HOOK, None
-    views, why = unitctx.views(unit, dirs, reader or unitctx.read)
-    if why is not None:
-        return None, f"cannot check the file-system view its hook runs in: {why}"
-    problems = [f"{v.unit}: {p}" for v in views for p in v.problems()]
-    if problems:
-        return VIEW_PROBLEM + "; ".join(problems), None
-    if any(v.need_reload for v in views):
-        return None, "systemd has not loaded its latest unit files: run systemctl daemon-reload"
-    return None, None
+    return True if found else None
 
 
 def missing_hooks(

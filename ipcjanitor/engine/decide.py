@@ -190,15 +190,7 @@ def decide_one(
         )
     last = obj.last_activity
     views, doubts = _pid_views(obj, facts, last)
-    life = []  # 3. the object shows life
-    if obj.nattch:
-        life.append(f"{obj.nattch} attached")
-    if obj.ncnt or obj.zcnt:
-        life.append(f"{obj.ncnt + obj.zcnt} waiting in semop")
-    waiting = _queue_waiters(obj, facts)
-    if waiting:
-        life.append("; ".join(waiting))
-    life += [v.describe() for v in views if v.fate == "alive"]
+    life = _life(obj, facts, views)  # 3. the object shows life
     if life:
         return verdict(Verdict.IN_USE, "; ".join(life))
     idle = now - last
@@ -219,17 +211,35 @@ def decide_one(
     unknown += _blind_spots(obj, facts, owner.unit, unit_state)
     if unknown:
         return verdict(Verdict.UNKNOWN, "; ".join(unknown))
-    tail = _tail(obj, idle, last)
+    return verdict(*_proof(views, owner.unit, unit_state, _tail(obj, idle, last)))
+
+
+def _proof(
+    views: list[_PidView], unit: str | None, unit_state: UnitState | None, tail: list[str]
+) -> tuple[Verdict, str]:
+    """Rule 6 with no doubt left: stale on the dead pids, or on the owner's stopped unit."""
     if views:
-        return verdict(Verdict.STALE, "; ".join([v.describe() for v in views] + tail))
+        return Verdict.STALE, "; ".join([v.describe() for v in views] + tail)
     if unit_state is UnitState.STOPPED:
-        return verdict(
-            Verdict.STALE, "; ".join([f"records no pid; {owner.unit} is not running", *tail])
-        )
-    return verdict(
+        return Verdict.STALE, "; ".join([f"records no pid; {unit} is not running", *tail])
+    return (
         Verdict.UNKNOWN,
         "records no pid, and its owner has no unit whose stop would prove it unused",
     )
+
+
+def _life(obj: IpcObject, facts: HostFacts, views: list[_PidView]) -> list[str]:
+    """Rule 3: every sign that the object is in use (attached, waited on, a live pid)."""
+    life = []
+    if obj.nattch:
+        life.append(f"{obj.nattch} attached")
+    if obj.ncnt or obj.zcnt:
+        life.append(f"{obj.ncnt + obj.zcnt} waiting in semop")
+    waiting = _queue_waiters(obj, facts)
+    if waiting:
+        life.append("; ".join(waiting))
+    life += [v.describe() for v in views if v.fate == "alive"]
+    return life
 
 
 def _queue_waiters(obj: IpcObject, facts: HostFacts) -> tuple[str, ...]:
@@ -381,19 +391,8 @@ def decide_posix(
         return verdict(
             Verdict.HOLDS_DATA, f"{obj.qnum} message(s) still queued (keep_queued_messages)"
         )
-    unknown = []  # 6. proof of death, or what stands in its way
-    if obj.unreadable:
-        unknown.append(obj.unreadable)
-    if obj.nlink > 1:
-        unknown.append(f"it has {obj.nlink} links: another name of it may be in use")
-    if facts.blind:
-        unknown.append(f"a holder could be invisible ({facts.blind})")
-    if unit_state is UnitState.UNKNOWN:
-        unknown.append(
-            f"cannot tell whether {owner.unit} is running "
-            f"({facts.unit_blind or 'its processes were not looked at'})"
-        )
-    if unknown:
+    unknown = _posix_doubts(obj, facts, owner.unit, unit_state)  # 6. proof of death, or
+    if unknown:  # what stands in its way
         return verdict(Verdict.UNKNOWN, "; ".join(unknown))
     tail = f"idle {format_duration(idle)}"
     if unit_state is UnitState.STOPPED:
@@ -404,6 +403,25 @@ def decide_posix(
             "proves no more than that)"
         )
     return verdict(Verdict.STALE, why)
+
+
+def _posix_doubts(
+    obj: PosixObject, facts: PosixFacts, unit: str | None, unit_state: UnitState | None
+) -> list[str]:
+    """Rule 6's doubts about a POSIX object: each stands in the way of a proof of death."""
+    unknown = []
+    if obj.unreadable:
+        unknown.append(obj.unreadable)
+    if obj.nlink > 1:
+        unknown.append(f"it has {obj.nlink} links: another name of it may be in use")
+    if facts.blind:
+        unknown.append(f"a holder could be invisible ({facts.blind})")
+    if unit_state is UnitState.UNKNOWN:
+        unknown.append(
+            f"cannot tell whether {unit} is running "
+            f"({facts.unit_blind or 'its processes were not looked at'})"
+        )
+    return unknown
 
 
 def decide_posix_all(

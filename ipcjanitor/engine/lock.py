@@ -40,7 +40,7 @@ def lock_path() -> Path:
     """The lock of this IPC namespace's runs. Its name is new with issue 16.6: a lock file of
     the old name may be held by another user since its 0644 days; nothing uses it now."""
     base = state_dir()
-    try:
+    try:  # live whatever procfs a run reads: the lock is the running IPC namespace's own
         ns = os.readlink("/proc/self/ns/ipc").strip("ipc:[]")
     except OSError:
         ns = "unknown"

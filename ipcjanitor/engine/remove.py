@@ -13,9 +13,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import groupby, islice
+from pathlib import Path
 from typing import Any
 
 from .. import _sysvipc
+from ..kernel.procfs import LIVE, Procfs, of
 from ..kernel.sysvipc import VANISHED, build
 from ..kernel.tasks import QueueWaiters, queue_waiters
 from ..model import Decision, IpcKind, IpcObject, Verdict
@@ -98,11 +100,15 @@ def _raw(obj: IpcObject) -> tuple[Any, ...]:
 
 def remove_stale(
     decisions: Iterable[Decision],
-    waiters: Callable[[], QueueWaiters] = queue_waiters,
+    waiters: Callable[[], QueueWaiters] | None = None,
     recheck: Recheck = _sysvipc.recheck_rmid,
     clock: Callable[[], float] = time.monotonic,
+    *,
+    procfs: Path | Procfs = LIVE,
 ) -> Iterator[Decision]:
     """Every decision back, in order, stale ones replaced by what removing them did.
+
+    `waiters` re-reads the queue waiters; by default from `procfs`, the one the survey read.
 
     A queue shows no waiter in its own record, so the tasks are read again before each batch
     of stale queues (a task that began waiting on one since the scan, or during a long sweep,
@@ -111,6 +117,9 @@ def remove_stale(
     the last read of the tasks, the removals since (no longer than that read) and one batch,
     and the reads add at most as much time as the removals (README, "How it decides").
     """
+    if waiters is None:
+        root = of(procfs).root
+        waiters = lambda: queue_waiters(root)  # noqa: E731
     looked: tuple[float, float] | None = None  # the last read of the tasks: (ended, took)
     fresh = QueueWaiters({}, None)
     for stale, run in groupby(decisions, key=lambda d: d.verdict is Verdict.STALE):

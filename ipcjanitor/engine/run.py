@@ -94,6 +94,7 @@ def clean(
     own_unit: str | None = None,
     lock_wait: float = WAIT_LIMIT,
     posix: tuple[PosixScope, list[PosixDecision], list[str]] | None = None,
+    procfs: Path | Procfs = LIVE,
 ) -> tuple[list[Decision], str | None]:
     """Under the run lock: survey, remove what is stale, record each removal attempt.
 
@@ -101,13 +102,13 @@ def clean(
     this run had to wait for another. Raises LockBusy, having touched nothing, when another
     run held the lock for over lock_wait seconds. posix: (scope, out, notes): the POSIX
     objects of that scope are surveyed and cleaned under the same lock, their decisions
-    appended to out.
+    appended to out. procfs: read by the survey and by the re-read of the queues' waiters.
     """
     held = acquire(limit=lock_wait)
     try:
-        decisions = survey(policy, scope, pid_notes=pid_notes, own_unit=own_unit)
+        decisions = survey(policy, scope, procfs, pid_notes=pid_notes, own_unit=own_unit)
         done = []
-        for d in remove_stale(decisions):
+        for d in remove_stale(decisions, procfs=procfs):
             if d.verdict in RECORDED:  # removals, failures, changes, doubts: one each
                 journal.decision(d)
             done.append(d)

@@ -104,38 +104,58 @@ def probe(pid: Pid, procfs: Path | Procfs, btime: float) -> ProcessInfo:
     return ProcessInfo(Presence.PRESENT, start)
 
 
-def _mount_options(procfs: Path) -> list[str]:
-    target = str(procfs.resolve())
+def _mount_options(proc: Procfs) -> list[str]:
+    """The options of the procfs's mount, as its own self/mountinfo tells them: the live
+    kernel's for LIVE; a captured tree's own (taken as a /proc mounted at /proc) for one."""
+    target = str(proc.root.resolve()) if proc.live else "/proc"
+    text = read_text(proc.root, "self", "mountinfo")
     options: list[str] = []
-    try:
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            left, _, right = line.partition(" - ")
-            if left.split()[4] == target:
-                options = right.split()[2].split(",")  # the last such mount is on top
-    except (OSError, IndexError):
-        pass
+    for line in () if isinstance(text, Unread) else text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) > 4 and len(rest) > 2 and fields[4] == target:
+            options = rest[2].split(",")  # the last such mount is on top
     return options
 
 
-def _status_field(name: str) -> str | None:
-    text = read_text(Path("/proc"), "self", "status")  # our own, whatever procfs is read
-    return None if isinstance(text, Unread) else status_field(text, name)
+class _Credentials(NamedTuple):
+    """Who reads the procfs: its euid, groups and effective capabilities."""
+
+    euid: int | None
+    groups: frozenset[int]
+    cap_eff: int
 
 
-def _has_cap(bit: int) -> bool:
-    eff = _status_field("CapEff")
-    return eff is not None and bool(int(eff, 16) >> bit & 1)
+def _credentials(proc: Procfs) -> _Credentials:
+    """Ours on the live kernel; a captured tree's reader's from its self/status, so that
+    what hidepid= hid from the capture is judged by who captured it."""
+    text = read_text(proc.root, "self", "status")
+    status = "" if isinstance(text, Unread) else text
+    eff = status_field(status, "CapEff")
+    cap_eff = int(eff, 16) if eff and _is_hex(eff) else 0
+    if proc.live:
+        return _Credentials(os.geteuid(), frozenset((os.getegid(), *os.getgroups())), cap_eff)
+    uid = (status_field(status, "Uid") or "").split()
+    gid = (status_field(status, "Gid") or "").split()
+    groups = (status_field(status, "Groups") or "").split()
+    ids = {int(g) for g in [*gid[1:2], *groups] if g.isdigit()}
+    euid = int(uid[1]) if len(uid) > 1 and uid[1].isdigit() else None
+    return _Credentials(euid, frozenset(ids), cap_eff)
 
 
-def _hidepid_blinds(opts: list[str]) -> str | None:
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _hidepid_blinds(opts: list[str], who: _Credentials) -> str | None:
     """Why /proc's hidepid= may hide processes from us, honouring its gid= exemption."""
     hide = next((o.split("=", 1)[1] for o in opts if o.startswith("hidepid=")), None)
     if hide is None or hide in ("0", "off"):
         return None
-    if os.geteuid() == 0 and _has_cap(CAP_SYS_PTRACE):
+    if who.euid == 0 and who.cap_eff >> CAP_SYS_PTRACE & 1:
         return None  # ptrace access to every process: hidepid hides nothing from us
     gid = next((o.split("=", 1)[1] for o in opts if o.startswith("gid=")), None)
-    if gid is not None and gid.isdigit() and int(gid) in (os.getegid(), *os.getgroups()):
+    if gid is not None and gid.isdigit() and int(gid) in who.groups:
         return None  # hidepid's gid= lets this group see every process
     return (
         f"/proc is mounted with hidepid={hide}: other users' processes may be invisible "
@@ -145,15 +165,18 @@ def _hidepid_blinds(opts: list[str]) -> str | None:
 
 def hidepid_blinds(procfs: Path | Procfs = LIVE) -> str | None:
     """Why the /proc at procfs may hide other users' processes from us (None: it hides none)."""
-    return _hidepid_blinds(_mount_options(of(procfs).root))
+    proc = of(procfs)
+    return _hidepid_blinds(_mount_options(proc), _credentials(proc))
 
 
-def in_host_pid_namespace() -> bool:
-    """Whether we run in the initial pid namespace, where no process is hidden from us."""
+def in_host_pid_namespace(procfs: Path | Procfs = LIVE) -> bool:
+    """Whether the procfs's reader (we, on LIVE) runs in the initial pid namespace, where no
+    process is hidden from it: its self/ns/pid link; a tree without one is not."""
     try:
-        return os.readlink("/proc/self/ns/pid") == f"pid:[{INIT_PID_NS_INODE}]"
+        link = os.readlink(f"{os.fspath(of(procfs).root)}/self/ns/pid")
     except OSError:
         return False
+    return link == f"pid:[{INIT_PID_NS_INODE}]"
 
 
 class Visibility(NamedTuple):
@@ -172,7 +195,7 @@ def visibility(procfs: Path | Procfs = LIVE, pid_namespace_complete: bool = Fals
     proc = of(procfs)
     if proc.live:
         try:
-            self_pid = int(os.readlink("/proc/self"))
+            self_pid = int(os.readlink(proc.root / "self"))
         except (OSError, ValueError):
             raise NotPermittedError(
                 "/proc is not mounted (or shows no processes): ipcjanitor cannot see the "
@@ -185,13 +208,13 @@ def visibility(procfs: Path | Procfs = LIVE, pid_namespace_complete: bool = Fals
                 "ipcjanitor cannot prove any object unused and removes none"
             )
     hidden = None
-    if not in_host_pid_namespace() and not pid_namespace_complete:
+    if not in_host_pid_namespace(proc) and not pid_namespace_complete:
         hidden = (
             "ipcjanitor runs outside the host's pid namespace: processes of other pid "
             "namespaces that share its IPC namespace are invisible and read as pid 0 "
             "(set pid_namespace_complete = true only if this namespace holds them all)"
         )
-    return Visibility(_hidepid_blinds(_mount_options(proc.root)) or hidden, hidden)
+    return Visibility(hidepid_blinds(proc) or hidden, hidden)
 
 
 def own_pids() -> frozenset[Pid]:

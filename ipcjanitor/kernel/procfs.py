@@ -8,7 +8,10 @@ means for them; none of them catches an OSError about a process itself.
 Which procfs is read is a Procfs value, and whether it is the running kernel's own is a
 flag in it (`live`), never a comparison with Path("/proc"): only LIVE is live, so a test's
 captured tree, even one mounted at /proc, never asks the kernel (kill(0), the cgroup tree,
-*_STAT_ANY) about the pids it holds.
+*_STAT_ANY) about the pids it holds. Nor is a captured tree read with the live kernel's
+view of it: its own self/ (mountinfo, status, ns/pid) says how it was mounted, who read it
+and from which pid namespace (processes.py). Only the run lock names the live IPC namespace
+(engine/lock.py): it guards the running kernel, whatever procfs a run reads.
 """
 
 from __future__ import annotations

@@ -220,29 +220,33 @@ class _Watcher:
         nattch_after = {o.id: o.nattch for o in shm}
         uids = {self.processes[p].uid for p in self.alive}
         for ident, obj in by_id.items():
-            which = (obj.kind, obj.id, obj.key)
-            self.first_present.setdefault(which, self.samples)
-            if obj.key != 0:
-                self.present_keys.add(obj.key)
-            outside = self._outside_records(which, obj)
-            found = seen.get(ident, set())
-            for rec in obj.pids:
-                if self._was_the_units(rec.pid, obj):
-                    role = "last semop" if rec.role.startswith("last semop") else rec.role
-                    found.add((role, rec.pid))
-            if obj.key == 0 and obj.uid in uids - {0} and obj.cuid in uids:
-                found.add((f"IPC_PRIVATE of uid {obj.uid}, a user of the unit's processes", 0))
-            if found and self._appeared_now(which) and not outside:
-                found.add((APPEARED, 0))
-            if found:
-                self.objects[which] = obj
-                self.evidence.setdefault(which, Counter()).update(found)
-                self.seen_in[which] += 1
+            self._weigh(obj, seen.get(ident, set()), uids)
         self._outside_attachers(by_id.values(), nattch_after)
         self.private_now = [o for o in by_id.values() if o.key == 0]
         self.posix.sample()
         self.samples += 1
         return len(self.alive)
+
+    def _weigh(self, obj: IpcObject, found: set[tuple[str, Pid]], uids: set[int]) -> None:
+        """This sample's evidence that the unit uses obj: `found` (what its processes' maps
+        and fds showed), the pids its record names, an IPC_PRIVATE of one of its users."""
+        which = (obj.kind, obj.id, obj.key)
+        self.first_present.setdefault(which, self.samples)
+        if obj.key != 0:
+            self.present_keys.add(obj.key)
+        outside = self._outside_records(which, obj)
+        for rec in obj.pids:
+            if self._was_the_units(rec.pid, obj):
+                role = "last semop" if rec.role.startswith("last semop") else rec.role
+                found.add((role, rec.pid))
+        if obj.key == 0 and obj.uid in uids - {0} and obj.cuid in uids:
+            found.add((f"IPC_PRIVATE of uid {obj.uid}, a user of the unit's processes", 0))
+        if found and self._appeared_now(which) and not outside:
+            found.add((APPEARED, 0))
+        if found:
+            self.objects[which] = obj
+            self.evidence.setdefault(which, Counter()).update(found)
+            self.seen_in[which] += 1
 
     def _appeared_now(self, which: Which) -> bool:
         """A set or queue that was not there at the first sample and is new in this one (a

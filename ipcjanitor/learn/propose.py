@@ -747,41 +747,14 @@ def render(proposal: Proposal, watch: Watch, user_name: Callable[[int], str | No
     for t in proposal.tables:
         lines += ["", f"[owners.{_toml_key(t.name)}]", f"unit = {toml_string(t.unit)}"]
         lines.append(_kinds_line(t))
-        if t.ftok:
-            lines.append("ftok = [")
-            for f in t.ftok:
-                lines.append(f"    # key = ftok(path, {comment_text(repr(chr(f.proj)))}): the "
-                             f"file is {comment_text(f.how)}")  # fmt: skip
-                if f.others:
-                    shown = ", ".join(comment_text(p) for p in f.others[:_MAX_PIDS_LISTED])
-                    lines.append(f"    # (these files give the same key too: {shown})")
-                lines += _comments(f.sightings, watch, "    ")
-                path = toml_string(f.path.replace("%", "%%"))  # %i is the instance specifier
-                lines.append(f"    {{ path = {path}, proj = {_proj(f.proj)} }},")
-            lines.append("]")
-        if t.keys:
-            lines.append("keys = [")
-            for e in t.keys:
-                if e.low != e.high:
-                    seen = len({s.obj.key for s in e.sightings})
-                    lines.append(
-                        f"    # {seen} of the {e.high - e.low + 1} keys of this range were seen"
-                    )
-                lines += _comments(e.sightings, watch, "    ")
-                lines.append(f"    {_key_spec(e)},")
-            lines.append("]")
+        lines += _ftok_lines(t, watch) + _keys_lines(t, watch)
         if t.private:
             lines.append("# IPC_PRIVATE (key 0) objects of this uid (and creator uid):")
             lines += _comments(t.private, watch, "")
             lines.append("private = true")
         if t.names:
             lines += _names_lines(t.names, watch)
-        if t.uid is not None:
-            value, note = _uid_value(t.uid, user_name)
-            lines.append(f"uid = {value}  # the objects' owner ({note or 'ipcs OWNER'})")
-            if t.cuid is not None:
-                value, note = _uid_value(t.cuid, user_name)
-                lines.append(f"cuid = {value}  # their creator ({note or 'ipcs CUID'})")
+        lines += _uid_lines(t, user_name)
         lines += [
             f"# min_age 0s: while {unit} has any process, every object above is kept (in-use)",
             "# whatever its idle time, so a grace time protects nothing then; after the unit",
@@ -790,6 +763,51 @@ def render(proposal: Proposal, watch: Watch, user_name: Callable[[int], str | No
             'min_age = "0s"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _ftok_lines(t: Table, watch: Watch) -> list[str]:
+    """The table's ftok = [...] entries, each with what was seen of it."""
+    out: list[str] = []
+    if t.ftok:
+        out.append("ftok = [")
+        for f in t.ftok:
+            out.append(f"    # key = ftok(path, {comment_text(repr(chr(f.proj)))}): the "
+                         f"file is {comment_text(f.how)}")  # fmt: skip
+            if f.others:
+                shown = ", ".join(comment_text(p) for p in f.others[:_MAX_PIDS_LISTED])
+                out.append(f"    # (these files give the same key too: {shown})")
+            out += _comments(f.sightings, watch, "    ")
+            path = toml_string(f.path.replace("%", "%%"))  # %i is the instance specifier
+            out.append(f"    {{ path = {path}, proj = {_proj(f.proj)} }},")
+        out.append("]")
+    return out
+
+
+def _keys_lines(t: Table, watch: Watch) -> list[str]:
+    """The table's keys = [...] entries, each with what was seen of it."""
+    out: list[str] = []
+    if t.keys:
+        out.append("keys = [")
+        for e in t.keys:
+            if e.low != e.high:
+                seen = len({s.obj.key for s in e.sightings})
+                out.append(f"    # {seen} of the {e.high - e.low + 1} keys of this range were seen")
+            out += _comments(e.sightings, watch, "    ")
+            out.append(f"    {_key_spec(e)},")
+        out.append("]")
+    return out
+
+
+def _uid_lines(t: Table, user_name: Callable[[int], str | None]) -> list[str]:
+    """The table's uid (and cuid) lines, a user name where there is one."""
+    out: list[str] = []
+    if t.uid is not None:
+        value, note = _uid_value(t.uid, user_name)
+        out.append(f"uid = {value}  # the objects' owner ({note or 'ipcs OWNER'})")
+        if t.cuid is not None:
+            value, note = _uid_value(t.cuid, user_name)
+            out.append(f"cuid = {value}  # their creator ({note or 'ipcs CUID'})")
+    return out
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")

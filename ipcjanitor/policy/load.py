@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from ..accounts import user_name
 from ..errors import PolicyErrors, PolicyProblem
@@ -52,6 +53,35 @@ def load_policy(
         if explicit:
             return Policy(sources=(f"{explicit} (no *.toml files)",))
         return EMBEDDED_DEFAULT
+    merged = _merge(files, strict_modes, problems)
+    warnings = merged.warnings
+    resolved = list(merged.owners.values())
+    if not problems:
+        resolved = _whole(resolved, strict_modes, warnings, problems)
+    if problems:
+        raise PolicyErrors(problems)
+    return Policy(
+        owners=tuple(resolved),
+        min_age=merged.min_age,
+        sources=tuple(path for path, _ in files),
+        warnings=tuple(warnings),
+        pid_namespace_complete=merged.complete,
+        user_name=user_name,
+    )
+
+
+class _Merged(NamedTuple):
+    owners: dict[str, Owner]
+    min_age: float
+    complete: bool
+    warnings: list[str]
+
+
+def _merge(
+    files: list[tuple[str, bytes]], strict_modes: bool, problems: list[PolicyProblem]
+) -> _Merged:
+    """The files' settings merged in order (a later owner of the same name replaces one);
+    each file's problems, and each setting set in two files, appended to problems."""
     owners: dict[str, Owner] = {}
     min_age: float = DEFAULT_MIN_AGE
     complete = False
@@ -74,19 +104,7 @@ def load_policy(
             complete = parsed.pid_namespace_complete
         owners.update(parsed.owners)  # a later file's owner of the same name replaces it
         warnings.extend(parsed.warnings)
-    resolved = list(owners.values())
-    if not problems:
-        resolved = _whole(resolved, strict_modes, warnings, problems)
-    if problems:
-        raise PolicyErrors(problems)
-    return Policy(
-        owners=tuple(resolved),
-        min_age=min_age,
-        sources=tuple(path for path, _ in files),
-        warnings=tuple(warnings),
-        pid_namespace_complete=complete,
-        user_name=user_name,
-    )
+    return _Merged(owners, min_age, complete, warnings)
 
 
 def _text(path: str, data: bytes) -> str:

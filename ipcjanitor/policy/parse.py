@@ -539,14 +539,13 @@ def _too_deep_error(where: str, line: int | None) -> PolicyErrors:
     )
 
 
-def parse_policy_text(text: str, path: str | os.PathLike[str], strict: bool = False) -> ParsedFile:
-    """Pure-ish (ftok stats files): one policy file's text -> what it says, or PolicyErrors."""
-    where = os.fspath(path)
+def _load_toml(text: str, where: str) -> dict[str, Any]:
+    """The file's TOML document, or PolicyErrors naming the line (nesting refused first)."""
     deep = _too_deep(text, MAX_NESTING)
     if deep is not None:
         raise _too_deep_error(where, deep)
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"at line (\d+)", str(exc))
         problem = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
@@ -554,6 +553,12 @@ def parse_policy_text(text: str, path: str | os.PathLike[str], strict: bool = Fa
         raise PolicyErrors.one(where, line, f"not valid TOML: {problem}") from None
     except RecursionError:  # a nesting the pre-scan missed: find where, at any depth
         raise _too_deep_error(where, _too_deep(text, 64)) from None
+
+
+def parse_policy_text(text: str, path: str | os.PathLike[str], strict: bool = False) -> ParsedFile:
+    """Pure-ish (ftok stats files): one policy file's text -> what it says, or PolicyErrors."""
+    where = os.fspath(path)
+    data = _load_toml(text, where)
     lines = _LineFinder(text)
     errors: list[PolicyProblem] = []
     warnings: list[str] = []

@@ -52,27 +52,9 @@ def parse_timespan(text: str, units: list[int] | None = None) -> int:
             if not something:
                 raise ValueError("no number")
             return usec
-        if p[0] == "-":
-            raise ValueError("a duration cannot be negative")
-        whole, e = _strtoll(p)
-        if whole < 0:
-            raise ValueError("a duration cannot be negative")
-        fraction = ""
-        if e.startswith("."):
-            rest = e[1:]
-            fraction = rest[: len(rest) - len(rest.lstrip(_DIGITS))]
-            p = rest[len(fraction) :]
-        elif e is p:
-            raise ValueError(f"{p[:1]!r} is not a number")
-        else:
-            p = e
-        multiplier, s = _multiplier(p.lstrip(_WHITESPACE))
-        if s == p and s and multiplier is None:  # "12.34.56", "5x"
-            raise ValueError(f"{s!r} is not a unit")
-        multiplier = multiplier or USEC_PER_SEC
+        whole, fraction, multiplier, p = _term(p)
         if units is not None:
             units.append(multiplier)
-        p = s
         if whole >= USEC_INFINITY // multiplier:
             raise ValueError("too long")
         k = whole * multiplier
@@ -80,16 +62,45 @@ def parse_timespan(text: str, units: list[int] | None = None) -> int:
             raise ValueError("too long")
         usec += k
         something = True
-        if e.startswith("."):
-            m = multiplier // 10
-            for digit in fraction:
-                k = int(digit) * m
-                if k >= USEC_INFINITY - usec:
-                    raise ValueError("too long")
-                usec += k
-                m //= 10
-            if not fraction:  # "3.", "3.sec"
-                raise ValueError("a decimal point needs digits after it")
+        if fraction is not None:
+            usec = _add_fraction(usec, fraction, multiplier)
+
+
+def _term(p: str) -> tuple[int, str | None, int, str]:
+    """One term of p ("5.5min ..."): (whole, the digits after a decimal point or None without
+    one, the unit's multiplier, the rest); ValueError where systemd refuses the term."""
+    if p[0] == "-":
+        raise ValueError("a duration cannot be negative")
+    whole, e = _strtoll(p)
+    if whole < 0:
+        raise ValueError("a duration cannot be negative")
+    fraction = None
+    if e.startswith("."):
+        rest = e[1:]
+        fraction = rest[: len(rest) - len(rest.lstrip(_DIGITS))]
+        p = rest[len(fraction) :]
+    elif e is p:
+        raise ValueError(f"{p[:1]!r} is not a number")
+    else:
+        p = e
+    multiplier, s = _multiplier(p.lstrip(_WHITESPACE))
+    if s == p and s and multiplier is None:  # "12.34.56", "5x"
+        raise ValueError(f"{s!r} is not a unit")
+    return whole, fraction, multiplier or USEC_PER_SEC, s
+
+
+def _add_fraction(usec: int, fraction: str, multiplier: int) -> int:
+    """usec plus the fraction's digits of the unit (systemd's digit by digit sum)."""
+    m = multiplier // 10
+    for digit in fraction:
+        k = int(digit) * m
+        if k >= USEC_INFINITY - usec:
+            raise ValueError("too long")
+        usec += k
+        m //= 10
+    if not fraction:  # "3.", "3.sec"
+        raise ValueError("a decimal point needs digits after it")
+    return usec
 
 
 def _strtoll(p: str) -> tuple[int, str]:
