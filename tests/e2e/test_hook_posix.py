@@ -71,6 +71,12 @@ def test_the_hook_removes_a_killed_services_psm_and_keeps_another_units_live_one
     left = shm(box)
     assert not set(dead) & set(left), f"the killed service's psm_* are left: {left}"
     assert left == sorted([*live, "other", "psm_root"]), left
+    # journald may not have stored the hook's records yet when the unit reads failed (load)
+    box.wait_until(
+        "test $(journalctl --no-pager -o cat IPCJANITOR_UNIT=psm-a.service "
+        f"IPCJANITOR_VERDICT=removed | wc -l) -ge {len(dead)}",
+        timeout=15,
+    )
     removed = journal(box, "IPCJANITOR_UNIT=psm-a.service", "IPCJANITOR_VERDICT=removed")
     assert sorted(str(r["IPCJANITOR_NAME"]) for r in removed) == sorted(dead), removed
     for r in removed:
