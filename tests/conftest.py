@@ -52,3 +52,18 @@ def watchdog() -> Iterator[None]:
 
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def cleaned(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Each call of the engine's clean, answered with nothing done: nothing is touched."""
+    from ipcjanitor.engine import run
+
+    calls: list[object] = []
+
+    def clean(*args: object, **kwargs: object) -> tuple[list[object], None]:
+        calls.append(args)
+        return [], None
+
+    monkeypatch.setattr(run, "clean", clean)
+    return calls

@@ -245,21 +245,6 @@ def test_no_descriptor_is_left_open(textdir: Path) -> None:
 POLICY = '[owners.a]\nunit = "a.service"\nkeys = ["0x10"]\nmin_age = "0s"\n'
 
 
-@pytest.fixture
-def cleaned(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Each call of the engine's clean (none should come), answered with nothing done."""
-    from ipcjanitor.engine import run
-
-    calls: list[object] = []
-
-    def clean(*args: object, **kwargs: object) -> tuple[list[object], None]:
-        calls.append(args)
-        return [], None
-
-    monkeypatch.setattr(run, "clean", clean)
-    return calls
-
-
 def test_clean_removes_nothing_when_the_metrics_directory_is_refused(
     textdir: Path, tmp_path: Path, cleaned: list[object], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -90,21 +90,6 @@ BAD_POLICY = "[owners.a]\nkeys = ['0x20-0x10']\n"  # a reversed range: exit 78
 POLICY = '[owners.a]\nunit = "nohook-a.service"\nkeys = ["0x7ffffff0"]\nmin_age = "0s"\n'
 
 
-@pytest.fixture
-def cleaned(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The engine's clean answered with nothing done: nothing in this namespace is touched."""
-    from ipcjanitor.engine import run
-
-    calls: list[object] = []
-
-    def clean(*args: object, **kwargs: object) -> tuple[list[object], None]:
-        calls.append(args)
-        return [], None
-
-    monkeypatch.setattr(run, "clean", clean)
-    return calls
-
-
 def plain(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The samples, without the source and unit labels every one carries."""
     return {
