@@ -93,12 +93,13 @@ def own_path(cgroup_text: str, hierarchy: Hierarchy) -> str | None:
 
 
 def unit_directory(path: str, unit: str) -> str | None:
-    """The part of a cgroup path up to its innermost directory named `unit` (None: none is).
-    A directory below it is the unit's too (Delegate=: `.control`, a payload's own)."""
+    """The part of a cgroup path up to its OUTERMOST directory named `unit` (None: none is).
+    A directory below it is the unit's too (Delegate=: `.control`, a payload's own, and a
+    directory of the same name the payload made in its subtree and moved the hook into)."""
     if path.startswith("/.."):
         return None  # outside our cgroup namespace's root: not a path in the mounted tree
     parts = path.strip("/").split("/")
-    for i in range(len(parts), 0, -1):
+    for i in range(1, len(parts) + 1):
         if cgroup_unit_name(parts[i - 1]) == unit:
             return "/" + "/".join(parts[:i])
     return None
