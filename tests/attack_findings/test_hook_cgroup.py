@@ -138,3 +138,32 @@ def test_control_the_fake_tree_answers_as_the_hook_expects(
     layout[f"{unit}/payload"] = f"{LIVE}\n"
     _fake_proc(monkeypatch, tmp_path / "payload", layout, f"/{unit}/.control")
     assert _state("app.service") is UnitState.RUNNING
+
+
+HELD = {
+    # a hand-run hook from a root login's session: no directory of its path is named app.service
+    "session": ("/user.slice/user-0.slice/session-1.scope", "app.service", {}),
+    # ExecStopPost= of another unit naming app.service
+    "other unit": ("/system.slice/other.service", "app.service", {}),
+    # the unit named by an alias: its cgroup carries the primary name, the hook's too
+    "alias": ("/system.slice/billing-worker.service", "billing.service",
+              {"billing.service": "billing-worker.service"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(HELD))
+def test_held_a_hook_outside_the_units_own_directory_walks_the_whole_tree(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own, unit, primary = HELD[case]
+    real = primary.get(unit, unit)
+    layout = {
+        "init.scope": "1\n",
+        own.strip("/"): f"{HOOK}\n",
+    }
+    running = f"system.slice/{real}"
+    layout[running] = layout.get(running, "") + f"{LIVE}\n"  # the unit, running
+    _fake_proc(monkeypatch, tmp_path / "cg", layout, own)
+    tree = unit_cgroups([unit], primary, frozenset({HOOK}), own_unit=unit)
+    assert tree.blind is None, tree.blind
+    assert judge(tree.units.get(unit), hidden_pids=True) is UnitState.RUNNING
