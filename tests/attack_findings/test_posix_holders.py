@@ -1,0 +1,51 @@
+"""POSIX holders that /proc/PID/fd and /proc/PID/maps do not show (scenarios in
+posix_attack.py, run in private IPC, mount and pid namespaces with fresh /dev/shm and
+/dev/mqueue). Each asserts the safe behaviour: a held object is kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import in_namespace, needs_namespaces
+
+pytestmark = [pytest.mark.integration, needs_namespaces]
+
+# the private pid namespace holds every process of the private IPC and mount namespaces
+POLICY = """\
+pid_namespace_complete = true
+
+[owners.app]
+names = ["q_*", "psm_*"]
+min_age = "0s"
+"""
+
+
+def _run(scenario: str, tmp: Path) -> Any:
+    return in_namespace(scenario, POLICY, tmp, module="../attack_findings/posix_attack", posix=True)
+
+
+def test_a_queue_held_only_in_a_threads_own_fd_table_is_kept(tmp_path: Path) -> None:
+    """holders.py reads /proc/PID/task/TID/fd only when the leader shows no maps; a queue has
+    no lease to fall back on."""
+    r = _run("thread_fd_table", tmp_path)
+    assert r["scan"]["posix-shm:psm_thread"][0] != "unknown", r  # not kept for blindness
+    assert "mq:q_thread" in r["left"], r
+    assert r["clean"]["posix-mq:q_thread"][0] != "removed", r["clean"]
+
+
+def test_held_a_file_held_only_in_a_threads_own_fd_table_is_kept_by_the_lease(
+    tmp_path: Path,
+) -> None:
+    r = _run("thread_fd_table", tmp_path)
+    assert "psm_thread" in r["left"], r
+
+
+def test_a_file_whose_o_path_fd_is_in_flight_is_kept(tmp_path: Path) -> None:
+    """The lease counts readers and writers; an O_PATH file is neither, and an fd in flight
+    shows in no /proc/PID/fd. The receiver reopens the object read-write through it."""
+    r = _run("opath_in_flight", tmp_path)
+    assert r["scan"]["posix-shm:psm_opath"][0] == "stale", r  # no holder seen: the scan's word
+    assert "psm_opath" in r["left"], r
