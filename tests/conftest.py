@@ -28,7 +28,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, None]:
     outcome = yield
     report = outcome.get_result()
-    if UNDER_CI and report.skipped:
+    # an xfail(strict=True) is a known gap pinned by a test, not a tier that vanished
+    if UNDER_CI and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, which must run every tier: {reason}"

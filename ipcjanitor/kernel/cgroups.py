@@ -270,6 +270,21 @@ def _completeness(hierarchy: Hierarchy) -> str | None:
     )
 
 
+def _made_by_root(mount: str, directory: str) -> bool:
+    """Whether every directory above `directory` is root's, so that only root (systemd) could
+    have made it. In a delegated subtree (user@UID.service, a Delegate= unit's User=) its owner
+    can make a directory of any unit's name and move a process of its subtree into it; a root
+    `ipcjanitor hook --unit X` typed there must not take that directory for the system's X."""
+    above = directory.strip("/").split("/")[:-1]
+    for i in range(len(above) + 1):
+        try:
+            if os.stat(os.path.join(mount, *above[:i])).st_uid != 0:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def unit_cgroups(
     patterns: Iterable[str],
     primary: Mapping[str, str],
@@ -295,6 +310,8 @@ def unit_cgroups(
         except OSError:
             path = None
         directory = unit_directory(path, own_unit) if path else None
+        if directory and not _made_by_root(str(hierarchy.mount), directory):
+            directory = None  # inside someone's delegated subtree: the whole tree decides
         own = (own_unit, directory) if directory else None
     return read_tree(hierarchy, wanted, primary, exclude, complete=_completeness(hierarchy),
                      own=own)  # fmt: skip

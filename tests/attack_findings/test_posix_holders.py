@@ -27,6 +27,11 @@ def _run(scenario: str, tmp: Path) -> Any:
     return in_namespace(scenario, POLICY, tmp, module="../attack_findings/posix_attack", posix=True)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (session 5 attack): holders.py reads a thread's "
+    "own fd table only when the leader shows no maps; queues have no lease",
+)
 def test_a_queue_held_only_in_a_threads_own_fd_table_is_kept(tmp_path: Path) -> None:
     """holders.py reads /proc/PID/task/TID/fd only when the leader shows no maps; a queue has
     no lease to fall back on."""
@@ -43,6 +48,11 @@ def test_held_a_file_held_only_in_a_threads_own_fd_table_is_kept_by_the_lease(
     assert "psm_thread" in r["left"], r
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (session 5 attack): an O_PATH fd in flight is "
+    "neither a lease conflict nor in any /proc/PID/fd",
+)
 def test_a_file_whose_o_path_fd_is_in_flight_is_kept(tmp_path: Path) -> None:
     """The lease counts readers and writers; an O_PATH file is neither, and an fd in flight
     shows in no /proc/PID/fd. The receiver reopens the object read-write through it."""
