@@ -136,3 +136,61 @@ def test_a_live_thread_of_an_ended_leader_holds_what_it_maps_and_opens(tmp_path:
         (sm.st_dev, sm.st_ino): ("mapped by pid 40 (daemon)",),
         (so.st_dev, so.st_ino): ("fd 5 of pid 40 (daemon)",),
     }
+
+
+def _leader_exited(tmp_path: Path) -> Path:
+    """Pid 40's leader ended (no maps, no fds); its thread 41 runs on. Returns task/."""
+    fake_proc(tmp_path, 40, "daemon")
+    task = tmp_path / "proc" / "40" / "task"
+    (task / "41" / "fd").mkdir(parents=True)
+    (task / "41" / "maps").write_text("")
+    (tmp_path / "proc" / "locks").write_text("")
+    return task
+
+
+def test_a_hidden_thread_of_an_ended_leader_is_a_doubt(tmp_path: Path) -> None:
+    """A thread whose maps or fd cannot be read (the reader says hidden, not gone) may hold
+    what its leader no longer shows: a doubt, never "no holder"."""
+    task = _leader_exited(tmp_path)
+    (task / "41" / "maps").unlink()
+    (task / "41" / "maps").mkdir()  # reading it fails: EISDIR, hidden
+    (task / "42").mkdir()
+    (task / "42" / "maps").write_text("")
+    (task / "42" / "fd").write_text("")  # listing it fails: ENOTDIR, hidden
+    _, unreadable, read = holders.scan_holders([(1, 2)], tmp_path / "proc")
+    assert read == 1
+    assert sorted(unreadable) == [
+        "thread 41 of pid 40 (Is a directory)",
+        "thread 42 of pid 40 (Not a directory)",
+    ]
+    h = holders.read_holders([(1, 2)], tmp_path / "proc")
+    assert h.blind is not None and "thread 41 of pid 40 (Is a directory)" in h.blind
+
+
+def test_hidden_threads_list_of_an_ended_leader_is_a_doubt(tmp_path: Path) -> None:
+    """The leader shows nothing and its task/ cannot be listed (hidden, not gone): whatever
+    its threads hold is unseen, so it is a doubt (it was once passed over as "exited")."""
+    task = _leader_exited(tmp_path)
+    for p in sorted(task.rglob("*"), reverse=True):
+        p.rmdir() if p.is_dir() else p.unlink()
+    task.rmdir()
+    task.write_text("")  # listing it fails: ENOTDIR, hidden
+    _, unreadable, read = holders.scan_holders([(1, 2)], tmp_path / "proc")
+    assert (unreadable, read) == (["threads of pid 40 (Not a directory)"], 1)
+
+
+def test_a_leader_gone_with_its_threads_blinds_nothing(tmp_path: Path) -> None:
+    """No task/ at all (ENOENT: the process ended meanwhile): nothing there to doubt."""
+    fake_proc(tmp_path, 40, "daemon")
+    (tmp_path / "proc" / "locks").write_text("")
+    assert holders.scan_holders([(1, 2)], tmp_path / "proc") == ({}, [], 1)
+
+
+def test_an_fd_that_cannot_be_stat_is_a_doubt(tmp_path: Path) -> None:
+    """An fd whose stat fails with anything but "gone" (here ELOOP) is hidden: a doubt."""
+    fake_proc(tmp_path, 7, "x", "7f00-7f01 r--p 00000000 00:00 0 \n")
+    (tmp_path / "proc" / "7" / "fd" / "3").symlink_to("3")  # a loop: ELOOP
+    (tmp_path / "proc" / "7" / "fd" / "4").symlink_to(tmp_path / "closed")  # ENOENT: gone
+    (tmp_path / "proc" / "locks").write_text("")
+    _, unreadable, _ = holders.scan_holders([(1, 2)], tmp_path / "proc")
+    assert unreadable == ["fd 3 of pid 7 (Too many levels of symbolic links)"]

@@ -9,7 +9,9 @@ the visible processes, whatever the number of objects.
 
 What cannot be read is blindness, never absence: a process whose maps or fds we may not
 read, hidepid, a pid namespace that is not the host's (its /proc/locks omits the locks of
-processes it cannot see) make `blind` say why, and no object is then proven unused.
+processes it cannot see) make `blind` say why, and no object is then proven unused. Every
+file is read through kernel/procfs.py, which says once whether what failed is *gone* (it
+holds nothing any more) or *hidden* (a doubt).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from ..model import Pid
 from .processes import process_comm, visibility
-from .procfs import LIVE, Procfs, of
+from .procfs import LIVE, Procfs, Unread, fd_stat, listdir, of, pids, read_bytes
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 _LOCK_MODES = {
@@ -48,7 +51,7 @@ def _dev_text(dev: int) -> str:
 
 
 class _Scan:
-    def __init__(self, wanted: Iterable[Identity], procfs: Path, exclude: frozenset[int]) -> None:
+    def __init__(self, wanted: Iterable[Identity], procfs: Procfs, exclude: frozenset[int]) -> None:
         self.wanted = frozenset(wanted)
         # /proc/locks' spelling of each device (a few devices, however many objects)
         self.devs = {_dev_text(dev): dev for dev in {d for d, _ in self.wanted}}
@@ -58,11 +61,11 @@ class _Scan:
         self.needles = {f" {text} ".encode(): dev for text, dev in self.devs.items()}
         self.dev_needles = list(self.needles)
         self.procfs = procfs
-        self.proc = os.fspath(procfs)  # strings, not Paths: this runs per process and fd
+        self.root = procfs.root
         self.exclude = exclude
         self.found: dict[Identity, list[str]] = {}
         self.unreadable: list[str] = []
-        self.comms: dict[str, str] = {}
+        self.comms: dict[Pid, str] = {}
         self.read = 0
 
     def hold(self, identity: Identity, how: str) -> None:
@@ -70,50 +73,56 @@ class _Scan:
         if how not in held:
             held.append(how)
 
-    def comm(self, pid: str) -> str:
+    def comm(self, pid: Pid) -> str:
         name = self.comms.get(pid)
         if name is None:  # one read per holding process, however many objects it holds
-            name = self.comms[pid] = process_comm(int(pid), Path(self.proc))
+            name = self.comms[pid] = process_comm(pid, self.procfs)
         return name
 
-    def process(self, pid: str) -> None:
-        base = f"{self.proc}/{pid}"
-        try:
-            maps = _read_all(f"{base}/maps")
-            fds = os.listdir(f"{base}/fd")
-        except (FileNotFoundError, ProcessLookupError):
-            return  # exited meanwhile: it holds nothing any more
-        except OSError as exc:
-            self.unreadable.append(f"pid {pid} ({exc.strerror})")
-            return
-        self.read += 1
-        self.maps(pid, maps)
-        self.fds(pid, f"{base}/fd", fds)
-        if not maps:  # a kernel thread, or a leader that ended while other threads run on
-            self.threads(pid, f"{base}/task")
+    def doubt(self, who: str, why: Unread) -> None:
+        """What is hidden may hold anything: a doubt. What is gone holds nothing."""
+        if why.hidden:
+            self.unreadable.append(f"{who} ({why.why})")
 
-    def threads(self, pid: str, task_dir: str) -> None:
+    def maps_and_fds(self, pid: Pid, base: str) -> tuple[bytes, list[str]] | Unread:
+        """The maps and fd names under /proc/PID/BASE ("" or "task/TID/")."""
+        maps = read_bytes(self.root, pid, f"{base}maps")
+        if isinstance(maps, Unread):
+            return maps
+        fds = listdir(self.root, pid, f"{base}fd")
+        return fds if isinstance(fds, Unread) else (maps, fds)
+
+    def process(self, pid: Pid) -> None:
+        got = self.maps_and_fds(pid, "")
+        if isinstance(got, Unread):
+            return self.doubt(f"pid {pid}", got)  # gone: exited meanwhile, holds nothing
+        self.read += 1
+        maps, fds = got
+        self.maps(pid, maps)
+        self.fds(pid, "fd", fds)
+        if not maps:  # a kernel thread, or a leader that ended while other threads run on
+            self.threads(pid)
+        return None
+
+    def threads(self, pid: Pid) -> None:
         """A zombie thread-group leader shows no maps and no fds under /proc/PID; its live
         threads show the process's under /proc/PID/task/TID (each thread its own fd table,
         for a thread cloned without CLONE_FILES)."""
-        try:
-            tids = [t for t in os.listdir(task_dir) if t != pid]
-        except OSError:
-            return  # exited meanwhile
+        tids = listdir(self.root, pid, "task")
+        if isinstance(tids, Unread):
+            return self.doubt(f"threads of pid {pid}", tids)
         for tid in tids:
-            base = f"{task_dir}/{tid}"
-            try:
-                maps = _read_all(f"{base}/maps")
-                fds = os.listdir(f"{base}/fd")
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # the thread ended meanwhile
-            except OSError as exc:
-                self.unreadable.append(f"thread {tid} of pid {pid} ({exc.strerror})")
+            if tid == str(pid):
                 continue
-            self.maps(pid, maps)
-            self.fds(pid, f"{base}/fd", fds)
+            got = self.maps_and_fds(pid, f"task/{tid}/")
+            if isinstance(got, Unread):
+                self.doubt(f"thread {tid} of pid {pid}", got)  # gone: the thread ended
+                continue
+            self.maps(pid, got[0])
+            self.fds(pid, f"task/{tid}/fd", got[1])
+        return None
 
-    def maps(self, pid: str, text: bytes) -> None:
+    def maps(self, pid: Pid, text: bytes) -> None:
         """Only the lines naming one of our devices are split (found by a search in C)."""
         for needle in self.dev_needles:
             at = text.find(needle)
@@ -128,25 +137,23 @@ class _Scan:
                         self.hold(identity, f"mapped by pid {pid} ({self.comm(pid)})")
                 at = text.find(needle, end)
 
-    def fds(self, pid: str, fd_dir: str, fds: list[str]) -> None:
+    def fds(self, pid: Pid, fd_dir: str, fds: list[str]) -> None:
         """One stat per fd (sockets, pipes and anon inodes included: a readlink to sort them
-        out first would cost as much as the stat it saves)."""
+        out first would cost as much as the stat it saves); fd_dir is "fd" or "task/TID/fd"."""
+        root = self.root
         for fd in fds:
-            try:
-                st = os.stat(f"{fd_dir}/{fd}")
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # closed meanwhile
-            except OSError as exc:
-                self.unreadable.append(f"fd {fd} of pid {pid} ({exc.strerror})")
+            st = fd_stat(root, pid, f"{fd_dir}/{fd}")
+            if isinstance(st, Unread):
+                self.doubt(f"fd {fd} of pid {pid}", st)  # gone: closed meanwhile
                 continue
             if st.st_dev in self.dev_set and (st.st_dev, st.st_ino) in self.wanted:
                 self.hold((st.st_dev, st.st_ino), f"fd {fd} of pid {pid} ({self.comm(pid)})")
 
     def locks(self) -> None:
         try:
-            text = (self.procfs / "locks").read_text()
+            text = (self.root / "locks").read_text()
         except OSError as exc:
-            self.unreadable.append(f"{self.procfs}/locks ({exc.strerror})")
+            self.unreadable.append(f"{self.root}/locks ({exc.strerror})")
             return
         for line in text.splitlines():
             fields = line.split()
@@ -172,31 +179,15 @@ class _Scan:
             self.hold((dev, int(ino)), how)
 
 
-def _read_all(path: str) -> bytes:
-    """A whole /proc file in open, read until EOF, close: Python's file objects add an fstat
-    and an lseek per open, twice per process per pass here."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 17):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def mapped_files(pids: Iterable[int], dev: int, procfs: Path = Path("/proc")) -> set[Identity]:
+def mapped_files(processes: Iterable[Pid], dev: int, procfs: Path | Procfs = LIVE) -> set[Identity]:
     """The (dev, ino) of every file on device `dev` that these processes map (/proc/PID/maps);
-    a process whose maps cannot be read (exited, not ours to read) adds nothing."""
+    a process whose maps cannot be read (exited, not ours to read) adds nothing: a hint."""
     needle = f" {_dev_text(dev)} ".encode()
     found: set[Identity] = set()
-    for pid in pids:
-        try:
-            with open(f"{os.fspath(procfs)}/{pid}/maps", "rb") as f:
-                text = f.read()
-        except OSError:
-            continue
-        if needle not in text:
+    root = of(procfs).root
+    for pid in processes:
+        text = read_bytes(root, pid, "maps")
+        if isinstance(text, Unread) or needle not in text:
             continue
         for raw in text.splitlines():
             fields = raw.split(None, 5)
@@ -206,18 +197,18 @@ def mapped_files(pids: Iterable[int], dev: int, procfs: Path = Path("/proc")) ->
 
 
 def scan_holders(
-    wanted: Iterable[Identity], procfs: Path = Path("/proc"), exclude: Iterable[int] = ()
+    wanted: Iterable[Identity], procfs: Path | Procfs = LIVE, exclude: Iterable[int] = ()
 ) -> tuple[dict[Identity, tuple[str, ...]], list[str], int]:
     """Holders of each wanted identity, what could not be read, and processes read."""
-    scan = _Scan(wanted, procfs, frozenset(exclude))
+    scan = _Scan(wanted, of(procfs), frozenset(exclude))
     if not scan.wanted:
         return {}, [], 0
     try:
-        pids = sorted((p for p in os.listdir(procfs) if p.isdigit()), key=int)
+        every = sorted(pids(scan.root))
     except OSError as exc:
-        return {}, [f"{procfs} ({exc.strerror})"], 0
-    for pid in pids:
-        if int(pid) not in scan.exclude:
+        return {}, [f"{scan.root} ({exc.strerror})"], 0
+    for pid in every:
+        if pid not in scan.exclude:
             scan.process(pid)
     scan.locks()
     return {k: tuple(v) for k, v in scan.found.items()}, scan.unreadable, scan.read
@@ -235,7 +226,7 @@ def read_holders(
     ipcjanitor's own pid is always excluded (its own fds and locks are no evidence of use).
     """
     seen = visibility(procfs, pid_namespace_complete)
-    found, unreadable, read = scan_holders(wanted, of(procfs).root, {os.getpid(), *exclude})
+    found, unreadable, read = scan_holders(wanted, procfs, {os.getpid(), *exclude})
     blind = [seen.blind] if seen.blind else []
     if unreadable:
         shown = ", ".join(unreadable[:_SHOWN_UNREADABLE])

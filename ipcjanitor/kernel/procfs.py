@@ -66,14 +66,18 @@ def pids(root: Path) -> Iterator[Pid]:
 
 
 def read_bytes(root: Path, pid: Pid | str, name: str, size: int = -1) -> bytes | Unread:
-    """/proc/PID/NAME (NAME may be "task/TID/syscall"): at most `size` bytes, one read(2)."""
+    """/proc/PID/NAME (NAME may be "task/TID/syscall"): at most `size` bytes, one read(2);
+    with no size the whole file, read(2) until EOF: no file object, whose fstat and lseek
+    per open a pass over every process's maps (kernel/holders.py) would pay."""
     try:
         fd = os.open(f"{os.fspath(root)}/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
         try:
             if size >= 0:
                 return os.read(fd, size)
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                return f.read()
+            chunks = []
+            while chunk := os.read(fd, 1 << 17):
+                chunks.append(chunk)
+            return b"".join(chunks)
         finally:
             os.close(fd)
     except OSError as exc:
