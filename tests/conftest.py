@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 from collections.abc import Generator, Iterator
 
 import pytest
@@ -68,3 +69,16 @@ def cleaned(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
     monkeypatch.setattr(run, "clean", clean)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _host_dev_null_intact() -> Iterator[None]:
+    """The host's /dev/null is still the null device after every test. Once (2026-12-03) it
+    was found a regular file during a session of parallel test runs and nobody saw which test
+    did it; this names the test the next time."""
+    yield
+    st = os.stat("/dev/null")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3), (
+        "the host's /dev/null is no longer the null device: this test replaced it "
+        "(restore: mknod -m 666 /dev/null.new c 1 3 && mv /dev/null.new /dev/null)"
+    )
