@@ -26,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
+from ..chase import Refused, stat_controlled
 from ..model import Pid, UnitState
 from ..unitnames import unit_matches
 
@@ -271,18 +272,16 @@ def _completeness(hierarchy: Hierarchy) -> str | None:
 
 
 def _made_by_root(mount: str, directory: str) -> bool:
-    """Whether every directory above `directory` is root's, so that only root (systemd) could
-    have made it. In a delegated subtree (user@UID.service, a Delegate= unit's User=) its owner
-    can make a directory of any unit's name and move a process of its subtree into it; a root
+    """Whether only root (systemd) can have made `directory` or put another in its place
+    (chase.stat_controlled: no directory on the way is another user's or writable by others).
+    In a delegated subtree (user@UID.service, a Delegate= unit's User=) its owner can make a
+    directory of any unit's name and move a process of its subtree into it; a root
     `ipcjanitor hook --unit X` typed there must not take that directory for the system's X."""
-    above = directory.strip("/").split("/")[:-1]
-    for i in range(len(above) + 1):
-        try:
-            if os.stat(os.path.join(mount, *above[:i])).st_uid != 0:
-                return False
-        except OSError:
-            return False
-    return True
+    try:
+        _, uids, anyone = stat_controlled(os.path.join(mount, directory.lstrip("/")))
+    except Refused:
+        return False
+    return not uids and anyone is None
 
 
 def unit_cgroups(
