@@ -299,14 +299,21 @@ def window_rows(tmp: Path) -> None:
         Path("/proc/sys/kernel/sem").write_text("250 1024000000 500 32768")
 
 
-def crowded_only() -> None:
-    """The 64k clean, then the same with BENCH_CROWD more live processes (issue 20)."""
+def _set_up() -> tuple[Path, Path]:
+    """Inside the bench's namespaces: room for 64k objects, a scratch directory with the
+    policy in it, and this mount namespace's own /run (root's run lock is /run/ipcjanitor)."""
     Path("/proc/sys/kernel/shmmni").write_text("32768")
     Path("/proc/sys/kernel/sem").write_text("250 1024000000 500 32768")
     tmp = Path(tempfile.mkdtemp())
     policy = tmp / "policy.toml"
     policy.write_text(POLICY)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"], check=True)
+    return tmp, policy
+
+
+def crowded_only() -> None:
+    """The 64k clean, then the same with BENCH_CROWD more live processes (issue 20)."""
+    tmp, policy = _set_up()
     n = int(os.environ.get("BENCH_OBJECTS", "64000"))
     jan = best(lambda: populate(n // 2, n // 2), janitor_cmd(policy))
     print(f"{n} objects: ipcjanitor clean {jan:.3f} s (best of {REPEATS})")
@@ -317,12 +324,7 @@ def core_rows() -> None:
     """The two figures issue 17 must keep: the 64k clean and the no-owner hook against
     `python -c pass`, each best of BENCH_REPEATS (the hook: of BENCH_HOOK_RUNS, default 4x
     as many), wall and CPU."""
-    Path("/proc/sys/kernel/shmmni").write_text("32768")
-    Path("/proc/sys/kernel/sem").write_text("250 1024000000 500 32768")
-    tmp = Path(tempfile.mkdtemp())
-    policy = tmp / "policy.toml"
-    policy.write_text(POLICY)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"], check=True)
+    _, policy = _set_up()
     n = int(os.environ.get("BENCH_OBJECTS", "64000"))
     print(f"tree {ROOT}; best of {REPEATS}; load {os.getloadavg()[0]:.1f}")
     runs = []
@@ -350,13 +352,7 @@ def core_rows() -> None:
 
 
 def main_inside() -> None:
-    Path("/proc/sys/kernel/shmmni").write_text("32768")
-    Path("/proc/sys/kernel/sem").write_text("250 1024000000 500 32768")
-    tmp = Path(tempfile.mkdtemp())
-    policy = tmp / "policy.toml"
-    policy.write_text(POLICY)
-    # root's run lock is /run/ipcjanitor: give this mount namespace its own /run
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"], check=True)
+    tmp, policy = _set_up()
     print(f"machine: {os.cpu_count()} cpus, {os.uname().release}, python {sys.version.split()[0]}")
     print(
         f"best of {REPEATS}; every ipcjanitor run makes every check (proof of death, re-read by id)\n"
