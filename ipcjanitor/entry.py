@@ -1,5 +1,5 @@
-"""The console script: `hook` and `record-clock` take their own short ways in; anything else,
-the full CLI."""
+"""The console script: `hook`, `record-clock` and `serve-hooks` take their own short ways in;
+anything else, the full CLI."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .commands.clock import main as record_clock  # noqa: PLC0415
 
         code = record_clock(args[1:])
+    elif args[:1] == ["serve-hooks"]:  # ipcjanitor-hook.service, started by its socket
+        from .hook.serve import main as serve_hooks  # noqa: PLC0415
+
+        code = serve_hooks(args[1:])
     else:
         from .hook.gate import hook_call  # noqa: PLC0415
 
@@ -33,13 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .cli import main as full_main  # noqa: PLC0415
 
             return full_main(args)
-        code = _hook(call)
+        code = hook(call)
     if argv is None:  # a hook's or recorder's process: nothing to tear down but modules (bench/)
         _exit_now(code)
     return code
 
 
-def _hook(call: HookCall) -> int:
+def hook(call: HookCall, hook_pid: int | None = None) -> int:
+    """One hook run: the fast exit when no owner can be bound, else the full hook. hook_pid:
+    the launcher the hook server runs it for (hook/serve.py); None: this process."""
     from .hook.gate import no_owner_message, unbound  # noqa: PLC0415
 
     if not call.json and unbound(call):  # the fast exit: no TOML parser, no engine
@@ -51,7 +57,7 @@ def _hook(call: HookCall) -> int:
             pass
     from .hook.run import run_hook  # noqa: PLC0415
 
-    return run_hook(call)
+    return run_hook(call, hook_pid)
 
 
 def _exit_now(code: int) -> None:

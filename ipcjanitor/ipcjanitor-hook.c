@@ -14,11 +14,24 @@
  * interpreter's bytecode caches and the hook's files would be world-writable), and execs its
  * first argument (an absolute path) with the rest. It allocates
  * nothing and reads nothing but its arguments and the environment it filters.
+ *
+ * A `hook` command line is first offered to the hook server (ipcjanitor/hook/serve.py,
+ * started by ipcjanitor-hook.socket where that is enabled): one message on SOCKET_PATH with
+ * the program, the arguments and the kept environment, and this program's stdout and stderr
+ * passed along; the server answers "A" at once, then "X<status>\n" (exit with it) or "N"
+ * (not served there). No socket, no "A" within ASK_WAIT_MS, no status within RUN_WAIT_MS, or
+ * anything unexpected: the hook is exec'd here, as without a server. The server decides from
+ * this process's cgroup (the unit's) and counts this process as no process of the unit, so
+ * it must stay alive until the answer: it does.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* JOURNAL_STREAM: the hook compares it with its stdout's and stderr's own device and inode
@@ -32,6 +45,102 @@ static const char *const KEPT[] = {
 static char FIXED_PATH[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
 extern char **environ;
+
+#define SOCKET_PATH "/run/ipcjanitor-hook.socket"
+#define PROTOCOL "ipcjanitor-hook 1"
+#define ASK_WAIT_MS 2000   /* for the server's "A": a socket nobody serves never stalls a stop */
+#define RUN_WAIT_MS 60000  /* for its status: the hook's lock wait is 5 s, its work ms */
+#define MAX_REQUEST 65536
+
+static char request[MAX_REQUEST];
+
+/* Append s and its NUL to request at *len; 0 when it does not fit. */
+static int put(size_t *len, const char *s)
+{
+    size_t n = strlen(s) + 1;
+
+    if (n > sizeof request - *len)
+        return 0;
+    memcpy(request + *len, s, n);
+    *len += n;
+    return 1;
+}
+
+/* One byte from fd within ms milliseconds; -1 on timeout, error or end of stream. */
+static int byte_within(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    unsigned char c;
+
+    if (poll(&p, 1, ms) != 1 || read(fd, &c, 1) != 1)
+        return -1;
+    return c;
+}
+
+/* The server's exit status for this hook, or -1: run it here. */
+static int ask_server(char *argv[], char *env[])
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX, .sun_path = SOCKET_PATH};
+    int fds[2] = {1, 2};
+    char control[CMSG_SPACE(sizeof fds)];
+    struct iovec iov;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = control, .msg_controllen = sizeof control};
+    struct cmsghdr *cmsg;
+    size_t len = 0;
+    char status[16];
+    size_t got = 0;
+    int s, c;
+
+    if (!put(&len, PROTOCOL) || !put(&len, argv[1]))
+        return -1;
+    for (char **a = argv + 2; *a; a++)
+        if (!put(&len, *a))
+            return -1;
+    if (!put(&len, ""))
+        return -1;
+    for (char **e = env; *e; e++)
+        if (strncmp(*e, "PATH=", 5) != 0 && !put(&len, *e))
+            return -1;
+    s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -1;
+    if (connect(s, (struct sockaddr *)&addr, sizeof addr) != 0)
+        goto here;
+    memset(control, 0, sizeof control);
+    cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(cmsg), fds, sizeof fds);
+    iov.iov_base = request;
+    iov.iov_len = len;
+    if (sendmsg(s, &msg, MSG_NOSIGNAL) != (ssize_t)len || shutdown(s, SHUT_WR) != 0)
+        goto here;
+    if (byte_within(s, ASK_WAIT_MS) != 'A')
+        goto here;
+    c = byte_within(s, RUN_WAIT_MS);
+    if (c != 'X')
+        goto here;  /* "N", or nothing: not served there */
+    while (got < sizeof status - 1 && (c = byte_within(s, RUN_WAIT_MS)) >= '0' && c <= '9')
+        status[got++] = (char)c;
+    status[got] = '\0';
+    if (c != '\n' || got == 0 || got > 3)
+        goto here;
+    close(s);
+    return atoi(status);
+here:
+    close(s);
+    return -1;
+}
+
+static int is_hook(char *argv[])
+{
+    for (char **a = argv + 2; *a; a++)
+        if (strcmp(*a, "hook") == 0)
+            return 1;
+    return 0;
+}
 
 int main(int argc, char *argv[])
 {
@@ -63,6 +172,12 @@ int main(int argc, char *argv[])
         return 71;
     }
     umask(022);
+    if (is_hook(argv)) {
+        int status = ask_server(argv, env);
+
+        if (status >= 0 && status <= 255)
+            return status;
+    }
     execve(argv[1], argv + 1, env);
     fprintf(stderr, "%s: cannot execute %s: %s\n", argv[0], argv[1], strerror(errno));
     return errno == ENOENT ? 127 : 126;

@@ -15,7 +15,7 @@ from ..kernel.holders import read_holders
 from ..kernel.posix import MQ_ROOT, SHM_ROOT, list_posix
 from ..kernel.processes import gather
 from ..kernel.procfs import LIVE, Procfs, of
-from ..model import PosixDecision, PosixKind, PosixObject, Verdict
+from ..model import Pid, PosixDecision, PosixKind, PosixObject, Verdict
 from ..policy.model import Policy
 from ..systemd.unitfiles import unit_aliases
 from .decide import PosixFacts, decide_posix_all, posix_units_to_probe
@@ -30,6 +30,7 @@ class PosixScope(NamedTuple):
     shm_root: Path = SHM_ROOT
     mq_root: Path = MQ_ROOT
     procfs: Path | Procfs = LIVE  # LIVE: the running kernel's; a bare Path: a captured tree
+    hook_pid: Pid | None = None  # the hook's launcher (hook/serve.py): no process of its unit
 
 
 EVERY_POSIX = PosixScope()
@@ -65,6 +66,7 @@ def survey_posix(policy: Policy, scope: PosixScope = EVERY_POSIX) -> PosixSurvey
             scope.procfs,
             pid_namespace_complete=policy.pid_namespace_complete,
             aliases=unit_aliases(units),
+            hook_pid=scope.hook_pid,
         )
         facts = PosixFacts(found.by_identity, found.blind, host.units, host.blind, host.unit_names)
     decisions = decide_posix_all(objects, facts, policy, time.time())

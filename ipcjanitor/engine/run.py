@@ -54,11 +54,13 @@ def survey(
     *,
     pid_notes: PidNotes = _NO_NOTES,
     own_unit: str | None = None,
+    hook_pid: Pid | None = None,
 ) -> list[Decision]:
     """Every object in scope with its verdict and reason. Touches nothing.
 
     Facts go in as data: `pid_notes` label pids in the reasons (never a verdict); `own_unit`
-    is the hook's unit, decided from the hook's own cgroup (kernel.cgroups).
+    is the hook's unit, decided from the hook's own cgroup (kernel.cgroups), or from that of
+    `hook_pid`, the launcher for which the hook server runs it (hook/serve.py).
     """
     objects = read_objects(procfs, scope.kinds)
     if scope.ids is not None or scope.keys is not None:
@@ -74,6 +76,7 @@ def survey(
         clock_timer=clock_timer,
         aliases=unit_aliases(units),
         own_unit=own_unit,
+        hook_pid=hook_pid,
     )
     if pid_notes:
         facts = facts._replace(pid_notes={**facts.pid_notes, **pid_notes})
@@ -92,6 +95,7 @@ def clean(
     *,
     pid_notes: PidNotes = _NO_NOTES,
     own_unit: str | None = None,
+    hook_pid: Pid | None = None,
     lock_wait: float = WAIT_LIMIT,
     posix: tuple[PosixScope, list[PosixDecision], list[str]] | None = None,
     procfs: Path | Procfs = LIVE,
@@ -106,7 +110,9 @@ def clean(
     """
     held = acquire(limit=lock_wait)
     try:
-        decisions = survey(policy, scope, procfs, pid_notes=pid_notes, own_unit=own_unit)
+        decisions = survey(
+            policy, scope, procfs, pid_notes=pid_notes, own_unit=own_unit, hook_pid=hook_pid
+        )
         done = []
         for d in remove_stale(decisions, procfs=procfs):
             if d.verdict in RECORDED:  # removals, failures, changes, doubts: one each

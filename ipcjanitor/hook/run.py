@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from .gate import HookCall
 
 
-def run_hook(call: HookCall) -> int:
+def run_hook(call: HookCall, hook_pid: int | None = None) -> int:
     """Clean the owners bound to call.unit; errors become exit codes (errors.guarded).
+
+    hook_pid: the launcher in the unit's cgroup for which the hook server runs this hook
+    (hook/serve.py); None: this process is the hook, in that cgroup itself.
 
     The umask is set first: the service's UMask= reaches ExecStopPost=, and every file the
     hook creates (lock, metrics) must get the mode its code asks for.
@@ -40,12 +43,13 @@ def run_hook(call: HookCall) -> int:
 
         run, path = metrics.Run("hook", call.unit), call.metrics
         return guarded(
-            lambda: metrics.recording(path, run, lambda out: _run(call, out)), removes=True
+            lambda: metrics.recording(path, run, lambda out: _run(call, out, hook_pid)),
+            removes=True,
         )
-    return guarded(lambda: _run(call, None), removes=True)
+    return guarded(lambda: _run(call, None, hook_pid), removes=True)
 
 
-def _run(call: HookCall, out: Outcome | None) -> int:
+def _run(call: HookCall, out: Outcome | None, hook_pid: int | None) -> int:
     from ..errors import ExitCode  # noqa: PLC0415
     from .gate import no_owner_message  # noqa: PLC0415
 
@@ -55,7 +59,7 @@ def _run(call: HookCall, out: Outcome | None) -> int:
     policy = _policy(unit, call.policy)
     owners = policy.owners_for_unit(unit, read_aliases())  # by an alias of it too
     if owners:
-        return _clean_owners_of(unit, owners, policy, call, out=out)
+        return _clean_owners_of(unit, owners, policy, call, out=out, hook_pid=hook_pid)
     if call.json:
         from ..output import report  # noqa: PLC0415
 
@@ -83,7 +87,13 @@ def _policy(unit: str, explicit: str | None) -> Policy:
 
 
 def _clean_owners_of(
-    unit: str, owners: tuple[Owner, ...], policy: Policy, call: HookCall, *, out: Outcome | None
+    unit: str,
+    owners: tuple[Owner, ...],
+    policy: Policy,
+    call: HookCall,
+    *,
+    out: Outcome | None,
+    hook_pid: int | None,
 ) -> int:
     from ..engine.lock import HOOK_WAIT_LIMIT, LockBusy  # noqa: PLC0415
     from ..engine.run import Scope, clean  # noqa: PLC0415
@@ -102,11 +112,12 @@ def _clean_owners_of(
     if any(o.posix_kinds for o in owners):  # else nothing POSIX is imported, listed or read
         from ..engine.posix_run import PosixScope  # noqa: PLC0415
 
-        posix_part = (PosixScope(owners=scope.owners), posix, notes)
+        posix_part = (PosixScope(owners=scope.owners, hook_pid=hook_pid), posix, notes)
     try:
         done, waited = clean(
-            policy, scope, journal, own_unit=unit, lock_wait=HOOK_WAIT_LIMIT, posix=posix_part
-        )
+            policy, scope, journal, own_unit=unit, hook_pid=hook_pid,
+            lock_wait=HOOK_WAIT_LIMIT, posix=posix_part,
+        )  # fmt: skip
     except LockBusy as busy:  # give up inside TimeoutStopSec=: a stop never fails for it
         if out is not None:
             out.gave_up = True  # exit 0, but no success: the metrics say it gave up

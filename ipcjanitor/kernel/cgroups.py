@@ -289,9 +289,11 @@ def unit_cgroups(
     primary: Mapping[str, str],
     exclude: frozenset[Pid],
     own_unit: str | None = None,
+    hook_pid: Pid | None = None,
 ) -> CgroupTree:
-    """The cgroup tree's word on each unit pattern (I/O: mountinfo, /proc/self/cgroup, the
-    tree). `own_unit`: the hook's unit, read from the hook's own cgroup when it is in it."""
+    """The cgroup tree's word on each unit pattern (I/O: mountinfo, /proc/PID/cgroup, the
+    tree). `own_unit`: the hook's unit, read from the hook's own cgroup when it is in it —
+    ours, or that of `hook_pid`, the hook's launcher that asked the hook server (hook/serve.py)."""
     wanted = set(patterns)
     if not wanted:
         return CgroupTree()
@@ -305,7 +307,8 @@ def unit_cgroups(
     own = None
     if own_unit is not None and own_unit in wanted and hierarchy.root == "/":
         try:
-            path = own_path(Path("/proc/self/cgroup").read_text(), hierarchy)
+            whose = "self" if hook_pid is None else str(hook_pid)
+            path = own_path(Path(f"/proc/{whose}/cgroup").read_text(), hierarchy)
         except OSError:
             path = None
         directory = unit_directory(path, own_unit) if path else None

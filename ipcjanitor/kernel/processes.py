@@ -352,6 +352,7 @@ def gather(
     clock_dir: Path = ROOT_STATE_DIR,
     aliases: Mapping[str, str] = MappingProxyType({}),
     own_unit: str | None = None,
+    hook_pid: Pid | None = None,
     cgroups: bool | None = None,
 ) -> HostFacts:
     """One look at the process table for the pids, units and queues a decision needs.
@@ -362,7 +363,9 @@ def gather(
     `clock_timer` asks systemd about the recorder's timer (the engine hands in the D-Bus
     question, asked only then; the facts layer itself asks no bus).
     `aliases` are the unit-file aliases (systemd.unitfiles.read_aliases): a unit named by an
-    alias is looked for under the name systemd runs it as.
+    alias is looked for under the name systemd runs it as. `hook_pid`: the hook's launcher,
+    when the hook server runs a hook for it: it sits in own_unit's cgroup, and is no process
+    of that unit (hook/serve.py).
     """
     proc = of(procfs)
     seen = visibility(proc, pid_namespace_complete)
@@ -378,8 +381,14 @@ def gather(
     patterns = set(unit_patterns)
     primary = {p: n for p in patterns if (n := primary_name(p, aliases)) != p}
     excluded = own_pids() if exclude is None else exclude
+    if hook_pid is not None:
+        excluded = excluded | {hook_pid}
     read = cgroups or (cgroups is None and proc.live)
-    tree = unit_cgroups(patterns, primary, excluded, own_unit) if read else CgroupTree(blind="")
+    tree = (
+        unit_cgroups(patterns, primary, excluded, own_unit, hook_pid)
+        if read
+        else CgroupTree(blind="")
+    )
     units, unit_notes = _unit_states(patterns, proc.root, excluded, primary, seen, tree=tree)
     waiters = None
     queue_blind = None

@@ -1,0 +1,196 @@
+"""`serve-hooks`: the hook server, so a crashing service's restart waits for no interpreter.
+
+Every hook used to start CPython, import the policy parser and the engine, and only then
+look: ~40 ms of a SIGKILLed service's restart before any work (bench/README.md). With
+ipcjanitor-hook.socket enabled, ipcjanitor-hook (the ExecStopPost= launcher) connects to
+SOCKET_PATH instead, and this server — started by the socket, warm after its first request,
+gone after IDLE_EXIT seconds without one — runs the same hook for it:
+
+- The launcher sends one message: PROTOCOL, its program, the hook's arguments, what it kept
+  of the environment, each NUL-terminated (an empty field after the arguments), and its
+  stdout and stderr as SCM_RIGHTS. The answer is b"A" at once (alive), then b"X<code>\\n"
+  (the hook's exit status) or b"N" (not served here: the launcher execs the hook itself, as
+  without the socket). A server that never answers, or dies half-way, makes the launcher
+  exec the hook itself too (ipcjanitor-hook.c): a hook is never lost to the server.
+- Only root may ask (SO_PEERCRED; the socket is 0600 root's too), only a `hook` command line
+  (hook_call's grammar), and only for this server's own program: a drop-in naming another
+  ipcjanitor runs that one, in-process.
+- The hook decides from the launcher's cgroup, which systemd made the unit's: the launcher
+  is the one process of the unit excluded (rule 2; hook_pid through the engine), as the hook
+  excludes itself when it runs in-process. It writes to the launcher's stdout and stderr
+  (the unit's journal stream), reads the stop's SERVICE_RESULT, EXIT_CODE, EXIT_STATUS from
+  what the launcher sent, and its journal records name the unit (OBJECT_SYSTEMD_UNIT=), as
+  in-process. Requests are served one at a time, each with the policy read afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import socket
+import struct
+import sys
+import traceback
+
+from .gate import hook_call
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from .gate import HookCall
+
+SOCKET_PATH = "/run/ipcjanitor-hook.socket"  # units/ipcjanitor-hook.socket, ipcjanitor-hook.c
+PROTOCOL = b"ipcjanitor-hook 1"
+IDLE_EXIT = 600.0  # seconds without a request, then exit: the socket starts the server again
+REQUEST_TIMEOUT = 2.0  # the launcher sends everything in one message, at once
+MAX_REQUEST = 65536
+KEPT_ENV = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "INVOCATION_ID", "JOURNAL_STREAM")
+SD_LISTEN_FDS_START = 3
+
+
+class Request:
+    """One launcher's request, as read from its message."""
+
+    __slots__ = ("args", "env", "program")
+
+    def __init__(self, program: str, args: list[str], env: dict[str, str]) -> None:
+        self.program, self.args, self.env = program, args, env
+
+
+def parse_request(data: bytes) -> Request | None:
+    """PURE: the request a message spells, or None for anything else (never served)."""
+    if not data.endswith(b"\0"):
+        return None
+    fields = [os.fsdecode(f) for f in data[:-1].split(b"\0")]
+    if len(fields) < 3 or fields[0] != os.fsdecode(PROTOCOL) or "" not in fields[2:]:
+        return None
+    end = fields.index("", 2)
+    env: dict[str, str] = {}
+    for entry in fields[end + 1 :]:
+        name, eq, value = entry.partition("=")
+        if not eq or name not in KEPT_ENV or name in env:
+            return None
+        env[name] = value
+    return Request(fields[1], fields[2:end], env)
+
+
+def listen_fd(env: Mapping[str, str], pid: int) -> int | None:
+    """PURE: the socket systemd passed (sd_listen_fds(3): LISTEN_PID ours, LISTEN_FDS 1)."""
+    if env.get("LISTEN_PID") != str(pid):
+        return None
+    return SD_LISTEN_FDS_START if env.get("LISTEN_FDS") == "1" else None
+
+
+def main(argv: Sequence[str]) -> int:
+    """`ipcjanitor serve-hooks`: serve launchers on the socket systemd passed."""
+    gc.enable()  # a long-lived process: entry.py's one-shot setting does not fit it
+    if argv:
+        print("usage: ipcjanitor serve-hooks (started by ipcjanitor-hook.socket)", file=sys.stderr)
+        return 64
+    fd = listen_fd(os.environ, os.getpid())
+    if fd is None:
+        print(
+            "ipcjanitor serve-hooks: no socket was passed (LISTEN_FDS); it is started by "
+            "ipcjanitor-hook.socket (systemctl enable --now ipcjanitor-hook.socket)",
+            file=sys.stderr,
+        )
+        return 64
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    serve(socket.socket(fileno=fd), IDLE_EXIT)
+    return 0
+
+
+def serve(listener: socket.socket, idle: float) -> None:
+    """Serve requests one at a time until none came for `idle` seconds."""
+    listener.settimeout(idle)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            return
+        with conn:
+            try:
+                serve_one(conn)
+            except Exception:  # the launcher, seeing no status, runs the hook itself
+                traceback.print_exc()
+
+
+def serve_one(conn: socket.socket) -> None:
+    """One launcher: its hook run, and the exit status back."""
+    conn.settimeout(REQUEST_TIMEOUT)
+    pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    conn.sendall(b"A")
+    data, fds = _receive(conn)
+    try:
+        request = parse_request(data) if uid == 0 and len(fds) == 2 else None
+        call = hook_call(request.args) if request and _ours(request.program) else None
+        if request is None or call is None:
+            conn.sendall(b"N")
+            return
+        conn.settimeout(None)  # the hook takes what it takes (its lock wait is bounded)
+        with _as_launcher(fds, request.env):
+            code = _run(call, pid)
+        conn.sendall(b"X%d\n" % code)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
+    """The launcher's message and the fds passed with it (it shuts its side after it)."""
+    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+    chunks = [data]
+    size = len(data)
+    while data and size <= MAX_REQUEST:
+        data = conn.recv(MAX_REQUEST)
+        chunks.append(data)
+        size += len(data)
+    return (b"".join(chunks) if size <= MAX_REQUEST else b""), list(fds)
+
+
+def _ours(program: str) -> bool:
+    """The launcher asks for this server's own program (the path its drop-in names)."""
+    try:
+        return os.path.samefile(program, sys.argv[0])
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _as_launcher(fds: list[int], env: dict[str, str]) -> Iterator[None]:
+    """stdout, stderr and the stop's variables the launcher's, for one hook run."""
+    saved = [os.dup(1), os.dup(2)]
+    before = {name: os.environ.get(name) for name in KEPT_ENV}
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for name in KEPT_ENV:
+            os.environ.pop(name, None)
+        os.environ.update(env)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run(call: HookCall, pid: int) -> int:
+    from ..accounts import user_name  # noqa: PLC0415
+    from ..entry import hook  # noqa: PLC0415
+
+    user_name.cache_clear()  # a user renamed since the last request reads as it is now
+    return hook(call, hook_pid=pid)
