@@ -18,14 +18,16 @@
  * A `hook` command line is first offered to the hook server (ipcjanitor/hook/serve.py,
  * started by ipcjanitor-hook.socket where that is enabled): one message on SOCKET_PATH with
  * the program, the arguments and the kept environment, and this program's stdout and stderr
- * passed along; the server answers "A" at once, then "X<status>\n" (exit with it) or "N"
- * (not served there). No socket, no "A" within ASK_WAIT_MS, no status within RUN_WAIT_MS, or
+ * passed along; the server answers "A" at once, then "N" (not served there), or what the hook
+ * printed ("O<length>\n" and stdout's bytes, "E<length>\n" and stderr's: written here, to
+ * this program's own stdout and stderr) and "X<status>\n" (exit with it). No socket, no "A" within ASK_WAIT_MS, no status within RUN_WAIT_MS, or
  * anything unexpected: the hook is exec'd here, as without a server. The server decides from
  * this process's cgroup (the unit's) and counts this process as no process of the unit, so
  * it must stay alive until the answer: it does.
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,59 +79,104 @@ static int byte_within(int fd, int ms)
     return c;
 }
 
-/* The server's exit status for this hook, or -1: run it here. */
-static int ask_server(char *argv[], char *env[])
+/* Digits up to a newline, as a number; -1 for anything else. */
+static long number_from(int s)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX, .sun_path = SOCKET_PATH};
+    long v = 0;
+    int c, digits = 0;
+
+    while ((c = byte_within(s, RUN_WAIT_MS)) >= '0' && c <= '9' && digits < 9) {
+        v = v * 10 + (c - '0');
+        digits++;
+    }
+    return c == '\n' && digits > 0 ? v : -1;
+}
+
+/* Copy n bytes of the answer to fd (a write error loses the output, as it would the hook's
+ * own print; the status still counts); 0 when the answer ends first. */
+static int relay(int s, int fd, long n)
+{
+    while (n > 0) {
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        size_t want = (size_t)n < sizeof request ? (size_t)n : sizeof request;
+        ssize_t got, off = 0;
+
+        if (poll(&p, 1, RUN_WAIT_MS) != 1 || (got = read(s, request, want)) <= 0)
+            return 0;
+        while (off < got) {
+            ssize_t w = write(fd, request + off, (size_t)(got - off));
+
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break;
+            off += w;
+        }
+        n -= got;
+    }
+    return 1;
+}
+
+/* Send the request on s, with fds 1 and 2; 0 on any failure. */
+static int send_request(int s, size_t len)
+{
     int fds[2] = {1, 2};
     char control[CMSG_SPACE(sizeof fds)];
-    struct iovec iov;
+    struct iovec iov = {.iov_base = request, .iov_len = len};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
                          .msg_control = control, .msg_controllen = sizeof control};
     struct cmsghdr *cmsg;
-    size_t len = 0;
-    char status[16];
-    size_t got = 0;
-    int s, c;
 
-    if (!put(&len, PROTOCOL) || !put(&len, argv[1]))
-        return -1;
-    for (char **a = argv + 2; *a; a++)
-        if (!put(&len, *a))
-            return -1;
-    if (!put(&len, ""))
-        return -1;
-    for (char **e = env; *e; e++)
-        if (strncmp(*e, "PATH=", 5) != 0 && !put(&len, *e))
-            return -1;
-    s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -1;
-    if (connect(s, (struct sockaddr *)&addr, sizeof addr) != 0)
-        goto here;
     memset(control, 0, sizeof control);
     cmsg = CMSG_FIRSTHDR(&msg);
     cmsg->cmsg_level = SOL_SOCKET;
     cmsg->cmsg_type = SCM_RIGHTS;
     cmsg->cmsg_len = CMSG_LEN(sizeof fds);
     memcpy(CMSG_DATA(cmsg), fds, sizeof fds);
-    iov.iov_base = request;
-    iov.iov_len = len;
-    if (sendmsg(s, &msg, MSG_NOSIGNAL) != (ssize_t)len || shutdown(s, SHUT_WR) != 0)
+    return sendmsg(s, &msg, MSG_NOSIGNAL) == (ssize_t)len && shutdown(s, SHUT_WR) == 0;
+}
+
+/* The request: PROTOCOL, the program, its arguments, "", the kept environment; 0 if too big. */
+static size_t build_request(char *argv[], char *env[])
+{
+    size_t len = 0;
+
+    if (!put(&len, PROTOCOL) || !put(&len, argv[1]))
+        return 0;
+    for (char **a = argv + 2; *a; a++)
+        if (!put(&len, *a))
+            return 0;
+    if (!put(&len, ""))
+        return 0;
+    for (char **e = env; *e; e++)
+        if (strncmp(*e, "PATH=", 5) != 0 && !put(&len, *e))
+            return 0;
+    return len;
+}
+
+/* The server's exit status for this hook, its output written here; -1: run it here. */
+static int ask_server(char *argv[], char *env[])
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX, .sun_path = SOCKET_PATH};
+    size_t len = build_request(argv, env);
+    int s, c;
+    long n;
+
+    if (len == 0 || (s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return -1;
+    if (connect(s, (struct sockaddr *)&addr, sizeof addr) != 0 || !send_request(s, len) ||
+        byte_within(s, ASK_WAIT_MS) != 'A')
         goto here;
-    if (byte_within(s, ASK_WAIT_MS) != 'A')
-        goto here;
-    c = byte_within(s, RUN_WAIT_MS);
-    if (c != 'X')
-        goto here;  /* "N", or nothing: not served there */
-    while (got < sizeof status - 1 && (c = byte_within(s, RUN_WAIT_MS)) >= '0' && c <= '9')
-        status[got++] = (char)c;
-    status[got] = '\0';
-    if (c != '\n' || got == 0 || got > 3)
-        goto here;
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout: EPIPE, as for the hook's own print */
+    while ((c = byte_within(s, RUN_WAIT_MS)) == 'O' || c == 'E')
+        if ((n = number_from(s)) < 0 || !relay(s, c == 'O' ? 1 : 2, n))
+            goto here;
+    if (c != 'X' || (n = number_from(s)) < 0 || n > 255)
+        goto here; /* "N", or nothing: not served there */
     close(s);
-    return atoi(status);
+    return (int)n;
 here:
+    signal(SIGPIPE, SIG_DFL);
     close(s);
     return -1;
 }

@@ -104,7 +104,7 @@ def _clean_owners_of(
     if out is not None:
         out.owners = [o.name for o in owners]
     journal = Journal.for_hook(unit)
-    notes = stop_notes(unit)
+    notes = stop_notes(unit, served=hook_pid is not None)
     scope = Scope(owners=frozenset(o.name for o in owners))
     # the unit's POSIX objects too, under the same lock (listed only if its owners claim any)
     posix: list[PosixDecision] = []
@@ -137,7 +137,7 @@ def _clean_owners_of(
     return ExitCode.FAILED if report.failed([*done, *posix]) else ExitCode.OK
 
 
-def stop_notes(unit: str, env: dict[str, str] | None = None) -> list[str]:
+def stop_notes(unit: str, env: dict[str, str] | None = None, *, served: bool = False) -> list[str]:
     """How the unit stopped, as its environment reports it (SERVICE_RESULT, EXIT_CODE,
     EXIT_STATUS: systemd's, unless the service's Environment= overrides them, so labelled as
     the service's and never part of a reason), and what the verdicts rest on."""
@@ -146,7 +146,9 @@ def stop_notes(unit: str, env: dict[str, str] | None = None) -> list[str]:
     stop = StopInfo.from_env(env)
     return [
         f"{unit} stopped: {stop.describe()}",
-        f"deciding from {unit}'s own cgroup (the hook runs in it) and the policy; "
+        f"deciding from {unit}'s own cgroup ("
+        + ("the hook server reads its launcher's" if served else "the hook runs in it")
+        + ") and the policy; "
         "systemd is not asked",
     ]
 

@@ -8,25 +8,30 @@ gone after IDLE_EXIT seconds without one — runs the same hook for it:
 
 - The launcher sends one message: PROTOCOL, its program, the hook's arguments, what it kept
   of the environment, each NUL-terminated (an empty field after the arguments), and its
-  stdout and stderr as SCM_RIGHTS. The answer is b"A" at once (alive), then b"X<code>\\n"
-  (the hook's exit status) or b"N" (not served here: the launcher execs the hook itself, as
-  without the socket). A server that never answers, or dies half-way, makes the launcher
-  exec the hook itself too (ipcjanitor-hook.c): a hook is never lost to the server.
+  stdout and stderr as SCM_RIGHTS. The answer is b"A" at once (alive), then either b"N" (not
+  served here: the launcher execs the hook itself, as without the socket), or what the hook
+  printed (b"O<length>\\n" and stdout's bytes, b"E<length>\\n" and stderr's), which the
+  launcher writes to its own, and b"X<code>\\n", its exit status. A server that never
+  answers, or dies half-way, makes the launcher exec the hook itself too
+  (ipcjanitor-hook.c): a hook is never lost to the server.
 - Only root may ask (SO_PEERCRED; the socket is 0600 root's too), only a `hook` command line
   (hook_call's grammar), and only for this server's own program: a drop-in naming another
   ipcjanitor runs that one, in-process.
 - The hook decides from the launcher's cgroup, which systemd made the unit's: the launcher
   is the one process of the unit excluded (rule 2; hook_pid through the engine), as the hook
-  excludes itself when it runs in-process. It writes to the launcher's stdout and stderr
-  (the unit's journal stream), reads the stop's SERVICE_RESULT, EXIT_CODE, EXIT_STATUS from
-  what the launcher sent, and its journal records name the unit (OBJECT_SYSTEMD_UNIT=), as
-  in-process. Requests are served one at a time, each with the policy read afresh.
+  excludes itself when it runs in-process. Its fds 1 and 2 are the launcher's (the unit's
+  journal stream, compared with JOURNAL_STREAM as in-process), but what it prints goes back
+  in the answer for the launcher to write (Output). It reads the stop's SERVICE_RESULT,
+  EXIT_CODE, EXIT_STATUS from what the launcher sent; its journal records name the unit
+  (OBJECT_SYSTEMD_UNIT=), as in-process. Requests are served one at a time, each with the
+  policy read afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import os
 import socket
 import struct
@@ -131,9 +136,9 @@ def serve_one(conn: socket.socket) -> None:
             conn.sendall(b"N")
             return
         conn.settimeout(None)  # the hook takes what it takes (its lock wait is bounded)
-        with _as_launcher(fds, request.env):
+        with _as_launcher(fds, request.env) as output:
             code = _run(call, pid)
-        conn.sendall(b"X%d\n" % code)
+        conn.sendall(output.reply(code))
     finally:
         for fd in fds:
             os.close(fd)
@@ -159,24 +164,47 @@ def _ours(program: str) -> bool:
         return False
 
 
+class Output:
+    """What one hook run printed, sent back for the launcher to write itself: a launcher's
+    stdout that blocks (a pipe nobody reads) then stalls that launcher alone, as an
+    in-process hook would be stalled, never the server and every other unit's hook."""
+
+    def __init__(self) -> None:
+        self.bytes = io.BytesIO(), io.BytesIO()
+        self.out, self.err = (
+            io.TextIOWrapper(b, "utf-8", "surrogateescape", write_through=True) for b in self.bytes
+        )
+
+    def reply(self, code: int) -> bytes:
+        """PURE: the answer: stdout's bytes, stderr's, then the exit status."""
+        parts = []
+        for tag, stream in zip((b"O", b"E"), self.bytes, strict=True):
+            data = stream.getvalue()
+            if data:
+                parts.append(b"%s%d\n%s" % (tag, len(data), data))
+        return b"".join([*parts, b"X%d\n" % code])
+
+
 @contextlib.contextmanager
-def _as_launcher(fds: list[int], env: dict[str, str]) -> Iterator[None]:
-    """stdout, stderr and the stop's variables the launcher's, for one hook run."""
+def _as_launcher(fds: list[int], env: dict[str, str]) -> Iterator[Output]:
+    """For one hook run: fds 1 and 2 the launcher's (what the hook compares with
+    JOURNAL_STREAM), what it prints kept for the reply, the stop's variables the launcher's."""
     saved = [os.dup(1), os.dup(2)]
     before = {name: os.environ.get(name) for name in KEPT_ENV}
-    for stream in (sys.stdout, sys.stderr):
+    streams = sys.stdout, sys.stderr
+    for stream in streams:
         stream.flush()
+    output = Output()
     try:
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
+        sys.stdout, sys.stderr = output.out, output.err
         for name in KEPT_ENV:
             os.environ.pop(name, None)
         os.environ.update(env)
-        yield
+        yield output
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
+        sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in saved:

@@ -13,7 +13,10 @@ from .container import ROOT, Container
 
 VENV_BIN = ROOT / ".venv" / "bin"
 UNITS = ("ipcjanitor.service", "ipcjanitor.timer", "ipcjanitor-clock.service",
-         "ipcjanitor-clock.timer")  # fmt: skip
+         "ipcjanitor-clock.timer", "ipcjanitor-hook.socket", "ipcjanitor-hook.service")  # fmt: skip
+# the hook's two ways: started by its launcher in-process, or offered to the hook server
+HOOK_PATHS = ("in-process", "served")
+IN_PROCESS_NOTE = "own cgroup (the hook runs in it)"
 
 LEAKY = """\
 import ctypes, os, time
@@ -71,6 +74,19 @@ def box() -> Iterator[Container]:
         yield c
     finally:
         c.stop()
+
+
+def hook_path(c: Container, path: str) -> Iterator[Container]:
+    """The box with its hooks taken `path` (HOOK_PATHS); served: the hook server's socket
+    enabled as the packages do, and at the end, proof that no hook ran in-process."""
+    if path == "served":
+        c.run("systemctl enable --now ipcjanitor-hook.socket")
+    yield c
+    if path == "served":
+        said = c.run("journalctl --no-pager -o cat").stdout
+        assert IN_PROCESS_NOTE not in said, "a hook ran in-process: the server did not serve it"
+        server = c.run("journalctl --no-pager -o cat -u ipcjanitor-hook.service").stdout
+        assert "Traceback" not in server, server
 
 
 def journal(c: Container, *match: str) -> list[dict[str, object]]:

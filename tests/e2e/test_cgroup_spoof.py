@@ -11,16 +11,24 @@ Run in the contained systemd WITHOUT pid_namespace_complete: only the cgroup pro
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
-from .conftest import sysvipc_keys
+from .conftest import HOOK_PATHS, hook_path, sysvipc_keys
 from .container import Container, available
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(available() is not None, reason=str(available())),
 ]
+
+
+@pytest.fixture(params=HOOK_PATHS)
+def box(box: Container, request: pytest.FixtureRequest) -> Iterator[Container]:
+    """Each test twice: the hook in-process, and offered to the hook server (issue 20)."""
+    yield from hook_path(box, request.param)
+
 
 KEY = 0x64000001
 POLICY = f"""\

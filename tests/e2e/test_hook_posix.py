@@ -6,16 +6,24 @@ them, and keeps the live psm_* of another running unit that the same owner claim
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
-from .conftest import journal
+from .conftest import HOOK_PATHS, hook_path, journal
 from .container import Container, available
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(available() is not None, reason=str(available())),
 ]
+
+
+@pytest.fixture(params=HOOK_PATHS)
+def box(box: Container, request: pytest.FixtureRequest) -> Iterator[Container]:
+    """Each test twice: the hook in-process, and offered to the hook server (issue 20)."""
+    yield from hook_path(box, request.param)
+
 
 # systemd's SIGKILL goes to one process after another: a resource tracker that outlives the
 # main process by a moment unlinks the segments itself (seen under load, the hook then had
