@@ -11,8 +11,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy kno
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .hook.gate import HookCall
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ipcjanitor; with argv None (the process itself), a hook exits without teardown."""
@@ -30,34 +28,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         code = serve_hooks(args[1:])
     else:
-        from .hook.gate import hook_call  # noqa: PLC0415
+        from .hook.gate import hook_call, run_call  # noqa: PLC0415
 
         call = hook_call(args)
         if call is None:
             from .cli import main as full_main  # noqa: PLC0415
 
             return full_main(args)
-        code = hook(call)
+        code = run_call(call)
     if argv is None:  # a hook's or recorder's process: nothing to tear down but modules (bench/)
         _exit_now(code)
     return code
-
-
-def hook(call: HookCall, hook_pid: int | None = None) -> int:
-    """One hook run: the fast exit when no owner can be bound, else the full hook. hook_pid:
-    the launcher the hook server runs it for (hook/serve.py); None: this process."""
-    from .hook.gate import no_owner_message, unbound  # noqa: PLC0415
-
-    if not call.json and unbound(call):  # the fast exit: no TOML parser, no engine
-        try:
-            if not call.quiet:
-                print(no_owner_message(call.unit))
-            return 0
-        except ValueError:  # a unit name stdout cannot encode: the full path reports it
-            pass
-    from .hook.run import run_hook  # noqa: PLC0415
-
-    return run_hook(call, hook_pid)
 
 
 def _exit_now(code: int) -> None:

@@ -120,3 +120,18 @@ def unbound(call: HookCall) -> bool:
 def no_owner_message(unit: str) -> str:
     """What the hook prints when no owner is bound to unit (fast and full path alike)."""
     return f"no policy owner is bound to {unit}: nothing to do"
+
+
+def run_call(call: HookCall, hook_pid: int | None = None) -> int:
+    """One hook run: the fast exit when no owner can be bound, else the full hook. hook_pid:
+    the launcher the hook server runs it for (hook/serve.py); None: this process."""
+    if not call.json and unbound(call):  # the fast exit: no TOML parser, no engine
+        try:
+            if not call.quiet:
+                print(no_owner_message(call.unit))
+            return 0
+        except ValueError:  # a unit name stdout cannot encode: the full path reports it
+            pass
+    from .run import run_hook  # noqa: PLC0415
+
+    return run_hook(call, hook_pid)

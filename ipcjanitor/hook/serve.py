@@ -38,7 +38,7 @@ import struct
 import sys
 import traceback
 
-from .gate import hook_call
+from .gate import hook_call, run_call
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -218,7 +218,6 @@ def _as_launcher(fds: list[int], env: dict[str, str]) -> Iterator[Output]:
 
 def _run(call: HookCall, pid: int) -> int:
     from ..accounts import user_name  # noqa: PLC0415
-    from ..entry import hook  # noqa: PLC0415
 
     user_name.cache_clear()  # a user renamed since the last request reads as it is now
-    return hook(call, hook_pid=pid)
+    return run_call(call, hook_pid=pid)

@@ -340,6 +340,15 @@ def _clock_facts(
     return forward_step(now.offset, cover.low), since, cover.gap
 
 
+UNREAD = CgroupTree(blind="")  # not read: a captured /proc tree, or cgroups=False
+
+
+def _launcher(hook_pid: Pid | None) -> frozenset[Pid]:
+    """The hook's launcher, when the hook server runs a hook for it (hook/serve.py): it sits
+    in the hooked unit's cgroup, and is no process of that unit."""
+    return frozenset() if hook_pid is None else frozenset({hook_pid})
+
+
 def gather(
     pids: Mapping[Pid, Seconds],
     unit_patterns: Iterable[str] = (),
@@ -362,11 +371,8 @@ def gather(
     that (only then could a step of the wall clock pass a live holder off as a new one).
     `clock_timer` asks systemd about the recorder's timer (the engine hands in the D-Bus
     question, asked only then; the facts layer itself asks no bus).
-    `aliases` are the unit-file aliases (systemd.unitfiles.read_aliases): a unit named by an
-    alias is looked for under the name systemd runs it as. `hook_pid`: the hook's launcher,
-    when the hook server runs a hook for it: it sits in own_unit's cgroup, and is no process
-    of that unit (hook/serve.py).
-    """
+    `aliases` (systemd.unitfiles.read_aliases): a unit named by an alias is looked for under
+    the name systemd runs it as. `hook_pid`: see _launcher."""
     proc = of(procfs)
     seen = visibility(proc, pid_namespace_complete)
     btime = boot_time()
@@ -380,15 +386,9 @@ def gather(
         margin += step
     patterns = set(unit_patterns)
     primary = {p: n for p in patterns if (n := primary_name(p, aliases)) != p}
-    excluded = own_pids() if exclude is None else exclude
-    if hook_pid is not None:
-        excluded = excluded | {hook_pid}
+    excluded = (own_pids() if exclude is None else exclude) | _launcher(hook_pid)
     read = cgroups or (cgroups is None and proc.live)
-    tree = (
-        unit_cgroups(patterns, primary, excluded, own_unit, hook_pid)
-        if read
-        else CgroupTree(blind="")
-    )
+    tree = unit_cgroups(patterns, primary, excluded, own_unit, hook_pid) if read else UNREAD
     units, unit_notes = _unit_states(patterns, proc.root, excluded, primary, seen, tree=tree)
     waiters = None
     queue_blind = None
