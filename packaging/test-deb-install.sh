@@ -53,6 +53,7 @@ unshare --mount --pid --fork --ipc sh -eu -c "
 "
 for f in lib/systemd/system/ipcjanitor.service lib/systemd/system/ipcjanitor.timer \
          lib/systemd/system/ipcjanitor-clock.service lib/systemd/system/ipcjanitor-clock.timer \
+         lib/systemd/system/ipcjanitor-hook.socket lib/systemd/system/ipcjanitor-hook.service \
          usr/share/man/man8/ipcjanitor.8.gz usr/share/man/man5/ipcjanitor.policy.5.gz \
          usr/share/bash-completion/completions/ipcjanitor \
          usr/lib/systemd/catalog/ipcjanitor.catalog \
@@ -70,6 +71,8 @@ done
 [ -L "$root/etc/systemd/system/timers.target.wants/ipcjanitor-clock.timer" ] || fail "the clock recorder's timer is not enabled"
 grep -q 'ipcjanitor-clock.timer' "$root/var/lib/dpkg/info/ipcjanitor.postinst" || fail "postinst does not start the clock recorder's timer"
 ! grep -q 'restart.*ipcjanitor-clock' "$root/var/lib/dpkg/info/ipcjanitor.postinst" || fail "postinst restarts the clock recorder's timer"
+[ -L "$root/etc/systemd/system/sockets.target.wants/ipcjanitor-hook.socket" ] || fail "the hook server's socket is not enabled"
+! ls "$root"/etc/systemd/system/*.wants/ipcjanitor-hook.service 2>/dev/null || fail "the hook server is enabled (its socket starts it)"
 ! ls "$root"/etc/systemd/system/*.wants/ipcjanitor.service 2>/dev/null || fail "the oneshot service is enabled"
 grep -q '^ /etc/ipcjanitor/policy.toml ' "$root/tmp/conffiles" || fail "/etc/ipcjanitor/policy.toml is not a conffile"
 file "$root$hook" | grep -q 'static-pie linked' || fail "$hook is not statically linked"

@@ -9,6 +9,7 @@ files=$(rpm -qpl "$rpm" 2>/dev/null)
 for f in /usr/bin/ipcjanitor /usr/lib/systemd/system/ipcjanitor.service \
          /usr/lib/systemd/system/ipcjanitor.timer /usr/lib/systemd/system/ipcjanitor-clock.service \
          /usr/lib/systemd/system/ipcjanitor-clock.timer /usr/share/man/man8/ipcjanitor.8 \
+         /usr/lib/systemd/system/ipcjanitor-hook.socket /usr/lib/systemd/system/ipcjanitor-hook.service \
          /usr/share/man/man5/ipcjanitor.policy.5 /usr/share/bash-completion/completions/ipcjanitor \
          /usr/share/zsh/site-functions/_ipcjanitor /usr/share/fish/vendor_completions.d/ipcjanitor.fish \
          /usr/lib/systemd/catalog/ipcjanitor.catalog \
@@ -18,7 +19,7 @@ for f in /usr/bin/ipcjanitor /usr/lib/systemd/system/ipcjanitor.service \
 done
 rpm -qpc "$rpm" 2>/dev/null | grep -qx /etc/ipcjanitor/policy.toml || fail "policy.toml is not %config"
 scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
-printf '%s\n' "$scripts" | grep -q 'preset ipcjanitor.timer ipcjanitor-clock.timer' || fail "%post does not preset the timers"
+printf '%s\n' "$scripts" | grep -q 'preset ipcjanitor.timer ipcjanitor-clock.timer ipcjanitor-hook.socket' || fail "%post does not preset the timers and the hook server's socket"
 printf '%s\n' "$scripts" | grep -q 'disable --now ipcjanitor.service ipcjanitor.timer' || fail "%preun does not disable"
 printf '%s\n' "$scripts" | grep -q 'try-restart ipcjanitor.timer' || fail "%postun does not restart"
 ! printf '%s\n' "$scripts" | grep -q 'try-restart.*ipcjanitor-clock' || fail "%postun restarts the clock recorder's timer"
