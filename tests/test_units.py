@@ -162,3 +162,40 @@ def test_the_packages_ship_and_enable_the_clock_recorder_and_never_restart_it() 
         assert f"%{{_unitdir}}/{unit}" in spec
     restart = next(ln for ln in spec.splitlines() if ln.startswith("%systemd_postun_with_restart"))
     assert "ipcjanitor-clock" not in restart
+
+
+HOOK_SOCKET = UNITS / "ipcjanitor-hook.socket"
+HOOK_SERVICE = UNITS / "ipcjanitor-hook.service"
+HOOK_C = UNITS.parent / "ipcjanitor" / "ipcjanitor-hook.c"
+
+
+def test_the_hook_server_listens_where_the_launcher_asks_and_only_for_root() -> None:
+    from ipcjanitor.hook.serve import SOCKET_PATH
+
+    sock = unit_settings(HOOK_SOCKET, "Socket")
+    assert sock["ListenStream"] == SOCKET_PATH
+    assert f'#define SOCKET_PATH "{SOCKET_PATH}"' in HOOK_C.read_text()
+    assert sock["SocketMode"] == "0600" and sock["Accept"] == "no"
+    assert unit_settings(HOOK_SOCKET, "Install")["WantedBy"] == "sockets.target"
+
+
+def test_the_hook_server_is_hardened_as_the_sweep_and_runs_at_normal_priority() -> None:
+    server, sweep = unit_settings(HOOK_SERVICE, "Service"), settings()
+    assert server["ExecStart"] == "/usr/bin/ipcjanitor serve-hooks"
+    assert "Nice" not in server and "IOSchedulingClass" not in server  # on the restart path
+    for key in ("Type", "ExecStart", "TimeoutStartSec", "Nice", "IOSchedulingClass"):
+        server.pop(key, None)
+        sweep.pop(key, None)
+    assert server == sweep
+    assert unit_settings(HOOK_SERVICE, "Unit")["Requires"] == "ipcjanitor-hook.socket"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_hook_servers_exposure_is_at_most_2_0() -> None:
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=20", str(HOOK_SERVICE)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    level = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+    assert level <= 2.0
