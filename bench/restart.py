@@ -16,6 +16,8 @@ crowd.service of sleeping forks): the hook reads only its own cgroup, never the 
 Wall time is noisy on a loaded machine, so it also reports the CPU the hook itself spends
 (`ipcjanitor -q hook` run BENCH_CPU_RUNS times from inside a unit it is bound to, as
 ExecStopPost= would; RUSAGE_CHILDREN, median) beside its wall time, with and without the crowd.
+Then the same hooks offered to the hook server (units/ipcjanitor-hook.socket, as the packages
+enable it; hook/serve.py), with and without the crowd.
 Run by `make bench` (~1 min); needs root (the contained systemd).
 """
 
@@ -174,6 +176,8 @@ def measure(c: Container) -> dict[str, object]:
     )
     if CROWD:
         start_crowd(c)
+        got["crowd_server"] = restarts(c)
+        c.run("systemctl stop ipcjanitor-hook.socket ipcjanitor-hook.service")  # in-process
         got["crowd_hook"] = restarts(c)
         got["crowd_cpu"] = hook_cpu(c)
         c.run("rm /etc/systemd/system/worker.service.d/ipcjanitor.conf")
@@ -232,6 +236,8 @@ def report(got: dict[str, Any]) -> None:
         print(f"with {CROWD} more live processes in the container:")
         print(f"  without an ExecStopPost= {ca:6.1f} ms, with the hook {cb:6.1f} ms: "
               f"added by the hook {cb - ca:.1f} ms")  # fmt: skip
+        cs = statistics.median(got["crowd_server"])
+        print(f"  with the hook server {cs:6.1f} ms: added {cs - ca:.1f} ms")
         cpu_line("  ", got["crowd_cpu"])
 
 
