@@ -119,3 +119,17 @@ def test_anything_else_is_left_to_the_launcher(
     elif fds == [1, 2]:
         data = data.replace(b"/usr/bin/ipcjanitor", os.fsencode(sys.argv[0]))
     assert _served(data, fds, monkeypatch) == b"AN"
+
+
+def test_install_hook_says_when_no_hook_server_listens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ipcjanitor.hook.install import _say_if_unserved
+
+    _say_if_unserved(str(tmp_path / "absent.socket"))
+    assert "systemctl enable --now ipcjanitor-hook.socket" in capsys.readouterr().out
+    listening = socket.socket(socket.AF_UNIX)
+    with listening:
+        listening.bind(str(tmp_path / "here.socket"))
+        _say_if_unserved(str(tmp_path / "here.socket"))
+    assert capsys.readouterr().out == ""
