@@ -35,6 +35,7 @@ DIR = "/run/adv"
 VENV_BIN = ROOT / ".venv" / "bin"
 APP = "/usr/local/bin/adv-unitapp"
 CLOCK_UNITS = ("ipcjanitor-clock.service", "ipcjanitor-clock.timer")
+SERVER_UNITS = ("ipcjanitor-hook.socket", "ipcjanitor-hook.service")
 GLOBAL = 'pid_namespace_complete = true\nmin_age = "0s"\n'
 # a holder's transient unit, no owner's: Type=exec, so the command has started when it returns
 HOLDER_RUN = "systemd-run --no-block --quiet --property=Type=exec --unit={unit} "
@@ -122,8 +123,11 @@ class Run:
         """What the unit's ExecStopPost= hook removed, from its journal records, judged as a
         run's JSON is (the hook ran inside systemctl stop, or before the kill's unit ended)."""
         self.box.run("journalctl --sync")
+        # sent from the unit's cgroup (in-process), or by the hook server for its launcher
         out = self.box.run(f"journalctl --no-pager -o json --cursor-file={DIR}/cursor "
-                           f"IPCJANITOR_UNIT={unit} _SYSTEMD_UNIT={unit}").stdout  # fmt: skip
+                           f"IPCJANITOR_UNIT={unit} _SYSTEMD_UNIT={unit} + "
+                           f"IPCJANITOR_UNIT={unit} _SYSTEMD_UNIT=ipcjanitor-hook.service "
+                           f"OBJECT_SYSTEMD_UNIT={unit}").stdout  # fmt: skip
         for line in out.splitlines():
             rec = json.loads(line)
             entry = {"kind": rec.get("IPCJANITOR_KIND", ""), "key": rec.get("IPCJANITOR_KEY", "0"),
@@ -266,20 +270,23 @@ sys.exit(main())
 """
 
 
-def boot(brk: str | None = None) -> Container:
-    """A contained systemd with the apps' units hooked; brk: with a broken janitor."""
+def boot(brk: str | None = None, served: bool = False) -> Container:
+    """A contained systemd with the apps' units hooked; brk: with a broken janitor; served:
+    the hooks offered to the hook server (its socket enabled, as the packages do)."""
     box = Container()
     box.start()
     box.run(f"ln -s {VENV_BIN / 'ipcjanitor'} /usr/bin/ipcjanitor")
     box.write("/etc/ipcjanitor/policy.d/adversary.toml", GLOBAL + "\n" + policy())
     box.write(APP, Path(unitapp.__file__).read_text(), 0o755)
     box.run(f"mkdir -p {DIR}")
-    for unit in CLOCK_UNITS:
+    for unit in (*CLOCK_UNITS, *SERVER_UNITS):
         box.write(f"/etc/systemd/system/{unit}", (ROOT / "units" / unit).read_text())
     for n in range(1, APPS + 1):
         box.write(f"/etc/systemd/system/adv-app{n}.service",
                   f"[Service]\nExecStart=/usr/bin/python3 {APP} app {n} {DIR}\n")  # fmt: skip
     box.run("systemctl daemon-reload && systemctl enable --now ipcjanitor-clock.timer")
+    if served:
+        box.run("systemctl enable --now ipcjanitor-hook.socket")
     for n in range(1, APPS + 1):
         box.run(f"ipcjanitor install-hook adv-app{n}.service")
     if brk is not None:  # after install-hook, which checks what it installs
@@ -295,7 +302,8 @@ def schedule(
 ) -> dict[str, Any]:
     """One schedule in its own contained systemd: drawn from seed, or the given steps."""
     start = time.monotonic()
-    box = boot(brk)
+    served = brk is None and seed % 2 == 1  # odd seeds: the hooks go to the hook server
+    box = boot(brk, served)
     run = Run(box, seed)
     error = None
     try:
@@ -307,6 +315,10 @@ def schedule(
         hooked = box.run("journalctl --no-pager -o cat -u 'adv-app*' | grep -c ' stopped: '",
                          check=False).stdout.strip()  # fmt: skip
         run.stats["hooks run by systemd (ExecStopPost=)"] = int(hooked or 0)
+        if served:
+            alone = box.run("journalctl --no-pager -o cat -u 'adv-app*' | grep -c "
+                            "'(the hook runs in it)'", check=False).stdout.strip()  # fmt: skip
+            run.stats["of them served by the hook server"] = int(hooked or 0) - int(alone or 0)
     except (AssertionError, TimeoutError, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"[-3000:]
     finally:
