@@ -39,6 +39,18 @@ def test_a_queue_held_only_in_a_threads_own_fd_table_is_kept(tmp_path: Path) -> 
     assert r["clean"]["posix-mq:q_thread"][0] != "removed", r["clean"]
 
 
+def test_a_queue_held_only_by_a_thread_cloned_without_clone_files_is_kept(
+    tmp_path: Path,
+) -> None:
+    """The other way to a table of its own: clone(CLONE_THREAD) without CLONE_FILES."""
+    r = _run("thread_cloned_without_files", tmp_path)
+    assert (r["ready"], r["tasks"]) == ("ready", 2), r
+    verdict, reason = r["scan"]["posix-mq:q_clone"]
+    assert verdict == "in-use" and " of thread " in reason, r
+    assert r["clean"]["posix-mq:q_clone"][0] == "in-use", r
+    assert "mq:q_clone" in r["left"], r
+
+
 def test_held_a_file_held_only_in_a_threads_own_fd_table_is_kept_by_the_lease(
     tmp_path: Path,
 ) -> None:
