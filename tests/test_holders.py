@@ -259,7 +259,8 @@ def test_kcmp_tells_a_threads_own_fd_table_from_a_shared_one() -> None:
     import ctypes
     import threading
 
-    from ipcjanitor.kernel.procfs import LIVE, Procfs, same_fd_table
+    from ipcjanitor.kernel.procfs import LIVE, Procfs
+    from ipcjanitor.kernel.tasks import same_fd_table
 
     tids: dict[str, int] = {}
     go, done = threading.Event(), threading.Event()

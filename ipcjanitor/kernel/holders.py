@@ -38,9 +38,9 @@ from .procfs import (
     of,
     pids,
     read_bytes,
-    same_fd_table,
     task_links,
 )
+from .tasks import same_fd_table
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 _LOCK_MODES = {

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable, Iterator
-from functools import cache
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -167,52 +166,3 @@ def task_syscalls(root: Path, pid: Pid) -> Iterator[tuple[str, str | Unread]]:
     for tid in tids:
         raw = read_bytes(root, pid, f"task/{tid}/syscall", 512)
         yield tid, raw if isinstance(raw, Unread) else raw.decode("ascii", "replace")
-
-
-_KCMP_FILES = 2  # linux/kcmp.h
-# kcmp(2)'s number, for 64-bit processes only (a 32-bit one on a 64-bit kernel would need its
-# compat table's: it is told nothing, and every thread's table is read instead)
-_KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272, "ppc64le": 354, "ppc64": 354,
-         "s390x": 343}  # fmt: skip
-
-
-@cache
-def _kcmp_call() -> Callable[[int, int], int | None] | None:
-    """kcmp(pid1, pid2, KCMP_FILES) through libc's syscall(), or None where its number is
-    not known here; imported only when a process with several threads is met."""
-    import ctypes  # noqa: PLC0415
-
-    number = _KCMP.get(os.uname().machine) if ctypes.sizeof(ctypes.c_void_p) == 8 else None
-    if number is None:
-        return None
-    syscall = ctypes.CDLL(None, use_errno=True).syscall
-    syscall.restype = ctypes.c_long
-
-    def kcmp(a: int, b: int) -> int | None:
-        args = (ctypes.c_long(number), ctypes.c_long(a), ctypes.c_long(b))
-        got = int(syscall(*args, ctypes.c_long(_KCMP_FILES), ctypes.c_long(0), ctypes.c_long(0)))
-        return None if got < 0 else got
-
-    return kcmp
-
-
-def same_fd_table(procfs: Procfs, a: Pid | int, b: Pid | int) -> bool | None:
-    """Whether tasks a and b (tids, as the live kernel's /proc names them) share one fd table:
-    kcmp(2) KCMP_FILES, which needs ptrace read access to both (root: CAP_SYS_PTRACE). None
-    when it cannot tell: a captured tree, a /proc of another pid namespace than ours (its
-    tids are not ours to pass), no kcmp here (ENOSYS, seccomp's EPERM, an unknown machine),
-    either task gone or not ours to compare."""
-    if not procfs.live or not _own_pid_namespace(procfs.root, os.getpid()):
-        return None
-    kcmp = _kcmp_call()
-    got = None if kcmp is None else kcmp(a, b)
-    return None if got is None else got == 0
-
-
-@cache
-def _own_pid_namespace(root: Path, me: int) -> bool:
-    """The live procfs names our own pid as we know it: its tids are the ones kcmp takes."""
-    try:
-        return os.readlink(f"{os.fspath(root)}/self") == str(me)
-    except OSError:
-        return False
