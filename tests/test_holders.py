@@ -134,7 +134,7 @@ def test_a_live_thread_of_an_ended_leader_holds_what_it_maps_and_opens(tmp_path:
     assert unreadable == [] and read == 1
     assert found == {
         (sm.st_dev, sm.st_ino): ("mapped by pid 40 (daemon)",),
-        (so.st_dev, so.st_ino): ("fd 5 of pid 40 (daemon)",),
+        (so.st_dev, so.st_ino): ("fd 5 of thread 41 of pid 40 (daemon)",),
     }
 
 
@@ -194,3 +194,95 @@ def test_an_fd_that_cannot_be_stat_is_a_doubt(tmp_path: Path) -> None:
     (tmp_path / "proc" / "locks").write_text("")
     _, unreadable, _ = holders.scan_holders([(1, 2)], tmp_path / "proc")
     assert unreadable == ["fd 3 of pid 7 (Too many levels of symbolic links)"]
+
+
+def _two_threads(tmp_path: Path, opened: Path) -> Path:
+    """Pid 50 maps something and has a second thread, 51, whose own fd table (a captured
+    tree: no kcmp to compare them) holds `opened`. Returns task/."""
+    fake_proc(tmp_path, 50, "worker", "7f00-7f01 r--p 00000000 00:00 0 \n")
+    task = tmp_path / "proc" / "50" / "task"
+    for tid in ("50", "51"):
+        (task / tid / "fd").mkdir(parents=True)
+    (task / "51" / "fd" / "4").symlink_to(opened)
+    (tmp_path / "proc" / "locks").write_text("")
+    return task
+
+
+def test_a_threads_own_fd_table_is_read_while_its_leader_lives(tmp_path: Path) -> None:
+    """A thread that called unshare(CLONE_FILES) holds a queue only in its own table; the
+    leader shows maps (it lives): the thread's fds are read all the same (tables that
+    cannot be compared are read)."""
+    opened = tmp_path / "q"
+    opened.write_bytes(b"")
+    so = opened.stat()
+    _two_threads(tmp_path, opened)
+    found, unreadable, read = holders.scan_holders([(so.st_dev, so.st_ino)], tmp_path / "proc")
+    assert (unreadable, read) == ([], 1)
+    assert found == {(so.st_dev, so.st_ino): ("fd 4 of thread 51 of pid 50 (worker)",)}
+
+
+def test_a_threads_fd_table_that_cannot_be_read_is_a_doubt(tmp_path: Path) -> None:
+    opened = tmp_path / "q"
+    opened.write_bytes(b"")
+    task = _two_threads(tmp_path, opened)
+    (task / "52").mkdir()
+    (task / "52" / "fd").write_text("")  # listing it fails: ENOTDIR, hidden
+    _, unreadable, _ = holders.scan_holders([(1, 2)], tmp_path / "proc")
+    assert unreadable == ["the fd table of thread 52 of pid 50 (Not a directory)"]
+
+
+def test_threads_that_cannot_be_listed_are_a_doubt(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 50, "worker", "7f00-7f01 r--p 00000000 00:00 0 \n")
+    (tmp_path / "proc" / "50" / "task").write_text("")  # stat: 1 link; listing: ENOTDIR
+    (tmp_path / "proc" / "locks").write_text("")
+    _, unreadable, _ = holders.scan_holders([(1, 2)], tmp_path / "proc")
+    assert unreadable == ["threads of pid 50 (Not a directory)"]
+
+
+def test_a_single_threaded_process_lists_no_threads(tmp_path: Path) -> None:
+    """/proc/PID/task's link count 3 (2 + one thread): its task/ is not listed (a thread
+    there that holds something is never read: the one stat is the whole cost)."""
+    opened = tmp_path / "q"
+    opened.write_bytes(b"")
+    so = opened.stat()
+    task = _two_threads(tmp_path, opened)
+    (task / "50" / "fd").rmdir()
+    (task / "50").rmdir()  # task/ holds only 51: link count 3, read as one thread
+    assert task.stat().st_nlink == 3
+    found, _, _ = holders.scan_holders([(so.st_dev, so.st_ino)], tmp_path / "proc")
+    assert found == {}
+
+
+def test_kcmp_tells_a_threads_own_fd_table_from_a_shared_one() -> None:
+    """On the live kernel, in our own process: a thread shares our table until it calls
+    unshare(CLONE_FILES); a captured tree is never asked about (None)."""
+    import ctypes
+    import threading
+
+    from ipcjanitor.kernel.procfs import LIVE, Procfs
+    from ipcjanitor.kernel.tasks import same_fd_table
+
+    tids: dict[str, int] = {}
+    go, done = threading.Event(), threading.Event()
+
+    def thread(own: bool) -> None:
+        if own:
+            assert ctypes.CDLL(None, use_errno=True).unshare(0x400) == 0  # CLONE_FILES
+        tids["own" if own else "shared"] = threading.get_native_id()
+        go.set() if len(tids) == 2 else None
+        done.wait(10)
+
+    threads = [threading.Thread(target=thread, args=(own,)) for own in (False, True)]
+    for t in threads:
+        t.start()
+    try:
+        assert go.wait(10)
+        me = os.getpid()
+        assert same_fd_table(LIVE, me, tids["shared"]) is True
+        assert same_fd_table(LIVE, me, tids["own"]) is False
+        assert same_fd_table(Procfs(LIVE.root), me, tids["own"]) is None  # not live
+        assert same_fd_table(LIVE, me, 2**22 + 12345) is None  # no such task: ESRCH
+    finally:
+        done.set()
+        for t in threads:
+            t.join()

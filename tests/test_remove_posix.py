@@ -98,6 +98,64 @@ def test_a_directory_swapped_for_a_symlink_is_never_followed(tmp_path: Path) -> 
     assert (elsewhere / "f").read_bytes() == b"keep" and (tmp_path / "moved" / "f").exists()
 
 
+def test_a_directory_moved_under_another_of_the_same_name_is_not_entered(
+    tmp_path: Path,
+) -> None:
+    """The walk's own safeguard (each directory's dev and inode, from the root): a/ is
+    replaced by another directory a/ and the judged b/ moved into it, its file untouched
+    (same inode, times, size, links: the object's own checks pass). The name a/b/f now
+    leads through a directory the scan never walked: kept, nothing removed."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_bytes(b"keep")
+    ds = judged(tmp_path)
+    os.rename(tmp_path / "a", tmp_path / "old")
+    (tmp_path / "a").mkdir()
+    os.rename(tmp_path / "old" / "b", tmp_path / "a" / "b")
+    assert run(tmp_path, ds) == [
+        ("a/b/f", Verdict.CHANGED, "its directory was replaced since the scan")
+    ]
+    assert (tmp_path / "a" / "b" / "f").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "old"]  # no aside left
+
+
+def test_a_directory_replaced_by_another_is_not_entered(tmp_path: Path) -> None:
+    """user/ swapped for another directory holding a file of the same name: the walk stops
+    at the directory (its inode is not the scan's), before any file in it is opened."""
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "psm_1").write_bytes(b"judged")
+    ds = judged(tmp_path)
+    os.rename(tmp_path / "user", tmp_path / "moved")
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "psm_1").write_bytes(b"decoy")
+    assert run(tmp_path, ds) == [
+        ("user/psm_1", Verdict.CHANGED, "its directory was replaced since the scan")
+    ]
+    assert (tmp_path / "user" / "psm_1").read_bytes() == b"decoy"
+    assert (tmp_path / "moved" / "psm_1").read_bytes() == b"judged"
+
+
+def test_a_name_in_a_subdirectory_swapped_at_the_moment_of_removal_is_put_back(
+    tmp_path: Path,
+) -> None:
+    """The rename aside's own safeguard (what arrived in our directory is compared with the
+    open object): the walk and the open checks all passed, then, with the object open and
+    locked, its name in user/ is swapped for another file; that file is what the rename
+    moves out of user/, and it goes back there untouched."""
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "psm_1").write_bytes(b"judged")
+    ds = judged(tmp_path)
+
+    def swap(ids: Iterable[Identity]) -> Holders:  # runs after the open, before the rename
+        (tmp_path / "victim").write_bytes(b"victim")
+        os.rename(tmp_path / "victim", tmp_path / "user" / "psm_1")
+        return Holders({}, None)
+
+    out = run(tmp_path, ds, swap)
+    assert out[0][1] is Verdict.CHANGED and "swapped for another file" in out[0][2], out
+    assert (tmp_path / "user" / "psm_1").read_bytes() == b"victim"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user"]  # our directory is gone
+
+
 def test_a_hard_link_made_since_the_scan_keeps_it(tmp_path: Path) -> None:
     (tmp_path / "psm_1").write_bytes(b"")
     ds = judged(tmp_path)

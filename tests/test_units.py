@@ -199,3 +199,25 @@ def test_the_hook_servers_exposure_is_at_most_2_0() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     level = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout).group(1))  # type: ignore[union-attr]
     assert level <= 2.0
+
+
+def _syscalls(group: str) -> set[str]:
+    """The system calls of a systemd syscall group, its nested groups expanded."""
+    out = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager", group],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    names = {ln.strip() for ln in out.splitlines()[1:] if ln.strip() and "#" not in ln}
+    return set().union(*(_syscalls(n) if n.startswith("@") else {n} for n in names))
+
+
+def test_its_system_call_filter_lets_kcmp_through() -> None:
+    """The holder scan asks kcmp(2) whether a thread's fd table is its leader's (holders.py);
+    filtered out (EPERM), every thread of every multi-threaded process would be read."""
+    allowed: set[str] = set()
+    denied: set[str] = set()
+    for line in service_lines():
+        if line.startswith("SystemCallFilter="):
+            value = line.split("=", 1)[1]
+            into, value = (denied, value[1:]) if value.startswith("~") else (allowed, value)
+            for item in value.split():
+                into |= _syscalls(item) if item.startswith("@") else {item}
+    assert "kcmp" in allowed and "kcmp" not in denied, (len(allowed), len(denied))

@@ -243,7 +243,8 @@ def _remove_aside(obj: PosixObject, dirfd: int, fd: int, aside: _Aside, leased: 
     except FileNotFoundError:
         raise _Kept(Verdict.CHANGED, "vanished before removal (someone else removed it)") from None
     except OSError as exc:
-        raise _Kept(Verdict.FAILED, f"rename refused: {_errno(exc)}") from None
+        why = f"rename refused: {_errno(exc)}{_whose(dirfd, obj, exc)}"
+        raise _Kept(Verdict.FAILED, why) from None
     moved = os.stat(slot, dir_fd=privfd, follow_symlinks=False)
     ours = (moved.st_dev, moved.st_ino) == obj.identity  # the open fd's: checked at open
     if ours and (not leased or _still_leased(fd)):
@@ -256,6 +257,31 @@ def _remove_aside(obj: PosixObject, dirfd: int, fd: int, aside: _Aside, leased: 
         Verdict.CHANGED,
         "its name was swapped for another file at the moment of removal: that file was put "
         "back, untouched",
+    )
+
+
+def _whose(dirfd: int, obj: PosixObject, exc: OSError) -> str:
+    """Why a rename out of the object's directory was refused, when the directory is not
+    ours to write in (another user's): what it would take."""
+    if exc.errno not in (errno.EACCES, errno.EPERM):
+        return ""
+    try:
+        st = os.fstat(dirfd)
+    except OSError:
+        return ""
+    if st.st_uid == os.geteuid():
+        return ""
+    mode = stat.S_IMODE(st.st_mode)
+    need = (
+        "CAP_FOWNER (another user's file in a sticky directory)"
+        if mode & stat.S_ISVTX and mode & 0o002
+        else "write access there (CAP_DAC_OVERRIDE)"
+    )
+    where = "/".join(name for name, _, _ in obj.parents[1:])
+    return (
+        f": its directory {SHM_ROOT}/{where} is uid {st.st_uid}'s, mode {mode:04o}, and "
+        f"removing a file from it takes {need}, which this run lacks (the shipped unit "
+        "does not grant it); nothing was touched"
     )
 
 

@@ -7,6 +7,12 @@ lock in /proc/locks (FLOCK, POSIX or OFD; an OFD lock's pid reads -1 and still h
 All three are read once per run for every candidate together: the cost is one pass over
 the visible processes, whatever the number of objects.
 
+A thread may have an fd table of its own (it called unshare(CLONE_FILES), or was cloned
+without CLONE_FILES): what it opened shows only in /proc/PID/task/TID/fd. A process with
+more than one thread (/proc/PID/task's link count: one stat) has each other thread's table
+compared with those already read (kcmp KCMP_FILES) and read when it differs or cannot be
+compared; a single-threaded process costs that one stat.
+
 What cannot be read is blindness, never absence: a process whose maps or fds we may not
 read, hidepid, a pid namespace that is not the host's (its /proc/locks omits the locks of
 processes it cannot see) make `blind` say why, and no object is then proven unused. Every
@@ -23,7 +29,18 @@ from typing import NamedTuple
 
 from ..model import Pid
 from .processes import process_comm, visibility
-from .procfs import LIVE, Procfs, Unread, fd_stat, listdir, of, pids, read_bytes
+from .procfs import (
+    LIVE,
+    Procfs,
+    Unread,
+    fd_stat,
+    listdir,
+    of,
+    pids,
+    read_bytes,
+    task_links,
+)
+from .tasks import same_fd_table
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 _LOCK_MODES = {
@@ -35,6 +52,8 @@ _LOCK_MODES = {
     ("OFDLCK", "WRITE"): "OFD write lock",
 }
 _SHOWN_UNREADABLE = 3  # pids named in the blindness reason; the rest are counted
+_ONE_THREAD = 3  # /proc/PID/task's link count on the live kernel: 2 + the threads
+_TABLES_COMPARED = 8  # fd tables a thread's is compared with (kcmp) before it is just read
 
 
 class Holders(NamedTuple):
@@ -102,7 +121,49 @@ class _Scan:
         self.fds(pid, "fd", fds)
         if not maps:  # a kernel thread, or a leader that ended while other threads run on
             self.threads(pid)
+        elif self.several_threads(pid):
+            self.own_fd_tables(pid)
         return None
+
+    def several_threads(self, pid: Pid) -> bool:
+        """False only when /proc/PID/task's link count says one thread (a stat, no listing);
+        a count that cannot be read is a doubt."""
+        links = task_links(self.root, pid)
+        if isinstance(links, Unread):
+            self.doubt(f"threads of pid {pid}", links)
+            return False
+        return links != _ONE_THREAD
+
+    def own_fd_tables(self, pid: Pid) -> None:
+        """The fds of each thread whose fd table is not one already read (it called
+        unshare(CLONE_FILES), or was cloned without CLONE_FILES): its maps are the
+        process's, its fds its own. A thread whose table cannot be compared is read; one
+        whose table cannot be read is a doubt."""
+        tids = listdir(self.root, pid, "task")
+        if isinstance(tids, Unread):
+            return self.doubt(f"threads of pid {pid}", tids)
+        tables: list[int] = [pid]  # one task of each fd table read: the leader's first
+        for tid in tids:
+            if not tid.isdigit() or int(tid) == pid or self.shares_one(tables, int(tid)):
+                continue
+            fds = listdir(self.root, pid, f"task/{tid}/fd")
+            if isinstance(fds, Unread):
+                self.doubt(f"the fd table of thread {tid} of pid {pid}", fds)  # gone: ended
+                continue
+            self.fds(pid, f"task/{tid}/fd", fds)
+            tables.append(int(tid))
+        return None
+
+    def shares_one(self, tables: list[int], tid: int) -> bool:
+        """The thread shares the fd table of one of these tasks (kcmp says so); False when
+        it has its own, or when that cannot be told (then its table is read)."""
+        for task in tables[:_TABLES_COMPARED]:
+            same = same_fd_table(self.procfs, task, tid)
+            if same is None:
+                return False
+            if same:
+                return True
+        return False
 
     def threads(self, pid: Pid) -> None:
         """A zombie thread-group leader shows no maps and no fds under /proc/PID; its live
@@ -141,13 +202,15 @@ class _Scan:
         """One stat per fd (sockets, pipes and anon inodes included: a readlink to sort them
         out first would cost as much as the stat it saves); fd_dir is "fd" or "task/TID/fd"."""
         root = self.root
+        # a thread's own table: /proc/PID/fd does not show its fds, /proc/PID/task/TID/fd does
+        where = "" if fd_dir == "fd" else f"thread {fd_dir.split('/')[1]} of "
         for fd in fds:
             st = fd_stat(root, pid, f"{fd_dir}/{fd}")
             if isinstance(st, Unread):
-                self.doubt(f"fd {fd} of pid {pid}", st)  # gone: closed meanwhile
+                self.doubt(f"fd {fd} of {where}pid {pid}", st)  # gone: closed meanwhile
                 continue
             if st.st_dev in self.dev_set and (st.st_dev, st.st_ino) in self.wanted:
-                self.hold((st.st_dev, st.st_ino), f"fd {fd} of pid {pid} ({self.comm(pid)})")
+                self.hold((st.st_dev, st.st_ino), f"fd {fd} of {where}pid {pid} ({self.comm(pid)})")
 
     def locks(self) -> None:
         try:

@@ -214,7 +214,9 @@ class _Walk:
         try:
             sub = os.open(entry, _DIR_FLAGS, dir_fd=fd)
         except OSError as exc:
-            if exc.errno not in (errno.ENOENT,):  # ELOOP, ENOTDIR: swapped for something else
+            if exc.errno in (errno.EACCES, errno.EPERM):  # another user's, closed to us
+                self.notes.append(f"{where} cannot be entered ({exc.strerror}): not looked into")
+            elif exc.errno != errno.ENOENT:  # ELOOP, ENOTDIR: swapped for something else
                 self.notes.append(f"{where} changed during the walk: not entered")
             return
         try:

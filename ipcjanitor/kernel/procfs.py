@@ -114,6 +114,15 @@ def fd_stat(root: Path, pid: Pid, fd: str) -> os.stat_result | Unread:
         return unread(exc)
 
 
+def task_links(root: Path, pid: Pid) -> int | Unread:
+    """The link count of /proc/PID/task: 2 + the number of threads on the live kernel (one
+    stat, no listing); a captured tree's directory may count otherwise (btrfs: 1)."""
+    try:
+        return os.stat(f"{os.fspath(root)}/{pid}/task").st_nlink
+    except OSError as exc:
+        return unread(exc)
+
+
 def status_field(text: str, name: str) -> str | None:
     """One field of a /proc/PID/status text ("CapEff", "Uid"), without its label."""
     for line in text.splitlines():

@@ -11,18 +11,22 @@ read, or an architecture whose numbers are not known here, leaves the scan blind
 queue is ever `stale`.
 
 The one table of system call numbers: the msg rule's, learn's (semop) and doctor's (a pipe
-writer asleep in write/writev/splice/vmsplice/tee). A 32-bit (compat) task on a 64-bit machine
-reports its own table's numbers; is_compat tells it from its executable's ELF class.
+writer asleep in write/writev/splice/vmsplice/tee), and the one call made here, kcmp(2)
+(holders.py: whether a thread's fd table is its leader's). A 32-bit (compat) task on a
+64-bit machine reports its own table's numbers; is_compat tells it from its executable's
+ELF class.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
-from .procfs import Unread, pids, task_syscalls
+from ..model import Pid
+from .procfs import Procfs, Unread, pids, task_syscalls
 
 MSGSND, MSGRCV = "msgsnd", "msgrcv"
 SEMOP, SEMTIMEDOP = "semop", "semtimedop"  # learn's: a task waiting on a semaphore set
@@ -201,3 +205,52 @@ def queue_waiters(procfs: Path = Path("/proc"), machine: str | None = None) -> Q
         more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
         blind = f"cannot read what {', '.join(unreadable[:3])}{more} is blocked in"
     return QueueWaiters({q: tuple(w) for q, w in found.items()}, blind)
+
+
+_KCMP_FILES = 2  # linux/kcmp.h
+# kcmp(2)'s number, for 64-bit processes only (a 32-bit one on a 64-bit kernel would need its
+# compat table's: it is told nothing, and every thread's table is read instead)
+_KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272, "loongarch64": 272, "ppc64le": 354,
+         "ppc64": 354, "s390x": 343}  # fmt: skip
+
+
+@cache
+def _kcmp_call() -> Callable[[int, int], int | None] | None:
+    """kcmp(pid1, pid2, KCMP_FILES) through libc's syscall(), or None where its number is
+    not known here; imported only when a process with several threads is met."""
+    import ctypes  # noqa: PLC0415
+
+    number = _KCMP.get(os.uname().machine) if ctypes.sizeof(ctypes.c_void_p) == 8 else None
+    if number is None:
+        return None
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+
+    def kcmp(a: int, b: int) -> int | None:
+        args = (ctypes.c_long(number), ctypes.c_long(a), ctypes.c_long(b))
+        got = int(syscall(*args, ctypes.c_long(_KCMP_FILES), ctypes.c_long(0), ctypes.c_long(0)))
+        return None if got < 0 else got
+
+    return kcmp
+
+
+def same_fd_table(procfs: Procfs, a: Pid | int, b: Pid | int) -> bool | None:
+    """Whether tasks a and b (tids, as the live kernel's /proc names them) share one fd table:
+    kcmp(2) KCMP_FILES, which needs ptrace read access to both (root: CAP_SYS_PTRACE). None
+    when it cannot tell: a captured tree, a /proc of another pid namespace than ours (its
+    tids are not ours to pass), no kcmp here (ENOSYS, seccomp's EPERM, an unknown machine),
+    either task gone or not ours to compare."""
+    if not procfs.live or not _own_pid_namespace(procfs.root, os.getpid()):
+        return None
+    kcmp = _kcmp_call()
+    got = None if kcmp is None else kcmp(a, b)
+    return None if got is None else got == 0
+
+
+@cache
+def _own_pid_namespace(root: Path, me: int) -> bool:
+    """The live procfs names our own pid as we know it: its tids are the ones kcmp takes."""
+    try:
+        return os.readlink(f"{os.fspath(root)}/self") == str(me)
+    except OSError:
+        return False

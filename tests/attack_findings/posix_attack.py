@@ -5,11 +5,17 @@ and /proc/PID/maps do not show, and that a write lease may not see."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from tests.integration import posix_scenarios as ps
+
+HERE = Path(__file__).parent
 
 # a live process whose second thread has its own fd table (unshare(CLONE_FILES) in a thread:
 # CLONE_THREAD does not need CLONE_FILES) and holds the object only there
@@ -75,6 +81,25 @@ def thread_fd_table() -> dict[str, Any]:
         p.kill()
         p.wait()
     return {"scan": scan, "clean": clean, "left": left}
+
+
+@ps.scenario
+def thread_cloned_without_files() -> dict[str, Any]:
+    """A queue held only by a thread cloned without CLONE_FILES (thread_clone.c)."""
+    build = Path(tempfile.mkdtemp())
+    exe = build / "thread_clone"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(HERE / "thread_clone.c")], check=True)
+    holder = subprocess.Popen([str(exe), "/q_clone"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    ready = holder.stdout.readline().strip()
+    tasks = sorted(os.listdir(f"/proc/{holder.pid}/task"))
+    scan = ps.by_name(ps.janitor("scan", "--json"))
+    clean = ps.by_name(ps.janitor("clean", "--json"))
+    left = ps.remaining()
+    holder.kill()
+    holder.wait()
+    shutil.rmtree(build)
+    return {"ready": ready, "tasks": len(tasks), "scan": scan, "clean": clean, "left": left}
 
 
 @ps.scenario

@@ -27,18 +27,28 @@ def _run(scenario: str, tmp: Path) -> Any:
     return in_namespace(scenario, POLICY, tmp, module="../attack_findings/posix_attack", posix=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (session 5 attack): holders.py reads a thread's "
-    "own fd table only when the leader shows no maps; queues have no lease",
-)
 def test_a_queue_held_only_in_a_threads_own_fd_table_is_kept(tmp_path: Path) -> None:
-    """holders.py reads /proc/PID/task/TID/fd only when the leader shows no maps; a queue has
-    no lease to fall back on."""
+    """A thread with an fd table of its own (unshare(CLONE_FILES)) has its fds read even
+    while its leader shows maps (kcmp tells the tables apart): a queue has no lease to fall
+    back on, and the scan calls the file held, not stale (once a known gap, session 5)."""
     r = _run("thread_fd_table", tmp_path)
-    assert r["scan"]["posix-shm:psm_thread"][0] != "unknown", r  # not kept for blindness
+    for name in ("posix-shm:psm_thread", "posix-mq:q_thread"):  # seen, not kept for blindness
+        verdict, reason = r["scan"][name]
+        assert verdict == "in-use" and " of thread " in reason, r
     assert "mq:q_thread" in r["left"], r
     assert r["clean"]["posix-mq:q_thread"][0] != "removed", r["clean"]
+
+
+def test_a_queue_held_only_by_a_thread_cloned_without_clone_files_is_kept(
+    tmp_path: Path,
+) -> None:
+    """The other way to a table of its own: clone(CLONE_THREAD) without CLONE_FILES."""
+    r = _run("thread_cloned_without_files", tmp_path)
+    assert (r["ready"], r["tasks"]) == ("ready", 2), r
+    verdict, reason = r["scan"]["posix-mq:q_clone"]
+    assert verdict == "in-use" and " of thread " in reason, r
+    assert r["clean"]["posix-mq:q_clone"][0] == "in-use", r
+    assert "mq:q_clone" in r["left"], r
 
 
 def test_held_a_file_held_only_in_a_threads_own_fd_table_is_kept_by_the_lease(
