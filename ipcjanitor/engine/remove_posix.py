@@ -32,7 +32,6 @@ import errno
 import fcntl
 import os
 import resource
-import secrets
 import signal
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -210,7 +209,7 @@ class _Aside:
 
     def _make(self) -> int:
         for _ in range(8):
-            name = ASIDE_PREFIX + secrets.token_hex(8)
+            name = ASIDE_PREFIX + os.urandom(8).hex()
             try:
                 os.mkdir(name, 0o700, dir_fd=self.rootfd)
             except FileExistsError:

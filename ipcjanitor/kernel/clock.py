@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import stat
 import time
 from pathlib import Path
@@ -110,7 +109,7 @@ def record(directory: Path = ROOT_STATE_DIR, root: bool = True) -> int:
 
 
 def _write(dir_fd: int, directory: Path, rec: Record) -> None:
-    tmp = f".{RECORD_NAME}.{secrets.token_hex(8)}"
+    tmp = f".{RECORD_NAME}.{os.urandom(8).hex()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644, dir_fd=dir_fd)  # fmt: skip
