@@ -133,3 +133,20 @@ def test_install_hook_says_when_no_hook_server_listens(
         listening.bind(str(tmp_path / "here.socket"))
         _say_if_unserved(str(tmp_path / "here.socket"))
     assert capsys.readouterr().out == ""
+
+
+def test_doctor_notes_unserved_hooks_only_where_owners_are_bound_to_units(tmp_path: Path) -> None:
+    from ipcjanitor.commands.doctor import unserved_note
+    from ipcjanitor.policy.load import load_policy
+
+    bound, unbound = tmp_path / "bound.toml", tmp_path / "unbound.toml"
+    bound.write_text('[owners.a]\nunit = "a.service"\nkeys = ["0x61040000"]\n')
+    unbound.write_text('[owners.a]\nkeys = ["0x61040000"]\n')
+    absent = str(tmp_path / "absent.socket")
+    (note,) = unserved_note(load_policy(str(bound)), absent)
+    assert "systemctl enable --now ipcjanitor-hook.socket" in note
+    assert unserved_note(load_policy(str(unbound)), absent) == []
+    listening = socket.socket(socket.AF_UNIX)
+    with listening:
+        listening.bind(str(tmp_path / "here.socket"))
+        assert unserved_note(load_policy(str(bound)), str(tmp_path / "here.socket")) == []

@@ -444,7 +444,23 @@ def _assess_unreachable(seen: Seen) -> Found:
 
 
 def _assess_hooks(seen: Seen) -> Found:
-    return Found(missing_hooks(seen.policy) if seen.policy is not None else [])
+    if seen.policy is None:
+        return Found([])
+    return Found(missing_hooks(seen.policy), unserved_note(seen.policy))
+
+
+def unserved_note(policy: Policy, socket_path: str | None = None) -> list[str]:
+    """When owners are bound to units and no hook server listens: their hooks each start an
+    interpreter (README "The hook server")."""
+    from ..hook.serve import SOCKET_PATH  # noqa: PLC0415
+
+    where = SOCKET_PATH if socket_path is None else socket_path
+    if not any(o.unit for o in policy.owners) or os.path.exists(where):
+        return []
+    return [
+        f"no hook server listens on {where}: each hook starts its own interpreter (~60 ms "
+        "of every restart); `systemctl enable --now ipcjanitor-hook.socket` serves them warm"
+    ]
 
 
 def _hook_line(h: Mapping[str, str]) -> str:
