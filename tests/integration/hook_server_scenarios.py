@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
-from tests.integration import sysv  # noqa: E402
+from tests.integration import sysv
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PROGRAM = str(ROOT / ".venv" / "bin" / "ipcjanitor")
