@@ -36,6 +36,8 @@ import os
 import socket
 import struct
 import sys
+import threading
+import time
 import traceback
 
 from .gate import hook_call
@@ -111,48 +113,81 @@ def main(argv: Sequence[str]) -> int:
 def serve(listener: socket.socket, idle: float) -> None:
     """Serve requests one at a time until none came for `idle` seconds."""
     listener.settimeout(idle)
+    senders: list[threading.Thread] = []
     while True:
         try:
             conn, _ = listener.accept()
         except TimeoutError:
+            for sender in senders:  # no launcher loses its answer to the idle exit
+                sender.join()
             return
-        with conn:
-            try:
-                serve_one(conn)
-            except Exception:  # the launcher, seeing no status, runs the hook itself
-                traceback.print_exc()
+        try:
+            reply = serve_one(conn)
+        except Exception:  # the launcher, seeing no status, runs the hook itself
+            traceback.print_exc()
+            reply = None
+        if reply is None:
+            conn.close()
+            continue
+        senders = [t for t in senders if t.is_alive()]
+        senders.append(threading.Thread(target=_send, args=(conn, reply)))
+        senders[-1].start()
 
 
-def serve_one(conn: socket.socket) -> None:
-    """One launcher: its hook run, and the exit status back."""
-    conn.settimeout(REQUEST_TIMEOUT)
+def _send(conn: socket.socket, reply: bytes) -> None:
+    """The answer, at the pace its launcher takes it: one whose stdout blocks (a pipe nobody
+    reads) reads no more of it until that write returns, and that must stall no other."""
+    with conn:
+        try:
+            conn.settimeout(None)
+            conn.sendall(reply)
+        except OSError:  # the launcher is gone: nobody to tell
+            pass
+
+
+def serve_one(conn: socket.socket) -> bytes | None:
+    """One launcher: its hook run; the answer to send it (None: it was sent, if any)."""
     pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    conn.settimeout(REQUEST_TIMEOUT)
+    if uid != 0:  # refused before its request is read: a peer that sends nothing holds nobody
+        conn.sendall(b"AN")
+        return None
     conn.sendall(b"A")
-    data, fds = _receive(conn)
+    data, fds = _receive(conn, time.monotonic() + REQUEST_TIMEOUT)
     try:
-        request = parse_request(data) if uid == 0 and len(fds) == 2 else None
+        request = parse_request(data) if len(fds) == 2 else None
         call = hook_call(request.args) if request and _ours(request.program) else None
         if request is None or call is None:
             conn.sendall(b"N")
-            return
-        conn.settimeout(None)  # the hook takes what it takes (its lock wait is bounded)
+            return None
         with _as_launcher(fds, request.env) as output:
             code = _run(call, pid)
-        conn.sendall(output.reply(code))
+        return output.reply(code)
     finally:
         for fd in fds:
             os.close(fd)
 
 
-def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
-    """The launcher's message and the fds passed with it (it shuts its side after it)."""
-    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+def _receive(conn: socket.socket, deadline: float) -> tuple[bytes, list[int]]:
+    """The launcher's message and the fds passed with it (it shuts its side after it), all
+    by `deadline` (TimeoutError): a peer sending a byte at a time holds the server no longer.
+    Room for one fd more than the two: a request with more is refused, not cut to two."""
+    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 3)
     chunks = [data]
     size = len(data)
-    while data and size <= MAX_REQUEST:
-        data = conn.recv(MAX_REQUEST)
-        chunks.append(data)
-        size += len(data)
+    try:
+        while data and size <= MAX_REQUEST:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request took longer than REQUEST_TIMEOUT")
+            conn.settimeout(left)
+            data = conn.recv(MAX_REQUEST)
+            chunks.append(data)
+            size += len(data)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
     return (b"".join(chunks) if size <= MAX_REQUEST else b""), list(fds)
 
 
