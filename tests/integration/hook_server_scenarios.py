@@ -9,6 +9,7 @@ their own policy in a 0755 root-owned directory under the private /run). Prints 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -534,6 +535,42 @@ def environment_decides_nothing() -> dict[str, Any]:
     out["marker"] = os.path.exists("/run/evil-ran")
     out["evil_lock_dir"] = os.path.exists("/run/evil-lock")
     return out
+
+
+def _lock_held() -> int:
+    """The run lock of this IPC namespace, held here (engine/lock.py), so a hook waits."""
+    ns = os.readlink("/proc/self/ns/ipc").strip("ipc:[]")
+    os.makedirs("/run/ipcjanitor", mode=0o700, exist_ok=True)
+    fd = os.open(f"/run/ipcjanitor/run-ipc-{ns}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _killed_while_waiting() -> dict[str, Any]:
+    """The hook waits for the run lock; its launcher is SIGKILLed (as systemd kills what is
+    left of a unit's stop); the lock is then released."""
+    leak(KEYS + 1)
+    fd = _lock_held()
+    launcher = subprocess.Popen(hook_argv(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    time.sleep(1.0)  # offered, and waiting for the lock (WAIT_LIMIT is 5 s)
+    launcher.kill()  # by its pid: ours
+    launcher.wait()
+    os.close(fd)
+    time.sleep(1.5)
+    return {"kept": KEYS + 1 in segments()}
+
+
+@scenario
+def launcher_killed_in_process() -> dict[str, Any]:
+    return _killed_while_waiting()
+
+
+@scenario
+def launcher_killed_served() -> dict[str, Any]:
+    with server() as s:
+        warm(s)
+        return _killed_while_waiting()
 
 
 def main() -> None:
