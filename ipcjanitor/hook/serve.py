@@ -33,6 +33,7 @@ import contextlib
 import gc
 import io
 import os
+import select
 import socket
 import struct
 import sys
@@ -55,6 +56,7 @@ REQUEST_TIMEOUT = 2.0  # the launcher sends everything in one message, at once
 MAX_REQUEST = 65536
 KEPT_ENV = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "INVOCATION_ID", "JOURNAL_STREAM")
 SD_LISTEN_FDS_START = 3
+LAUNCHER_GONE = 75  # EX_TEMPFAIL: the server ends with its launcher's hook (_die_with)
 
 
 class Request:
@@ -160,12 +162,30 @@ def serve_one(conn: socket.socket) -> bytes | None:
         if request is None or call is None:
             conn.sendall(b"N")
             return None
-        with _as_launcher(fds, request.env) as output:
-            code = _run(call, pid)
+        done = threading.Event()
+        threading.Thread(target=_die_with, args=(conn, done), daemon=True).start()
+        try:
+            with _as_launcher(fds, request.env) as output:
+                code = _run(call, pid)
+        finally:
+            done.set()
         return output.reply(code)
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _die_with(conn: socket.socket, done: threading.Event) -> None:
+    """End the server if the launcher is gone before its hook is: an in-process hook is
+    killed with its launcher (systemd's kill of what is left of the unit's stop, or the
+    launcher's own RUN_WAIT_MS), and the served one must not go on removing after the stop
+    it belongs to is over. The launcher shut only its sending side: POLLHUP is its close.
+    Launchers waiting meanwhile see no answer and run their hooks themselves."""
+    watch = select.poll()
+    watch.register(conn.fileno(), 0)  # POLLHUP and POLLERR are reported regardless
+    while not done.is_set():
+        if watch.poll(50) and not done.is_set():
+            os._exit(LAUNCHER_GONE)
 
 
 def _receive(conn: socket.socket, deadline: float) -> tuple[bytes, list[int]]:

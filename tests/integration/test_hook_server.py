@@ -132,13 +132,8 @@ def test_a_killed_in_process_hook_removes_nothing() -> None:
     assert scenario("launcher_killed_in_process")["kept"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole (left): the served hook outlives its launcher. SIGKILLed while the hook "
-    "waits for the run lock (as systemd kills what is left of a unit's stop), the in-process "
-    "hook dies with it and removes nothing; the server goes on and removes, after systemd "
-    "considers the stop over (a restarted instance may already run: its cgroup is read, but "
-    "the removal is no longer inside the stop the hook belongs to)",
-)
 def test_a_killed_launcher_served_removes_nothing() -> None:
+    """SIGKILLed while its hook waits for the run lock (as systemd kills what is left of a
+    unit's stop), the launcher takes the served hook with it, as it would the in-process
+    one: nothing removed after the stop the hook belongs to is over."""
     assert scenario("launcher_killed_served")["kept"]
