@@ -9,11 +9,14 @@ gone after IDLE_EXIT seconds without one — runs the same hook for it:
 - The launcher sends one message: PROTOCOL, its program, the hook's arguments, what it kept
   of the environment, each NUL-terminated (an empty field after the arguments), and its
   stdout and stderr as SCM_RIGHTS. The answer is b"A" at once (alive), then either b"N" (not
-  served here: the launcher execs the hook itself, as without the socket), or what the hook
-  printed (b"O<length>\\n" and stdout's bytes, b"E<length>\\n" and stderr's), which the
-  launcher writes to its own, and b"X<code>\\n", its exit status. A server that never
-  answers, or dies half-way, makes the launcher exec the hook itself too
-  (ipcjanitor-hook.c): a hook is never lost to the server.
+  served here: the launcher execs the hook itself, as without the socket), or b"X<code>\\n",
+  the hook's exit status, then what it printed (b"O<length>\\n" and stdout's bytes,
+  b"E<length>\\n" and stderr's), which the launcher writes to its own. A server that never
+  answers, or dies before the status, makes the launcher exec the hook itself too
+  (ipcjanitor-hook.c): a hook is never lost to the server. The status comes first so that
+  an answer cut after it (the server ended, _die_with) loses output, as a hook killed while
+  printing would, and never runs the hook a second time, printing part of it twice.
+  Protocol 2: a launcher of protocol 1 (status last) is answered b"N", and runs in-process.
 - Only root may ask (SO_PEERCRED; the socket is 0600 root's too), only a `hook` command line
   (hook_call's grammar), and only for this server's own program: a drop-in naming another
   ipcjanitor runs that one, in-process.
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
     from .gate import HookCall
 
 SOCKET_PATH = "/run/ipcjanitor-hook.socket"  # units/ipcjanitor-hook.socket, ipcjanitor-hook.c
-PROTOCOL = b"ipcjanitor-hook 1"
+PROTOCOL = b"ipcjanitor-hook 2"
 IDLE_EXIT = 600.0  # seconds without a request, then exit: the socket starts the server again
 REQUEST_TIMEOUT = 2.0  # the launcher sends everything in one message, at once
 MAX_REQUEST = 65536
@@ -231,13 +234,13 @@ class Output:
         )
 
     def reply(self, code: int) -> bytes:
-        """PURE: the answer: stdout's bytes, stderr's, then the exit status."""
-        parts = []
+        """PURE: the answer: the exit status, then stdout's bytes and stderr's."""
+        parts = [b"X%d\n" % code]
         for tag, stream in zip((b"O", b"E"), self.bytes, strict=True):
             data = stream.getvalue()
             if data:
                 parts.append(b"%s%d\n%s" % (tag, len(data), data))
-        return b"".join([*parts, b"X%d\n" % code])
+        return b"".join(parts)
 
 
 @contextlib.contextmanager

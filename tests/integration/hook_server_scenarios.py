@@ -40,7 +40,7 @@ min_age = "0s"
 """
 SERVED_NOTE = "the hook server reads its launcher's"
 IN_PROCESS_NOTE = "the hook runs in it"
-PROTOCOL = b"ipcjanitor-hook 1"
+PROTOCOL = b"ipcjanitor-hook 2"
 
 
 def _guard() -> None:
@@ -308,6 +308,7 @@ FAKE_ANSWERS = {
     "status_negative": (b"AX-1\n", True),
     "status_unterminated": (b"AX0", True),
     "output_length_lies": (b"AO99999\nshort", True),
+    "cut_after_status": (b'AX0\nO99\n{"cut', True),
 }
 
 
@@ -472,7 +473,7 @@ def hostile_requests() -> dict[str, Any]:
         out["no_fds"] = request(base, fds=[]).decode()
         out["extra_fds"] = request(base, fds=[1, 2, 0]).decode()[:2]
         out["one_fd"] = request(base, fds=[1]).decode()
-        out["no_protocol"] = request([b"ipcjanitor-hook 2", *base[1:]]).decode()
+        out["no_protocol"] = request([b"ipcjanitor-hook 1", *base[1:]]).decode()
         out["not_hook"] = request([PROTOCOL, PROGRAM.encode(), b"clean", b""]).decode()
         out["kept"] = KEYS + 1 in segments()
         out["fds_leaked"] = s.fds() - fds_before
