@@ -27,7 +27,12 @@ gone after IDLE_EXIT seconds without one — runs the same hook for it:
   in the answer for the launcher to write (Output). It reads the stop's SERVICE_RESULT,
   EXIT_CODE, EXIT_STATUS from what the launcher sent; its journal records name the unit
   (OBJECT_SYSTEMD_UNIT=), as in-process. Requests are served one at a time, each with the
-  policy read afresh.
+  policy read afresh; each answer is sent from a thread of its own (a launcher whose stdout
+  blocks takes it at its pace, holding no other), and a non-root peer is refused, and a
+  request must be whole, within REQUEST_TIMEOUT, before anything else is read.
+- The served hook dies with its launcher, as an in-process one does (_die_with): a launcher
+  gone before its hook is done (killed with what was left of its unit's stop) ends the
+  server, which the socket starts again for the next request.
 """
 
 from __future__ import annotations
