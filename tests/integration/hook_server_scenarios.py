@@ -574,6 +574,18 @@ def launcher_killed_served() -> dict[str, Any]:
         return _killed_while_waiting()
 
 
+@scenario
+def other_ipc_namespace() -> dict[str, Any]:
+    """A launcher in an IPC namespace of its own (a drop-in without "+" in a PrivateIPC=
+    unit) asks the server, which is in this one."""
+    with server() as s:
+        warm(s)
+        leak(KEYS + 1)
+        proc, _ = launch(["unshare", "--ipc", *hook_argv()])
+    return {"rc": proc.returncode, "verdicts": verdicts(proc.stdout),
+            "served": served(proc.stdout), "kept": KEYS + 1 in segments()}  # fmt: skip
+
+
 def main() -> None:
     _guard()
     write_policy()

@@ -137,3 +137,10 @@ def test_a_killed_launcher_served_removes_nothing() -> None:
     unit's stop), the launcher takes the served hook with it, as it would the in-process
     one: nothing removed after the stop the hook belongs to is over."""
     assert scenario("launcher_killed_served")["kept"]
+
+
+def test_a_launcher_of_another_ipc_namespace_is_not_served() -> None:
+    """In-process, its hook judges its own namespace's objects; served, it judged the
+    server's: what its namespace does not hold must stay, and it is run in-process."""
+    r = scenario("other_ipc_namespace")
+    assert r["rc"] == 0 and r["verdicts"] == [] and not r["served"] and r["kept"]
