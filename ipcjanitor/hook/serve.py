@@ -166,7 +166,8 @@ def serve_one(conn: socket.socket) -> bytes | None:
     data, fds = _receive(conn, time.monotonic() + REQUEST_TIMEOUT)
     try:
         request = parse_request(data) if len(fds) == 2 else None
-        call = hook_call(request.args) if request and _ours(request.program) else None
+        ours = request is not None and _ours(request.program) and _same_ipc_namespace(pid)
+        call = hook_call(request.args) if request and ours else None
         if request is None or call is None:
             conn.sendall(b"N")
             return None
@@ -217,6 +218,17 @@ def _receive(conn: socket.socket, deadline: float) -> tuple[bytes, list[int]]:
             os.close(fd)
         raise
     return (b"".join(chunks) if size <= MAX_REQUEST else b""), list(fds)
+
+
+def _same_ipc_namespace(pid: int) -> bool:
+    """The launcher's IPC namespace is the server's: its hook judges the objects it sees
+    (a drop-in without "+" in a PrivateIPC= unit runs in the unit's), never the server's."""
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/ipc")
+        mine = os.stat("/proc/self/ns/ipc")
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _ours(program: str) -> bool:
