@@ -171,30 +171,35 @@ def serve_one(conn: socket.socket) -> bytes | None:
         if request is None or call is None:
             conn.sendall(b"N")
             return None
-        done = threading.Event()
-        threading.Thread(target=_die_with, args=(conn, done), daemon=True).start()
+        wake = os.pipe()
+        watcher = threading.Thread(target=_die_with, args=(conn, wake[0]), daemon=True)
+        watcher.start()
         try:
             with _as_launcher(fds, request.env) as output:
                 code = _run(call, pid)
         finally:
-            done.set()
+            os.write(wake[1], b"!")
+            watcher.join()  # its poll holds the socket open: the launcher's EOF waits for it
+            for fd in wake:
+                os.close(fd)
         return output.reply(code)
     finally:
         for fd in fds:
             os.close(fd)
 
 
-def _die_with(conn: socket.socket, done: threading.Event) -> None:
-    """End the server if the launcher is gone before its hook is: an in-process hook is
-    killed with its launcher (systemd's kill of what is left of the unit's stop, or the
-    launcher's own RUN_WAIT_MS), and the served one must not go on removing after the stop
-    it belongs to is over. The launcher shut only its sending side: POLLHUP is its close.
-    Launchers waiting meanwhile see no answer and run their hooks themselves."""
+def _die_with(conn: socket.socket, wake: int) -> None:
+    """End the server if the launcher is gone before its hook is done (`wake` readable): an
+    in-process hook is killed with its launcher (systemd's kill of what is left of the
+    unit's stop, or the launcher's own RUN_WAIT_MS), and the served one must not go on
+    removing after the stop it belongs to is over. The launcher shut only its sending side:
+    POLLHUP is its close. Launchers waiting meanwhile see no answer and run their hooks."""
     watch = select.poll()
     watch.register(conn.fileno(), 0)  # POLLHUP and POLLERR are reported regardless
-    while not done.is_set():
-        if watch.poll(50) and not done.is_set():
-            os._exit(LAUNCHER_GONE)
+    watch.register(wake, select.POLLIN)
+    events = dict(watch.poll())
+    if wake not in events:
+        os._exit(LAUNCHER_GONE)
 
 
 def _receive(conn: socket.socket, deadline: float) -> tuple[bytes, list[int]]:
