@@ -108,7 +108,10 @@ def launch(
 def verdicts(stdout: str) -> list[tuple[str, str, str | None, str]]:
     """PURE: what a --json run decided, without what differs run to run (ids, pids, times)."""
     report = json.loads(stdout)
-    return sorted((o["kind"], o["key"], o["owner"], o["verdict"]) for o in report["objects"])
+    return sorted(
+        (o["kind"], o.get("key", o.get("name")), o["owner"], o["verdict"])
+        for o in report["objects"]
+    )
 
 
 def notes(stdout: str) -> list[str]:
@@ -584,6 +587,23 @@ def other_ipc_namespace() -> dict[str, Any]:
         proc, _ = launch(["unshare", "--ipc", *hook_argv()])
     return {"rc": proc.returncode, "verdicts": verdicts(proc.stdout),
             "served": served(proc.stdout), "kept": KEYS + 1 in segments()}  # fmt: skip
+
+
+@scenario
+def other_dev_shm() -> dict[str, Any]:
+    """A launcher whose /dev/shm is not the server's (a drop-in without "+" in a unit with a
+    /dev/shm of its own) asks the server: its POSIX objects are not the server's."""
+    if str(os.stat("/dev/shm").st_dev) == os.environ.get("HOOK_TEST_HOST_SHM_DEV", ""):
+        raise SystemExit("refusing: /dev/shm is the host's")
+    write_policy(POLICY + '\n[owners.tp]\nunit = "t.service"\nkinds = ["posix-shm"]\n'
+                 'names = ["tp_*"]\nuid = "root"\nmin_age = "0s"\n')  # fmt: skip
+    with server() as s:
+        warm(s)
+        Path("/dev/shm/tp_1").write_bytes(b"x")
+        own_shm = 'mount -t tmpfs tmpfs /dev/shm && exec "$@"'
+        proc, _ = launch(["unshare", "--mount", "sh", "-c", own_shm, "sh", *hook_argv()])
+    return {"rc": proc.returncode, "verdicts": verdicts(proc.stdout),
+            "served": served(proc.stdout), "kept": Path("/dev/shm/tp_1").exists()}  # fmt: skip
 
 
 def main() -> None:

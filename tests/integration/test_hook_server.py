@@ -22,10 +22,12 @@ REMOVED = [["shm", "0x71000001", "t", "removed"]]
 def scenario(name: str, *extra: str) -> Any:
     proc = subprocess.run(
         ["unshare", "--ipc", "--mount", "--pid", "--fork", "--mount-proc",
-         "sh", "-c", 'mount -t tmpfs -o mode=0755 tmpfs /run && exec "$@"', "sh",
+         "sh", "-c", "mount -t tmpfs -o mode=0755 tmpfs /run && mount -t tmpfs -o mode=1777 "
+         'tmpfs /dev/shm && mount -t mqueue mqueue /dev/mqueue && exec "$@"', "sh",
          sys.executable, str(HERE / "hook_server_scenarios.py"), name, "-", *extra],
         capture_output=True, text=True, timeout=240, check=False,
-        env=dict(os.environ, HOOK_TEST_HOST_RUN_DEV=str(os.stat("/run").st_dev)),
+        env=dict(os.environ, HOOK_TEST_HOST_RUN_DEV=str(os.stat("/run").st_dev),
+                 HOOK_TEST_HOST_SHM_DEV=str(os.stat("/dev/shm").st_dev)),
     )  # fmt: skip
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -144,3 +146,10 @@ def test_a_launcher_of_another_ipc_namespace_is_not_served() -> None:
     server's: what its namespace does not hold must stay, and it is run in-process."""
     r = scenario("other_ipc_namespace")
     assert r["rc"] == 0 and r["verdicts"] == [] and not r["served"] and r["kept"]
+
+
+def test_a_launcher_with_another_dev_shm_is_not_served() -> None:
+    """In-process, its hook judges the /dev/shm it sees; served, it judged the server's."""
+    r = scenario("other_dev_shm")
+    assert r["rc"] == 0 and not r["served"] and r["kept"]
+    assert ["posix-shm", "tp_1", "tp", "removed"] not in r["verdicts"]
