@@ -166,7 +166,7 @@ def serve_one(conn: socket.socket) -> bytes | None:
     data, fds = _receive(conn, time.monotonic() + REQUEST_TIMEOUT)
     try:
         request = parse_request(data) if len(fds) == 2 else None
-        ours = request is not None and _ours(request.program) and _same_ipc_namespace(pid)
+        ours = request is not None and _ours(request.program) and _sees_as_server(pid)
         call = hook_call(request.args) if request and ours else None
         if request is None or call is None:
             conn.sendall(b"N")
@@ -225,15 +225,30 @@ def _receive(conn: socket.socket, deadline: float) -> tuple[bytes, list[int]]:
     return (b"".join(chunks) if size <= MAX_REQUEST else b""), list(fds)
 
 
-def _same_ipc_namespace(pid: int) -> bool:
-    """The launcher's IPC namespace is the server's: its hook judges the objects it sees
-    (a drop-in without "+" in a PrivateIPC= unit runs in the unit's), never the server's."""
-    try:
-        theirs = os.stat(f"/proc/{pid}/ns/ipc")
-        mine = os.stat("/proc/self/ns/ipc")
-    except OSError:
-        return False
-    return (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino)
+def _sees_as_server(pid: int) -> bool:
+    """The launcher's IPC namespace, /dev/shm and /dev/mqueue are the server's: its hook
+    judges the objects it sees (a drop-in without "+" in a PrivateIPC= unit, or one with a
+    /dev/shm of its own, runs in the unit's), never the server's."""
+
+    def same(mine: str, theirs: str) -> bool:
+        try:
+            a = os.stat(mine)
+        except OSError:
+            a = None
+        try:
+            b = os.stat(theirs)
+        except OSError:
+            b = None
+        if a is None or b is None:
+            return a is None and b is None
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+    there = f"/proc/{pid}"
+    return os.path.isdir(there) and all(
+        same(mine, there + theirs)
+        for mine, theirs in (("/proc/self/ns/ipc", "/ns/ipc"), ("/dev/shm", "/root/dev/shm"),
+                             ("/dev/mqueue", "/root/dev/mqueue"))
+    )  # fmt: skip
 
 
 def _ours(program: str) -> bool:
