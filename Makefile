@@ -13,7 +13,7 @@ APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd
 # zsh and fish: their completions are loaded by the real shells (tests/test_completion_shells.py).
 # The Perl packages: what IPC::Shareable's own tests need (tests/peers/).
 APT_TEST := systemd dbus php-cli apache2 scdoc man-db groff-base faketime postgresql \
-            prometheus prometheus-node-exporter zsh fish \
+            prometheus prometheus-node-exporter zsh fish strace \
             libipc-shareable-perl libmock-sub-perl libtest-sharedfork-perl
 
 .PHONY: run test test-fast lint bench setup setup-test clean man deb rpm package-test golden \

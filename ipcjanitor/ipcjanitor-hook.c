@@ -18,9 +18,11 @@
  * A `hook` command line is first offered to the hook server (ipcjanitor/hook/serve.py,
  * started by ipcjanitor-hook.socket where that is enabled): one message on SOCKET_PATH with
  * the program, the arguments and the kept environment, and this program's stdout and stderr
- * passed along; the server answers "A" at once, then "N" (not served there), or what the hook
- * printed ("O<length>\n" and stdout's bytes, "E<length>\n" and stderr's: written here, to
- * this program's own stdout and stderr) and "X<status>\n" (exit with it). No socket, no "A" within ASK_WAIT_MS, no status within RUN_WAIT_MS, or
+ * passed along; the server answers "A" at once, then "N" (not served there), or "X<status>\n"
+ * (exit with it) followed by what the hook printed ("O<length>\n" and stdout's bytes,
+ * "E<length>\n" and stderr's: written here, to this program's own stdout and stderr; an
+ * answer cut short after the status loses output, never runs the hook twice). No socket,
+ * no "A" within ASK_WAIT_MS, no status within RUN_WAIT_MS, or
  * anything unexpected: the hook is exec'd here, as without a server. The server decides from
  * this process's cgroup (the unit's) and counts this process as no process of the unit, so
  * it must stay alive until the answer: it does.
@@ -49,7 +51,7 @@ static char FIXED_PATH[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 extern char **environ;
 
 #define SOCKET_PATH "/run/ipcjanitor-hook.socket"
-#define PROTOCOL "ipcjanitor-hook 1"
+#define PROTOCOL "ipcjanitor-hook 2"
 #define ASK_WAIT_MS 2000   /* for the server's "A": a socket nobody serves never stalls a stop */
 #define RUN_WAIT_MS 60000  /* for its status: the hook's lock wait is 5 s, its work ms */
 #define MAX_REQUEST 65536
@@ -160,21 +162,23 @@ static int ask_server(char *argv[], char *env[])
     struct sockaddr_un addr = {.sun_family = AF_UNIX, .sun_path = SOCKET_PATH};
     size_t len = build_request(argv, env);
     int s, c;
-    long n;
+    long n, status;
 
     if (len == 0 || (s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
         return -1;
     if (connect(s, (struct sockaddr *)&addr, sizeof addr) != 0 || !send_request(s, len) ||
         byte_within(s, ASK_WAIT_MS) != 'A')
         goto here;
+    if (byte_within(s, RUN_WAIT_MS) != 'X' || (status = number_from(s)) < 0 || status > 255)
+        goto here; /* "N", or nothing: not served there */
+    /* served: what the hook printed follows; an answer cut short loses the rest of it (as a
+     * hook killed while printing would), and never runs the hook a second time */
     signal(SIGPIPE, SIG_IGN); /* a closed stdout: EPIPE, as for the hook's own print */
     while ((c = byte_within(s, RUN_WAIT_MS)) == 'O' || c == 'E')
         if ((n = number_from(s)) < 0 || !relay(s, c == 'O' ? 1 : 2, n))
-            goto here;
-    if (c != 'X' || (n = number_from(s)) < 0 || n > 255)
-        goto here; /* "N", or nothing: not served there */
+            break;
     close(s);
-    return (int)n;
+    return (int)status;
 here:
     signal(SIGPIPE, SIG_DFL);
     close(s);

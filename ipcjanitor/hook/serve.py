@@ -9,11 +9,14 @@ gone after IDLE_EXIT seconds without one — runs the same hook for it:
 - The launcher sends one message: PROTOCOL, its program, the hook's arguments, what it kept
   of the environment, each NUL-terminated (an empty field after the arguments), and its
   stdout and stderr as SCM_RIGHTS. The answer is b"A" at once (alive), then either b"N" (not
-  served here: the launcher execs the hook itself, as without the socket), or what the hook
-  printed (b"O<length>\\n" and stdout's bytes, b"E<length>\\n" and stderr's), which the
-  launcher writes to its own, and b"X<code>\\n", its exit status. A server that never
-  answers, or dies half-way, makes the launcher exec the hook itself too
-  (ipcjanitor-hook.c): a hook is never lost to the server.
+  served here: the launcher execs the hook itself, as without the socket), or b"X<code>\\n",
+  the hook's exit status, then what it printed (b"O<length>\\n" and stdout's bytes,
+  b"E<length>\\n" and stderr's), which the launcher writes to its own. A server that never
+  answers, or dies before the status, makes the launcher exec the hook itself too
+  (ipcjanitor-hook.c): a hook is never lost to the server. The status comes first so that
+  an answer cut after it (the server ended, _die_with) loses output, as a hook killed while
+  printing would, and never runs the hook a second time, printing part of it twice.
+  Protocol 2: a launcher of protocol 1 (status last) is answered b"N", and runs in-process.
 - Only root may ask (SO_PEERCRED; the socket is 0600 root's too), only a `hook` command line
   (hook_call's grammar), and only for this server's own program: a drop-in naming another
   ipcjanitor runs that one, in-process.
@@ -24,7 +27,12 @@ gone after IDLE_EXIT seconds without one — runs the same hook for it:
   in the answer for the launcher to write (Output). It reads the stop's SERVICE_RESULT,
   EXIT_CODE, EXIT_STATUS from what the launcher sent; its journal records name the unit
   (OBJECT_SYSTEMD_UNIT=), as in-process. Requests are served one at a time, each with the
-  policy read afresh.
+  policy read afresh; each answer is sent from a thread of its own (a launcher whose stdout
+  blocks takes it at its pace, holding no other), and a non-root peer is refused, and a
+  request must be whole, within REQUEST_TIMEOUT, before anything else is read.
+- The served hook dies with its launcher, as an in-process one does (_die_with): a launcher
+  gone before its hook is done (killed with what was left of its unit's stop) ends the
+  server, which the socket starts again for the next request.
 """
 
 from __future__ import annotations
@@ -33,9 +41,12 @@ import contextlib
 import gc
 import io
 import os
+import select
 import socket
 import struct
 import sys
+import threading
+import time
 import traceback
 
 from .gate import hook_call, run_call
@@ -47,12 +58,13 @@ if TYPE_CHECKING:
     from .gate import HookCall
 
 SOCKET_PATH = "/run/ipcjanitor-hook.socket"  # units/ipcjanitor-hook.socket, ipcjanitor-hook.c
-PROTOCOL = b"ipcjanitor-hook 1"
+PROTOCOL = b"ipcjanitor-hook 2"
 IDLE_EXIT = 600.0  # seconds without a request, then exit: the socket starts the server again
 REQUEST_TIMEOUT = 2.0  # the launcher sends everything in one message, at once
 MAX_REQUEST = 65536
 KEPT_ENV = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "INVOCATION_ID", "JOURNAL_STREAM")
 SD_LISTEN_FDS_START = 3
+LAUNCHER_GONE = 75  # EX_TEMPFAIL: the server ends with its launcher's hook (_die_with)
 
 
 class Request:
@@ -111,49 +123,132 @@ def main(argv: Sequence[str]) -> int:
 def serve(listener: socket.socket, idle: float) -> None:
     """Serve requests one at a time until none came for `idle` seconds."""
     listener.settimeout(idle)
+    senders: list[threading.Thread] = []
     while True:
         try:
             conn, _ = listener.accept()
         except TimeoutError:
+            for sender in senders:  # no launcher loses its answer to the idle exit
+                sender.join()
             return
-        with conn:
-            try:
-                serve_one(conn)
-            except Exception:  # the launcher, seeing no status, runs the hook itself
-                traceback.print_exc()
+        try:
+            reply = serve_one(conn)
+        except Exception:  # the launcher, seeing no status, runs the hook itself
+            traceback.print_exc()
+            reply = None
+        if reply is None:
+            conn.close()
+            continue
+        senders = [t for t in senders if t.is_alive()]
+        senders.append(threading.Thread(target=_send, args=(conn, reply)))
+        senders[-1].start()
 
 
-def serve_one(conn: socket.socket) -> None:
-    """One launcher: its hook run, and the exit status back."""
-    conn.settimeout(REQUEST_TIMEOUT)
+def _send(conn: socket.socket, reply: bytes) -> None:
+    """The answer, at the pace its launcher takes it: one whose stdout blocks (a pipe nobody
+    reads) reads no more of it until that write returns, and that must stall no other."""
+    with conn:
+        try:
+            conn.settimeout(None)
+            conn.sendall(reply)
+        except OSError:  # the launcher is gone: nobody to tell
+            pass
+
+
+def serve_one(conn: socket.socket) -> bytes | None:
+    """One launcher: its hook run; the answer to send it (None: it was sent, if any)."""
     pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    conn.settimeout(REQUEST_TIMEOUT)
+    if uid != 0:  # refused before its request is read: a peer that sends nothing holds nobody
+        conn.sendall(b"AN")
+        return None
     conn.sendall(b"A")
-    data, fds = _receive(conn)
+    data, fds = _receive(conn, time.monotonic() + REQUEST_TIMEOUT)
     try:
-        request = parse_request(data) if uid == 0 and len(fds) == 2 else None
-        call = hook_call(request.args) if request and _ours(request.program) else None
+        request = parse_request(data) if len(fds) == 2 else None
+        ours = request is not None and _ours(request.program) and _sees_as_server(pid)
+        call = hook_call(request.args) if request and ours else None
         if request is None or call is None:
             conn.sendall(b"N")
-            return
-        conn.settimeout(None)  # the hook takes what it takes (its lock wait is bounded)
-        with _as_launcher(fds, request.env) as output:
-            code = _run(call, pid)
-        conn.sendall(output.reply(code))
+            return None
+        wake = os.pipe()
+        watcher = threading.Thread(target=_die_with, args=(conn, wake[0]), daemon=True)
+        watcher.start()
+        try:
+            with _as_launcher(fds, request.env) as output:
+                code = _run(call, pid)
+        finally:
+            os.write(wake[1], b"!")
+            watcher.join()  # its poll holds the socket open: the launcher's EOF waits for it
+            for fd in wake:
+                os.close(fd)
+        return output.reply(code)
     finally:
         for fd in fds:
             os.close(fd)
 
 
-def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
-    """The launcher's message and the fds passed with it (it shuts its side after it)."""
-    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+def _die_with(conn: socket.socket, wake: int) -> None:
+    """End the server if the launcher is gone before its hook is done (`wake` readable): an
+    in-process hook is killed with its launcher (systemd's kill of what is left of the
+    unit's stop, or the launcher's own RUN_WAIT_MS), and the served one must not go on
+    removing after the stop it belongs to is over. The launcher shut only its sending side:
+    POLLHUP is its close. Launchers waiting meanwhile see no answer and run their hooks."""
+    watch = select.poll()
+    watch.register(conn.fileno(), 0)  # POLLHUP and POLLERR are reported regardless
+    watch.register(wake, select.POLLIN)
+    events = dict(watch.poll())
+    if wake not in events:
+        os._exit(LAUNCHER_GONE)
+
+
+def _receive(conn: socket.socket, deadline: float) -> tuple[bytes, list[int]]:
+    """The launcher's message and the fds passed with it (it shuts its side after it), all
+    by `deadline` (TimeoutError): a peer sending a byte at a time holds the server no longer.
+    Room for one fd more than the two: a request with more is refused, not cut to two."""
+    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 3)
     chunks = [data]
     size = len(data)
-    while data and size <= MAX_REQUEST:
-        data = conn.recv(MAX_REQUEST)
-        chunks.append(data)
-        size += len(data)
+    try:
+        while data and size <= MAX_REQUEST:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request took longer than REQUEST_TIMEOUT")
+            conn.settimeout(left)
+            data = conn.recv(MAX_REQUEST)
+            chunks.append(data)
+            size += len(data)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
     return (b"".join(chunks) if size <= MAX_REQUEST else b""), list(fds)
+
+
+def _sees_as_server(pid: int) -> bool:
+    """The launcher's IPC namespace, /dev/shm and /dev/mqueue are the server's: its hook
+    judges the objects it sees (a drop-in without "+" in a PrivateIPC= unit, or one with a
+    /dev/shm of its own, runs in the unit's), never the server's."""
+
+    def same(mine: str, theirs: str) -> bool:
+        try:
+            a = os.stat(mine)
+        except OSError:
+            a = None
+        try:
+            b = os.stat(theirs)
+        except OSError:
+            b = None
+        if a is None or b is None:
+            return a is None and b is None
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+    there = f"/proc/{pid}"
+    return os.path.isdir(there) and all(
+        same(mine, there + theirs)
+        for mine, theirs in (("/proc/self/ns/ipc", "/ns/ipc"), ("/dev/shm", "/root/dev/shm"),
+                             ("/dev/mqueue", "/root/dev/mqueue"))
+    )  # fmt: skip
 
 
 def _ours(program: str) -> bool:
@@ -176,13 +271,13 @@ class Output:
         )
 
     def reply(self, code: int) -> bytes:
-        """PURE: the answer: stdout's bytes, stderr's, then the exit status."""
-        parts = []
+        """PURE: the answer: the exit status, then stdout's bytes and stderr's."""
+        parts = [b"X%d\n" % code]
         for tag, stream in zip((b"O", b"E"), self.bytes, strict=True):
             data = stream.getvalue()
             if data:
                 parts.append(b"%s%d\n%s" % (tag, len(data), data))
-        return b"".join([*parts, b"X%d\n" % code])
+        return b"".join(parts)
 
 
 @contextlib.contextmanager
