@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ipcjanitor.hook import serve
 from ipcjanitor.hook.serve import KEPT_ENV, Output, listen_fd, parse_request
 
-GOOD = b"ipcjanitor-hook 1\0/usr/bin/ipcjanitor\0hook\0--unit=a.service\0\0SERVICE_RESULT=signal\0"
+GOOD = b"ipcjanitor-hook 2\0/usr/bin/ipcjanitor\0hook\0--unit=a.service\0\0SERVICE_RESULT=signal\0"
 
 
 def test_a_request_spells_the_program_the_arguments_and_the_kept_environment() -> None:
@@ -33,8 +33,8 @@ def test_a_request_spells_the_program_the_arguments_and_the_kept_environment() -
     [
         b"",
         GOOD[:-1],  # no final NUL: cut short
-        GOOD.replace(b"hook 1", b"hook 2"),  # another protocol
-        b"ipcjanitor-hook 1\0/usr/bin/ipcjanitor\0hook\0",  # no end of the arguments
+        GOOD.replace(b"hook 2", b"hook 1"),  # another protocol (an older launcher's)
+        b"ipcjanitor-hook 2\0/usr/bin/ipcjanitor\0hook\0",  # no end of the arguments
         GOOD + b"PYTHONPATH=/home/u\0",  # a name the launcher never keeps
         GOOD + b"IPCJANITOR_POLICY=/tmp/p.toml\0",
         GOOD + b"SERVICE_RESULT=success\0",  # twice: which one?
@@ -50,7 +50,7 @@ def test_no_message_crashes_the_parser_or_brings_a_name_it_does_not_keep(data: b
     req = parse_request(data)
     if req is not None:
         assert set(req.env) <= set(KEPT_ENV)
-        assert data.startswith(b"ipcjanitor-hook 1\0")
+        assert data.startswith(b"ipcjanitor-hook 2\0")
 
 
 def test_the_socket_is_taken_only_when_systemd_passed_it_to_this_process() -> None:
@@ -64,14 +64,14 @@ def test_the_answer_carries_stdout_stderr_and_the_status() -> None:
     out = Output()
     print("note: x", file=out.out)
     print("ipcjanitor: bad", file=out.err)
-    assert out.reply(78) == b"O8\nnote: x\nE16\nipcjanitor: bad\nX78\n"
+    assert out.reply(78) == b"X78\nO8\nnote: x\nE16\nipcjanitor: bad\n"  # the status first
     assert Output().reply(0) == b"X0\n"
 
 
 def test_text_that_is_not_utf8_goes_back_as_its_bytes() -> None:
     out = Output()
     out.out.write(os.fsdecode(b"unit \xff\n"))
-    assert out.reply(0) == b"O7\nunit \xff\nX0\n"
+    assert out.reply(0) == b"X0\nO7\nunit \xff\n"
 
 
 def _served(data: bytes, fds: list[int], monkeypatch: pytest.MonkeyPatch) -> bytes:
@@ -87,7 +87,9 @@ def _served(data: bytes, fds: list[int], monkeypatch: pytest.MonkeyPatch) -> byt
     with ours, theirs:
         socket.send_fds(theirs, [data], fds) if fds else theirs.sendall(data)
         theirs.shutdown(socket.SHUT_WR)
-        serve.serve_one(ours)
+        reply = serve.serve_one(ours)
+        if reply is not None:
+            ours.sendall(reply)
         ours.close()
         answer = b"".join(iter(lambda: theirs.recv(4096), b""))
     assert bool(ran) == answer.endswith(b"X0\n")
