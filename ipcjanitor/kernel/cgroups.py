@@ -12,7 +12,8 @@ nothing unless the walk that did not find it read the whole tree. The whole tree
 mounted at its root ("/" in mountinfo) in the initial cgroup namespace, or one whose root holds
 systemd's init.scope (a container's manager: its every unit lies below). The hook takes its
 own cgroup from /proc/self/cgroup instead: systemd put it in the unit's own directory. A walk
-that lists no process of a unit on v2 asks the kernel once more (cgroup.events, _populated).
+that lists no process of a unit on v2 asks the kernel once more (cgroup.events, _populated);
+the hook, which populates its unit itself, asks its unit's pids.current instead (_more_tasks).
 
 I/O at the edge: the readers below return records; `judge` is pure.
 """
