@@ -5,18 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ipcjanitor.engine.decide import decide_one
-from ipcjanitor.kernel import processes
+from ipcjanitor.kernel import cgroups, processes
 from ipcjanitor.kernel.cgroups import (
     CgroupTree,
     Hierarchy,
     UnitCgroup,
     hierarchies,
     judge,
+    more_tasks,
     own_path,
+    pids_hierarchy,
     read_tree,
     unit_directory,
 )
@@ -274,3 +277,88 @@ def test_a_populated_cgroup_whose_walk_listed_no_process_is_running(tmp_path: Pa
     (tmp_path / "system.slice" / "app.service" / "a" / "cgroup.procs").write_text("5\n")
     tree = read_tree(h, ["app.service"], {}, frozenset({5}), complete=None)
     assert judge(tree.units["app.service"], hidden_pids=False) is UnitState.STOPPED
+
+
+def test_the_hooks_unit_counts_more_tasks_than_the_hook_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook's walk lists only the hook; pids.current of the unit's directory counts every
+    task of its subtree at once: more than the hook's own threads is a task the walk missed
+    (one moving between sub-cgroups); equal, fewer, unreadable or garbage: the walk decides."""
+    h = _tree(tmp_path, {"system.slice/app.service/.control": "400\n"})
+    own = ("app.service", "/system.slice/app.service")
+    counter = tmp_path / "system.slice" / "app.service" / "pids.current"
+    monkeypatch.setattr(cgroups, "_own_tasks", lambda whose="self": 2)
+
+    def state(*counters: Path) -> UnitState | None:
+        tree = read_tree(h, ["app.service"], {}, frozenset({400}), complete=None, own=own,
+                         counters=tuple(map(str, counters)))  # fmt: skip
+        return judge(tree.units["app.service"], hidden_pids=True)
+
+    counter.write_text("3\n")
+    assert state(counter) is UnitState.RUNNING
+    assert state(tmp_path / "missing", counter) is UnitState.RUNNING  # the first readable
+    for text in ("2\n", "1\n", "", "max\n"):
+        counter.write_text(text)
+        assert state(counter) is UnitState.STOPPED, text  # the walk's word
+    assert state(tmp_path / "missing") is UnitState.STOPPED
+    assert state() is UnitState.STOPPED
+    # a process the walk lists decides alone; the counter is never read as proof of a stop
+    (tmp_path / "system.slice" / "app.service" / "cgroup.procs").write_text("500\n")
+    counter.write_text("1\n")
+    assert state(counter) is UnitState.RUNNING
+    assert more_tasks(3, 2) and not more_tasks(2, 2) and not more_tasks(1, 2)
+
+
+def test_our_own_tasks_unreadable_leaves_the_walk_to_decide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = _tree(tmp_path, {"system.slice/app.service/.control": "400\n"})
+    counter = tmp_path / "system.slice" / "app.service" / "pids.current"
+    counter.write_text("9\n")
+
+    def unreadable(whose: str = "self") -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cgroups, "_own_tasks", unreadable)
+    tree = read_tree(h, ["app.service"], {}, frozenset({400}), complete=None,
+                     own=("app.service", "/system.slice/app.service"),
+                     counters=(str(counter),))  # fmt: skip
+    assert judge(tree.units["app.service"], hidden_pids=True) is UnitState.STOPPED
+
+
+def test_the_v1_pids_hierarchy_and_our_path_in_it() -> None:
+    mountinfo = (
+        "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+    )
+    found = pids_hierarchy(mountinfo)
+    assert found is not None and str(found.mount) == "/sys/fs/cgroup/pids" and found.root == "/"
+    text = "8:cpu,pids:/system.slice/app.service\n0::/system.slice/app.service/.control\n"
+    assert own_path(text, found) == "/system.slice/app.service"
+    assert pids_hierarchy(mountinfo.splitlines()[1]) is None
+    over = mountinfo + "50 39 0:40 / /sys/fs/cgroup/pids rw - tmpfs tmpfs rw\n"
+    assert pids_hierarchy(over) is None  # something else mounted over it
+
+
+def test_a_served_hook_counts_its_launchers_tasks_not_the_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook server is no task of the unit; its launcher is (hook/serve.py): the count it
+    compares pids.current with is the launcher's (/proc/PID/task), never the server's."""
+    h = _tree(tmp_path, {"system.slice/app.service/.control": "400\n"})
+    own = ("app.service", "/system.slice/app.service")
+    counter = tmp_path / "system.slice" / "app.service" / "pids.current"
+    counter.write_text("2\n")  # the launcher, and one task the walk missed
+    asked: list[str] = []
+    tasks = {"self": 3, "400": 1}  # the server runs threads; the launcher has one
+
+    def own_tasks(whose: str = "self") -> int:
+        asked.append(whose)
+        return tasks[whose]
+
+    monkeypatch.setattr(cgroups, "_own_tasks", own_tasks)
+    tree = read_tree(h, ["app.service"], {}, frozenset({400}), complete=None, own=own,
+                     counters=(str(counter),), tasks_of="400")  # fmt: skip
+    assert asked == ["400"]
+    assert judge(tree.units["app.service"], hidden_pids=True) is UnitState.RUNNING

@@ -12,7 +12,8 @@ nothing unless the walk that did not find it read the whole tree. The whole tree
 mounted at its root ("/" in mountinfo) in the initial cgroup namespace, or one whose root holds
 systemd's init.scope (a container's manager: its every unit lies below). The hook takes its
 own cgroup from /proc/self/cgroup instead: systemd put it in the unit's own directory. A walk
-that lists no process of a unit on v2 asks the kernel once more (cgroup.events, _populated).
+that lists no process of a unit on v2 asks the kernel once more (cgroup.events, _populated);
+the hook, which populates its unit itself, asks its unit's pids.current instead (_more_tasks).
 
 I/O at the edge: the readers below return records; `judge` is pure.
 """
@@ -49,8 +50,9 @@ class UnitCgroup(NamedTuple):
     directories: tuple[str, ...]  # the directories named after it, relative to the tree's root
     pids: tuple[Pid, ...]  # in them and below, ours excluded; 0: a process of another pid ns
     unified: bool  # read from cgroup v2 (where an invisible process is listed as 0)
-    # cgroup.events said "populated 1" after a walk that listed no process at all: one moved
-    # between the unit's sub-cgroups while they were read (see _populated)
+    # a kernel counter says a process is left that the walk listed nowhere: one moved between
+    # the unit's sub-cgroups while they were read (cgroup.events: _populated; the hook's
+    # pids.current: _more_tasks)
     populated: bool = False
 
 
@@ -86,13 +88,30 @@ def hierarchies(mountinfo: str) -> list[Hierarchy]:
     return sorted(found.values(), key=rank)
 
 
+def pids_hierarchy(mountinfo: str) -> Hierarchy | None:
+    """The cgroup v1 `pids` hierarchy as mounted here (of several mounts on one point, the one
+    on top), or None. On a hybrid host the unified hierarchy has no controller: the unit's
+    task count is there."""
+    found: dict[str, Hierarchy] = {}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        if rfields[0] == "cgroup" and "pids" in rfields[2].split(","):
+            found[fields[4]] = Hierarchy(Path(fields[4]), False, "pids", fields[3])
+        else:
+            found.pop(fields[4], None)  # something else mounted over it
+    return next(iter(found.values()), None)
+
+
 def own_path(cgroup_text: str, hierarchy: Hierarchy) -> str | None:
     """Our own cgroup in `hierarchy`, from the text of /proc/self/cgroup (None: not there)."""
     for line in cgroup_text.splitlines():
         hid, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         key = "0:" if hid == "0" and not controllers else controllers
-        if key == hierarchy.line:
+        if key == hierarchy.line or (hierarchy.line == "pids" and "pids" in key.split(",")):
             return path
     return None
 
@@ -198,12 +217,17 @@ def read_tree(
     *,
     complete: str | None,
     own: tuple[str, str] | None = None,
+    counters: tuple[str, ...] = (),
+    tasks_of: str = "self",
 ) -> CgroupTree:
     """Every directory named after each pattern, and the processes in it and below.
 
     `complete`: None when the mounted tree is the whole tree (see the module's docstring),
     else why it may not be, and then only `own` is read: (the hook's unit, its directory as
-    unit_directory found it), for the pattern naming exactly that unit.
+    unit_directory found it), for the pattern naming exactly that unit. `counters`: the
+    pids.current files that count every task of that unit's subtree (see _more_tasks), of
+    which the hook's own (/proc/TASKS_OF/task: "self", or the launcher the hook server runs
+    it for) are not the unit's.
     """
     mount = str(hierarchy.mount)
     units: dict[str, UnitCgroup] = {}
@@ -212,8 +236,9 @@ def read_tree(
         walk = _Walk([own[0]], {})
         walk.run(mount + own[1], (own[0],), own[1])  # its directory and every one below
         if walk.blind is None:
-            found = walk.pids[own[0]]
-            units[own[0]] = UnitCgroup((own[1],), _without(found, exclude), hierarchy.unified)
+            found = _without(walk.pids[own[0]], exclude)
+            more = not found and _more_tasks(counters, tasks_of)
+            units[own[0]] = UnitCgroup((own[1],), found, hierarchy.unified, more)
             rest.discard(own[0])
     if rest and complete is None:
         walk = _Walk(sorted(rest), primary)
@@ -245,6 +270,39 @@ def _populated(mount: str, directories: Iterable[str]) -> bool:
                     return True
         except OSError:
             continue  # gone (it was empty), or not there to read
+    return False
+
+
+def more_tasks(counted: int, own: int) -> bool:
+    """PURE: whether a unit's task count says a task is in its subtree besides the hook's own
+    threads (`own`). Equal: the walk decides; fewer (it does not count us: not our subtree)
+    proves nothing either."""
+    return counted > own
+
+
+def _own_tasks(whose: str = "self") -> int:
+    return len(os.listdir(f"/proc/{whose}/task"))
+
+
+def _more_tasks(counters: Iterable[str], whose: str = "self") -> bool:
+    """Whether the first readable of `counters` counts more tasks than the hook's own.
+
+    The hook cannot ask cgroup.events (it populates its unit itself), but pids.current of its
+    unit's outermost directory counts every task of that directory and all below, the hook's
+    threads included, as one atomic counter; a task moving between two directories below is
+    charged to the destination before it is uncharged from the source, each up to the root
+    (kernel/cgroup/pids.c, pids_can_attach), so their common ancestor never counts it out.
+    Our threads are counted first: one we start meanwhile can only make the count higher.
+    Unreadable, missing or not a number: the walk's word stands (never "stopped" from here).
+    """
+    for counter in counters:
+        try:
+            own = _own_tasks(whose)
+            with open(counter, "rb") as f:
+                counted = int(f.read())
+        except (OSError, ValueError):
+            continue
+        return more_tasks(counted, own)
     return False
 
 
@@ -298,25 +356,52 @@ def unit_cgroups(
     if not wanted:
         return CgroupTree()
     try:
-        found = hierarchies(Path("/proc/self/mountinfo").read_text())
+        mountinfo = Path("/proc/self/mountinfo").read_text()
     except OSError as exc:
         return CgroupTree(blind=f"cannot read /proc/self/mountinfo: {exc.strerror}")
+    found = hierarchies(mountinfo)
     if not found:
         return CgroupTree(blind="no cgroup2 or name=systemd hierarchy is mounted")
     hierarchy = found[0]
     own = None
-    if own_unit is not None and own_unit in wanted and hierarchy.root == "/":
+    counters: tuple[str, ...] = ()
+    whose = "self" if hook_pid is None else str(hook_pid)  # who sits in the unit's cgroup
+    if own_unit is not None and own_unit in wanted:
         try:
-            whose = "self" if hook_pid is None else str(hook_pid)
-            path = own_path(Path(f"/proc/{whose}/cgroup").read_text(), hierarchy)
+            cgroup_text = Path(f"/proc/{whose}/cgroup").read_text()
         except OSError:
-            path = None
-        directory = unit_directory(path, own_unit) if path else None
-        if directory and not _made_by_root(str(hierarchy.mount), directory):
-            directory = None  # inside someone's delegated subtree: the whole tree decides
-        own = (own_unit, directory) if directory else None
+            cgroup_text = ""
+        directory = _trusted_directory(hierarchy, cgroup_text, own_unit)
+        if directory:
+            own = (own_unit, directory)
+            counters = _counters(hierarchy, directory, pids_hierarchy(mountinfo), cgroup_text,
+                                 own_unit)  # fmt: skip
     return read_tree(hierarchy, wanted, primary, exclude, complete=_completeness(hierarchy),
-                     own=own)  # fmt: skip
+                     own=own, counters=counters, tasks_of=whose)  # fmt: skip
+
+
+def _trusted_directory(hierarchy: Hierarchy, cgroup_text: str, unit: str) -> str | None:
+    """The outermost directory named `unit` on our own path in `hierarchy`, where only root
+    can have made it (None: not in it, or inside someone's delegated subtree)."""
+    if hierarchy.root != "/":
+        return None
+    path = own_path(cgroup_text, hierarchy)
+    directory = unit_directory(path, unit) if path else None
+    if directory and not _made_by_root(str(hierarchy.mount), directory):
+        return None  # inside someone's delegated subtree: the whole tree decides
+    return directory
+
+
+def _counters(
+    hierarchy: Hierarchy, directory: str, pids: Hierarchy | None, cgroup_text: str, unit: str
+) -> tuple[str, ...]:
+    """Where the hook's unit's task count may be: its v2 directory (the pids controller
+    enabled for it), else its directory in the v1 `pids` hierarchy (a hybrid host)."""
+    found = [f"{hierarchy.mount}{directory}/pids.current"] if hierarchy.unified else []
+    legacy = _trusted_directory(pids, cgroup_text, unit) if pids is not None else None
+    if pids is not None and legacy:
+        found.append(f"{pids.mount}{legacy}/pids.current")
+    return tuple(found)
 
 
 def judge(found: UnitCgroup | None, hidden_pids: bool) -> UnitState | None:

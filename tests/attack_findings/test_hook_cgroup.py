@@ -91,12 +91,6 @@ def test_a_hook_run_by_hand_from_a_users_unit_of_the_same_name(
     assert _state("app.service") is UnitState.RUNNING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (session 5 attack): the walk reads one "
-    "cgroup.procs after another; the hook cannot use cgroup.events (it is in the "
-    "cgroup); pids.current would close it",
-)
 def test_a_process_moving_between_sub_cgroups_while_the_hook_walks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,7 +100,8 @@ def test_a_process_moving_between_sub_cgroups_while_the_hook_walks(
     reads next-but-not-now: here it sits in the directory read second when the first is read,
     and has moved into the first before the second is read. The kernel has atomic counters the
     walk could check (pids.current of the unit's directory counts every task of its subtree,
-    the hook's own included); this fake keeps them true to the history."""
+    the hook's own included); this fake keeps them true to the history. Closed: the hook
+    compares that count with its own threads (one, here)."""
     root = tmp_path / "cg"
     unit = "system.slice/app.service"
     layout = {
@@ -132,15 +127,40 @@ def test_a_process_moving_between_sub_cgroups_while_the_hook_walks(
         return real_procs(directory)
 
     monkeypatch.setattr(cgroups, "_procs", racing)
+    monkeypatch.setattr(cgroups, "_own_tasks", lambda whose="self": 1, raising=False)
     assert _state("app.service") is UnitState.RUNNING
     assert sorted(read) == ["a", "b"]
+
+
+def test_on_a_hybrid_host_the_v1_pids_hierarchy_counts_the_mover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This host's layout: cgroup2 (no controller) and the v1 `pids` hierarchy side by side.
+    The walk of the v2 tree misses the mover as above; the unit's directory in the pids
+    hierarchy, found from the hook's own line there, counts it."""
+    root = tmp_path / "cg"
+    unit = "system.slice/app.service"
+    layout = {"init.scope": "1\n", unit: "", f"{unit}/.control": f"{HOOK}\n"}
+    _fake_proc(monkeypatch, root, layout, f"/{unit}/.control")
+    pids = tmp_path / "pids"
+    (pids / unit).mkdir(parents=True)
+    (pids / unit / "pids.current").write_text("2\n")  # the hook and the mover
+    (tmp_path / "mountinfo").write_text(
+        f"30 1 0:26 / {root} rw,relatime - cgroup2 cgroup2 rw\n"
+        f"31 1 0:27 / {pids} rw,relatime - cgroup cgroup rw,pids\n"
+    )
+    (tmp_path / "self_cgroup").write_text(f"5:pids:/{unit}\n0::/{unit}/.control\n")
+    monkeypatch.setattr(cgroups, "_own_tasks", lambda whose="self": 1, raising=False)
+    assert _state("app.service") is UnitState.RUNNING
+    (pids / unit / "pids.current").write_text("1\n")  # the hook alone: the walk decides
+    assert _state("app.service") is UnitState.STOPPED
 
 
 def test_control_the_fake_tree_answers_as_the_hook_expects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not an attack: the same fake with the hook where systemd puts it (`.control`) sees the
-    payload alive, and a unit holding only the hook stopped (the three above are real misses,
+    payload alive, and a unit holding only the hook stopped (the attacks above are real misses,
     not a broken fake)."""
     unit = "system.slice/app.service"
     layout = {"init.scope": "1\n", unit: "", f"{unit}/.control": f"{HOOK}\n"}
