@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import sysvipc_keys
-from .container import Container, available
+from .conftest import HOOK_PATHS, sysvipc_keys
+from .container import ROOT, Container, available
 
 pytestmark = [
     pytest.mark.integration,
@@ -77,10 +77,23 @@ def _start(box: Container) -> None:
     )
 
 
-def test_a_hopping_process_keeps_its_units_segment_through_many_hooks(box: Container) -> None:
+LAUNCHER = f"{ROOT / 'ipcjanitor' / 'ipcjanitor-hook'} /usr/bin/ipcjanitor"
+
+
+@pytest.mark.parametrize("path", HOOK_PATHS)
+def test_a_hopping_process_keeps_its_units_segment_through_many_hooks(
+    box: Container, path: str
+) -> None:
+    """In-process, or through the launcher to the hook server, which then counts the
+    launcher's tasks as the hook's own."""
     _start(box)
-    said = box.run(JOIN.format(n=1, argv="ipcjanitor hook --unit hop.service"))
-    assert "deciding from hop.service's own cgroup" in said.stdout + said.stderr, said
-    said = box.run(JOIN.format(n=40, argv="ipcjanitor -q hook --unit hop.service"))
+    hook = "ipcjanitor"
+    if path == "served":
+        box.run("systemctl enable --now ipcjanitor-hook.socket")
+        hook = LAUNCHER
+    said = box.run(JOIN.format(n=1, argv=f"{hook} hook --unit hop.service"))
+    where = "the hook server reads its launcher's" if path == "served" else "the hook runs in it"
+    assert f"deciding from hop.service's own cgroup ({where})" in said.stdout + said.stderr, said
+    said = box.run(JOIN.format(n=40, argv=f"{hook} -q hook --unit hop.service"))
     assert "hook failed" not in said.stdout, said.stdout + said.stderr
     assert KEY in sysvipc_keys(box, "shm"), said.stdout + said.stderr
