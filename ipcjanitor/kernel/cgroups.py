@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
@@ -64,22 +64,26 @@ class CgroupTree(NamedTuple):
     where: str = ""  # the tree read ("/sys/fs/cgroup/unified")
 
 
+def _mounts(mountinfo: str) -> Iterator[tuple[str, str, str, list[str]]]:
+    """PURE: each mount of a mountinfo text: its point, its root, its type, its super options."""
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) >= 5 and len(rfields) >= 3:
+            yield fields[4], fields[3], rfields[0], rfields[2].split(",")
+
+
 def hierarchies(mountinfo: str) -> list[Hierarchy]:
     """The cgroup2 and v1 name=systemd mounts of a mountinfo text, the preferred first (v2,
     at its usual places); of several mounts on one point, the last (the one on top)."""
     found: dict[str, Hierarchy] = {}
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, rfields = left.split(), right.split()
-        if len(fields) < 5 or len(rfields) < 3:
-            continue
-        fstype, options = rfields[0], rfields[2].split(",")
+    for point, root, fstype, options in _mounts(mountinfo):
         if fstype == "cgroup2":
-            found[fields[4]] = Hierarchy(Path(fields[4]), True, "0:", fields[3])
+            found[point] = Hierarchy(Path(point), True, "0:", root)
         elif fstype == "cgroup" and "name=systemd" in options:
-            found[fields[4]] = Hierarchy(Path(fields[4]), False, "name=systemd", fields[3])
+            found[point] = Hierarchy(Path(point), False, "name=systemd", root)
         else:
-            found.pop(fields[4], None)  # something else mounted over it
+            found.pop(point, None)  # something else mounted over it
 
     def rank(h: Hierarchy) -> tuple[int, int]:
         place = str(h.mount)
@@ -93,15 +97,11 @@ def pids_hierarchy(mountinfo: str) -> Hierarchy | None:
     on top), or None. On a hybrid host the unified hierarchy has no controller: the unit's
     task count is there."""
     found: dict[str, Hierarchy] = {}
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, rfields = left.split(), right.split()
-        if len(fields) < 5 or len(rfields) < 3:
-            continue
-        if rfields[0] == "cgroup" and "pids" in rfields[2].split(","):
-            found[fields[4]] = Hierarchy(Path(fields[4]), False, "pids", fields[3])
+    for point, root, fstype, options in _mounts(mountinfo):
+        if fstype == "cgroup" and "pids" in options:
+            found[point] = Hierarchy(Path(point), False, "pids", root)
         else:
-            found.pop(fields[4], None)  # something else mounted over it
+            found.pop(point, None)  # something else mounted over it
     return next(iter(found.values()), None)
 
 
