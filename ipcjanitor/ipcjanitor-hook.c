@@ -180,7 +180,6 @@ static int ask_server(char *argv[], char *env[])
     close(s);
     return (int)status;
 here:
-    signal(SIGPIPE, SIG_DFL);
     close(s);
     return -1;
 }

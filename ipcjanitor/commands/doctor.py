@@ -452,15 +452,12 @@ def _assess_hooks(seen: Seen) -> Found:
 def unserved_note(policy: Policy, socket_path: str | None = None) -> list[str]:
     """When owners are bound to units and no hook server listens: their hooks each start an
     interpreter (README "The hook server")."""
-    from ..hook.serve import SOCKET_PATH  # noqa: PLC0415
+    from ..hook.serve import SOCKET_PATH, unserved  # noqa: PLC0415
 
-    where = SOCKET_PATH if socket_path is None else socket_path
-    if not any(o.unit for o in policy.owners) or os.path.exists(where):
+    if not any(o.unit for o in policy.owners):
         return []
-    return [
-        f"no hook server listens on {where}: each hook starts its own interpreter (~60 ms "
-        "of every restart); `systemctl enable --now ipcjanitor-hook.socket` serves them warm"
-    ]
+    why = unserved(socket_path or SOCKET_PATH)
+    return [] if why is None else [why]
 
 
 def _hook_line(h: Mapping[str, str]) -> str:

@@ -225,15 +225,10 @@ def install_hook(
 
 def _say_if_unserved(socket_path: str | None = None) -> None:
     """A note when no hook server listens: each hook then starts an interpreter."""
-    from .serve import SOCKET_PATH  # noqa: PLC0415
+    from .serve import SOCKET_PATH, unserved  # noqa: PLC0415
 
-    where = SOCKET_PATH if socket_path is None else socket_path
-    if not os.path.exists(where):
-        print(
-            f"note: no hook server listens on {where}: each hook starts its own interpreter "
-            "(~60 ms of every restart, bench/README.md); `systemctl enable --now "
-            "ipcjanitor-hook.socket` serves them warm"
-        )
+    if (why := unserved(socket_path or SOCKET_PATH)) is not None:
+        print(f"note: {why}")
 
 
 def _metrics(path: Path, unit: str, metrics: str | None, no_metrics: bool) -> str:

@@ -230,25 +230,32 @@ def _sees_as_server(pid: int) -> bool:
     judges the objects it sees (a drop-in without "+" in a PrivateIPC= unit, or one with a
     /dev/shm of its own, runs in the unit's), never the server's."""
 
-    def same(mine: str, theirs: str) -> bool:
-        try:
-            a = os.stat(mine)
-        except OSError:
-            a = None
-        try:
-            b = os.stat(theirs)
-        except OSError:
-            b = None
-        if a is None or b is None:
-            return a is None and b is None
-        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
     there = f"/proc/{pid}"
     return os.path.isdir(there) and all(
-        same(mine, there + theirs)
+        _identity(mine) == _identity(there + theirs)
         for mine, theirs in (("/proc/self/ns/ipc", "/ns/ipc"), ("/dev/shm", "/root/dev/shm"),
                              ("/dev/mqueue", "/root/dev/mqueue"))
     )  # fmt: skip
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of path; None where it cannot be stat'ed (both None: the same)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def unserved(socket_path: str = SOCKET_PATH) -> str | None:
+    """What install-hook and doctor say when no hook server listens on socket_path."""
+    if os.path.exists(socket_path):
+        return None
+    return (
+        f"no hook server listens on {socket_path}: each hook starts its own interpreter "
+        "(~70 ms of every restart, bench/README.md); `systemctl enable --now "
+        "ipcjanitor-hook.socket` serves them warm"
+    )
 
 
 def _ours(program: str) -> bool:
