@@ -4,7 +4,6 @@ and /proc/PID/maps do not show, and that a write lease may not see."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -116,11 +115,5 @@ def opath_in_flight() -> dict[str, Any]:
     return {"scan": scan, "clean": clean, "left": left, "holder": after}
 
 
-def main() -> None:
-    ps.POLICY = sys.argv[2]
-    ps.private_mounts()
-    print(json.dumps(ps.SCENARIOS[sys.argv[1]]()))
-
-
 if __name__ == "__main__":
-    main()
+    ps.main()  # the scenarios above are registered in posix_scenarios' table
