@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -284,6 +285,24 @@ def _own_tasks(whose: str = "self") -> int:
     return len(os.listdir(f"/proc/{whose}/task"))
 
 
+# pids.current also counts a task that has exited until it is reaped (pids_release): right
+# after a kill, the unit's last processes can still be zombies of systemd's for a moment. A
+# count above ours is read again for up to this long; a live task keeps it above, always.
+SETTLE = 0.5  # seconds
+_SETTLE_STEP = 0.005
+
+
+def _counts(counter: str, whose: str) -> tuple[int, int]:
+    """(the counter's tasks, the hook's own), our own read first."""
+    own = _own_tasks(whose)
+    with open(counter, "rb") as f:
+        return int(f.read()), own
+
+
+def _pause() -> None:
+    time.sleep(_SETTLE_STEP)
+
+
 def _more_tasks(counters: Iterable[str], whose: str = "self") -> bool:
     """Whether the first readable of `counters` counts more tasks than the hook's own.
 
@@ -294,14 +313,21 @@ def _more_tasks(counters: Iterable[str], whose: str = "self") -> bool:
     (kernel/cgroup/pids.c, pids_can_attach), so their common ancestor never counts it out.
     Our threads are counted first: one we start meanwhile can only make the count higher.
     Unreadable, missing or not a number: the walk's word stands (never "stopped" from here).
+    A count above ours is read again until it falls to ours (exited tasks reaped) or SETTLE
+    has passed (then a task is there); unreadable meanwhile, it stays "more".
     """
     for counter in counters:
         try:
-            own = _own_tasks(whose)
-            with open(counter, "rb") as f:
-                counted = int(f.read())
+            counted, own = _counts(counter, whose)
         except (OSError, ValueError):
             continue
+        deadline = time.monotonic() + SETTLE
+        while more_tasks(counted, own) and time.monotonic() < deadline:
+            _pause()
+            try:
+                counted, own = _counts(counter, whose)
+            except (OSError, ValueError):
+                return True
         return more_tasks(counted, own)
     return False
 
