@@ -90,6 +90,9 @@ def hook_path(c: Container, path: str) -> Iterator[Container]:
 
 
 def journal(c: Container, *match: str) -> list[dict[str, object]]:
+    """The records matching; --sync first: journald stores every record sent before it
+    returns (a hook's records can still be queued when its unit reads failed, seen in CI)."""
+    c.run("journalctl --sync")
     out = c.run(f"journalctl --no-pager -o json {' '.join(match)}").stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
